@@ -1,0 +1,75 @@
+//! The host configuration file (`memhost serve --config memhost.toml`).
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:7077"
+//!
+//! [plugins]
+//! dir = "/etc/memhost/plugins"     # one sub-directory per plugin
+//! watch = true                     # reload when files there change
+//! max_timeout_ms = 30000           # ceilings on what any plugin gets
+//! max_memory_mb = 1024
+//!
+//! [plugins.grants.embed-openai]    # what one plugin is granted
+//! allowed_outbound_hosts = ["https://api.openai.com"]
+//! config = { model = "text-embedding-3-small" }
+//! ```
+//!
+//! Unknown keys are errors, so a typo never silently drops a setting.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plugins::PluginSettings;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[plugins]`.
+    pub plugins: PluginSettings,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on; the command line and `MEMHOST_LISTEN` win.
+    pub listen: Option<String>,
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config {}: {reason}", .path.display())]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl HostConfig {
+    /// Read `path`. Relative paths inside (the plugin directory, granted
+    /// directories) are resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let err = |reason: String| ConfigError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let mut config: HostConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(dir) = &config.plugins.dir {
+            config.plugins.dir = Some(base.join(dir));
+        }
+        for grant in config.plugins.grants.values_mut() {
+            for host in grant.read_only_dirs.values_mut() {
+                *host = base.join(&*host);
+            }
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,13 @@
+//! memhost: a memory server for AI agents.
+//!
+//! The host owns what must be trusted — storage, indexes, identity, audit,
+//! governance — and runs everything an operator customises as sandboxed
+//! WebAssembly component plugins (`runtime`, `plugins`).
+
+pub mod cli;
+pub mod config;
+pub mod data_dir;
+pub mod logging;
+pub mod plugins;
+pub mod runtime;
+pub mod server;

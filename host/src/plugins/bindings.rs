@@ -1,0 +1,114 @@
+//! Host-side bindings for the four plugin worlds, generated from `wit/`.
+//!
+//! The `redactor` world's bindings own the shared `types` and `host`
+//! interfaces; the other worlds reuse them so there is one `PluginError` and
+//! one `host` trait.
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+pub mod redactor {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "memhost:plugin/redactor-plugin",
+        additional_derives: [PartialEq],
+    });
+}
+
+pub mod extractor {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "memhost:plugin/extractor-plugin",
+        additional_derives: [PartialEq],
+        with: {
+            "memhost:plugin/types": crate::plugins::bindings::redactor::memhost::plugin::types,
+            "memhost:plugin/host": crate::plugins::bindings::redactor::memhost::plugin::host,
+        },
+    });
+}
+
+pub mod policy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "memhost:plugin/policy-plugin",
+        additional_derives: [PartialEq],
+        with: {
+            "memhost:plugin/types": crate::plugins::bindings::redactor::memhost::plugin::types,
+            "memhost:plugin/host": crate::plugins::bindings::redactor::memhost::plugin::host,
+        },
+    });
+}
+
+pub mod embedder {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "memhost:plugin/embedder-plugin",
+        with: {
+            "memhost:plugin/types": crate::plugins::bindings::redactor::memhost::plugin::types,
+            "memhost:plugin/host": crate::plugins::bindings::redactor::memhost::plugin::host,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::sync::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
+pub use redactor::memhost::plugin::host;
+pub use redactor::memhost::plugin::types::PluginError;
+
+use crate::runtime::StoreState;
+
+/// Longest log line a plugin may write; the rest is cut.
+const MAX_LOG_LINE: usize = 2048;
+
+impl host::Host for StoreState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let (id, version) = (&self.identity.id, &self.identity.version);
+        match level {
+            host::LogLevel::Trace => {
+                tracing::trace!(target: "memhost::plugin", plugin = %id, %version, "{message}")
+            }
+            host::LogLevel::Debug => {
+                tracing::debug!(target: "memhost::plugin", plugin = %id, %version, "{message}")
+            }
+            host::LogLevel::Info => {
+                tracing::info!(target: "memhost::plugin", plugin = %id, %version, "{message}")
+            }
+            host::LogLevel::Warn => {
+                tracing::warn!(target: "memhost::plugin", plugin = %id, %version, "{message}")
+            }
+            host::LogLevel::Error => {
+                tracing::error!(target: "memhost::plugin", plugin = %id, %version, "{message}")
+            }
+        }
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        // Only the intersection of requested and granted keys is in here.
+        self.config.get(&key).cloned()
+    }
+}
+
+impl PluginError {
+    /// The error as one line for logs and callers.
+    pub fn describe(&self) -> String {
+        match self {
+            PluginError::InvalidInput(m) => format!("invalid input: {m}"),
+            PluginError::Config(m) => format!("configuration: {m}"),
+            PluginError::Unavailable(m) => format!("unavailable: {m}"),
+            PluginError::Other(m) => m.clone(),
+        }
+    }
+}

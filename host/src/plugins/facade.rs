@@ -1,0 +1,493 @@
+//! The typed faces the rest of the host calls: [`Redactor`], [`Extractor`],
+//! [`Policy`], [`Embedder`]. Nothing outside `runtime` and `plugins` touches
+//! wasmtime.
+//!
+//! | kind      | instances                                  | on failure (caller's rule)  |
+//! |-----------|--------------------------------------------|-----------------------------|
+//! | redactor  | fresh store per call from an `InstancePre` | reject the write            |
+//! | extractor | fresh store per call                       | skip and log                |
+//! | policy    | fresh store per call                       | deny ([`Policy::decide`])   |
+//! | embedder  | bounded pool of warm instances, each retired after N calls or any trap | retry, then leave queued |
+//!
+//! Every call is synchronous and may block for up to the plugin's deadline:
+//! call it from a blocking thread (`tokio::task::spawn_blocking`), never
+//! from an async task.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use wasmtime::Store;
+
+use super::bindings::PluginError;
+use super::bindings::embedder::EmbedderPlugin;
+use super::bindings::embedder::EmbedderPluginPre;
+use super::bindings::extractor::ExtractorPluginPre;
+use super::bindings::policy::PolicyPluginPre;
+use super::bindings::redactor::{RedactorPlugin, RedactorPluginPre};
+use crate::runtime::{CallError, CallErrorKind, Runtime, StoreSpec, StoreState};
+
+pub use super::bindings::embedder::exports::memhost::plugin::embedder::ModelInfo;
+pub use super::bindings::extractor::exports::memhost::plugin::extractor::{
+    Entity, Extraction, Fact,
+};
+pub use super::bindings::policy::exports::memhost::plugin::policy::{
+    Action, ActionKind, Actor, Decision, Outcome, Requirement, Vote,
+};
+pub use super::bindings::redactor::exports::memhost::plugin::redactor::Finding;
+
+type Wasm<T> = wasmtime::Result<T>;
+
+/// Run one call in a fresh store: arm the deadline, instantiate, re-arm,
+/// call, drain guest output, classify failures.
+fn call_fresh<B, R>(
+    runtime: &Runtime,
+    spec: &StoreSpec,
+    instantiate: impl FnOnce(&mut Store<StoreState>) -> Wasm<B>,
+    call: impl FnOnce(&mut Store<StoreState>, &B) -> Wasm<Result<R, PluginError>>,
+) -> Result<R, CallError> {
+    let timeout = spec.budget.timeout;
+    let mut store = runtime.new_store(spec)?;
+    runtime.arm_deadline(&mut store, timeout);
+    let result = instantiate(&mut store).and_then(|bindings| {
+        runtime.arm_deadline(&mut store, timeout);
+        call(&mut store, &bindings)
+    });
+    let output = store.data_mut().drain_output();
+    finish(spec, result, timeout, &output.stderr)
+}
+
+fn finish<R>(
+    spec: &StoreSpec,
+    result: Wasm<Result<R, PluginError>>,
+    timeout: Duration,
+    stderr: &str,
+) -> Result<R, CallError> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(CallError::new(
+            &spec.identity,
+            CallErrorKind::Returned(e.describe()),
+        )),
+        Err(e) => {
+            let err = CallError::from_wasm(&spec.identity, &e, timeout, stderr);
+            tracing::warn!(plugin = %spec.identity.id, version = %spec.identity.version, error = %err.kind, "plugin call failed");
+            Err(err)
+        }
+    }
+}
+
+fn invalid(spec: &StoreSpec, what: String) -> CallError {
+    CallError::new(&spec.identity, CallErrorKind::InvalidOutput(what))
+}
+
+/// A loaded redactor.
+pub struct Redactor {
+    pub(crate) runtime: Runtime,
+    pub(crate) spec: StoreSpec,
+    pub(crate) pre: RedactorPluginPre<StoreState>,
+}
+
+impl Redactor {
+    /// Sensitive spans in `text`. Spans are checked: each lies inside the
+    /// text on character boundaries; otherwise the call fails with
+    /// [`CallErrorKind::InvalidOutput`].
+    pub fn redact(&self, text: &str) -> Result<Vec<Finding>, CallError> {
+        let findings = call_fresh(
+            &self.runtime,
+            &self.spec,
+            |store| self.pre.instantiate(store),
+            |store, b| b.memhost_plugin_redactor().call_redact(store, text),
+        )?;
+        check_findings(&self.spec, text, findings)
+    }
+
+    /// A session that keeps one instance for several calls — for redacting
+    /// the items of one batch, where a fresh store per item would be waste.
+    /// Never share a session between tenants: instance state persists.
+    pub fn session(&self) -> Result<RedactorSession<'_>, CallError> {
+        let timeout = self.spec.budget.timeout;
+        let mut store = self.runtime.new_store(&self.spec)?;
+        self.runtime.arm_deadline(&mut store, timeout);
+        match self.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(RedactorSession {
+                redactor: self,
+                store,
+                bindings,
+            }),
+            Err(e) => {
+                let out = store.data_mut().drain_output();
+                Err(CallError::from_wasm(
+                    &self.spec.identity,
+                    &e,
+                    timeout,
+                    &out.stderr,
+                ))
+            }
+        }
+    }
+}
+
+/// One redactor instance reused across calls; see [`Redactor::session`].
+pub struct RedactorSession<'a> {
+    redactor: &'a Redactor,
+    store: Store<StoreState>,
+    bindings: RedactorPlugin,
+}
+
+impl RedactorSession<'_> {
+    /// Like [`Redactor::redact`], on this session's instance. After a trap
+    /// the instance is replaced before the next call.
+    pub fn redact(&mut self, text: &str) -> Result<Vec<Finding>, CallError> {
+        let r = self.redactor;
+        let timeout = r.spec.budget.timeout;
+        r.runtime.arm_deadline(&mut self.store, timeout);
+        let result = self
+            .bindings
+            .memhost_plugin_redactor()
+            .call_redact(&mut self.store, text);
+        let output = self.store.data_mut().drain_output();
+        if result.is_err() {
+            // After a trap an instance cannot be entered again.
+            if let Ok(fresh) = r.session() {
+                self.store = fresh.store;
+                self.bindings = fresh.bindings;
+            }
+        }
+        let findings = finish(&r.spec, result, timeout, &output.stderr)?;
+        check_findings(&r.spec, text, findings)
+    }
+}
+
+/// Each finding must be a span of `text` on character boundaries.
+fn check_findings(
+    spec: &StoreSpec,
+    text: &str,
+    findings: Vec<Finding>,
+) -> Result<Vec<Finding>, CallError> {
+    for f in &findings {
+        let (start, end) = (f.start as usize, f.end as usize);
+        if start > end
+            || end > text.len()
+            || !text.is_char_boundary(start)
+            || !text.is_char_boundary(end)
+        {
+            return Err(invalid(
+                spec,
+                format!(
+                    "finding {start}..{end} ({}) is not a span of the {}-byte text",
+                    f.label,
+                    text.len()
+                ),
+            ));
+        }
+    }
+    Ok(findings)
+}
+
+/// Apply findings to `text`: each span becomes its replacement. Overlapping
+/// findings are merged, keeping the earliest-starting (then the longest).
+pub fn apply_findings(text: &str, findings: &[Finding]) -> String {
+    let mut sorted: Vec<&Finding> = findings.iter().collect();
+    sorted.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0usize;
+    for f in sorted {
+        let (start, end) = (f.start as usize, f.end as usize);
+        if start < pos || end > text.len() || start > end {
+            continue;
+        }
+        let (Some(before), Some(_)) = (text.get(pos..start), text.get(start..end)) else {
+            continue;
+        };
+        out.push_str(before);
+        out.push_str(&f.replacement);
+        pos = end;
+    }
+    out.push_str(text.get(pos..).unwrap_or(""));
+    out
+}
+
+/// A loaded extractor.
+pub struct Extractor {
+    pub(crate) runtime: Runtime,
+    pub(crate) spec: StoreSpec,
+    pub(crate) pre: ExtractorPluginPre<StoreState>,
+}
+
+impl Extractor {
+    /// Entities, facts and tags in `text`.
+    pub fn extract(&self, text: &str) -> Result<Extraction, CallError> {
+        call_fresh(
+            &self.runtime,
+            &self.spec,
+            |store| self.pre.instantiate(store),
+            |store, b| b.memhost_plugin_extractor().call_extract(store, text),
+        )
+    }
+}
+
+/// A loaded policy.
+pub struct Policy {
+    pub(crate) runtime: Runtime,
+    pub(crate) spec: StoreSpec,
+    pub(crate) pre: PolicyPluginPre<StoreState>,
+}
+
+impl Policy {
+    /// Ask the policy about `action`.
+    pub fn evaluate(&self, action: &Action) -> Result<Decision, CallError> {
+        call_fresh(
+            &self.runtime,
+            &self.spec,
+            |store| self.pre.instantiate(store),
+            |store, b| b.memhost_plugin_policy().call_evaluate(store, action),
+        )
+    }
+
+    /// Count `votes` on a pending `action`.
+    pub fn tally(&self, action: &Action, votes: &[Vote]) -> Result<Outcome, CallError> {
+        call_fresh(
+            &self.runtime,
+            &self.spec,
+            |store| self.pre.instantiate(store),
+            |store, b| b.memhost_plugin_policy().call_tally(store, action, votes),
+        )
+    }
+
+    /// [`Policy::evaluate`], failing closed: any error is a denial that
+    /// names the plugin and the cause.
+    pub fn decide(&self, action: &Action) -> Decision {
+        self.evaluate(action).unwrap_or_else(|e| {
+            tracing::warn!(target: "audit", event = "policy.failed_closed", error = %e, "policy failed; denying");
+            Decision::Deny(format!("policy unavailable, denied for safety ({e})"))
+        })
+    }
+}
+
+/// A warm embedder instance.
+struct Warm {
+    store: Store<StoreState>,
+    bindings: EmbedderPlugin,
+    calls: u64,
+}
+
+struct PoolState {
+    idle: Vec<Warm>,
+    live: u32,
+}
+
+/// A loaded embedder with its pool of warm instances.
+pub struct Embedder {
+    pub(crate) runtime: Runtime,
+    pub(crate) spec: StoreSpec,
+    pub(crate) pre: EmbedderPluginPre<StoreState>,
+    pub(crate) model: ModelInfo,
+    pub(crate) max_instances: u32,
+    pub(crate) max_calls: u64,
+    pool: Mutex<PoolState>,
+    returned: Condvar,
+}
+
+/// How long a caller waits for a free warm instance before giving up.
+const POOL_WAIT: Duration = Duration::from_secs(30);
+
+impl Embedder {
+    pub(crate) fn new(
+        runtime: Runtime,
+        spec: StoreSpec,
+        pre: EmbedderPluginPre<StoreState>,
+        max_instances: u32,
+        max_calls: u64,
+    ) -> Result<Embedder, CallError> {
+        let mut embedder = Embedder {
+            runtime,
+            spec,
+            pre,
+            model: ModelInfo {
+                id: String::new(),
+                dimensions: 0,
+                max_batch: 0,
+            },
+            max_instances: max_instances.max(1),
+            max_calls: max_calls.max(1),
+            pool: Mutex::new(PoolState {
+                idle: Vec::new(),
+                live: 0,
+            }),
+            returned: Condvar::new(),
+        };
+        let model =
+            embedder.with_instance(|store, b| b.memhost_plugin_embedder().call_model(store))?;
+        if model.dimensions == 0 || model.max_batch == 0 || model.id.trim().is_empty() {
+            return Err(invalid(
+                &embedder.spec,
+                format!(
+                    "model() must give an id, dimensions > 0 and max-batch > 0, got {:?}",
+                    model
+                ),
+            ));
+        }
+        embedder.model = model;
+        Ok(embedder)
+    }
+
+    /// The model: id, dimensions, largest batch.
+    pub fn model(&self) -> &ModelInfo {
+        &self.model
+    }
+
+    /// Instances currently alive (idle or in use).
+    pub fn live_instances(&self) -> u32 {
+        self.pool.lock().map(|p| p.live).unwrap_or(0)
+    }
+
+    /// One vector per text, in order. Batches larger than the model's
+    /// `max-batch` are split. Each vector is checked to have the model's
+    /// dimensions and only finite values.
+    pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, CallError> {
+        let batch = self.model.max_batch.max(1) as usize;
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(batch) {
+            let vectors = self
+                .with_instance(|store, b| b.memhost_plugin_embedder().call_embed(store, chunk))?;
+            if vectors.len() != chunk.len() {
+                return Err(invalid(
+                    &self.spec,
+                    format!("{} vectors for {} texts", vectors.len(), chunk.len()),
+                ));
+            }
+            for v in &vectors {
+                if v.len() != self.model.dimensions as usize {
+                    return Err(invalid(
+                        &self.spec,
+                        format!(
+                            "a vector of {} dimensions from model {} which declares {}",
+                            v.len(),
+                            self.model.id,
+                            self.model.dimensions
+                        ),
+                    ));
+                }
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(invalid(
+                        &self.spec,
+                        "a vector with NaN or infinite values".into(),
+                    ));
+                }
+            }
+            out.extend(vectors);
+        }
+        Ok(out)
+    }
+
+    /// Run `call` on a warm instance: take an idle one or make one (up to
+    /// the pool size, else wait), and put it back unless it trapped or has
+    /// served its calls.
+    fn with_instance<R>(
+        &self,
+        call: impl FnOnce(&mut Store<StoreState>, &EmbedderPlugin) -> Wasm<Result<R, PluginError>>,
+    ) -> Result<R, CallError> {
+        let timeout = self.spec.budget.timeout;
+        let mut warm = self.acquire()?;
+        self.runtime.arm_deadline(&mut warm.store, timeout);
+        let result = call(&mut warm.store, &warm.bindings);
+        warm.calls += 1;
+        let output = warm.store.data_mut().drain_output();
+        // After a trap an instance cannot be entered again: drop it.
+        let healthy = result.is_ok() && warm.calls < self.max_calls;
+        self.release(warm, healthy);
+        finish(&self.spec, result, timeout, &output.stderr)
+    }
+
+    fn acquire(&self) -> Result<Warm, CallError> {
+        let busy = || {
+            CallError::new(
+                &self.spec.identity,
+                CallErrorKind::Busy(format!("all {} warm instances in use", self.max_instances)),
+            )
+        };
+        let mut pool = self.pool.lock().map_err(|_| busy())?;
+        loop {
+            if let Some(warm) = pool.idle.pop() {
+                return Ok(warm);
+            }
+            if pool.live < self.max_instances {
+                pool.live += 1;
+                drop(pool);
+                return self.instantiate().inspect_err(|_| self.release_slot());
+            }
+            let (guard, wait) = self
+                .returned
+                .wait_timeout(pool, POOL_WAIT)
+                .map_err(|_| busy())?;
+            if wait.timed_out() {
+                return Err(busy());
+            }
+            pool = guard;
+        }
+    }
+
+    fn instantiate(&self) -> Result<Warm, CallError> {
+        let timeout = self.spec.budget.timeout;
+        let mut store = self.runtime.new_store(&self.spec)?;
+        self.runtime.arm_deadline(&mut store, timeout);
+        match self.pre.instantiate(&mut store) {
+            Ok(bindings) => Ok(Warm {
+                store,
+                bindings,
+                calls: 0,
+            }),
+            Err(e) => {
+                let out = store.data_mut().drain_output();
+                Err(CallError::from_wasm(
+                    &self.spec.identity,
+                    &e,
+                    timeout,
+                    &out.stderr,
+                ))
+            }
+        }
+    }
+
+    fn release(&self, warm: Warm, healthy: bool) {
+        if healthy && let Ok(mut pool) = self.pool.lock() {
+            pool.idle.push(warm);
+            self.returned.notify_one();
+            return;
+        }
+        drop(warm);
+        self.release_slot();
+    }
+
+    fn release_slot(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.live = pool.live.saturating_sub(1);
+        }
+        self.returned.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(start: u32, end: u32, r: &str) -> Finding {
+        Finding {
+            start,
+            end,
+            label: "x".into(),
+            replacement: r.into(),
+        }
+    }
+
+    #[test]
+    fn findings_are_applied_and_overlaps_merged() {
+        let text = "mail ada@example.com or call 555-0100";
+        let out = apply_findings(
+            text,
+            &[f(29, 37, "[PHONE]"), f(5, 20, "[EMAIL]"), f(9, 16, "[X]")],
+        );
+        assert_eq!(out, "mail [EMAIL] or call [PHONE]");
+        assert_eq!(apply_findings("abc", &[]), "abc");
+    }
+}

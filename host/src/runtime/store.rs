@@ -1,0 +1,179 @@
+//! The one place a `wasmtime::Store` is made, and the state it carries.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Store;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::egress::{EgressHooks, EgressPolicy};
+use super::limits::MemoryCap;
+use super::output::CapturedOutput;
+use super::{CallError, EPOCH_TICK, Runtime};
+
+/// Who a store runs: used in every log line and error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginIdentity {
+    /// The plugin id from its manifest.
+    pub id: String,
+    /// The plugin version from its manifest.
+    pub version: String,
+}
+
+impl std::fmt::Display for PluginIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "plugin \"{}\" {}", self.id, self.version)
+    }
+}
+
+/// Time and memory a plugin may use per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallBudget {
+    /// Wall-clock deadline for one call.
+    pub timeout: Duration,
+    /// Cap on the plugin's linear memory, in bytes.
+    pub memory_bytes: usize,
+}
+
+/// Everything that shapes a plugin's stores: its identity, budget and the
+/// effective grants. Built once per loaded plugin.
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    /// Who runs.
+    pub identity: PluginIdentity,
+    /// Per-call limits.
+    pub budget: CallBudget,
+    /// Configuration values the plugin may read (already the intersection of
+    /// what it asked for and what the operator granted).
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Read-only directories, as (host path, guest path).
+    pub read_only_dirs: Vec<(PathBuf, String)>,
+    /// Where outbound HTTP may go; `None` for kinds that cannot make calls.
+    pub egress: Option<Arc<EgressPolicy>>,
+}
+
+/// What guest code wrote to stdout and stderr during a call.
+#[derive(Debug, Default, Clone)]
+pub struct GuestOutput {
+    /// Bytes written to stdout (truncated).
+    pub stdout: String,
+    /// Bytes written to stderr (truncated).
+    pub stderr: String,
+}
+
+/// The data of every plugin store.
+pub struct StoreState {
+    pub(crate) identity: PluginIdentity,
+    pub(crate) config: Arc<BTreeMap<String, String>>,
+    pub(crate) limits: MemoryCap,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: EgressHooks,
+    stdout: CapturedOutput,
+    stderr: CapturedOutput,
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl StoreState {
+    /// Take what the guest printed since the last call, and log it with the
+    /// plugin's id.
+    pub(crate) fn drain_output(&mut self) -> GuestOutput {
+        let out = GuestOutput {
+            stdout: self.stdout.take(),
+            stderr: self.stderr.take(),
+        };
+        for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(
+                    target: "memhost::plugin",
+                    plugin = %self.identity.id,
+                    version = %self.identity.version,
+                    stream,
+                    "{line}"
+                );
+            }
+        }
+        out
+    }
+}
+
+impl Runtime {
+    /// Create a store for one plugin: empty WASI context (no env, no args,
+    /// no sockets, no stdin; stdout/stderr captured for `tracing`; only the
+    /// granted read-only directories), the memory cap, and fuel if enabled.
+    ///
+    /// No guest code can run in it until [`Runtime::arm_deadline`] is called.
+    pub fn new_store(&self, spec: &StoreSpec) -> Result<Store<StoreState>, CallError> {
+        let stdout = CapturedOutput::default();
+        let stderr = CapturedOutput::default();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (host, guest) in &spec.read_only_dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(|e| {
+                    CallError::capability(
+                        &spec.identity,
+                        format!("cannot open granted directory {}: {e}", host.display()),
+                    )
+                })?;
+        }
+        let state = StoreState {
+            identity: spec.identity.clone(),
+            config: spec.config.clone(),
+            limits: MemoryCap::new(spec.budget.memory_bytes),
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: EgressHooks::new(spec.identity.clone(), spec.egress.clone()),
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        // With epoch interruption on, a fresh store's deadline is "now": any
+        // guest code traps until `arm_deadline` sets a real one.
+        store.set_epoch_deadline(0);
+        store.epoch_deadline_trap();
+        Ok(store)
+    }
+
+    /// Arm the deadline and refill fuel. Call this right before entering the
+    /// guest (instantiation or an export call), never earlier.
+    pub fn arm_deadline(&self, store: &mut Store<StoreState>, timeout: Duration) {
+        let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+        // +1: the current tick may be about to end.
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX / 2) + 1);
+        if let Some(fuel) = self.fuel_per_call() {
+            // Fuel is only consumed when enabled, and then it is always set:
+            // a store left at zero would trap at once.
+            let _ = store.set_fuel(fuel);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `memhost serve`: the HTTP server, plugin loading, reload on SIGHUP and on
+//! changes in the plugin directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use warp::Filter;
+
+use crate::config::HostConfig;
+use crate::data_dir::DataDir;
+use crate::plugins::status::PluginStatus;
+use crate::plugins::{PluginRegistry, ReloadSummary};
+use crate::runtime::{Runtime, RuntimeConfig};
+
+/// What `serve` needs.
+pub struct ServeOptions {
+    /// The data directory.
+    pub data: DataDir,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The configuration.
+    pub config: HostConfig,
+}
+
+/// Build the runtime and plugin registry for a data directory and config.
+pub fn plugin_registry(data: &DataDir, config: &HostConfig) -> anyhow::Result<PluginRegistry> {
+    let mut settings = config.plugins.clone();
+    if settings.dir.is_none() {
+        settings.dir = Some(data.plugins());
+    }
+    let runtime = Runtime::new(&RuntimeConfig {
+        pooling: settings.pooling,
+        fuel_per_call: settings.fuel_per_call,
+        max_memory_mb: settings.max_memory_mb,
+        cache_dir: Some(data.component_cache()),
+        ..RuntimeConfig::default()
+    })?;
+    PluginRegistry::new(runtime, settings)
+}
+
+/// Reloads the registry and keeps the status file current.
+struct Reloader {
+    registry: Arc<PluginRegistry>,
+    status_path: PathBuf,
+    attempts: AtomicU64,
+}
+
+impl Reloader {
+    fn reload(&self) -> Result<ReloadSummary, ReloadSummary> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        let (summary, ok) = match self.registry.reload() {
+            Ok(s) => (s, true),
+            Err(e) => (e.summary, false),
+        };
+        let status = PluginStatus::of(&self.registry, attempt, &summary, ok);
+        if let Err(e) = status.write(&self.status_path) {
+            tracing::warn!(error = %e, path = %self.status_path.display(), "cannot write plugin status");
+        }
+        if ok { Ok(summary) } else { Err(summary) }
+    }
+}
+
+/// Run the server until Ctrl-C or SIGTERM.
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    opts.data.create()?;
+    let registry = Arc::new(plugin_registry(&opts.data, &opts.config)?);
+    let reloader = Arc::new(Reloader {
+        registry: registry.clone(),
+        status_path: opts.data.plugin_status(),
+        attempts: AtomicU64::new(0),
+    });
+    let first = {
+        let r = reloader.clone();
+        tokio::task::spawn_blocking(move || r.reload()).await?
+    };
+    match first {
+        Ok(summary) => tracing::info!("plugins ready: {summary}"),
+        Err(summary) => anyhow::bail!(
+            "cannot start: plugins failed to load: {}",
+            summary
+                .failed
+                .iter()
+                .map(|(id, why)| format!("{id}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+    DataDir::write_atomic(
+        &opts.data.pid_file(),
+        std::process::id().to_string().as_bytes(),
+    )?;
+
+    spawn_sighup_reloader(reloader.clone())?;
+    let _watcher = match (registry.settings().watch, registry.settings().dir) {
+        (true, Some(dir)) => Some(watch(dir, reloader.clone())?),
+        _ => None,
+    };
+
+    let health_registry = registry.clone();
+    let health = warp::path("health")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let set = health_registry.snapshot();
+            warp::reply::json(&serde_json::json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "plugins": { "loaded": set.len(), "generation": set.generation },
+            }))
+        });
+    let routes = health.with(warp::log::custom(|info| {
+        tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");
+    }));
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        "memhost {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(shutdown_signal())
+        .run()
+        .await;
+    let _ = std::fs::remove_file(opts.data.pid_file());
+    tracing::info!("memhost stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn spawn_sighup_reloader(reloader: Arc<Reloader>) -> anyhow::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading plugins");
+            let r = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+        }
+    });
+    Ok(())
+}
+
+/// Reload when files in the plugin directory change, after things settle
+/// (a copy of a large .wasm produces many events).
+fn watch(dir: PathBuf, reloader: Arc<Reloader>) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+        {
+            let _ = tx.send(());
+        }
+    })
+    .context("cannot watch the plugin directory")?;
+    watcher
+        .watch(&dir, notify::RecursiveMode::Recursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until no event has arrived for 500 ms.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            tracing::info!("plugin directory changed: reloading plugins");
+            let r = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+        }
+    });
+    tracing::info!(dir = %dir.display(), "watching plugin directory");
+    Ok(watcher)
+}

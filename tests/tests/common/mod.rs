@@ -1,0 +1,123 @@
+//! Shared helpers: where the built plugins are, how to lay out a plugin
+//! directory, and a log capture for asserting what the host logged.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use memhost::plugins::{PluginRegistry, PluginSettings};
+use memhost::runtime::{Runtime, RuntimeConfig};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Plugins staged by `cargo xtask plugins`.
+pub fn staged(name: &str) -> PathBuf {
+    let dir = root().join("target/plugins").join(name);
+    assert!(
+        dir.join("plugin.toml").is_file(),
+        "{} is missing: run `cargo xtask plugins` first (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+/// A built adversarial fixture, e.g. `fixture("loop")`.
+pub fn fixture(name: &str) -> PathBuf {
+    let path = root()
+        .join("target/fixtures")
+        .join(format!("fixture_{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask plugins` first (or `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// The wasm file of a staged plugin.
+pub fn staged_wasm(name: &str, file: &str) -> PathBuf {
+    staged(name).join(file)
+}
+
+/// Write `<parent>/<id>/plugin.toml` for `wasm` (copied in) and return the
+/// plugin directory. `extra` is appended to the manifest (limits,
+/// capabilities).
+pub fn plugin_dir(parent: &Path, id: &str, kind: &str, wasm: &Path, extra: &str) -> PathBuf {
+    plugin_dir_with_api(parent, id, kind, "0.1.0", wasm, extra)
+}
+
+/// Like [`plugin_dir`] with an explicit `api`.
+pub fn plugin_dir_with_api(
+    parent: &Path,
+    id: &str,
+    kind: &str,
+    api: &str,
+    wasm: &Path,
+    extra: &str,
+) -> PathBuf {
+    let dir = parent.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(wasm, dir.join("plugin.wasm")).unwrap();
+    std::fs::write(
+        dir.join("plugin.toml"),
+        format!(
+            "id = \"{id}\"\nname = \"{id}\"\nversion = \"0.1.0\"\nkind = \"{kind}\"\napi = \"{api}\"\nwasm = \"plugin.wasm\"\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// A registry with the given settings and an optional precompile cache.
+pub fn registry(settings: PluginSettings, cache: Option<&Path>) -> PluginRegistry {
+    let runtime = Runtime::new(&RuntimeConfig {
+        cache_dir: cache.map(Path::to_path_buf),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    PluginRegistry::new(runtime, settings).unwrap()
+}
+
+/// Everything logged (through `tracing`) by this test process.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Capture logs for the whole test process (installed once).
+pub fn capture_logs() -> Logs {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("debug,cranelift=warn,wasmtime=warn")
+            .with_ansi(false)
+            .with_target(true)
+            .with_writer(move || writer.clone())
+            .init();
+        logs
+    })
+    .clone()
+}

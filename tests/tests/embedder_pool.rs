@@ -1,0 +1,63 @@
+//! Embedders keep warm instances (state survives between calls), each
+//! retired after its configured number of calls or after any trap, and
+//! never more instances than the pool allows.
+
+mod common;
+
+use common::*;
+use memhost::plugins::{Grant, PluginSettings};
+
+fn counter(instances: u32, max_calls: u64) -> std::sync::Arc<memhost::plugins::Embedder> {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = plugin_dir(tmp.path(), "counter", "embedder", &fixture("counter"), "");
+    let mut settings = PluginSettings::default();
+    settings.grants.insert(
+        "counter".into(),
+        Grant {
+            instances: Some(instances),
+            max_calls_per_instance: Some(max_calls),
+            ..Grant::default()
+        },
+    );
+    let reg = registry(settings, None);
+    reg.apply(vec![dir]).unwrap();
+    reg.snapshot().embedder("counter").unwrap()
+}
+
+fn count(e: &memhost::plugins::Embedder) -> f32 {
+    e.embed(&["x".into()]).unwrap()[0][0]
+}
+
+#[test]
+fn warm_instances_are_reused_then_retired_after_max_calls() {
+    let e = counter(1, 3);
+    // Load called model() once on the first instance (1 of its 3 calls).
+    let seen: Vec<f32> = (0..6).map(|_| count(&e)).collect();
+    assert_eq!(seen, [1.0, 2.0, 1.0, 2.0, 3.0, 1.0]);
+    assert_eq!(e.live_instances(), 1);
+}
+
+#[test]
+fn an_instance_that_trapped_is_replaced() {
+    let e = counter(1, 1000);
+    assert_eq!(count(&e), 1.0);
+    assert_eq!(count(&e), 2.0);
+    let err = e.embed(&["trap".into()]).unwrap_err();
+    assert!(err.to_string().contains("asked to trap"), "{err}");
+    assert_eq!(count(&e), 1.0, "a trapped instance was reused");
+}
+
+#[test]
+fn concurrent_callers_share_a_bounded_pool() {
+    let e = counter(2, 1_000_000);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    count(&e);
+                }
+            });
+        }
+    });
+    assert!(e.live_instances() <= 2, "{} instances", e.live_instances());
+}

@@ -1,0 +1,314 @@
+//! `cargo xtask …`: the project's build, run and test entry points.
+//!
+//! | command                    | what it does                                                   |
+//! |----------------------------|----------------------------------------------------------------|
+//! | `cargo xtask plugins`      | build every plugin, example and test fixture to `target/plugins` |
+//! | `cargo xtask serve`        | build what is needed and run memhost with the default plugins  |
+//! | `cargo xtask test`         | formatting, lints, plugin unit tests and every host test       |
+//! | `cargo xtask bench plugins`| the plugin-runtime benchmark table                             |
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// Plugins staged for `serve`: shipped plugins and the Rust examples.
+const STAGED: &[&str] = &[
+    "plugins/policy-standard",
+    "examples/redact-keywords",
+    "examples/extract-hashtags",
+    "examples/policy-sensitive-data",
+    "examples/embed-hashing",
+];
+
+/// Test fixtures: (crate directory, wasm file name).
+const FIXTURES: &[&str] = &[
+    "loop",
+    "bomb",
+    "panic",
+    "http-embedder",
+    "future-api",
+    "counter",
+];
+
+/// Rust plugin crates with unit tests, run natively.
+const PLUGIN_UNIT_TESTS: &[&str] = &[
+    "policy-standard",
+    "redact-keywords",
+    "extract-hashtags",
+    "policy-sensitive-data",
+    "embed-hashing",
+];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root()?;
+    match args.first().map(String::as_str) {
+        Some("plugins") => plugins(&root).map(|_| ()),
+        Some("serve") => serve(&root, &args[1..]),
+        Some("test") => test(&root),
+        Some("bench") => bench(&root, &args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins>"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn root() -> Result<PathBuf> {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask must live in the repository root")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {}", describe(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", describe(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program().to_string_lossy().into_owned())
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Make sure the wasm target is installed, installing it with rustup.
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("rustup is needed to install the wasm32-wasip2 target; install rustup from https://rustup.rs")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    eprintln!("installing the {WASM_TARGET} target with rustup");
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET])).with_context(|| {
+        format!(
+            "could not install the {WASM_TARGET} target; run `rustup target add {WASM_TARGET}` by hand and check your network"
+        )
+    })
+}
+
+/// Make sure componentize-py is available, installing it with pip.
+fn ensure_componentize_py() -> Result<()> {
+    if Command::new("componentize-py")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    eprintln!("installing {COMPONENTIZE_PY} with pip (for the Python example plugin)");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", COMPONENTIZE_PY]))
+        .with_context(|| {
+            format!("could not install {COMPONENTIZE_PY}; run `python3 -m pip install {COMPONENTIZE_PY}` by hand")
+        })
+}
+
+/// Build every plugin, example and fixture; stage them under `target/`.
+/// Returns the staged plugin directory.
+fn plugins(root: &Path) -> Result<PathBuf> {
+    ensure_wasm_target()?;
+    run(cargo().current_dir(root.join("plugins")).args([
+        "build",
+        "--release",
+        "--target",
+        WASM_TARGET,
+    ]))?;
+    let built = root
+        .join("plugins/target")
+        .join(WASM_TARGET)
+        .join("release");
+
+    let staged = root.join("target/plugins");
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)
+            .with_context(|| format!("clearing {}", staged.display()))?;
+    }
+    for dir in STAGED {
+        stage(&root.join(dir), &built, &staged)?;
+    }
+
+    ensure_componentize_py()?;
+    let py = root.join("examples/redact-python");
+    let out = root.join("target/python/redact_python.wasm");
+    std::fs::create_dir_all(out.parent().context("no parent")?)?;
+    let newest_source = std::fs::metadata(py.join("app.py"))?.modified()?;
+    let fresh = std::fs::metadata(&out)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= newest_source);
+    if !fresh {
+        run(Command::new("componentize-py")
+            .current_dir(&py)
+            .arg("-d")
+            .arg(root.join("wit"))
+            .args([
+                "-w",
+                "memhost:plugin/redactor-plugin",
+                "componentize",
+                "app",
+                "-o",
+            ])
+            .arg(&out))?;
+    }
+    let py_stage = staged.join("redact-python");
+    std::fs::create_dir_all(&py_stage)?;
+    std::fs::copy(py.join("plugin.toml"), py_stage.join("plugin.toml"))?;
+    std::fs::copy(&out, py_stage.join("redact_python.wasm"))?;
+
+    let fixtures = root.join("target/fixtures");
+    std::fs::create_dir_all(&fixtures)?;
+    for name in FIXTURES {
+        let file = format!("fixture_{}.wasm", name.replace('-', "_"));
+        std::fs::copy(built.join(&file), fixtures.join(&file))
+            .with_context(|| format!("copying fixture {file}"))?;
+    }
+    eprintln!(
+        "plugins staged in {} (fixtures in {})",
+        staged.display(),
+        fixtures.display()
+    );
+    Ok(staged)
+}
+
+/// Copy `<dir>/plugin.toml` and the wasm it names into `<staged>/<dir name>/`.
+fn stage(dir: &Path, built: &Path, staged: &Path) -> Result<()> {
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml"))
+        .with_context(|| format!("reading {}/plugin.toml", dir.display()))?;
+    let wasm = manifest
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "wasm").then(|| v.trim().trim_matches('"').to_string())
+        })
+        .with_context(|| format!("{}/plugin.toml has no wasm entry", dir.display()))?;
+    let name = dir.file_name().context("plugin dir has no name")?;
+    let target = staged.join(name);
+    std::fs::create_dir_all(&target)?;
+    std::fs::write(target.join("plugin.toml"), manifest)?;
+    std::fs::copy(built.join(&wasm), target.join(&wasm))
+        .with_context(|| format!("copying {wasm} for {}", dir.display()))?;
+    for extra in ["README.md"] {
+        if dir.join(extra).exists() {
+            std::fs::copy(dir.join(extra), target.join(extra))?;
+        }
+    }
+    Ok(())
+}
+
+/// Build and run memhost with the default plugins, for a newcomer.
+fn serve(root: &Path, extra: &[String]) -> Result<()> {
+    let staged = plugins(root)?;
+    let dev = root.join("target/memhost-dev");
+    std::fs::create_dir_all(&dev)?;
+    let config = dev.join("memhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "# Written by `cargo xtask serve`: the default plugins, with example grants.\n\
+             [plugins]\n\
+             dir = \"{}\"\n\
+             watch = true\n\n\
+             [plugins.grants.redact-keywords]\n\
+             config = {{ terms = \"project falcon\" }}\n\n\
+             [plugins.grants.redact-python]\n\
+             config = {{ extra_terms = \"codename\" }}\n",
+            staged.display()
+        ),
+    )?;
+    run(cargo().current_dir(root).args(["build", "-p", "memhost"]))?;
+    let bin = root.join("target/debug/memhost");
+    let data = dev.join("data");
+    if !data.exists() {
+        run(Command::new(&bin).arg("init").arg("--data").arg(&data))?;
+    }
+    run(Command::new(&bin)
+        .arg("serve")
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .args(extra))
+}
+
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV printed no host triple")
+}
+
+/// Everything CI checks.
+fn test(root: &Path) -> Result<()> {
+    plugins(root)?;
+    run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
+    run(cargo()
+        .current_dir(root.join("plugins"))
+        .args(["fmt", "--all", "--check"]))?;
+    run(cargo().current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().current_dir(root.join("plugins")).args([
+        "clippy",
+        "--workspace",
+        "--release",
+        "--target",
+        WASM_TARGET,
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let triple = host_triple()?;
+    let mut unit = cargo();
+    unit.current_dir(root.join("plugins"))
+        .args(["test", "--target", &triple]);
+    for p in PLUGIN_UNIT_TESTS {
+        unit.args(["-p", p]);
+    }
+    run(&mut unit)?;
+    // The integration tests drive the real binary; build it once for all.
+    run(cargo().current_dir(root).args(["build", "-p", "memhost"]))?;
+    run(cargo().current_dir(root).args(["test", "--workspace"]))
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("plugins") | None => {
+            plugins(root)?;
+            run(cargo()
+                .current_dir(root)
+                .args(["bench", "-p", "memhost", "--bench", "plugins"]))
+        }
+        Some(other) => bail!("unknown benchmark {other:?}; try `cargo xtask bench plugins`"),
+    }
+}
