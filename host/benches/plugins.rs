@@ -131,10 +131,29 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("redact-keywords did not load"))?;
     let mut session = redactor.session()?;
 
+    let spec = memhost::runtime::StoreSpec {
+        identity: memhost::runtime::PluginIdentity {
+            id: "bench".into(),
+            version: "0".into(),
+        },
+        budget: memhost::runtime::CallBudget {
+            timeout: Duration::from_secs(1),
+            memory_bytes: 64 << 20,
+        },
+        config: Default::default(),
+        read_only_dirs: Vec::new(),
+        egress: None,
+    };
     row(
         "no-op call, fresh store per call",
         &measure(5_000, || {
             let _ = redactor.redact("");
+        }),
+    );
+    row(
+        "  of which: store creation (empty WASI context)",
+        &measure(5_000, || {
+            let _ = rt.new_store(&spec);
         }),
     );
     row(

@@ -92,9 +92,21 @@ fn an_unlisted_host_is_refused_and_logged() {
     );
     let err = embedder.embed(&["x".into()]).unwrap_err();
     match &err.kind {
-        CallErrorKind::Returned(msg) => assert!(msg.contains("denied"), "{msg}"),
-        other => panic!("expected the plugin to report a denied request, got {other:?}"),
+        CallErrorKind::CapabilityDenied(msg) => {
+            assert!(
+                msg.contains(&format!(
+                    "http://127.0.0.1:{port} is not in the plugin's allowed outbound hosts"
+                )),
+                "{msg}"
+            )
+        }
+        other => panic!("expected a capability error, got {other:?}"),
     }
+    assert!(
+        err.to_string()
+            .starts_with("plugin \"caller\" 0.1.0: capability denied"),
+        "{err}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a connection was made");
     let text = logs.text();
     let line = text
@@ -115,7 +127,11 @@ fn an_empty_grant_denies_even_what_the_manifest_asks_for() {
         std::slice::from_ref(&origin),
         settings_for(&format!("{origin}/"), &[]),
     );
-    assert!(embedder.embed(&["x".into()]).is_err());
+    let err = embedder.embed(&["x".into()]).unwrap_err();
+    assert!(
+        matches!(err.kind, CallErrorKind::CapabilityDenied(_)),
+        "{err}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
@@ -127,7 +143,11 @@ fn a_grant_alone_is_not_enough_either() {
         &[],
         settings_for(&format!("{origin}/"), std::slice::from_ref(&origin)),
     );
-    assert!(embedder.embed(&["x".into()]).is_err());
+    let err = embedder.embed(&["x".into()]).unwrap_err();
+    assert!(
+        matches!(err.kind, CallErrorKind::CapabilityDenied(_)),
+        "{err}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
 
@@ -144,4 +164,40 @@ fn loopback_by_name_needs_an_explicit_grant_of_that_name() {
     );
     assert_eq!(embedder.embed(&["x".into()]).unwrap()[0][0], 200.0);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_server_that_never_answers_cannot_hold_a_plugin_past_its_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream); // accept, read nothing, answer nothing
+        }
+    });
+    let origin = format!("http://127.0.0.1:{port}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = plugin_dir(
+        tmp.path(),
+        "caller",
+        "embedder",
+        &fixture("http-embedder"),
+        &format!(
+            "[limits]\ntimeout_ms = 200\n[capabilities]\nconfig = [\"url\"]\nallowed_outbound_hosts = [\"{origin}\"]"
+        ),
+    );
+    let reg = registry(
+        settings_for(&format!("{origin}/slow"), std::slice::from_ref(&origin)),
+        None,
+    );
+    reg.apply(vec![dir]).unwrap();
+    let embedder = reg.snapshot().embedder("caller").unwrap();
+    let started = std::time::Instant::now();
+    let err = embedder.embed(&["x".into()]).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(200 + 100),
+        "held for {took:?}: {err}"
+    );
 }

@@ -24,11 +24,14 @@ const STAGED: &[&str] = &[
     "examples/embed-hashing",
 ];
 
-/// Test fixtures: (crate directory, wasm file name).
+/// Test fixtures (directories under tests/fixtures), staged as
+/// `target/fixtures/fixture_<name>.wasm`.
 const FIXTURES: &[&str] = &[
     "loop",
     "bomb",
     "panic",
+    "sleep",
+    "probe",
     "http-embedder",
     "future-api",
     "counter",

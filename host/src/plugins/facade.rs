@@ -24,7 +24,7 @@ use super::bindings::embedder::EmbedderPluginPre;
 use super::bindings::extractor::ExtractorPluginPre;
 use super::bindings::policy::PolicyPluginPre;
 use super::bindings::redactor::{RedactorPlugin, RedactorPluginPre};
-use crate::runtime::{CallError, CallErrorKind, Runtime, StoreSpec, StoreState};
+use crate::runtime::{CallError, CallErrorKind, GuestOutput, Runtime, StoreSpec, StoreState};
 
 pub use super::bindings::embedder::exports::memhost::plugin::embedder::ModelInfo;
 pub use super::bindings::extractor::exports::memhost::plugin::extractor::{
@@ -53,15 +53,28 @@ fn call_fresh<B, R>(
         call(&mut store, &bindings)
     });
     let output = store.data_mut().drain_output();
-    finish(spec, result, timeout, &output.stderr)
+    finish(spec, result, timeout, &output)
 }
 
 fn finish<R>(
     spec: &StoreSpec,
     result: Wasm<Result<R, PluginError>>,
     timeout: Duration,
-    stderr: &str,
+    output: &GuestOutput,
 ) -> Result<R, CallError> {
+    // The host cut a wait short at the deadline: the call ran out of time,
+    // whatever the guest did with the rest of it.
+    if output.deadline_cut {
+        return Err(CallError::new(
+            &spec.identity,
+            CallErrorKind::Timeout(timeout),
+        ));
+    }
+    // A call that failed after the host refused it something failed
+    // because of that refusal: say so, whatever the plugin made of it.
+    if let (false, Some(denied)) = (matches!(result, Ok(Ok(_))), &output.denied) {
+        return Err(CallError::capability(&spec.identity, denied.clone()));
+    }
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(CallError::new(
@@ -69,7 +82,7 @@ fn finish<R>(
             CallErrorKind::Returned(e.describe()),
         )),
         Err(e) => {
-            let err = CallError::from_wasm(&spec.identity, &e, timeout, stderr);
+            let err = CallError::from_wasm(&spec.identity, &e, timeout, &output.stderr);
             tracing::warn!(plugin = %spec.identity.id, version = %spec.identity.version, error = %err.kind, "plugin call failed");
             Err(err)
         }
@@ -153,7 +166,7 @@ impl RedactorSession<'_> {
                 self.bindings = fresh.bindings;
             }
         }
-        let findings = finish(&r.spec, result, timeout, &output.stderr)?;
+        let findings = finish(&r.spec, result, timeout, &output)?;
         check_findings(&r.spec, text, findings)
     }
 }
@@ -396,7 +409,7 @@ impl Embedder {
         // After a trap an instance cannot be entered again: drop it.
         let healthy = result.is_ok() && warm.calls < self.max_calls;
         self.release(warm, healthy);
-        finish(&self.spec, result, timeout, &output.stderr)
+        finish(&self.spec, result, timeout, &output)
     }
 
     fn acquire(&self) -> Result<Warm, CallError> {

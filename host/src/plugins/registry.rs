@@ -21,7 +21,7 @@ use super::component::{ComponentFacts, check};
 use super::facade::{Action, ActionKind, Actor, Embedder, Extractor, Policy, Redactor};
 use super::grants::{Effective, PluginSettings};
 use super::manifest::{MANIFEST_FILE, Manifest, PluginKind};
-use crate::runtime::{CacheOutcome, CallErrorKind, Runtime, StoreState};
+use crate::runtime::{CacheOutcome, CallErrorKind, Imports, Runtime, StoreState};
 
 /// A loaded plugin of any kind.
 #[derive(Clone)]
@@ -197,15 +197,15 @@ struct Linkers {
     embedder: Linker<StoreState>,
 }
 
+/// The runtime's sandboxed imports plus the contract's `host` interface.
+/// Only embedders get outbound HTTP.
 fn linker(runtime: &Runtime, kind: PluginKind) -> wasmtime::Result<Linker<StoreState>> {
-    let mut linker = Linker::new(runtime.engine());
-    // Rust std guests import wasi:cli/io even when they do nothing with
-    // them; the context behind these is empty (see runtime::store).
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    let imports = match kind {
+        PluginKind::Embedder => Imports::WasiHttp,
+        _ => Imports::Wasi,
+    };
+    let mut linker = runtime.linker(imports)?;
     host::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
-    if kind == PluginKind::Embedder {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)?;
-    }
     Ok(linker)
 }
 

@@ -19,7 +19,8 @@
 //! https connections are protected by certificate validation.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
@@ -251,11 +252,38 @@ fn is_special_v6(ip: Ipv6Addr) -> bool {
 pub(crate) struct EgressHooks {
     identity: PluginIdentity,
     policy: Option<Arc<EgressPolicy>>,
+    denied: Arc<Mutex<Option<String>>>,
+    deadline: Option<Instant>,
 }
 
 impl EgressHooks {
-    pub(crate) fn new(identity: PluginIdentity, policy: Option<Arc<EgressPolicy>>) -> Self {
-        EgressHooks { identity, policy }
+    pub(crate) fn new(
+        identity: PluginIdentity,
+        policy: Option<Arc<EgressPolicy>>,
+        denied: Arc<Mutex<Option<String>>>,
+    ) -> Self {
+        EgressHooks {
+            identity,
+            policy,
+            denied,
+            deadline: None,
+        }
+    }
+
+    pub(crate) fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+}
+
+/// Cut every timeout of a request to the time the call has left: a slow
+/// server must not keep a plugin past its deadline inside a host call.
+fn bounded(options: Option<RequestOptions>, left: Duration) -> RequestOptions {
+    let cut = |t: Option<Duration>| Some(t.map_or(left, |t| t.min(left)));
+    let options = options.unwrap_or_default();
+    RequestOptions {
+        connect_timeout: cut(options.connect_timeout),
+        first_byte_timeout: cut(options.first_byte_timeout),
+        between_bytes_timeout: cut(options.between_bytes_timeout),
     }
 }
 
@@ -274,6 +302,12 @@ impl WasiHttpHooks for EgressHooks {
     > {
         let identity = self.identity.clone();
         let policy = self.policy.clone();
+        let denied = self.denied.clone();
+        let left = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(30));
+        let options = Some(bounded(options, left));
         Box::new(async move {
             let uri = request.uri().clone();
             let verdict = match &policy {
@@ -292,6 +326,9 @@ impl WasiHttpHooks for EgressHooks {
                         %reason,
                         "outbound request denied"
                     );
+                    if let Ok(mut slot) = denied.lock() {
+                        slot.get_or_insert_with(|| format!("outbound request denied: {reason}"));
+                    }
                     return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
                 }
             };

@@ -9,6 +9,7 @@ mod cache;
 pub mod egress;
 mod error;
 mod limits;
+mod linker;
 mod output;
 mod store;
 
@@ -23,6 +24,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 pub use cache::{CacheOutcome, ComponentCache};
 pub use error::{CallError, CallErrorKind};
 pub use limits::MemoryCapExceeded;
+pub use linker::Imports;
 pub use store::{CallBudget, GuestOutput, PluginIdentity, StoreSpec, StoreState};
 
 /// How often the epoch ticker advances the engine's epoch. Deadlines are

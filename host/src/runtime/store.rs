@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 use wasmtime::component::ResourceTable;
@@ -56,13 +56,19 @@ pub struct StoreSpec {
     pub egress: Option<Arc<EgressPolicy>>,
 }
 
-/// What guest code wrote to stdout and stderr during a call.
+/// What a call left behind besides its result: what the guest printed and
+/// whether the host refused it something.
 #[derive(Debug, Default, Clone)]
 pub struct GuestOutput {
     /// Bytes written to stdout (truncated).
     pub stdout: String,
     /// Bytes written to stderr (truncated).
     pub stderr: String,
+    /// The first capability the host denied during the call, if any.
+    pub denied: Option<String>,
+    /// A host-side wait was cut short because the deadline arrived: the
+    /// call ran out of time even if the guest then returned.
+    pub deadline_cut: bool,
 }
 
 /// The data of every plugin store.
@@ -76,6 +82,12 @@ pub struct StoreState {
     hooks: EgressHooks,
     stdout: CapturedOutput,
     stderr: CapturedOutput,
+    /// When the current call must be over; host-side waits are cut to it.
+    deadline: Option<Instant>,
+    deadline_cut: bool,
+    /// Capabilities refused during the current call (shared with the
+    /// egress hooks, which run on another task).
+    denied: Arc<Mutex<Option<String>>>,
 }
 
 impl WasiView for StoreState {
@@ -104,6 +116,8 @@ impl StoreState {
         let out = GuestOutput {
             stdout: self.stdout.take(),
             stderr: self.stderr.take(),
+            denied: self.denied.lock().ok().and_then(|mut d| d.take()),
+            deadline_cut: std::mem::take(&mut self.deadline_cut),
         };
         for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -118,6 +132,20 @@ impl StoreState {
         }
         out
     }
+
+    /// How long a host-side wait (a clock subscription, an HTTP response)
+    /// may last: never past the call's deadline, so a guest cannot hide
+    /// from epoch interruption inside a host call.
+    pub(crate) fn clamp_wait(&mut self, wait: Duration) -> Duration {
+        let Some(deadline) = self.deadline else {
+            return wait;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if wait > left {
+            self.deadline_cut = true;
+        }
+        wait.min(left)
+    }
 }
 
 impl Runtime {
@@ -129,6 +157,7 @@ impl Runtime {
     pub fn new_store(&self, spec: &StoreSpec) -> Result<Store<StoreState>, CallError> {
         let stdout = CapturedOutput::default();
         let stderr = CapturedOutput::default();
+        let denied = Arc::new(Mutex::new(None));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -151,9 +180,12 @@ impl Runtime {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            hooks: EgressHooks::new(spec.identity.clone(), spec.egress.clone()),
+            hooks: EgressHooks::new(spec.identity.clone(), spec.egress.clone(), denied.clone()),
             stdout,
             stderr,
+            deadline: None,
+            deadline_cut: false,
+            denied,
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -167,6 +199,9 @@ impl Runtime {
     /// Arm the deadline and refill fuel. Call this right before entering the
     /// guest (instantiation or an export call), never earlier.
     pub fn arm_deadline(&self, store: &mut Store<StoreState>, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        store.data_mut().deadline = Some(deadline);
+        store.data_mut().hooks.set_deadline(deadline);
         let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
         // +1: the current tick may be about to end.
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX / 2) + 1);
