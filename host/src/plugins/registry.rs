@@ -346,8 +346,7 @@ impl PluginRegistry {
             tracing::error!(
                 target: "audit",
                 event = "plugins.reload_failed",
-                summary = %summary,
-                "plugins: reload failed, previous set kept"
+                "plugins: {summary} (reload failed, previous set kept)"
             );
             for (id, why) in &summary.failed {
                 tracing::error!(plugin = %id, "{why}");
@@ -358,11 +357,12 @@ impl PluginRegistry {
             generation: old.generation + 1,
             entries: next,
         });
+        let set_generation = set.generation;
         match self.current.write() {
             Ok(mut cur) => *cur = set,
             Err(poisoned) => *poisoned.into_inner() = set,
         }
-        tracing::info!(target: "audit", event = "plugins.reloaded", summary = %summary, "plugins: {summary}");
+        tracing::info!(target: "audit", event = "plugins.reloaded", generation = set_generation, "plugins: {summary}");
         Ok(summary)
     }
 
