@@ -6,8 +6,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod data_dir;
 pub mod logging;
 pub mod plugins;
 pub mod runtime;
 pub mod server;
+pub mod store;

@@ -1,0 +1,140 @@
+use super::*;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, &StoreOptions::default()).unwrap()
+}
+
+fn get(store: &Store, key: &[u8]) -> Option<Vec<u8>> {
+    store
+        .read(|txn, t| match txn.get(t.memories, &key) {
+            Ok(v) => Ok(Some(v.to_vec())),
+            Err(lmdb::Error::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let before = store.commits();
+    let mut tasks = Vec::new();
+    for i in 0..500u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .write(move |txn, t| {
+                    txn.put(t.memories, &i.to_be_bytes(), &b"v", WriteFlags::empty())?;
+                    Ok(i)
+                })
+                .await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().unwrap(), i as u32);
+    }
+    let commits = store.commits() - before;
+    assert!(
+        commits < 500,
+        "{commits} commits for 500 concurrent writes: no group commit"
+    );
+    for i in 0..500u32 {
+        assert_eq!(get(&store, &i.to_be_bytes()).as_deref(), Some(&b"v"[..]));
+    }
+}
+
+#[test]
+fn a_failing_write_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let bad = store.write_blocking(|txn, t| {
+        txn.put(t.memories, b"half", b"written", WriteFlags::empty())?;
+        Err::<(), _>(StoreError::Rejected("changed my mind".into()))
+    });
+    assert!(matches!(bad, Err(StoreError::Rejected(m)) if m == "changed my mind"));
+    store
+        .write_blocking(|txn, t| Ok(txn.put(t.memories, b"good", b"yes", WriteFlags::empty())?))
+        .unwrap();
+    assert_eq!(get(&store, b"half"), None);
+    assert_eq!(get(&store, b"good").as_deref(), Some(&b"yes"[..]));
+}
+
+#[test]
+fn a_full_map_grows_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        &StoreOptions {
+            map_size: 256 << 10,
+            max_map_size: 64 << 20,
+        },
+    )
+    .unwrap();
+    let start = store.map_size();
+    let value = vec![7u8; 4000];
+    for i in 0..500u32 {
+        let value = value.clone();
+        store
+            .write_blocking(move |txn, t| {
+                Ok(txn.put(t.memories, &i.to_be_bytes(), &value, WriteFlags::empty())?)
+            })
+            .unwrap();
+    }
+    assert!(store.map_size() > start);
+    assert_eq!(
+        get(&store, &499u32.to_be_bytes()).map(|v| v.len()),
+        Some(4000)
+    );
+}
+
+#[test]
+fn a_map_at_its_ceiling_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        &StoreOptions {
+            map_size: 256 << 10,
+            max_map_size: 256 << 10,
+        },
+    )
+    .unwrap();
+    let value = vec![7u8; 100_000];
+    let mut last = Ok(());
+    for i in 0..10u32 {
+        let value = value.clone();
+        last = store.write_blocking(move |txn, t| {
+            Ok(txn.put(t.memories, &i.to_be_bytes(), &value, WriteFlags::empty())?)
+        });
+        if last.is_err() {
+            break;
+        }
+    }
+    let err = last.unwrap_err();
+    assert!(err.to_string().contains("max_map_size"), "{err}");
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_data_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store
+            .write_blocking(|txn, t| {
+                txn.put(
+                    t.meta,
+                    &META_SCHEMA,
+                    &(SCHEMA_VERSION + 1).to_be_bytes(),
+                    WriteFlags::empty(),
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        store.close();
+    }
+    let err = Store::open(dir.path(), &StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
+    assert!(err.to_string().contains("upgrade memhost"), "{err}");
+}
