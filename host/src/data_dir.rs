@@ -2,6 +2,8 @@
 //!
 //! | path                     | what                                            |
 //! |--------------------------|-------------------------------------------------|
+//! | `master.key`             | the master key (0600) — back it up              |
+//! | `db/`                    | the LMDB environment (sealed rows)              |
 //! | `cache/components/`      | precompiled plugins (host-owned, 0700)          |
 //! | `plugins/`               | default plugin directory                        |
 //! | `run/memhost.pid`        | pid of the running server                       |
@@ -10,6 +12,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+use crate::crypto::{CryptoError, MasterKey};
+use crate::store::keyring::{Keyring, KeyringError};
+use crate::store::{Store, StoreOptions};
+
+/// Environment variable holding the master key text (instead of the file).
+pub const ENV_MASTER_KEY: &str = "MEMHOST_MASTER_KEY";
+/// Environment variable holding the passphrase of a protected key file.
+pub const ENV_MASTER_PASSPHRASE: &str = "MEMHOST_MASTER_PASSPHRASE";
 
 /// The layout of one data directory.
 #[derive(Debug, Clone)]
@@ -26,6 +37,16 @@ impl DataDir {
     /// The directory itself.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The master key file.
+    pub fn master_key(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
+
+    /// The LMDB environment directory.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("db")
     }
 
     /// Precompiled component cache.
@@ -70,6 +91,48 @@ impl DataDir {
                 .with_context(|| format!("making {} private", self.root.display()))?;
         }
         Ok(())
+    }
+
+    /// Where the master key comes from, for messages.
+    pub fn master_key_source(&self) -> String {
+        if std::env::var_os(ENV_MASTER_KEY).is_some() {
+            ENV_MASTER_KEY.to_string()
+        } else {
+            self.master_key().display().to_string()
+        }
+    }
+
+    /// Load the master key: `MEMHOST_MASTER_KEY` if set, else the key file
+    /// (with `MEMHOST_MASTER_PASSPHRASE` if it is protected).
+    pub fn load_master_key(&self) -> Result<MasterKey, CryptoError> {
+        let text = std::env::var(ENV_MASTER_KEY).ok();
+        let pass = std::env::var(ENV_MASTER_PASSPHRASE).ok();
+        MasterKey::load(&self.master_key(), text.as_deref(), pass.as_deref())
+    }
+
+    /// Open the sealed store with the master key. A wrong key is refused
+    /// before anything is read, naming the fingerprint the data expects.
+    pub fn open_store(&self) -> anyhow::Result<(Store, Keyring)> {
+        if !self.db().exists() {
+            anyhow::bail!(
+                "{} is not initialised: run `memhost init --data {}` first",
+                self.root.display(),
+                self.root.display()
+            );
+        }
+        let master = self.load_master_key()?;
+        let store = Store::open(&self.db(), &StoreOptions::default())?;
+        match Keyring::open(&store, master) {
+            Ok(keyring) => Ok((store, keyring)),
+            Err(KeyringError::Crypto(CryptoError::WrongMasterKey { have, expected })) => {
+                anyhow::bail!(
+                    "refusing to open {}: the data expects master key {expected}, but the key from {} is {have}; use the key file `memhost init` wrote for this directory (or its backup)",
+                    self.root.display(),
+                    self.master_key_source()
+                )
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Write `bytes` to `path` atomically (temp file + rename).

@@ -67,6 +67,11 @@ impl Reloader {
 /// Run the server until Ctrl-C or SIGTERM.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     opts.data.create()?;
+    // The sealed store first: a wrong master key refuses to start before
+    // anything else happens.
+    let data = opts.data.clone();
+    let (store, keyring) = tokio::task::spawn_blocking(move || data.open_store()).await??;
+    tracing::info!(master_key = %keyring.fingerprint(), db = %opts.data.db().display(), "store open");
     let registry = Arc::new(plugin_registry(&opts.data, &opts.config)?);
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
@@ -130,6 +135,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .run()
         .await;
     let _ = std::fs::remove_file(opts.data.pid_file());
+    store.close();
     tracing::info!("memhost stopped");
     Ok(())
 }

@@ -33,6 +33,14 @@ fn memhost(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `memhost init` the data directory unless it already is.
+fn init(data: &Path) {
+    if !data.join("db").exists() {
+        let (code, _, err) = memhost(&["init", "--data", data.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -51,6 +59,7 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, config: &Path) -> Server {
+        init(data);
         let mut child = Command::new(memhost_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -272,6 +281,7 @@ fn serve_refuses_to_start_when_a_plugin_cannot_load() {
         "",
     );
     let config = write_config(tmp.path(), &plugins, false);
+    init(&tmp.path().join("data"));
     let (code, _, err) = memhost(&[
         "serve",
         "--listen",

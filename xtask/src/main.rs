@@ -243,7 +243,7 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
     run(cargo().current_dir(root).args(["build", "-p", "memhost"]))?;
     let bin = root.join("target/debug/memhost");
     let data = dev.join("data");
-    if !data.exists() {
+    if !data.join("db").exists() {
         run(Command::new(&bin).arg("init").arg("--data").arg(&data))?;
     }
     run(Command::new(&bin)

@@ -2,6 +2,7 @@
 //! environment variable. Logs go to stderr; stdout carries only what a
 //! command is asked to print.
 
+mod keys;
 mod plugin;
 
 use std::net::SocketAddr;
@@ -23,7 +24,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the data directory.
+    /// Create the data directory, its master key and its database.
+    ///
+    /// The key comes from MEMHOST_MASTER_KEY if set (no file is written);
+    /// otherwise a new one is written to <data>/master.key (0600), protected
+    /// with MEMHOST_MASTER_PASSPHRASE if set.
     Init {
         /// The data directory.
         #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
@@ -44,6 +49,9 @@ enum Command {
     /// Check, list and reload plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Manage keys (master key rotation).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// The default listen address: loopback only.
@@ -61,17 +69,7 @@ pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     crate::logging::init();
     match cli.command {
-        Command::Init { data } => {
-            let dir = DataDir::new(&data);
-            let existed = dir.root().exists();
-            dir.create()?;
-            eprintln!(
-                "{} data directory {}",
-                if existed { "checked" } else { "created" },
-                dir.root().display()
-            );
-            Ok(0)
-        }
+        Command::Init { data } => init(&DataDir::new(&data)),
         Command::Serve {
             data,
             listen,
@@ -99,5 +97,50 @@ pub fn run() -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Keys(cmd) => keys::run(cmd),
     }
+}
+
+fn init(dir: &DataDir) -> anyhow::Result<i32> {
+    use crate::crypto::MasterKey;
+    use crate::data_dir::{ENV_MASTER_KEY, ENV_MASTER_PASSPHRASE};
+
+    if dir.db().exists() {
+        let (_store, keyring) = dir.open_store()?;
+        eprintln!(
+            "{} is already initialised (master key {}); nothing changed",
+            dir.root().display(),
+            keyring.fingerprint()
+        );
+        return Ok(0);
+    }
+    dir.create()?;
+    let from_env = std::env::var_os(ENV_MASTER_KEY).is_some();
+    if !from_env && !dir.master_key().exists() {
+        let pass = std::env::var(ENV_MASTER_PASSPHRASE).ok();
+        MasterKey::generate().write_new(&dir.master_key(), pass.as_deref())?;
+    }
+    std::fs::create_dir_all(dir.db())?;
+    let (store, keyring) = dir.open_store()?;
+    store.close();
+    eprintln!("created {}", dir.root().display());
+    if from_env {
+        eprintln!(
+            "master key: from {ENV_MASTER_KEY} (fingerprint {}); keep it safe — without it the data cannot be read",
+            keyring.fingerprint()
+        );
+    } else {
+        eprintln!(
+            "master key: {} (fingerprint {}){}",
+            dir.master_key().display(),
+            keyring.fingerprint(),
+            if std::env::var_os(ENV_MASTER_PASSPHRASE).is_some() {
+                ", protected by MEMHOST_MASTER_PASSPHRASE"
+            } else {
+                ""
+            }
+        );
+        eprintln!("BACK UP THIS FILE: without it the data in this directory cannot be read");
+    }
+    Ok(0)
 }

@@ -123,6 +123,20 @@ impl MasterKey {
         fingerprint_of(&self.recipient())
     }
 
+    /// The key in age's key-file format (comment lines, then the secret).
+    /// Key material: only for writing the key file or handing it to the
+    /// operator who asked for it.
+    pub fn export(&self) -> Zeroizing<String> {
+        let secret = self.identity.to_string();
+        Zeroizing::new(format!(
+            "# memhost master key — back this up; without it the data cannot be read\n\
+             # public key: {}\n# fingerprint: {}\n{}\n",
+            self.recipient(),
+            self.fingerprint(),
+            secret.expose_secret()
+        ))
+    }
+
     /// Write the identity to `path` with mode 0600, refusing to overwrite.
     /// With a passphrase the file is an age passphrase-encrypted (armored)
     /// file; without, the plain identity in age's key-file format.
@@ -131,15 +145,7 @@ impl MasterKey {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
-        let secret = self.identity.to_string();
-        let body = format!(
-            "# memhost master key — back this file up; without it the data cannot be read\n\
-             # public key: {}\n# fingerprint: {}\n{}\n",
-            self.recipient(),
-            self.fingerprint(),
-            secret.expose_secret()
-        );
-        let body = Zeroizing::new(body);
+        let body = self.export();
         let bytes: Zeroizing<Vec<u8>> = match passphrase {
             None => Zeroizing::new(body.as_bytes().to_vec()),
             Some(pass) => {

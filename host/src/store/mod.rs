@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub mod keyring;
+
 pub use lmdb::{Database, RoTransaction, RwTransaction, Transaction, WriteFlags};
 use lmdb::{DatabaseFlags, Environment, EnvironmentFlags};
 

@@ -1,0 +1,140 @@
+//! The data directory is bound to its master key: `init` writes it (0600)
+//! and says to back it up, a wrong key is refused at start naming the
+//! fingerprint the data expects (and the data is untouched), and
+//! `keys rotate-master` moves the data to a new key so the old one stops
+//! working.
+
+use std::path::Path;
+use std::process::Command;
+
+fn memhost_bin() -> std::path::PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("target/debug/memhost");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p memhost`",
+        bin.display()
+    );
+    bin
+}
+
+/// Run memhost with extra environment; returns (exit code, stdout, stderr).
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(memhost_bin());
+    cmd.args(args)
+        .env_remove("MEMHOST_MASTER_KEY")
+        .env_remove("MEMHOST_MASTER_PASSPHRASE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fingerprint_in(text: &str) -> String {
+    let at = text.find("fingerprint ").expect(text) + "fingerprint ".len();
+    text[at..at + 16].to_string()
+}
+
+/// Start serve and wait until it listens or exits; returns (listened, stderr).
+fn try_serve(data: &str, env: &[(&str, &str)]) -> (bool, String) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = Command::new(memhost_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data", data])
+        .env_remove("MEMHOST_MASTER_KEY")
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut log = String::new();
+    let mut listened = false;
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("listening on") {
+            listened = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (listened, log)
+}
+
+#[test]
+fn init_wrong_key_and_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().unwrap();
+
+    let (code, _, err) = run(&["init", "--data", data_arg], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("BACK UP THIS FILE"), "{err}");
+    let fp = fingerprint_in(&err);
+    let key_file = data.join("master.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let original_key = std::fs::read_to_string(&key_file).unwrap();
+    // init again changes nothing.
+    let (code, _, err) = run(&["init", "--data", data_arg], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        err.contains("already initialised") && err.contains(&fp),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), original_key);
+
+    // A different key is refused, naming the fingerprint the data expects.
+    let other = tempfile::tempdir().unwrap();
+    let (_, _, err) = run(
+        &["init", "--data", other.path().join("d").to_str().unwrap()],
+        &[],
+    );
+    let other_fp = fingerprint_in(&err);
+    let other_key = std::fs::read_to_string(other.path().join("d/master.key")).unwrap();
+    let (listened, log) = try_serve(data_arg, &[("MEMHOST_MASTER_KEY", &other_key)]);
+    assert!(!listened, "served with the wrong key:\n{log}");
+    assert!(
+        log.contains(&format!("expects master key {fp}")) && log.contains(&other_fp),
+        "{log}"
+    );
+    // ...and the data is intact: the right key still works.
+    let (listened, log) = try_serve(data_arg, &[]);
+    assert!(listened, "{log}");
+
+    // Rotation: the file now holds a new key; the old key stops working.
+    let (code, _, err) = run(&["keys", "rotate-master", "--data", data_arg], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("from master key {fp}")), "{err}");
+    let new_key = std::fs::read_to_string(&key_file).unwrap();
+    assert_ne!(new_key, original_key);
+    let (listened, log) = try_serve(data_arg, &[]);
+    assert!(listened, "{log}");
+    let (listened, log) = try_serve(data_arg, &[("MEMHOST_MASTER_KEY", &original_key)]);
+    assert!(!listened && log.contains("refusing to open"), "{log}");
+}
+
+#[test]
+fn serve_refuses_an_uninitialised_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (listened, log) = try_serve(tmp.path().join("nothing").to_str().unwrap(), &[]);
+    assert!(!listened);
+    assert!(
+        log.contains("is not initialised: run `memhost init"),
+        "{log}"
+    );
+}
