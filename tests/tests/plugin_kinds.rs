@@ -152,6 +152,44 @@ fn a_redactor_gets_only_granted_config() {
 }
 
 #[test]
+fn the_pii_redactor_replaces_every_kind_with_its_placeholder() {
+    let mut settings = PluginSettings::default();
+    settings.grants.insert(
+        "redact-pii".into(),
+        Grant {
+            config: [("blocklist".to_string(), "project falcon".to_string())].into(),
+            ..Grant::default()
+        },
+    );
+    let reg = registry(settings, None);
+    reg.apply(vec![staged("redact-pii")]).unwrap();
+    let r = reg.snapshot().redactor("redact-pii").unwrap();
+    let text = "Ada (ada@example.com, +44 20 7946 0958) paid with 4111 1111 1111 1111 \
+        from DE89 3704 0044 0532 0130 00; SSN 123-45-6789; host 10.0.0.7; \
+        key sk_live_4eC39HqLyjWDarjtT1zdp7dc; re: Project Falcon.";
+    let findings = r.redact(text).unwrap();
+    assert_eq!(
+        apply_findings(text, &findings),
+        "Ada ([EMAIL], [PHONE]) paid with [CARD] from [IBAN]; SSN [SSN]; host [IP]; \
+         key [SECRET]; re: [REDACTED]."
+    );
+    let mut labels: Vec<_> = findings.iter().map(|f| f.label.as_str()).collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        [
+            "card", "email", "iban", "ip", "phone", "secret", "ssn", "term"
+        ]
+    );
+    // A Luhn-invalid number and an ordinary sentence are left alone.
+    assert!(
+        r.redact("ticket 4111 1111 1111 1112 closed on 2024-01-15")
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
 fn an_extractor_returns_entities_and_tags() {
     let reg = registry(PluginSettings::default(), None);
     reg.apply(vec![staged("extract-hashtags")]).unwrap();

@@ -18,6 +18,7 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 /// Plugins staged for `serve`: shipped plugins and the Rust examples.
 const STAGED: &[&str] = &[
     "plugins/policy-standard",
+    "plugins/redact-pii",
     "examples/redact-keywords",
     "examples/extract-hashtags",
     "examples/policy-sensitive-data",
@@ -40,6 +41,7 @@ const FIXTURES: &[&str] = &[
 /// Rust plugin crates with unit tests, run natively.
 const PLUGIN_UNIT_TESTS: &[&str] = &[
     "policy-standard",
+    "redact-pii",
     "redact-keywords",
     "extract-hashtags",
     "policy-sensitive-data",
