@@ -12,4 +12,5 @@ pub mod logging;
 pub mod plugins;
 pub mod runtime;
 pub mod server;
+pub mod service;
 pub mod store;

@@ -1,0 +1,637 @@
+//! The use cases — create namespaces; store, get, list, update, forget
+//! memories — in one place, used by REST, MCP and the CLI alike. Knows
+//! nothing about HTTP.
+//!
+//! Every call is blocking (LMDB reads, plugin calls, waiting for the group
+//! commit): call it from a blocking thread.
+//!
+//! | table        | row key                                   | value                          |
+//! |--------------|-------------------------------------------|--------------------------------|
+//! | `namespaces` | blind(system key, name)                   | sealed [`Namespace`] (system key) |
+//! | `keys`       | `ns/` + namespace id                      | data key wrapped with age      |
+//! | `memories`   | namespace id + memory id                  | sealed current [`Memory`]      |
+//! | `memories`   | namespace id + memory id + version (u32)  | sealed superseded versions     |
+//! | `dedup`      | namespace id + blind(ns key, content hash)| memory id                      |
+
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use model::{Actor, Limits, Memory, Namespace, NamespaceSettings, RedactionMode};
+
+use crate::crypto::DataKey;
+use crate::plugins::{PluginRegistry, apply_findings};
+use crate::store::keyring::{Keyring, KeyringError, SYSTEM_KEY};
+use crate::store::{Store, StoreError, Transaction, WriteFlags};
+
+/// What went wrong, in terms a caller can act on. The API maps each to a
+/// status and a stable problem type.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServiceError {
+    /// A field is invalid.
+    #[error("{field}: {detail}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A field is larger than allowed.
+    #[error("{field} is larger than {limit} bytes")]
+    TooLarge {
+        /// The field.
+        field: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The namespace does not exist.
+    #[error("namespace \"{0}\" does not exist")]
+    NoNamespace(String),
+    /// The memory does not exist (or expired, or was forgotten).
+    #[error("memory {id} does not exist in namespace \"{namespace}\"")]
+    NoMemory {
+        /// Namespace.
+        namespace: String,
+        /// Id.
+        id: String,
+    },
+    /// Something with that name exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The namespace's redactor failed or is missing: the write is refused.
+    #[error("redaction failed, nothing was stored: {0}")]
+    Redaction(String),
+    /// Storage or key failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Rejected(m) => ServiceError::Conflict(m),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<KeyringError> for ServiceError {
+    fn from(e: KeyringError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+fn invalid(field: &str, detail: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        field: field.into(),
+        detail: detail.into(),
+    }
+}
+
+/// A new memory, as a caller sends it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMemory {
+    /// The text.
+    pub content: String,
+    /// Optional title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Free-form JSON object.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Expire after this many seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// 0.0–1.0 (default 0.5).
+    #[serde(default)]
+    pub importance: Option<f32>,
+}
+
+/// What storing did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The memory (the existing one for a duplicate).
+    pub memory: Memory,
+    /// False when identical content was already stored.
+    pub created: bool,
+}
+
+/// Filters and paging for [`Service::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only memories carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Only memories written by this agent.
+    pub agent_id: Option<String>,
+    /// Created at or after (Unix ms).
+    pub since: Option<i64>,
+    /// Created before (Unix ms).
+    pub until: Option<i64>,
+    /// Continue after this memory id.
+    pub cursor: Option<Uuid>,
+    /// Page size (1–200, default 50).
+    pub limit: Option<usize>,
+}
+
+/// One page of memories, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The memories.
+    pub memories: Vec<Memory>,
+    /// Pass as `cursor` for the next page; `None` at the end.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// The service.
+#[derive(Clone)]
+pub struct Service {
+    store: Store,
+    keyring: Arc<Keyring>,
+    plugins: Arc<PluginRegistry>,
+    limits: Limits,
+}
+
+fn ns_key_id(ns: &Uuid) -> Vec<u8> {
+    [b"ns/".as_slice(), ns.as_bytes()].concat()
+}
+
+fn head_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), id.as_bytes()].concat()
+}
+
+fn version_key(ns: &Uuid, id: &Uuid, version: u32) -> Vec<u8> {
+    [
+        ns.as_bytes().as_slice(),
+        id.as_bytes(),
+        &version.to_be_bytes(),
+    ]
+    .concat()
+}
+
+fn get_bytes<T: Transaction>(
+    txn: &T,
+    db: lmdb::Database,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match txn.get(db, &key) {
+        Ok(v) => Ok(Some(v.to_vec())),
+        Err(lmdb::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn seal_json<T: serde::Serialize>(
+    key: &DataKey,
+    table: &str,
+    row: &[u8],
+    value: &T,
+) -> Result<Vec<u8>, ServiceError> {
+    let plain = zeroize::Zeroizing::new(
+        serde_json::to_vec(value).map_err(|e| ServiceError::Internal(e.to_string()))?,
+    );
+    Ok(key.seal(table, row, &plain))
+}
+
+fn open_json<T: serde::de::DeserializeOwned>(
+    key: &DataKey,
+    table: &str,
+    row: &[u8],
+    sealed: &[u8],
+) -> Result<T, ServiceError> {
+    let plain = key
+        .open(table, row, sealed)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    serde_json::from_slice(&plain)
+        .map_err(|e| ServiceError::Internal(format!("corrupt {table} row: {e}")))
+}
+
+impl Service {
+    /// A service over an open store and keyring, with the plugin registry.
+    pub fn new(store: Store, keyring: Arc<Keyring>, plugins: Arc<PluginRegistry>) -> Service {
+        Service {
+            store,
+            keyring,
+            plugins,
+            limits: Limits::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn system_key(&self) -> Result<Arc<DataKey>, ServiceError> {
+        Ok(self.keyring.key(&self.store, SYSTEM_KEY)?)
+    }
+
+    fn namespace_row(&self, name: &str) -> Result<Vec<u8>, ServiceError> {
+        Ok(self
+            .system_key()?
+            .blind("namespace-name", name.as_bytes())
+            .to_vec())
+    }
+
+    /// Create a namespace with its own data key.
+    pub fn create_namespace(
+        &self,
+        name: &str,
+        settings: NamespaceSettings,
+    ) -> Result<Namespace, ServiceError> {
+        if !model::valid_namespace_name(name) {
+            return Err(invalid(
+                "name",
+                format!(
+                    "\"{name}\" is not a valid namespace name: 1-63 characters, lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+                ),
+            ));
+        }
+        validate_settings(&settings)?;
+        let ns = Namespace {
+            id: Uuid::now_v7(),
+            name: name.to_string(),
+            created_at: model::now_ms(),
+            settings,
+        };
+        let row = self.namespace_row(name)?;
+        let sealed = seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
+        let (data_key, wrapped) = self.keyring.new_key()?;
+        let key_id = ns_key_id(&ns.id);
+        let conflict = format!("namespace \"{name}\" already exists");
+        let kid = key_id.clone();
+        self.store.write_blocking(move |txn, t| {
+            if get_bytes(txn, t.namespaces, &row)?.is_some() {
+                return Err(StoreError::Rejected(conflict.clone()));
+            }
+            txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
+            Keyring::put_wrapped(txn, t, &kid, &wrapped)?;
+            Ok(())
+        })?;
+        self.keyring.remember(&key_id, data_key);
+        Ok(ns)
+    }
+
+    /// The namespace called `name`.
+    pub fn namespace(&self, name: &str) -> Result<Namespace, ServiceError> {
+        if !model::valid_namespace_name(name) {
+            return Err(ServiceError::NoNamespace(name.to_string()));
+        }
+        let row = self.namespace_row(name)?;
+        let sealed = self
+            .store
+            .read(|txn, t| get_bytes(txn, t.namespaces, &row))?
+            .ok_or_else(|| ServiceError::NoNamespace(name.to_string()))?;
+        open_json(&*self.system_key()?, "namespaces", &row, &sealed)
+    }
+
+    /// Every namespace, by name.
+    pub fn namespaces(&self) -> Result<Vec<Namespace>, ServiceError> {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.store.read(|txn, t| {
+            let mut cursor = txn.open_ro_cursor(t.namespaces)?;
+            let mut out = Vec::new();
+            for item in lmdb::Cursor::iter_start(&mut cursor) {
+                let (k, v) = item?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        })?;
+        let key = self.system_key()?;
+        let mut all = rows
+            .iter()
+            .map(|(k, v)| open_json::<Namespace>(&key, "namespaces", k, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// Replace a namespace's settings.
+    pub fn update_namespace(
+        &self,
+        name: &str,
+        settings: NamespaceSettings,
+    ) -> Result<Namespace, ServiceError> {
+        validate_settings(&settings)?;
+        let mut ns = self.namespace(name)?;
+        ns.settings = settings;
+        let row = self.namespace_row(name)?;
+        let sealed = seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
+        self.store.write_blocking(move |txn, t| {
+            txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
+            Ok(())
+        })?;
+        Ok(ns)
+    }
+
+    fn data_key(&self, ns: &Namespace) -> Result<Arc<DataKey>, ServiceError> {
+        Ok(self.keyring.key(&self.store, &ns_key_id(&ns.id))?)
+    }
+
+    /// Run the namespace's redactor on `text`: the findings' labels counted,
+    /// and the text with findings applied. Fails closed.
+    fn redact(
+        &self,
+        ns: &Namespace,
+        text: &str,
+    ) -> Result<(String, BTreeMap<String, u32>), ServiceError> {
+        if ns.settings.redaction == RedactionMode::Off || text.is_empty() {
+            return Ok((text.to_string(), BTreeMap::new()));
+        }
+        let redactor = self
+            .plugins
+            .snapshot()
+            .redactor(&ns.settings.redactor)
+            .ok_or_else(|| {
+                ServiceError::Redaction(format!(
+                    "namespace \"{}\" uses redactor \"{}\", which is not loaded",
+                    ns.name, ns.settings.redactor
+                ))
+            })?;
+        let findings = redactor
+            .redact(text)
+            .map_err(|e| ServiceError::Redaction(e.to_string()))?;
+        let mut counts = BTreeMap::new();
+        for f in &findings {
+            *counts.entry(f.label.clone()).or_insert(0) += 1;
+        }
+        Ok((apply_findings(text, &findings), counts))
+    }
+
+    fn validate(&self, m: &NewMemory) -> Result<(), ServiceError> {
+        let l = &self.limits;
+        if m.content.trim().is_empty() {
+            return Err(invalid("content", "must not be empty"));
+        }
+        if m.content.len() > l.content_bytes {
+            return Err(ServiceError::TooLarge {
+                field: "content".into(),
+                limit: l.content_bytes,
+            });
+        }
+        if m.title.as_ref().is_some_and(|t| t.len() > l.title_bytes) {
+            return Err(ServiceError::TooLarge {
+                field: "title".into(),
+                limit: l.title_bytes,
+            });
+        }
+        if m.tags.len() > l.tags {
+            return Err(invalid("tags", format!("at most {} tags", l.tags)));
+        }
+        for tag in &m.tags {
+            if tag.is_empty() || tag.len() > l.tag_bytes || tag.chars().any(char::is_control) {
+                return Err(invalid(
+                    "tags",
+                    format!(
+                        "each tag must be 1-{} bytes without control characters",
+                        l.tag_bytes
+                    ),
+                ));
+            }
+        }
+        let meta =
+            serde_json::to_vec(&m.metadata).map_err(|e| invalid("metadata", e.to_string()))?;
+        if meta.len() > l.metadata_bytes {
+            return Err(ServiceError::TooLarge {
+                field: "metadata".into(),
+                limit: l.metadata_bytes,
+            });
+        }
+        if let Some(i) = m.importance
+            && !(0.0..=1.0).contains(&i)
+        {
+            return Err(invalid("importance", "must be between 0 and 1"));
+        }
+        if m.ttl_seconds == Some(0) {
+            return Err(invalid("ttl_seconds", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Store a memory. Identical content (after redaction) in the same
+    /// namespace returns the existing memory with `created: false`.
+    pub fn store(
+        &self,
+        namespace: &str,
+        new: NewMemory,
+        actor: &Actor,
+    ) -> Result<Stored, ServiceError> {
+        self.validate(&new)?;
+        let original = new.clone();
+        let ns = self.namespace(namespace)?;
+        let key = self.data_key(&ns)?;
+        let (redacted, counts) = self.redact(&ns, &new.content)?;
+        let title = match &new.title {
+            Some(t) => Some(self.redact(&ns, t)?.0),
+            None => None,
+        };
+        let content = match ns.settings.redaction {
+            RedactionMode::StoreRedacted => redacted,
+            RedactionMode::Egress | RedactionMode::Off => new.content.clone(),
+        };
+        let now = model::now_ms();
+        let mut tags: Vec<String> = Vec::new();
+        for t in new.tags {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let memory = Memory {
+            id: Uuid::now_v7(),
+            namespace: ns.name.clone(),
+            content,
+            title,
+            tags,
+            metadata: new.metadata,
+            agent_id: actor.agent_id.clone(),
+            agent_type: actor.agent_type.clone(),
+            created_at: now,
+            updated_at: now,
+            expires_at: new.ttl_seconds.map(|s| {
+                now.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))
+            }),
+            importance: new.importance.unwrap_or(0.5),
+            version: 1,
+            redactions: counts,
+        };
+        let digest = Sha256::digest(memory.content.as_bytes());
+        let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
+        let head = head_key(&ns.id, &memory.id);
+        let sealed = seal_json(&key, "memories", &head, &memory)?;
+        let ns_id = ns.id;
+        let id = memory.id;
+        let existing: Option<Vec<u8>> = self.store.write_blocking(move |txn, t| {
+            if let Some(prior) = get_bytes(txn, t.dedup, &dedup_row)?
+                && let Ok(prior_id) = Uuid::from_slice(&prior)
+                && let Some(row) = get_bytes(txn, t.memories, &head_key(&ns_id, &prior_id))?
+            {
+                return Ok(Some([prior.clone(), row].concat()));
+            }
+            txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
+            txn.put(t.dedup, &dedup_row, id.as_bytes(), WriteFlags::empty())?;
+            Ok(None)
+        })?;
+        match existing {
+            None => Ok(Stored {
+                memory,
+                created: true,
+            }),
+            Some(bytes) => {
+                let (prior, row) = bytes.split_at(16);
+                let prior_id =
+                    Uuid::from_slice(prior).map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let found: Memory = open_json(&key, "memories", &head_key(&ns.id, &prior_id), row)?;
+                if found.expired(model::now_ms()) {
+                    // An expired twin does not count: clear it, store afresh.
+                    self.remove(&ns, &found)?;
+                    return self.store(namespace, original, actor);
+                }
+                Ok(Stored {
+                    memory: self.egress(&ns, found)?,
+                    created: false,
+                })
+            }
+        }
+    }
+
+    /// In `egress` mode, redact on the way out.
+    fn egress(&self, ns: &Namespace, mut m: Memory) -> Result<Memory, ServiceError> {
+        if ns.settings.redaction == RedactionMode::Egress {
+            m.content = self.redact(ns, &m.content)?.0;
+            if let Some(t) = &m.title {
+                m.title = Some(self.redact(ns, t)?.0);
+            }
+        }
+        Ok(m)
+    }
+
+    fn load(&self, ns: &Namespace, id: &Uuid) -> Result<Memory, ServiceError> {
+        let missing = || ServiceError::NoMemory {
+            namespace: ns.name.clone(),
+            id: id.to_string(),
+        };
+        let head = head_key(&ns.id, id);
+        let sealed = self
+            .store
+            .read(|txn, t| get_bytes(txn, t.memories, &head))?
+            .ok_or_else(missing)?;
+        let m: Memory = open_json(&*self.data_key(ns)?, "memories", &head, &sealed)?;
+        if m.expired(model::now_ms()) {
+            return Err(missing());
+        }
+        Ok(m)
+    }
+
+    /// One memory (redacted on the way out in `egress` mode).
+    pub fn get(&self, namespace: &str, id: &Uuid) -> Result<Memory, ServiceError> {
+        let ns = self.namespace(namespace)?;
+        let m = self.load(&ns, id)?;
+        self.egress(&ns, m)
+    }
+
+    /// A page of memories, oldest first, filtered.
+    pub fn list(&self, namespace: &str, q: &ListQuery) -> Result<Page, ServiceError> {
+        let ns = self.namespace(namespace)?;
+        let key = self.data_key(&ns)?;
+        let limit = q.limit.unwrap_or(50).clamp(1, 200);
+        let start = match q.cursor {
+            // Just past the cursor's head and its history rows.
+            Some(c) => [head_key(&ns.id, &c), vec![0xff; 5]].concat(),
+            None => ns.id.as_bytes().to_vec(),
+        };
+        let now = model::now_ms();
+        let mut out = Vec::new();
+        let mut last_seen = None;
+        let mut more = false;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.store.read(|txn, t| {
+            let mut cursor = txn.open_ro_cursor(t.memories)?;
+            let mut rows = Vec::new();
+            for item in lmdb::Cursor::iter_from(&mut cursor, &start) {
+                let (k, v) = item?;
+                if !k.starts_with(ns.id.as_bytes()) {
+                    break;
+                }
+                if k.len() == 32 {
+                    rows.push((k.to_vec(), v.to_vec()));
+                }
+            }
+            Ok(rows)
+        })?;
+        for (k, v) in rows {
+            let m: Memory = open_json(&key, "memories", &k, &v)?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            last_seen = Some(m.id);
+            let keep = !m.expired(now)
+                && q.tags.iter().all(|t| m.tags.contains(t))
+                && q.agent_id.as_ref().is_none_or(|a| &m.agent_id == a)
+                && q.since.is_none_or(|s| m.created_at >= s)
+                && q.until.is_none_or(|u| m.created_at < u);
+            if keep {
+                out.push(self.egress(&ns, m)?);
+            }
+        }
+        Ok(Page {
+            memories: out,
+            next_cursor: if more { last_seen } else { None },
+        })
+    }
+
+    /// Forget a memory: its current version, its history and its dedup entry.
+    pub fn forget(&self, namespace: &str, id: &Uuid) -> Result<(), ServiceError> {
+        let ns = self.namespace(namespace)?;
+        let current = self.load(&ns, id)?;
+        self.remove(&ns, &current)
+    }
+
+    /// Delete every row of `current` (any expiry).
+    fn remove(&self, ns: &Namespace, current: &Memory) -> Result<(), ServiceError> {
+        let key = self.data_key(ns)?;
+        let id = &current.id;
+        let digest = Sha256::digest(current.content.as_bytes());
+        let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
+        let prefix = head_key(&ns.id, id);
+        let versions = current.version;
+        let ns_id = ns.id;
+        let id = *id;
+        self.store.write_blocking(move |txn, t| {
+            txn.del(t.memories, &prefix, None)?;
+            for v in 1..versions {
+                match txn.del(t.memories, &version_key(&ns_id, &id, v), None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match txn.del(t.dedup, &dedup_row, None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
+
+fn validate_settings(s: &NamespaceSettings) -> Result<(), ServiceError> {
+    if !crate::plugins::manifest::valid_id(&s.redactor) {
+        return Err(invalid(
+            "redactor",
+            format!("\"{}\" is not a plugin id", s.redactor),
+        ));
+    }
+    if s.policy.trim().is_empty() || s.policy.len() > 256 {
+        return Err(invalid(
+            "policy",
+            "must be 1-256 characters, e.g. allow, single:reviewer, consensus:2",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! The memory model: namespaces, memories, their limits and name rules.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Namespace names: 1–63 characters, lowercase letters, digits, `.`, `_`,
+/// `-`, starting with a letter or digit.
+pub fn valid_namespace_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Size and count limits on a memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Content, in bytes.
+    pub content_bytes: usize,
+    /// Title, in bytes.
+    pub title_bytes: usize,
+    /// Number of tags.
+    pub tags: usize,
+    /// One tag, in bytes.
+    pub tag_bytes: usize,
+    /// Metadata, serialised, in bytes.
+    pub metadata_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            content_bytes: 64 * 1024,
+            title_bytes: 512,
+            tags: 32,
+            tag_bytes: 64,
+            metadata_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// How a namespace treats what its redactor finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RedactionMode {
+    /// Content is stored already redacted (default).
+    #[default]
+    StoreRedacted,
+    /// Content is stored sealed as written and redacted on every read.
+    Egress,
+    /// No redaction.
+    Off,
+}
+
+/// A namespace's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSettings {
+    /// Redaction mode.
+    #[serde(default)]
+    pub redaction: RedactionMode,
+    /// The redactor plugin's id.
+    #[serde(default = "default_redactor")]
+    pub redactor: String,
+    /// The governance rule the policy plugin reads.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// Free text for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+fn default_redactor() -> String {
+    "redact-pii".into()
+}
+
+fn default_policy() -> String {
+    "allow".into()
+}
+
+impl Default for NamespaceSettings {
+    fn default() -> Self {
+        NamespaceSettings {
+            redaction: RedactionMode::default(),
+            redactor: default_redactor(),
+            policy: default_policy(),
+            description: None,
+        }
+    }
+}
+
+/// A namespace as stored (sealed) and shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Namespace {
+    /// Stable id; row keys use it, never the name.
+    pub id: Uuid,
+    /// The name.
+    pub name: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Settings.
+    pub settings: NamespaceSettings,
+}
+
+/// Who wrote something, from the caller's credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// Agent id.
+    pub agent_id: String,
+    /// Agent type.
+    pub agent_type: String,
+}
+
+impl Actor {
+    /// The local operator (used until credentials exist).
+    pub fn local_operator() -> Actor {
+        Actor {
+            agent_id: "local-operator".into(),
+            agent_type: "human".into(),
+        }
+    }
+}
+
+/// One version of a memory, as stored (sealed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Time-ordered id (UUIDv7).
+    pub id: Uuid,
+    /// Namespace name (for display; rows are keyed by namespace id).
+    pub namespace: String,
+    /// The content (redacted unless the namespace stores as written).
+    pub content: String,
+    /// Optional title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Free-form JSON object.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Writer's agent id.
+    pub agent_id: String,
+    /// Writer's agent type.
+    pub agent_type: String,
+    /// Creation time of the memory (first version), Unix ms.
+    pub created_at: i64,
+    /// Time of this version, Unix ms.
+    pub updated_at: i64,
+    /// When it expires, Unix ms.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// 0.0–1.0.
+    pub importance: f32,
+    /// 1 for the first version, +1 per update.
+    pub version: u32,
+    /// Counts of what the redactor found, by label.
+    #[serde(default)]
+    pub redactions: BTreeMap<String, u32>,
+}
+
+impl Memory {
+    /// Expired at `now` (Unix ms)?
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// Now, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_names() {
+        for ok in ["team-a", "a", "proj.notes_2", "0day"] {
+            assert!(valid_namespace_name(ok), "{ok}");
+        }
+        for bad in ["", "Team", "-a", "a b", "a/b", "ä", &"x".repeat(64)] {
+            assert!(!valid_namespace_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The service layer over a real LMDB store and the real redact-pii plugin:
+//! namespaces, store/get/list/forget, idempotent duplicates, TTL, the three
+//! redaction modes, and that nothing readable reaches the database file.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use memhost::crypto::MasterKey;
+use memhost::plugins::PluginSettings;
+use memhost::service::{
+    Actor, ListQuery, NamespaceSettings, NewMemory, RedactionMode, Service, ServiceError,
+};
+use memhost::store::keyring::Keyring;
+use memhost::store::{Store, StoreOptions};
+
+const CANARY: &str = "canary-7f3a9c-zebra-quokka";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    service: Service,
+}
+
+fn fixture(with_redactor: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), &StoreOptions::default()).unwrap();
+    let keyring = Arc::new(Keyring::open(&store, MasterKey::generate()).unwrap());
+    let plugins = Arc::new(registry(PluginSettings::default(), None));
+    if with_redactor {
+        plugins.apply(vec![staged("redact-pii")]).unwrap();
+    }
+    Fixture {
+        dir,
+        service: Service::new(store, keyring, plugins),
+    }
+}
+
+fn settings(mode: RedactionMode) -> NamespaceSettings {
+    NamespaceSettings {
+        redaction: mode,
+        ..NamespaceSettings::default()
+    }
+}
+
+fn memory(content: &str) -> NewMemory {
+    NewMemory {
+        content: content.into(),
+        ..NewMemory::default()
+    }
+}
+
+fn db_bytes(f: &Fixture) -> Vec<u8> {
+    std::fs::read(f.dir.path().join("db/data.mdb")).unwrap()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn namespaces_are_explicit_named_and_unique() {
+    let f = fixture(false);
+    let s = &f.service;
+    s.create_namespace("team-a", NamespaceSettings::default())
+        .unwrap();
+    assert!(matches!(
+        s.create_namespace("team-a", NamespaceSettings::default()),
+        Err(ServiceError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.create_namespace("Team A", NamespaceSettings::default()),
+        Err(ServiceError::Invalid { field, .. }) if field == "name"
+    ));
+    s.create_namespace("team-b", settings(RedactionMode::Off))
+        .unwrap();
+    let names: Vec<_> = s
+        .namespaces()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["team-a", "team-b"]);
+    // Unknown namespaces are errors, never empty results.
+    let actor = Actor::local_operator();
+    assert_eq!(
+        s.list("nope", &ListQuery::default()).unwrap_err(),
+        ServiceError::NoNamespace("nope".into())
+    );
+    assert_eq!(
+        s.store("nope", memory("x"), &actor).unwrap_err(),
+        ServiceError::NoNamespace("nope".into())
+    );
+    // Names are sealed too.
+    assert!(!contains(&db_bytes(&f), "team-a"));
+}
+
+#[test]
+fn store_redacted_get_duplicate_forget() {
+    let f = fixture(true);
+    let s = &f.service;
+    let actor = Actor::local_operator();
+    s.create_namespace("notes", NamespaceSettings::default())
+        .unwrap();
+    let text = format!("{CANARY}: mail ada@example.com, card 4111 1111 1111 1111");
+    let mut new = memory(&text);
+    new.title = Some(format!("title {CANARY}"));
+    new.tags = vec![format!("tag-{CANARY}")];
+    new.metadata = serde_json::json!({ "note": CANARY })
+        .as_object()
+        .unwrap()
+        .clone();
+    let stored = s.store("notes", new.clone(), &actor).unwrap();
+    assert!(stored.created);
+    let m = &stored.memory;
+    assert_eq!(m.content, format!("{CANARY}: mail [EMAIL], card [CARD]"));
+    assert_eq!(m.redactions.get("email"), Some(&1));
+    assert_eq!(m.redactions.get("card"), Some(&1));
+    assert_eq!((m.version, m.agent_id.as_str()), (1, "local-operator"));
+    assert_eq!(&s.get("notes", &m.id).unwrap(), m);
+
+    // The same content again: the existing memory, not a duplicate.
+    let again = s.store("notes", new, &actor).unwrap();
+    assert!(!again.created);
+    assert_eq!(again.memory.id, m.id);
+    assert_eq!(
+        s.list("notes", &ListQuery::default())
+            .unwrap()
+            .memories
+            .len(),
+        1
+    );
+
+    // Nothing readable in the database file: not the canary in any field,
+    // not the PII.
+    let raw = db_bytes(&f);
+    for needle in [CANARY, "ada@example.com", "4111 1111", "[EMAIL]"] {
+        assert!(!contains(&raw, needle), "{needle} is readable in data.mdb");
+    }
+
+    s.forget("notes", &m.id).unwrap();
+    assert!(matches!(
+        s.get("notes", &m.id),
+        Err(ServiceError::NoMemory { .. })
+    ));
+    assert!(s.store("notes", memory(&text), &actor).unwrap().created);
+}
+
+#[test]
+fn egress_mode_stores_as_written_and_redacts_on_read() {
+    let f = fixture(true);
+    let s = &f.service;
+    s.create_namespace("raw", settings(RedactionMode::Egress))
+        .unwrap();
+    s.create_namespace("plain", settings(RedactionMode::Off))
+        .unwrap();
+    let text = "reach me at bob@example.org";
+    let stored = s
+        .store("raw", memory(text), &Actor::local_operator())
+        .unwrap();
+    assert_eq!(stored.memory.redactions.get("email"), Some(&1));
+    assert_eq!(
+        s.get("raw", &stored.memory.id).unwrap().content,
+        "reach me at [EMAIL]"
+    );
+    let page = s.list("raw", &ListQuery::default()).unwrap();
+    assert_eq!(page.memories[0].content, "reach me at [EMAIL]");
+    let off = s
+        .store("plain", memory(text), &Actor::local_operator())
+        .unwrap();
+    assert_eq!(s.get("plain", &off.memory.id).unwrap().content, text);
+    assert!(!contains(&db_bytes(&f), "bob@example.org"));
+}
+
+#[test]
+fn a_missing_redactor_refuses_the_write_and_stores_nothing() {
+    let f = fixture(false);
+    let s = &f.service;
+    s.create_namespace("notes", NamespaceSettings::default())
+        .unwrap();
+    let err = s
+        .store("notes", memory("hello"), &Actor::local_operator())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ServiceError::Redaction(m) if m.contains("redact-pii")),
+        "{err}"
+    );
+    assert!(
+        s.list("notes", &ListQuery::default())
+            .unwrap()
+            .memories
+            .is_empty()
+    );
+}
+
+#[test]
+fn list_pages_filters_and_ttl() {
+    let f = fixture(false);
+    let s = &f.service;
+    let actor = Actor::local_operator();
+    s.create_namespace("log", settings(RedactionMode::Off))
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut m = memory(&format!("entry {i}"));
+        m.tags = if i % 2 == 0 {
+            vec!["even".into()]
+        } else {
+            vec!["odd".into()]
+        };
+        ids.push(s.store("log", m, &actor).unwrap().memory.id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .list(
+                "log",
+                &ListQuery {
+                    limit: Some(2),
+                    cursor,
+                    ..ListQuery::default()
+                },
+            )
+            .unwrap();
+        seen.extend(page.memories.iter().map(|m| m.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "pages must cover everything once, oldest first");
+    let even = s
+        .list(
+            "log",
+            &ListQuery {
+                tags: vec!["even".into()],
+                ..ListQuery::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(even.memories.len(), 3);
+
+    let mut short = memory("gone soon");
+    short.ttl_seconds = Some(1);
+    let id = s.store("log", short, &actor).unwrap().memory.id;
+    assert!(s.get("log", &id).is_ok());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(matches!(
+        s.get("log", &id),
+        Err(ServiceError::NoMemory { .. })
+    ));
+    assert_eq!(
+        s.list("log", &ListQuery::default()).unwrap().memories.len(),
+        5
+    );
+}
+
+#[test]
+fn bad_input_is_refused_naming_the_field() {
+    let f = fixture(false);
+    let s = &f.service;
+    let actor = Actor::local_operator();
+    s.create_namespace("n", settings(RedactionMode::Off))
+        .unwrap();
+    let cases = [
+        (memory(""), "content"),
+        (
+            NewMemory {
+                importance: Some(2.0),
+                ..memory("x")
+            },
+            "importance",
+        ),
+        (
+            NewMemory {
+                ttl_seconds: Some(0),
+                ..memory("x")
+            },
+            "ttl_seconds",
+        ),
+        (
+            NewMemory {
+                tags: vec!["".into()],
+                ..memory("x")
+            },
+            "tags",
+        ),
+    ];
+    for (input, field) in cases {
+        match s.store("n", input, &actor).unwrap_err() {
+            ServiceError::Invalid { field: f, .. } => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let big = memory(&"x".repeat(s.limits().content_bytes + 1));
+    assert!(
+        matches!(s.store("n", big, &actor), Err(ServiceError::TooLarge { field, .. }) if field == "content")
+    );
+    assert!(
+        s.list("n", &ListQuery::default())
+            .unwrap()
+            .memories
+            .is_empty()
+    );
+}
