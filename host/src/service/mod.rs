@@ -26,7 +26,7 @@ pub use model::{Actor, Limits, Memory, Namespace, NamespaceSettings, RedactionMo
 use crate::crypto::DataKey;
 use crate::plugins::{PluginRegistry, apply_findings};
 use crate::store::keyring::{Keyring, KeyringError, SYSTEM_KEY};
-use crate::store::{Store, StoreError, Transaction, WriteFlags};
+use crate::store::{Store, StoreError, WriteFlags, get_in};
 
 /// What went wrong, in terms a caller can act on. The API maps each to a
 /// status and a stable problem type.
@@ -176,18 +176,6 @@ fn version_key(ns: &Uuid, id: &Uuid, version: u32) -> Vec<u8> {
     .concat()
 }
 
-fn get_bytes<T: Transaction>(
-    txn: &T,
-    db: lmdb::Database,
-    key: &[u8],
-) -> Result<Option<Vec<u8>>, StoreError> {
-    match txn.get(db, &key) {
-        Ok(v) => Ok(Some(v.to_vec())),
-        Err(lmdb::Error::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn seal_json<T: serde::Serialize>(
     key: &DataKey,
     table: &str,
@@ -268,7 +256,7 @@ impl Service {
         let conflict = format!("namespace \"{name}\" already exists");
         let kid = key_id.clone();
         self.store.write_blocking(move |txn, t| {
-            if get_bytes(txn, t.namespaces, &row)?.is_some() {
+            if get_in(txn, t.namespaces, &row)?.is_some() {
                 return Err(StoreError::Rejected(conflict.clone()));
             }
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
@@ -287,22 +275,14 @@ impl Service {
         let row = self.namespace_row(name)?;
         let sealed = self
             .store
-            .read(|txn, t| get_bytes(txn, t.namespaces, &row))?
+            .get(|t| t.namespaces, &row)?
             .ok_or_else(|| ServiceError::NoNamespace(name.to_string()))?;
         open_json(&*self.system_key()?, "namespaces", &row, &sealed)
     }
 
     /// Every namespace, by name.
     pub fn namespaces(&self) -> Result<Vec<Namespace>, ServiceError> {
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.store.read(|txn, t| {
-            let mut cursor = txn.open_ro_cursor(t.namespaces)?;
-            let mut out = Vec::new();
-            for item in lmdb::Cursor::iter_start(&mut cursor) {
-                let (k, v) = item?;
-                out.push((k.to_vec(), v.to_vec()));
-            }
-            Ok(out)
-        })?;
+        let rows = self.store.rows(|t| t.namespaces, &[], |_| true)?;
         let key = self.system_key()?;
         let mut all = rows
             .iter()
@@ -467,9 +447,9 @@ impl Service {
         let ns_id = ns.id;
         let id = memory.id;
         let existing: Option<Vec<u8>> = self.store.write_blocking(move |txn, t| {
-            if let Some(prior) = get_bytes(txn, t.dedup, &dedup_row)?
+            if let Some(prior) = get_in(txn, t.dedup, &dedup_row)?
                 && let Ok(prior_id) = Uuid::from_slice(&prior)
-                && let Some(row) = get_bytes(txn, t.memories, &head_key(&ns_id, &prior_id))?
+                && let Some(row) = get_in(txn, t.memories, &head_key(&ns_id, &prior_id))?
             {
                 return Ok(Some([prior.clone(), row].concat()));
             }
@@ -519,7 +499,7 @@ impl Service {
         let head = head_key(&ns.id, id);
         let sealed = self
             .store
-            .read(|txn, t| get_bytes(txn, t.memories, &head))?
+            .read(|txn, t| get_in(txn, t.memories, &head))?
             .ok_or_else(missing)?;
         let m: Memory = open_json(&*self.data_key(ns)?, "memories", &head, &sealed)?;
         if m.expired(model::now_ms()) {
@@ -549,20 +529,13 @@ impl Service {
         let mut out = Vec::new();
         let mut last_seen = None;
         let mut more = false;
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = self.store.read(|txn, t| {
-            let mut cursor = txn.open_ro_cursor(t.memories)?;
-            let mut rows = Vec::new();
-            for item in lmdb::Cursor::iter_from(&mut cursor, &start) {
-                let (k, v) = item?;
-                if !k.starts_with(ns.id.as_bytes()) {
-                    break;
-                }
-                if k.len() == 32 {
-                    rows.push((k.to_vec(), v.to_vec()));
-                }
-            }
-            Ok(rows)
-        })?;
+        let prefix = *ns.id.as_bytes();
+        let rows: Vec<_> = self
+            .store
+            .rows(|t| t.memories, &start, |k| k.starts_with(&prefix))?
+            .into_iter()
+            .filter(|(k, _)| k.len() == 32)
+            .collect();
         for (k, v) in rows {
             let m: Memory = open_json(&key, "memories", &k, &v)?;
             if out.len() == limit {

@@ -45,19 +45,9 @@ impl std::fmt::Debug for Keyring {
 }
 
 fn read_fingerprint(store: &Store) -> Result<Option<String>, StoreError> {
-    store.read(|txn, t| match txn.get(t.meta, &META_MASTER_FINGERPRINT) {
-        Ok(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
-        Err(lmdb::Error::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    })
-}
-
-fn get_wrapped(store: &Store, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-    store.read(|txn, t| match txn.get(t.keys, &id) {
-        Ok(v) => Ok(Some(v.to_vec())),
-        Err(lmdb::Error::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    })
+    Ok(store
+        .get(|t| t.meta, META_MASTER_FINGERPRINT)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
 }
 
 impl Keyring {
@@ -108,7 +98,8 @@ impl Keyring {
         if let Some(key) = self.cache.read().ok().and_then(|c| c.get(id).cloned()) {
             return Ok(key);
         }
-        let wrapped = get_wrapped(store, id)?
+        let wrapped = store
+            .get(|t| t.keys, id)?
             .ok_or_else(|| KeyringError::Missing(String::from_utf8_lossy(id).into_owned()))?;
         let key = Arc::new(self.master.unwrap(&wrapped, &self.expected)?);
         if let Ok(mut cache) = self.cache.write() {
@@ -161,15 +152,7 @@ pub fn rotate_master(
         }
         .into());
     }
-    let wrapped: Vec<(Vec<u8>, Vec<u8>)> = store.read(|txn, t| {
-        let mut cursor = txn.open_ro_cursor(t.keys)?;
-        let mut out = Vec::new();
-        for item in lmdb::Cursor::iter_start(&mut cursor) {
-            let (k, v) = item?;
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
-    })?;
+    let wrapped = store.rows(|t| t.keys, &[], |_| true)?;
     let mut rewrapped = Vec::with_capacity(wrapped.len());
     for (id, bytes) in &wrapped {
         let key = old.unwrap(bytes, &expected)?;

@@ -94,6 +94,9 @@ impl Default for StoreOptions {
     }
 }
 
+/// A (key, value) pair copied out of a transaction.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// The named tables (DESIGN.md, storage).
 #[derive(Debug, Clone, Copy)]
 pub struct Tables {
@@ -264,6 +267,42 @@ impl Store {
         f(&txn, &self.inner.tables)
     }
 
+    /// The value at `key` in the table `pick` chooses, if any.
+    pub fn get(
+        &self,
+        pick: fn(&Tables) -> Database,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|txn, t| get_in(txn, pick(t), key))
+    }
+
+    /// Every row of a table from `start` on while `keep(key)` holds, in key
+    /// order, copied out of the transaction.
+    pub fn rows(
+        &self,
+        pick: fn(&Tables) -> Database,
+        start: &[u8],
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.read(|txn, t| {
+            let mut cursor = txn.open_ro_cursor(pick(t))?;
+            let mut out = Vec::new();
+            let iter = if start.is_empty() {
+                lmdb::Cursor::iter_start(&mut cursor)
+            } else {
+                lmdb::Cursor::iter_from(&mut cursor, start)
+            };
+            for item in iter {
+                let (k, v) = item?;
+                if !keep(k) {
+                    break;
+                }
+                out.push((k.to_vec(), v.to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
     /// Another process grew the map: adopt its size.
     fn adopt_resize(&self) -> Result<(), StoreError> {
         let _exclusive = self.inner.gate.write().map_err(|_| StoreError::Closed)?;
@@ -333,6 +372,19 @@ impl Store {
         let info = self.inner.env.info()?;
         let stat = self.inner.env.stat()?;
         Ok((info.last_pgno() as u64 + 1) * stat.page_size() as u64)
+    }
+}
+
+/// The value at `key` in `db` within a transaction, if any.
+pub fn get_in<T: Transaction>(
+    txn: &T,
+    db: Database,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match txn.get(db, &key) {
+        Ok(v) => Ok(Some(v.to_vec())),
+        Err(lmdb::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
