@@ -10,7 +10,8 @@ use common::*;
 use memhost::crypto::MasterKey;
 use memhost::plugins::PluginSettings;
 use memhost::service::{
-    Actor, ListQuery, NamespaceSettings, NewMemory, RedactionMode, Service, ServiceError,
+    Actor, ListQuery, MemoryPatch, NamespaceSettings, NewMemory, RedactionMode, Service,
+    ServiceError,
 };
 use memhost::store::keyring::Keyring;
 use memhost::store::{Store, StoreOptions};
@@ -303,4 +304,44 @@ fn bad_input_is_refused_naming_the_field() {
             .memories
             .is_empty()
     );
+}
+
+#[test]
+fn updates_make_versions_and_keep_history() {
+    let f = fixture(true);
+    let s = &f.service;
+    let actor = Actor::local_operator();
+    s.create_namespace("n", NamespaceSettings::default())
+        .unwrap();
+    let first = s
+        .store("n", memory("call me at 555-0100"), &actor)
+        .unwrap()
+        .memory;
+    let patch = MemoryPatch {
+        content: Some("now write to eve@example.com".into()),
+        tags: Some(vec!["contact".into()]),
+        ..MemoryPatch::default()
+    };
+    let second = s.update("n", &first.id, patch, &actor).unwrap();
+    assert_eq!(second.version, 2);
+    assert_eq!(second.content, "now write to [EMAIL]");
+    assert_eq!(second.created_at, first.created_at);
+    assert_eq!(second.redactions.get("email"), Some(&1));
+    assert_eq!(s.get("n", &first.id).unwrap(), second);
+    let history = s.history("n", &first.id).unwrap();
+    assert_eq!(
+        history.iter().map(|m| m.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(history[0].content, "call me at [PHONE]");
+    // The list shows the current version only.
+    let page = s.list("n", &ListQuery::default()).unwrap();
+    assert_eq!(page.memories, vec![second.clone()]);
+    // Forget removes every version.
+    s.forget("n", &first.id).unwrap();
+    assert!(matches!(
+        s.history("n", &first.id),
+        Err(ServiceError::NoMemory { .. })
+    ));
+    assert!(!contains(&db_bytes(&f), "eve@example.com"));
 }

@@ -115,6 +115,30 @@ pub struct NewMemory {
     pub importance: Option<f32>,
 }
 
+/// Changes to a memory; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryPatch {
+    /// New text.
+    #[serde(default)]
+    pub content: Option<String>,
+    /// New title (`null` keeps it; use an empty string to clear it).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// New tags (replace the old ones).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// New metadata (replaces the old object).
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// New importance.
+    #[serde(default)]
+    pub importance: Option<f32>,
+    /// Expire this many seconds from now.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
 /// What storing did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
@@ -556,6 +580,126 @@ impl Service {
             memories: out,
             next_cursor: if more { last_seen } else { None },
         })
+    }
+
+    /// Change a memory: the current version moves to its history and a new
+    /// version (number + 1) takes its place, redacted like a new memory.
+    pub fn update(
+        &self,
+        namespace: &str,
+        id: &Uuid,
+        patch: MemoryPatch,
+        actor: &Actor,
+    ) -> Result<Memory, ServiceError> {
+        let ns = self.namespace(namespace)?;
+        let key = self.data_key(&ns)?;
+        let old = self.load(&ns, id)?;
+        let mut check = NewMemory {
+            content: patch.content.clone().unwrap_or_else(|| old.content.clone()),
+            title: patch
+                .title
+                .clone()
+                .or_else(|| old.title.clone())
+                .filter(|t| !t.is_empty()),
+            tags: patch.tags.clone().unwrap_or_else(|| old.tags.clone()),
+            metadata: patch
+                .metadata
+                .clone()
+                .unwrap_or_else(|| old.metadata.clone()),
+            ttl_seconds: patch.ttl_seconds,
+            importance: Some(patch.importance.unwrap_or(old.importance)),
+        };
+        self.validate(&check)?;
+        let mut next = old.clone();
+        let mut redactions = old.redactions.clone();
+        if let Some(content) = &patch.content {
+            let (redacted, counts) = self.redact(&ns, content)?;
+            redactions = counts;
+            next.content = match ns.settings.redaction {
+                RedactionMode::StoreRedacted => redacted,
+                _ => content.clone(),
+            };
+        }
+        if let Some(title) = &patch.title {
+            next.title = if title.is_empty() {
+                None
+            } else {
+                Some(self.redact(&ns, title)?.0)
+            };
+        }
+        let now = model::now_ms();
+        check.tags.dedup();
+        next.tags = check.tags;
+        next.metadata = check.metadata;
+        next.importance = check.importance.unwrap_or(old.importance);
+        if let Some(ttl) = patch.ttl_seconds {
+            next.expires_at = Some(
+                now.saturating_add(i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX)),
+            );
+        }
+        next.redactions = redactions;
+        next.version = old.version + 1;
+        next.updated_at = now;
+        next.agent_id = actor.agent_id.clone();
+        next.agent_type = actor.agent_type.clone();
+
+        let head = head_key(&ns.id, id);
+        let history = version_key(&ns.id, id, old.version);
+        let sealed_head = seal_json(&key, "memories", &head, &next)?;
+        let sealed_old = seal_json(&key, "memories", &history, &old)?;
+        let old_dedup = [
+            ns.id.as_bytes().as_slice(),
+            &key.blind("content", &Sha256::digest(old.content.as_bytes())),
+        ]
+        .concat();
+        let new_dedup = [
+            ns.id.as_bytes().as_slice(),
+            &key.blind("content", &Sha256::digest(next.content.as_bytes())),
+        ]
+        .concat();
+        let id_bytes = *id.as_bytes();
+        let raced = format!("memory {id} changed while it was being updated; retry");
+        self.store.write_blocking(move |txn, t| {
+            // The version read above must still be current: no lost updates.
+            let current = get_in(txn, t.memories, &head)?;
+            if current.is_none() {
+                return Err(StoreError::Rejected(raced.clone()));
+            }
+            txn.put(t.memories, &history, &sealed_old, WriteFlags::NO_OVERWRITE)
+                .map_err(|e| match e {
+                    lmdb::Error::KeyExist => StoreError::Rejected(raced.clone()),
+                    other => other.into(),
+                })?;
+            txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
+            if old_dedup != new_dedup {
+                match txn.del(t.dedup, &old_dedup, None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                txn.put(t.dedup, &new_dedup, &id_bytes, WriteFlags::empty())?;
+            }
+            Ok(())
+        })?;
+        self.egress(&ns, next)
+    }
+
+    /// Every version of a memory, oldest first, ending with the current one.
+    pub fn history(&self, namespace: &str, id: &Uuid) -> Result<Vec<Memory>, ServiceError> {
+        let ns = self.namespace(namespace)?;
+        let current = self.load(&ns, id)?;
+        let key = self.data_key(&ns)?;
+        let prefix = head_key(&ns.id, id);
+        let rows = self
+            .store
+            .rows(|t| t.memories, &prefix, |k| k.starts_with(&prefix))?;
+        let mut versions = Vec::new();
+        for (k, v) in rows.iter().filter(|(k, _)| k.len() == 36) {
+            let m: Memory = open_json(&key, "memories", k, v)?;
+            versions.push(self.egress(&ns, m)?);
+        }
+        versions.sort_by_key(|m| m.version);
+        versions.push(self.egress(&ns, current)?);
+        Ok(versions)
     }
 
     /// Forget a memory: its current version, its history and its dedup entry.
