@@ -4,6 +4,7 @@
 //! governance — and runs everything an operator customises as sandboxed
 //! WebAssembly component plugins (`runtime`, `plugins`).
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod crypto;

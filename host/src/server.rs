@@ -117,7 +117,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 "plugins": { "loaded": set.len(), "generation": set.generation },
             }))
         });
-    let routes = health.with(warp::log::custom(|info| {
+    let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone());
+    let routes = health
+        .map(warp::Reply::into_response)
+        .or(crate::api::rest::routes(service))
+        .unify()
+        .with(warp::log::custom(|info| {
         tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");
     }));
 

@@ -2,6 +2,8 @@
 //! directory, and a log capture for asserting what the host logged.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -1,0 +1,4 @@
+//! The network faces of memhost: thin adapters over `crate::service`. No
+//! business rules live here.
+
+pub mod rest;

@@ -1,0 +1,551 @@
+//! REST under `/v1`: JSON in, JSON out, errors as problem+json. Every
+//! handler validates transport concerns (size, media type, JSON shape) and
+//! hands the rest to `crate::service` on a blocking thread.
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `POST /v1/namespaces` | create a namespace |
+//! | `GET /v1/namespaces` | list namespaces |
+//! | `GET /v1/namespaces/{ns}` | one namespace |
+//! | `PATCH /v1/namespaces/{ns}` | change its settings |
+//! | `POST /v1/namespaces/{ns}/memories` | store a memory (201; 200 with `duplicate: true` for identical content) |
+//! | `POST /v1/namespaces/{ns}/memories/bulk` | store up to 100 memories, each answered on its own |
+//! | `GET /v1/namespaces/{ns}/memories` | list: `tags=a,b`, `agent`, `since`, `until` (Unix ms), `cursor`, `limit` |
+//! | `GET /v1/namespaces/{ns}/memories/{id}` | one memory |
+//! | `PATCH /v1/namespaces/{ns}/memories/{id}` | a new version |
+//! | `DELETE /v1/namespaces/{ns}/memories/{id}` | forget it (204) |
+//! | `GET /v1/namespaces/{ns}/memories/{id}/history` | every version |
+
+pub mod problem;
+
+use std::convert::Infallible;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use crate::service::{
+    Actor, ListQuery, Memory, MemoryPatch, Namespace, NamespaceSettings, NewMemory, Service,
+    ServiceError,
+};
+use problem::{Problem, ProblemRejection};
+
+/// Largest request body, in bytes.
+pub const MAX_BODY: u64 = 1 << 20;
+/// Deepest JSON nesting accepted.
+pub const MAX_DEPTH: usize = 32;
+/// Most memories in one bulk request.
+pub const MAX_BULK: usize = 100;
+
+/// Reject bodies whose nesting exceeds [`MAX_DEPTH`], before parsing.
+fn too_deep(body: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Parse a JSON body into `T`, as problems: not JSON → 400, JSON of the
+/// wrong shape (unknown or missing fields, wrong types) → 422.
+fn parse<T: serde::de::DeserializeOwned>(
+    content_type: Option<String>,
+    body: &[u8],
+) -> Result<T, Problem> {
+    let json = content_type
+        .as_deref()
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    if too_deep(body) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            format!("JSON nests deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid field",
+                e.to_string(),
+            ),
+            _ => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                e.to_string(),
+            ),
+        }
+    })
+}
+
+/// A JSON body of type `T`, size-capped.
+fn json_body<T: serde::de::DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(MAX_BODY)
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes())
+        .and_then(|ct: Option<String>, body: bytes::Bytes| async move {
+            parse::<T>(ct, &body).map_err(|p| warp::reject::custom(ProblemRejection(p)))
+        })
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+use warp::Reply;
+
+/// Run a service call on a blocking thread and turn its error into a problem.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Problem::from(&e).reply()),
+        Err(e) => Err(Problem::from(&ServiceError::Internal(e.to_string())).reply()),
+    }
+}
+
+/// A memory id from the path; anything that is not a UUID names no memory.
+fn memory_id(ns: &str, id: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(id).map_err(|_| {
+        Problem::from(&ServiceError::NoMemory {
+            namespace: ns.to_string(),
+            id: id.to_string(),
+        })
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateNamespace {
+    name: String,
+    #[serde(default)]
+    redaction: Option<crate::service::RedactionMode>,
+    #[serde(default)]
+    redactor: Option<String>,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// Settings as sent: all optional; what is absent stays as it was.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceSettingsInput {
+    #[serde(default)]
+    redaction: Option<crate::service::RedactionMode>,
+    #[serde(default)]
+    redactor: Option<String>,
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl NamespaceSettingsInput {
+    fn apply(self, mut base: NamespaceSettings) -> NamespaceSettings {
+        if let Some(r) = self.redaction {
+            base.redaction = r;
+        }
+        if let Some(r) = self.redactor {
+            base.redactor = r;
+        }
+        if let Some(p) = self.policy {
+            base.policy = p;
+        }
+        if self.description.is_some() {
+            base.description = self.description;
+        }
+        base
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    tags: Option<String>,
+    agent: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    cursor: Option<Uuid>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkStore {
+    memories: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct StoredBody<'a> {
+    #[serde(flatten)]
+    memory: &'a Memory,
+    created: bool,
+    duplicate: bool,
+}
+
+#[derive(Serialize)]
+struct NamespaceList<'a> {
+    namespaces: &'a [Namespace],
+}
+
+#[derive(Serialize)]
+struct MemoryPage<'a> {
+    memories: &'a [Memory],
+    next_cursor: Option<Uuid>,
+}
+
+#[derive(Serialize)]
+struct Versions<'a> {
+    versions: &'a [Memory],
+}
+
+fn flatten(r: Result<Response, Response>) -> Result<Response, Infallible> {
+    Ok(r.unwrap_or_else(|e| e))
+}
+
+/// Every `/v1` route. Requests are served as the local operator until the
+/// identity issue binds them to credentials.
+pub fn routes(service: Service) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let svc = warp::any().map(move || service.clone());
+    let v1 = warp::path("v1");
+    let ns_root = v1.and(warp::path("namespaces"));
+
+    let create_ns = ns_root
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .and(json_body::<CreateNamespace>())
+        .and_then(|s: Service, body: CreateNamespace| async move {
+            flatten(
+                async {
+                    let settings = NamespaceSettingsInput {
+                        redaction: body.redaction,
+                        redactor: body.redactor,
+                        policy: body.policy,
+                        description: body.description,
+                    }
+                    .apply(NamespaceSettings::default());
+                    let ns = blocking(move || s.create_namespace(&body.name, settings)).await?;
+                    Ok(json(StatusCode::CREATED, &ns))
+                }
+                .await,
+            )
+        });
+
+    let list_ns = ns_root
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc.clone())
+        .and_then(|s: Service| async move {
+            flatten(
+                async {
+                    let all = blocking(move || s.namespaces()).await?;
+                    Ok(json(StatusCode::OK, &NamespaceList { namespaces: &all }))
+                }
+                .await,
+            )
+        });
+
+    let get_ns = ns_root
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc.clone())
+        .and_then(|name: String, s: Service| async move {
+            flatten(
+                async {
+                    let ns = blocking(move || s.namespace(&name)).await?;
+                    Ok(json(StatusCode::OK, &ns))
+                }
+                .await,
+            )
+        });
+
+    let patch_ns = ns_root
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::patch())
+        .and(svc.clone())
+        .and(json_body::<NamespaceSettingsPatch>())
+        .and_then(
+            |name: String, s: Service, body: NamespaceSettingsPatch| async move {
+                flatten(
+                    async {
+                        let ns = blocking(move || {
+                            let current = s.namespace(&name)?;
+                            s.update_namespace(&name, body.0.apply(current.settings))
+                        })
+                        .await?;
+                        Ok(json(StatusCode::OK, &ns))
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let memories = ns_root
+        .and(warp::path::param::<String>())
+        .and(warp::path("memories"));
+
+    let store = memories
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .and(json_body::<NewMemory>())
+        .and_then(|ns: String, s: Service, body: NewMemory| async move {
+            flatten(
+                async {
+                    let stored =
+                        blocking(move || s.store(&ns, body, &Actor::local_operator())).await?;
+                    let status = if stored.created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    Ok(json(
+                        status,
+                        &StoredBody {
+                            memory: &stored.memory,
+                            created: stored.created,
+                            duplicate: !stored.created,
+                        },
+                    ))
+                }
+                .await,
+            )
+        });
+
+    let bulk = memories
+        .and(warp::path("bulk"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .and(json_body::<BulkStore>())
+        .and_then(|ns: String, s: Service, body: BulkStore| async move {
+            flatten(
+                async {
+                    if body.memories.len() > MAX_BULK {
+                        return Err(Problem::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too-large",
+                            "Too large",
+                            format!("at most {MAX_BULK} memories per bulk request"),
+                        )
+                        .reply());
+                    }
+                    let results = blocking(move || {
+                        // The namespace must exist: one clear error, not 100.
+                        s.namespace(&ns)?;
+                        Ok(body
+                            .memories
+                            .into_iter()
+                            .map(|item| {
+                                let parsed: Result<NewMemory, _> = serde_json::from_value(item);
+                                match parsed {
+                                    Err(e) => serde_json::to_value(Problem::new(
+                                        StatusCode::UNPROCESSABLE_ENTITY,
+                                        "validation",
+                                        "Invalid field",
+                                        e.to_string(),
+                                    ))
+                                    .unwrap_or_default(),
+                                    Ok(new) => match s.store(&ns, new, &Actor::local_operator()) {
+                                        Ok(stored) => serde_json::json!({
+                                            "status": if stored.created { 201 } else { 200 },
+                                            "memory": stored.memory,
+                                            "duplicate": !stored.created,
+                                        }),
+                                        Err(e) => serde_json::to_value(Problem::from(&e))
+                                            .unwrap_or_default(),
+                                    },
+                                }
+                            })
+                            .collect::<Vec<_>>())
+                    })
+                    .await?;
+                    Ok(json(
+                        StatusCode::OK,
+                        &serde_json::json!({ "results": results }),
+                    ))
+                }
+                .await,
+            )
+        });
+
+    let list = memories
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc.clone())
+        .and(warp::query::<ListParams>())
+        .and_then(|ns: String, s: Service, p: ListParams| async move {
+            flatten(
+                async {
+                    let q = ListQuery {
+                        tags: p
+                            .tags
+                            .map(|t| {
+                                t.split(',')
+                                    .map(|x| x.trim().to_string())
+                                    .filter(|x| !x.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        agent_id: p.agent,
+                        since: p.since,
+                        until: p.until,
+                        cursor: p.cursor,
+                        limit: p.limit,
+                    };
+                    let page = blocking(move || s.list(&ns, &q)).await?;
+                    Ok(json(
+                        StatusCode::OK,
+                        &MemoryPage {
+                            memories: &page.memories,
+                            next_cursor: page.next_cursor,
+                        },
+                    ))
+                }
+                .await,
+            )
+        });
+
+    let one = memories.and(warp::path::param::<String>());
+
+    let get = one
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc.clone())
+        .and_then(|ns: String, id: String, s: Service| async move {
+            flatten(
+                async {
+                    let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                    let m = blocking(move || s.get(&ns, &id)).await?;
+                    Ok(json(StatusCode::OK, &m))
+                }
+                .await,
+            )
+        });
+
+    let patch = one
+        .and(warp::path::end())
+        .and(warp::patch())
+        .and(svc.clone())
+        .and(json_body::<MemoryPatch>())
+        .and_then(
+            |ns: String, id: String, s: Service, body: MemoryPatch| async move {
+                flatten(
+                    async {
+                        let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                        let m =
+                            blocking(move || s.update(&ns, &id, body, &Actor::local_operator()))
+                                .await?;
+                        Ok(json(StatusCode::OK, &m))
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let delete = one
+        .and(warp::path::end())
+        .and(warp::delete())
+        .and(svc.clone())
+        .and_then(|ns: String, id: String, s: Service| async move {
+            flatten(
+                async {
+                    let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                    blocking(move || s.forget(&ns, &id)).await?;
+                    Ok(StatusCode::NO_CONTENT.into_response())
+                }
+                .await,
+            )
+        });
+
+    let history = one
+        .and(warp::path("history"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc)
+        .and_then(|ns: String, id: String, s: Service| async move {
+            flatten(
+                async {
+                    let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                    let versions = blocking(move || s.history(&ns, &id)).await?;
+                    Ok(json(
+                        StatusCode::OK,
+                        &Versions {
+                            versions: &versions,
+                        },
+                    ))
+                }
+                .await,
+            )
+        });
+
+    create_ns
+        .or(list_ns)
+        .unify()
+        .or(get_ns)
+        .unify()
+        .or(patch_ns)
+        .unify()
+        .or(bulk)
+        .unify()
+        .or(store)
+        .unify()
+        .or(list)
+        .unify()
+        .or(history)
+        .unify()
+        .or(get)
+        .unify()
+        .or(patch)
+        .unify()
+        .or(delete)
+        .unify()
+        .recover(problem::recover)
+        .unify()
+}
+
+/// `PATCH /v1/namespaces/{ns}`: only the settings to change.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct NamespaceSettingsPatch(NamespaceSettingsInput);

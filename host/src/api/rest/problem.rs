@@ -1,0 +1,174 @@
+//! Errors as RFC 9457 `application/problem+json`, with a stable `type` per
+//! kind of failure.
+//!
+//! | type (after `https://memhost.dev/problems/`) | status | when |
+//! |---|---|---|
+//! | `malformed-json` | 400 | the body is not JSON, or nests deeper than 32 levels |
+//! | `bad-query` | 400 | unknown or malformed query parameters |
+//! | `validation` | 422 | a field is missing, unknown, of the wrong type or out of range |
+//! | `too-large` | 413 | the body or a field is over its limit |
+//! | `unsupported-media-type` | 415 | a body that is not `application/json` |
+//! | `namespace-not-found` | 404 | the namespace does not exist |
+//! | `memory-not-found` | 404 | the memory does not exist, expired or was forgotten |
+//! | `route-not-found` | 404 | no such route |
+//! | `method-not-allowed` | 405 | the route exists, the method does not |
+//! | `conflict` | 409 | the name is taken, or a concurrent update won |
+//! | `redaction-failed` | 503 | the namespace's redactor is missing or failed; nothing was stored |
+//! | `internal` | 500 | anything else (details in the server log) |
+
+use serde::Serialize;
+use warp::http::StatusCode;
+
+use crate::service::ServiceError;
+
+/// Base of every problem `type`.
+pub const PROBLEM_BASE: &str = "https://memhost.dev/problems/";
+
+/// One problem document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short human summary of the kind.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What exactly was wrong, and what to do.
+    pub detail: String,
+}
+
+impl Problem {
+    /// A problem of `slug` with `status` and `detail`.
+    pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: format!("{PROBLEM_BASE}{slug}"),
+            title: title.to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    /// As a warp reply with the problem content type.
+    pub fn reply(&self) -> warp::reply::Response {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let mut response = warp::reply::Response::new(body.into());
+        *response.status_mut() =
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        response.headers_mut().insert(
+            warp::http::header::CONTENT_TYPE,
+            warp::http::HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<&ServiceError> for Problem {
+    fn from(e: &ServiceError) -> Problem {
+        let detail = e.to_string();
+        match e {
+            ServiceError::Invalid { .. } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid field",
+                detail,
+            ),
+            ServiceError::TooLarge { .. } => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Too large",
+                detail,
+            ),
+            ServiceError::NoNamespace(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "namespace-not-found",
+                "No such namespace",
+                detail,
+            ),
+            ServiceError::NoMemory { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "memory-not-found",
+                "No such memory",
+                detail,
+            ),
+            ServiceError::Conflict(_) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+            }
+            ServiceError::Redaction(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redaction-failed",
+                "Redaction failed",
+                detail,
+            ),
+            ServiceError::Internal(_) => {
+                tracing::error!(error = %detail, "internal error");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+/// Turn warp's own rejections (no route, wrong method, body limits) into
+/// problems.
+pub async fn recover(
+    rejection: warp::Rejection,
+) -> Result<warp::reply::Response, std::convert::Infallible> {
+    let problem = if rejection.is_not_found() {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "route-not-found",
+            "No such route",
+            "no route matches this path",
+        )
+    } else if let Some(p) = rejection.find::<ProblemRejection>() {
+        p.0.clone()
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Too large",
+            format!("the request body is larger than {} bytes", super::MAX_BODY),
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        Problem::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length-required",
+            "Length required",
+            "send a Content-Length header with the body",
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+            "Bad query",
+            e.to_string(),
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "this route does not accept that method",
+        )
+    } else {
+        tracing::warn!(?rejection, "unhandled rejection");
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            format!("{rejection:?}"),
+        )
+    };
+    Ok(problem.reply())
+}
+
+/// A problem raised inside a filter.
+#[derive(Debug)]
+pub struct ProblemRejection(pub Problem);
+
+impl warp::reject::Reject for ProblemRejection {}

@@ -1,0 +1,330 @@
+//! The REST API of the real binary, driven with curl: namespaces and
+//! memories round-trip (store, duplicate, get, list, update, history,
+//! forget), bad input gets the documented problem and changes nothing, the
+//! data file holds no readable field, and a `kill -9` during a burst of
+//! concurrent writes loses none that were acknowledged.
+
+mod common;
+
+use std::path::Path;
+
+use common::server::*;
+use common::*;
+use serde_json::json;
+
+const CANARY: &str = "canary-3b8e1d-walrus-kumquat";
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let plugins = dir.join("plugins");
+    copy_dir(&staged("redact-pii"), &plugins.join("redact-pii"));
+    let config = dir.join("memhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\ndir = \"{}\"\nwatch = false\n",
+            plugins.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn memories_round_trip_over_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&data, &config(tmp.path()));
+    let a = server.addr.clone();
+
+    let (status, ns) = curl(&a, "POST", "/v1/namespaces", Some(r#"{"name":"team-a"}"#));
+    assert_eq!(status, 201, "{ns}");
+    assert_eq!(ns["settings"]["redaction"], "store-redacted");
+    let (status, _) = curl(&a, "POST", "/v1/namespaces", Some(r#"{"name":"team-a"}"#));
+    assert_eq!(status, 409);
+
+    let body = json!({
+        "content": format!("{CANARY} call ada@example.com"),
+        "title": format!("t-{CANARY}"),
+        "tags": ["people", format!("tag-{CANARY}")],
+        "metadata": { "source": CANARY },
+    })
+    .to_string();
+    let (status, m) = curl(&a, "POST", "/v1/namespaces/team-a/memories", Some(&body));
+    assert_eq!(status, 201, "{m}");
+    assert_eq!(m["content"], format!("{CANARY} call [EMAIL]"));
+    assert_eq!(m["redactions"]["email"], 1);
+    assert_eq!(m["created"], true);
+    let id = m["id"].as_str().unwrap().to_string();
+
+    // Identical content: the same memory back, reported as a duplicate.
+    let (status, dup) = curl(&a, "POST", "/v1/namespaces/team-a/memories", Some(&body));
+    assert_eq!(
+        (status, dup["id"].as_str(), dup["duplicate"].as_bool()),
+        (200, Some(id.as_str()), Some(true))
+    );
+
+    let (status, got) = curl(
+        &a,
+        "GET",
+        &format!("/v1/namespaces/team-a/memories/{id}"),
+        None,
+    );
+    assert_eq!((status, got["version"].as_u64()), (200, Some(1)));
+
+    let (status, page) = curl(
+        &a,
+        "GET",
+        "/v1/namespaces/team-a/memories?tags=people&limit=10",
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(page["memories"].as_array().unwrap().len(), 1);
+
+    let (status, v2) = curl(
+        &a,
+        "PATCH",
+        &format!("/v1/namespaces/team-a/memories/{id}"),
+        Some(r#"{"content":"moved to +44 20 7946 0958"}"#),
+    );
+    assert_eq!((status, v2["version"].as_u64()), (200, Some(2)), "{v2}");
+    assert_eq!(v2["content"], "moved to [PHONE]");
+    let (status, h) = curl(
+        &a,
+        "GET",
+        &format!("/v1/namespaces/team-a/memories/{id}/history"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(h["versions"].as_array().unwrap().len(), 2);
+
+    // The data file holds no field in the clear; neither does the log.
+    let raw = std::fs::read(data.join("db/data.mdb")).unwrap();
+    for needle in [CANARY, "ada@example.com", "team-a", "people"] {
+        assert!(!contains(&raw, needle), "{needle} readable in data.mdb");
+    }
+
+    let (status, _) = curl(
+        &a,
+        "DELETE",
+        &format!("/v1/namespaces/team-a/memories/{id}"),
+        None,
+    );
+    assert_eq!(status, 204);
+    let (status, gone) = curl(
+        &a,
+        "GET",
+        &format!("/v1/namespaces/team-a/memories/{id}"),
+        None,
+    );
+    assert_eq!(status, 404);
+    assert_eq!(
+        gone["type"],
+        "https://memhost.dev/problems/memory-not-found"
+    );
+    server.drain();
+    let log = server.seen.join("\n");
+    assert!(
+        !log.contains(CANARY) && !log.contains("ada@example.com"),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_input_gets_the_documented_problem_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &config(tmp.path()));
+    let a = server.addr.clone();
+    curl(&a, "POST", "/v1/namespaces", Some(r#"{"name":"n"}"#));
+    let problems = "https://memhost.dev/problems/";
+    let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/namespaces/n/memories",
+            Some(r#"{"content": oops"#.into()),
+            400,
+            "malformed-json",
+        ),
+        (
+            "POST",
+            "/v1/namespaces/n/memories",
+            Some(r#"{"content":"x","colour":1}"#.into()),
+            422,
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/namespaces/n/memories",
+            Some(r#"{"content":""}"#.into()),
+            422,
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/namespaces/n/memories",
+            Some(format!(r#"{{"content":"{}"}}"#, "x".repeat(70_000))),
+            413,
+            "too-large",
+        ),
+        (
+            "POST",
+            "/v1/namespaces/n/memories",
+            Some(format!(r#"{{"content":"{}"}}"#, "x".repeat(2 << 20))),
+            413,
+            "too-large",
+        ),
+        (
+            "POST",
+            "/v1/namespaces/n/memories",
+            Some(format!("{}1{}", "[".repeat(40), "]".repeat(40))),
+            400,
+            "malformed-json",
+        ),
+        (
+            "POST",
+            "/v1/namespaces",
+            Some(r#"{"name":"Bad Name"}"#.into()),
+            422,
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/namespaces",
+            Some(r#"{"name":"x","redaction":"sometimes"}"#.into()),
+            422,
+            "validation",
+        ),
+        (
+            "POST",
+            "/v1/namespaces/ghost/memories",
+            Some(r#"{"content":"x"}"#.into()),
+            404,
+            "namespace-not-found",
+        ),
+        (
+            "GET",
+            "/v1/namespaces/ghost/memories",
+            None,
+            404,
+            "namespace-not-found",
+        ),
+        (
+            "GET",
+            "/v1/namespaces/n/memories/not-a-uuid",
+            None,
+            404,
+            "memory-not-found",
+        ),
+        (
+            "GET",
+            "/v1/namespaces/n/memories?colour=red",
+            None,
+            400,
+            "bad-query",
+        ),
+        (
+            "PUT",
+            "/v1/namespaces/n/memories",
+            None,
+            405,
+            "method-not-allowed",
+        ),
+        ("GET", "/v1/nothing-here", None, 404, "route-not-found"),
+    ];
+    for (method, path, body, status, kind) in cases {
+        let (got, problem) = curl(&a, method, path, body.as_deref());
+        assert_eq!(got, status, "{method} {path}: {problem}");
+        assert_eq!(
+            problem["type"],
+            format!("{problems}{kind}"),
+            "{method} {path}"
+        );
+        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    let (_, page) = curl(&a, "GET", "/v1/namespaces/n/memories", None);
+    assert_eq!(
+        page["memories"].as_array().unwrap().len(),
+        0,
+        "bad input stored something"
+    );
+    let (_, all) = curl(&a, "GET", "/v1/namespaces", None);
+    assert_eq!(all["namespaces"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = config(tmp.path());
+    let mut server = Server::start(&data, &config);
+    let a = server.addr.clone();
+    curl(
+        &a,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"burst","redaction":"off"}"#),
+    );
+
+    // Eight writers hammer the server; it is killed mid-burst.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let a = a.clone();
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    let body = json!({ "content": format!("writer {w} item {i}") }).to_string();
+                    let (status, m) =
+                        curl(&a, "POST", "/v1/namespaces/burst/memories", Some(&body));
+                    if status == 201 {
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push(m["id"].as_str().unwrap().to_string());
+                    } else {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < 100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 100);
+
+    let again = Server::start(&data, &config);
+    let mut stored = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = curl(
+            &again.addr,
+            "GET",
+            &format!("/v1/namespaces/burst/memories?limit=200{cursor}"),
+            None,
+        );
+        assert_eq!(status, 200);
+        for m in page["memories"].as_array().unwrap() {
+            stored.insert(m["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost after kill -9: {lost:?}",
+        lost.len()
+    );
+}
