@@ -118,6 +118,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             }))
         });
     let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone());
+    spawn_expiry_sweep(service.clone());
     let routes = health
         .map(warp::Reply::into_response)
         .or(crate::api::rest::routes(service))
@@ -143,6 +144,26 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     store.close();
     tracing::info!("memhost stopped");
     Ok(())
+}
+
+/// How often expired memories are purged from disk (they are invisible to
+/// reads from the moment they expire).
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+fn spawn_expiry_sweep(service: crate::service::Service) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            tick.tick().await;
+            let s = service.clone();
+            match tokio::task::spawn_blocking(move || s.purge_expired()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(purged = n, "expired memories purged"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "expiry sweep failed"),
+                Err(e) => tracing::warn!(error = %e, "expiry sweep panicked"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

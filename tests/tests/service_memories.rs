@@ -20,6 +20,7 @@ const CANARY: &str = "canary-7f3a9c-zebra-quokka";
 
 struct Fixture {
     dir: tempfile::TempDir,
+    store: Store,
     service: Service,
 }
 
@@ -33,6 +34,7 @@ fn fixture(with_redactor: bool) -> Fixture {
     }
     Fixture {
         dir,
+        store: store.clone(),
         service: Service::new(store, keyring, plugins),
     }
 }
@@ -53,6 +55,11 @@ fn memory(content: &str) -> NewMemory {
 
 fn db_bytes(f: &Fixture) -> Vec<u8> {
     std::fs::read(f.dir.path().join("db/data.mdb")).unwrap()
+}
+
+/// Rows in the memories table (head and history rows).
+fn db_rows(f: &Fixture) -> usize {
+    f.store.rows(|t| t.memories, &[], |_| true).unwrap().len()
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {
@@ -251,6 +258,15 @@ fn list_pages_filters_and_ttl() {
         s.get("log", &id),
         Err(ServiceError::NoMemory { .. })
     ));
+    assert_eq!(
+        s.list("log", &ListQuery::default()).unwrap().memories.len(),
+        5
+    );
+    // The sweep reclaims it (and only it); a second sweep finds nothing.
+    let before = db_rows(&f);
+    assert_eq!(s.purge_expired().unwrap(), 1);
+    assert_eq!(s.purge_expired().unwrap(), 0);
+    assert_eq!(db_rows(&f), before - 1);
     assert_eq!(
         s.list("log", &ListQuery::default()).unwrap().memories.len(),
         5

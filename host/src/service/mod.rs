@@ -200,6 +200,21 @@ fn version_key(ns: &Uuid, id: &Uuid, version: u32) -> Vec<u8> {
     .concat()
 }
 
+/// `jobs` row marking when a memory expires: `exp/` + expiry (Unix ms,
+/// big-endian, so rows sort by time) + namespace id + memory id. Expiry
+/// times are visible at rest, like every timestamp.
+fn expiry_key(at: i64, ns: &Uuid, id: &Uuid) -> Vec<u8> {
+    [
+        EXPIRY_PREFIX,
+        &at.to_be_bytes(),
+        ns.as_bytes(),
+        id.as_bytes(),
+    ]
+    .concat()
+}
+
+const EXPIRY_PREFIX: &[u8] = b"exp/";
+
 fn seal_json<T: serde::Serialize>(
     key: &DataKey,
     table: &str,
@@ -470,6 +485,9 @@ impl Service {
         let sealed = seal_json(&key, "memories", &head, &memory)?;
         let ns_id = ns.id;
         let id = memory.id;
+        let expiry = memory
+            .expires_at
+            .map(|at| expiry_key(at, &ns.id, &memory.id));
         let existing: Option<Vec<u8>> = self.store.write_blocking(move |txn, t| {
             if let Some(prior) = get_in(txn, t.dedup, &dedup_row)?
                 && let Ok(prior_id) = Uuid::from_slice(&prior)
@@ -479,6 +497,9 @@ impl Service {
             }
             txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
             txn.put(t.dedup, &dedup_row, id.as_bytes(), WriteFlags::empty())?;
+            if let Some(expiry) = &expiry {
+                txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
+            }
             Ok(None)
         })?;
         match existing {
@@ -644,6 +665,10 @@ impl Service {
         next.agent_type = actor.agent_type.clone();
 
         let head = head_key(&ns.id, id);
+        let new_expiry = patch
+            .ttl_seconds
+            .and(next.expires_at)
+            .map(|at| expiry_key(at, &ns.id, id));
         let history = version_key(&ns.id, id, old.version);
         let sealed_head = seal_json(&key, "memories", &head, &next)?;
         let sealed_old = seal_json(&key, "memories", &history, &old)?;
@@ -671,6 +696,9 @@ impl Service {
                     other => other.into(),
                 })?;
             txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
+            if let Some(expiry) = &new_expiry {
+                txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
+            }
             if old_dedup != new_dedup {
                 match txn.del(t.dedup, &old_dedup, None) {
                     Ok(()) | Err(lmdb::Error::NotFound) => {}
@@ -700,6 +728,50 @@ impl Service {
         versions.sort_by_key(|m| m.version);
         versions.push(self.egress(&ns, current)?);
         Ok(versions)
+    }
+
+    /// Delete every memory whose expiry has passed; returns how many. Expired
+    /// memories are already invisible to every read; this reclaims them.
+    pub fn purge_expired(&self) -> Result<usize, ServiceError> {
+        let now = model::now_ms();
+        let due = self.store.rows(
+            |t| t.jobs,
+            EXPIRY_PREFIX,
+            |k| {
+                k.starts_with(EXPIRY_PREFIX)
+                    && k.get(4..12)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .is_some_and(|b| i64::from_be_bytes(b) <= now)
+            },
+        )?;
+        let namespaces: std::collections::HashMap<Uuid, Namespace> =
+            self.namespaces()?.into_iter().map(|n| (n.id, n)).collect();
+        let mut purged = 0;
+        for (index_key, _) in due {
+            let (Some(ns_id), Some(id)) = (
+                index_key.get(12..28).and_then(|b| Uuid::from_slice(b).ok()),
+                index_key.get(28..44).and_then(|b| Uuid::from_slice(b).ok()),
+            ) else {
+                continue;
+            };
+            if let Some(ns) = namespaces.get(&ns_id) {
+                let head = head_key(&ns.id, &id);
+                if let Some(sealed) = self.store.get(|t| t.memories, &head)? {
+                    let m: Memory = open_json(&*self.data_key(ns)?, "memories", &head, &sealed)?;
+                    // An update may have moved the expiry: only the current one counts.
+                    if m.expired(now) {
+                        self.remove(ns, &m)?;
+                        purged += 1;
+                    }
+                }
+            }
+            self.store
+                .write_blocking(move |txn, t| match txn.del(t.jobs, &index_key, None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
+                    Err(e) => Err(e.into()),
+                })?;
+        }
+        Ok(purged)
     }
 
     /// Forget a memory: its current version, its history and its dedup entry.
