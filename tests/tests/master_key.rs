@@ -2,23 +2,13 @@
 //! and says to back it up, a wrong key is refused at start naming the
 //! fingerprint the data expects (and the data is untouched), and
 //! `keys rotate-master` moves the data to a new key so the old one stops
-//! working.
+//! working — and the memories stored before are all readable after it.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
-fn memhost_bin() -> std::path::PathBuf {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join("target/debug/memhost");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p memhost`",
-        bin.display()
-    );
-    bin
-}
+use common::server::{curl, memhost_bin};
 
 /// Run memhost with extra environment; returns (exit code, stdout, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -42,8 +32,13 @@ fn fingerprint_in(text: &str) -> String {
     text[at..at + 16].to_string()
 }
 
-/// Start serve and wait until it listens or exits; returns (listened, stderr).
+/// Start serve, wait until it listens or exits, run `then` against its
+/// address while it is up; returns (listened, log).
 fn try_serve(data: &str, env: &[(&str, &str)]) -> (bool, String) {
+    serve_then(data, env, |_| {})
+}
+
+fn serve_then(data: &str, env: &[(&str, &str)], then: impl FnOnce(&str)) -> (bool, String) {
     use std::io::{BufRead, BufReader};
     let mut cmd = Command::new(memhost_bin());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data", data])
@@ -63,6 +58,7 @@ fn try_serve(data: &str, env: &[(&str, &str)]) -> (bool, String) {
         log.push('\n');
         if line.contains("listening on") {
             listened = true;
+            then(line.rsplit("http://").next().unwrap_or("").trim());
             break;
         }
     }
@@ -112,8 +108,23 @@ fn init_wrong_key_and_rotation() {
         log.contains(&format!("expects master key {fp}")) && log.contains(&other_fp),
         "{log}"
     );
-    // ...and the data is intact: the right key still works.
-    let (listened, log) = try_serve(data_arg, &[]);
+    // ...and the data is intact: the right key still works. Store some
+    // memories to read back after the rotation.
+    let mut ids = Vec::new();
+    let (listened, log) = serve_then(data_arg, &[], |addr| {
+        curl(
+            addr,
+            "POST",
+            "/v1/namespaces",
+            Some(r#"{"name":"keep","redaction":"off"}"#),
+        );
+        for i in 0..5 {
+            let body = format!(r#"{{"content":"note {i}"}}"#);
+            let (status, m) = curl(addr, "POST", "/v1/namespaces/keep/memories", Some(&body));
+            assert_eq!(status, 201, "{m}");
+            ids.push(m["id"].as_str().unwrap().to_string());
+        }
+    });
     assert!(listened, "{log}");
 
     // Rotation: the file now holds a new key; the old key stops working.
@@ -122,7 +133,20 @@ fn init_wrong_key_and_rotation() {
     assert!(err.contains(&format!("from master key {fp}")), "{err}");
     let new_key = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(new_key, original_key);
-    let (listened, log) = try_serve(data_arg, &[]);
+    let (listened, log) = serve_then(data_arg, &[], |addr| {
+        for (i, id) in ids.iter().enumerate() {
+            let (status, m) = curl(
+                addr,
+                "GET",
+                &format!("/v1/namespaces/keep/memories/{id}"),
+                None,
+            );
+            assert_eq!(
+                (status, m["content"].as_str()),
+                (200, Some(format!("note {i}").as_str()))
+            );
+        }
+    });
     assert!(listened, "{log}");
     let (listened, log) = try_serve(data_arg, &[("MEMHOST_MASTER_KEY", &original_key)]);
     assert!(!listened && log.contains("refusing to open"), "{log}");

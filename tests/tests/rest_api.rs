@@ -328,3 +328,57 @@ fn acknowledged_writes_survive_kill_9() {
         lost.len()
     );
 }
+
+#[test]
+fn the_namespace_cli_works_beside_the_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &config(tmp.path()));
+    let d = data.to_str().unwrap();
+    let (code, out, err) = memhost(&[
+        "namespace",
+        "create",
+        "ops",
+        "--redaction",
+        "egress",
+        "--data",
+        d,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"name\": \"ops\""), "{out}");
+    let (status, ns) = curl(&server.addr, "GET", "/v1/namespaces/ops", None);
+    assert_eq!(
+        (status, ns["settings"]["redaction"].as_str()),
+        (200, Some("egress"))
+    );
+    let (status, _) = curl(
+        &server.addr,
+        "POST",
+        "/v1/namespaces/ops/memories",
+        Some(r#"{"content":"x@example.com"}"#),
+    );
+    assert_eq!(status, 201);
+    curl(
+        &server.addr,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"made-by-api"}"#),
+    );
+    let (code, out, _) = memhost(&["namespace", "list", "--data", d]);
+    assert_eq!(code, 0);
+    assert!(out.contains("made-by-api") && out.contains("ops"), "{out}");
+    let (code, _, err) = memhost(&["namespace", "create", "ops", "--data", d]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = memhost(&[
+        "namespace",
+        "create",
+        "x",
+        "--redaction",
+        "sometimes",
+        "--data",
+        d,
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a redaction mode"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! command is asked to print.
 
 mod keys;
+mod namespace;
 mod plugin;
 
 use std::net::SocketAddr;
@@ -49,6 +50,9 @@ enum Command {
     /// Check, list and reload plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Create, list and show namespaces.
+    #[command(subcommand)]
+    Namespace(namespace::NamespaceCommand),
     /// Manage keys (master key rotation).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -98,6 +102,7 @@ pub fn run() -> anyhow::Result<i32> {
         }
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Namespace(cmd) => namespace::run(cmd),
     }
 }
 
