@@ -6,6 +6,7 @@
 //! | `cargo xtask serve`        | build what is needed and run memhost with the default plugins  |
 //! | `cargo xtask test`         | formatting, lints, plugin unit tests and every host test       |
 //! | `cargo xtask bench plugins`| the plugin-runtime benchmark table                             |
+//! | `cargo xtask bench store`  | the store benchmark table                                      |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,7 +59,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins>"
+                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store>"
             );
             std::process::exit(2);
         }
@@ -314,6 +315,11 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
                 .current_dir(root)
                 .args(["bench", "-p", "memhost", "--bench", "plugins"]))
         }
-        Some(other) => bail!("unknown benchmark {other:?}; try `cargo xtask bench plugins`"),
+        Some("store") => run(cargo()
+            .current_dir(root)
+            .args(["bench", "-p", "memhost", "--bench", "store"])),
+        Some(other) => bail!(
+            "unknown benchmark {other:?}; try `cargo xtask bench plugins` or `cargo xtask bench store`"
+        ),
     }
 }

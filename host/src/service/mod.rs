@@ -575,26 +575,36 @@ impl Service {
         let mut last_seen = None;
         let mut more = false;
         let prefix = *ns.id.as_bytes();
-        let rows: Vec<_> = self
-            .store
-            .rows(|t| t.memories, &start, |k| k.starts_with(&prefix))?
-            .into_iter()
-            .filter(|(k, _)| k.len() == 32)
-            .collect();
-        for (k, v) in rows {
-            let m: Memory = open_json(&key, "memories", &k, &v)?;
-            if out.len() == limit {
-                more = true;
-                break;
+        // Read in chunks: filters may skip rows, but a page never costs a
+        // scan of the whole namespace.
+        let mut from = start;
+        'chunks: loop {
+            let chunk =
+                self.store
+                    .rows_max(|t| t.memories, &from, |k| k.starts_with(&prefix), 256)?;
+            let exhausted = chunk.len() < 256;
+            for (k, v) in chunk {
+                if k.len() != 32 {
+                    continue;
+                }
+                if out.len() == limit {
+                    more = true;
+                    break 'chunks;
+                }
+                let m: Memory = open_json(&key, "memories", &k, &v)?;
+                last_seen = Some(m.id);
+                let keep = !m.expired(now)
+                    && q.tags.iter().all(|t| m.tags.contains(t))
+                    && q.agent_id.as_ref().is_none_or(|a| &m.agent_id == a)
+                    && q.since.is_none_or(|s| m.created_at >= s)
+                    && q.until.is_none_or(|u| m.created_at < u);
+                if keep {
+                    out.push(self.egress(&ns, m)?);
+                }
             }
-            last_seen = Some(m.id);
-            let keep = !m.expired(now)
-                && q.tags.iter().all(|t| m.tags.contains(t))
-                && q.agent_id.as_ref().is_none_or(|a| &m.agent_id == a)
-                && q.since.is_none_or(|s| m.created_at >= s)
-                && q.until.is_none_or(|u| m.created_at < u);
-            if keep {
-                out.push(self.egress(&ns, m)?);
+            match last_seen {
+                Some(id) if !exhausted => from = [head_key(&ns.id, &id), vec![0xff; 5]].concat(),
+                _ => break,
             }
         }
         Ok(Page {

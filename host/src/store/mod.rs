@@ -284,6 +284,17 @@ impl Store {
         start: &[u8],
         keep: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<Row>, StoreError> {
+        self.rows_max(pick, start, keep, usize::MAX)
+    }
+
+    /// [`Store::rows`], stopping after `max` rows.
+    pub fn rows_max(
+        &self,
+        pick: fn(&Tables) -> Database,
+        start: &[u8],
+        keep: impl Fn(&[u8]) -> bool,
+        max: usize,
+    ) -> Result<Vec<Row>, StoreError> {
         self.read(|txn, t| {
             let mut cursor = txn.open_ro_cursor(pick(t))?;
             let mut out = Vec::new();
@@ -294,7 +305,7 @@ impl Store {
             };
             for item in iter {
                 let (k, v) = item?;
-                if !keep(k) {
+                if !keep(k) || out.len() >= max {
                     break;
                 }
                 out.push((k.to_vec(), v.to_vec()));

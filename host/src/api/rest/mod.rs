@@ -243,7 +243,7 @@ fn flatten(r: Result<Response, Response>) -> Result<Response, Infallible> {
 
 /// Every `/v1` route. Requests are served as the local operator until the
 /// identity issue binds them to credentials.
-pub fn routes(service: Service) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
     let svc = warp::any().map(move || service.clone());
     let v1 = warp::path("v1");
     let ns_root = v1.and(warp::path("namespaces"));
@@ -520,29 +520,20 @@ pub fn routes(service: Service) -> impl Filter<Extract = (Response,), Error = In
             )
         });
 
-    create_ns
-        .or(list_ns)
-        .unify()
-        .or(get_ns)
-        .unify()
-        .or(patch_ns)
-        .unify()
-        .or(bulk)
-        .unify()
-        .or(store)
-        .unify()
-        .or(list)
-        .unify()
-        .or(history)
-        .unify()
-        .or(get)
-        .unify()
-        .or(patch)
-        .unify()
-        .or(delete)
-        .unify()
-        .recover(problem::recover)
-        .unify()
+    // Boxing each step keeps the filter type shallow enough for release
+    // builds (an unboxed chain of this length overflows the trait solver).
+    let mut all: warp::filters::BoxedFilter<(Response,)> = create_ns.boxed();
+    all = all.or(list_ns).unify().boxed();
+    all = all.or(get_ns).unify().boxed();
+    all = all.or(patch_ns).unify().boxed();
+    all = all.or(bulk).unify().boxed();
+    all = all.or(store).unify().boxed();
+    all = all.or(list).unify().boxed();
+    all = all.or(history).unify().boxed();
+    all = all.or(get).unify().boxed();
+    all = all.or(patch).unify().boxed();
+    all = all.or(delete).unify().boxed();
+    all.recover(problem::recover).unify().boxed()
 }
 
 /// `PATCH /v1/namespaces/{ns}`: only the settings to change.

@@ -1,0 +1,164 @@
+//! Store benchmark: `cargo xtask bench store`. Service-level (the same path
+//! REST handlers take, minus HTTP), real LMDB with durable commits, real
+//! sealing; redaction off so the numbers are the store's. Prints a table;
+//! asserts nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memhost::crypto::MasterKey;
+use memhost::plugins::{PluginRegistry, PluginSettings};
+use memhost::runtime::{Runtime, RuntimeConfig};
+use memhost::service::{Actor, ListQuery, NamespaceSettings, NewMemory, RedactionMode, Service};
+use memhost::store::keyring::Keyring;
+use memhost::store::{Store, StoreOptions};
+
+fn pct(samples: &mut [Duration], p: usize) -> Duration {
+    samples.sort();
+    samples[(samples.len() * p / 100).min(samples.len() - 1)]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn content(i: usize) -> String {
+    // ~1 KiB of text, unique per i.
+    format!(
+        "memory {i}: {}",
+        "the quick brown fox jumps over the lazy dog. ".repeat(22)
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(&dir.path().join("db"), &StoreOptions::default())?;
+    let keyring = Arc::new(Keyring::open(&store, MasterKey::generate())?);
+    let runtime = Runtime::new(&RuntimeConfig::default())?;
+    let plugins = Arc::new(PluginRegistry::new(runtime, PluginSettings::default())?);
+    let service = Service::new(store.clone(), keyring, plugins);
+    service.create_namespace(
+        "bench",
+        NamespaceSettings {
+            redaction: RedactionMode::Off,
+            ..NamespaceSettings::default()
+        },
+    )?;
+    let actor = Actor::local_operator();
+    let mut next = 0usize;
+
+    println!("memhost store benchmark (command: cargo xtask bench store)");
+    println!("durable LMDB commits, sealed rows, ~1 KiB memories, redaction off\n");
+    println!("| {:<44} | {:>12} | {:>12} |", "what", "p50 / rate", "p99");
+    println!("|{:-<46}|{:-<14}|{:-<14}|", "", "", "");
+
+    // Single client latency.
+    let mut samples = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        let stored = service.store(
+            "bench",
+            NewMemory {
+                content: content(next),
+                ..NewMemory::default()
+            },
+            &actor,
+        )?;
+        samples.push(t.elapsed());
+        ids.push(stored.memory.id);
+        next += 1;
+    }
+    let (p50, p99) = (pct(&mut samples, 50), pct(&mut samples, 99));
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "store, 1 client (latency)",
+        us(p50),
+        us(p99)
+    );
+
+    // Throughput with N concurrent clients.
+    for clients in [1usize, 8, 64] {
+        let per_client = 4000 / clients;
+        let start = Instant::now();
+        let commits_before = store.commits();
+        std::thread::scope(|s| {
+            for c in 0..clients {
+                let service = &service;
+                let actor = &actor;
+                s.spawn(move || {
+                    for i in 0..per_client {
+                        let text = content(1_000_000 * (clients + 1) + c * per_client + i);
+                        let _ = service.store(
+                            "bench",
+                            NewMemory {
+                                content: text,
+                                ..NewMemory::default()
+                            },
+                            actor,
+                        );
+                    }
+                });
+            }
+        });
+        let total = per_client * clients;
+        let secs = start.elapsed().as_secs_f64();
+        let commits = store.commits() - commits_before;
+        println!(
+            "| {:<44} | {:>12} | {:>12} |",
+            format!(
+                "store throughput, {clients} clients ({:.0} writes/commit)",
+                total as f64 / commits.max(1) as f64
+            ),
+            format!("{:.0}/s", total as f64 / secs),
+            ""
+        );
+    }
+
+    let mut samples = Vec::new();
+    for (i, id) in ids.iter().enumerate().take(1000) {
+        let t = Instant::now();
+        let m = service.get("bench", id)?;
+        samples.push(t.elapsed());
+        assert_eq!(m.content, content(i));
+    }
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "get (latency)",
+        us(pct(&mut samples, 50)),
+        us(pct(&mut samples, 99))
+    );
+
+    let mut samples = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let page = service.list(
+            "bench",
+            &ListQuery {
+                limit: Some(50),
+                ..ListQuery::default()
+            },
+        )?;
+        samples.push(t.elapsed());
+        assert_eq!(page.memories.len(), 50);
+    }
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "list, page of 50 (latency)",
+        us(pct(&mut samples, 50)),
+        us(pct(&mut samples, 99))
+    );
+
+    let stored_kib = (next + 4000 * 3) as f64 * content(0).len() as f64 / 1024.0;
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "DB bytes per stored KiB of content",
+        format!("{:.2}", store.used_bytes()? as f64 / 1024.0 / stored_kib),
+        ""
+    );
+    println!(
+        "\n(targets: store p99 ≤ 2 ms at 1 client, ≥ 5,000 stores/s at 64 clients, get p99 ≤ 1 ms)"
+    );
+    store.close();
+    Ok(())
+}
