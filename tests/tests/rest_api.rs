@@ -103,9 +103,48 @@ fn memories_round_trip_over_rest() {
 
     // The data file holds no field in the clear; neither does the log.
     let raw = std::fs::read(data.join("db/data.mdb")).unwrap();
+    // mdb_dump -p prints every key and value of every table, printable
+    // bytes as themselves.
+    let dump = std::process::Command::new("mdb_dump")
+        .args(["-p", "-a"])
+        .arg(data.join("db"))
+        .output()
+        .expect("mdb_dump (lmdb-utils) is needed for this test");
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(contains(&dump.stdout, "memories"), "mdb_dump saw no tables");
     for needle in [CANARY, "ada@example.com", "team-a", "people"] {
         assert!(!contains(&raw, needle), "{needle} readable in data.mdb");
+        assert!(
+            !contains(&dump.stdout, needle),
+            "{needle} readable in mdb_dump output"
+        );
     }
+
+    // Bulk: each item answered on its own.
+    let bulk = json!({ "memories": [
+        { "content": "bulk one" },
+        { "content": "bulk one" },
+        { "content": "bulk two", "colour": 1 },
+    ]})
+    .to_string();
+    let (status, r) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces/team-a/memories/bulk",
+        Some(&bulk),
+    );
+    assert_eq!(status, 200, "{r}");
+    let statuses: Vec<_> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, [Some(201), Some(200), Some(422)], "{r}");
 
     let (status, _) = curl(
         &a,
