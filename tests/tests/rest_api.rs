@@ -421,3 +421,70 @@ fn the_namespace_cli_works_beside_the_running_server() {
     assert_eq!(code, 2);
     assert!(err.contains("not a redaction mode"), "{err}");
 }
+
+#[test]
+fn the_openapi_document_describes_exactly_the_routes_that_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), &config(tmp.path()));
+    let a = server.addr.clone();
+    let (status, doc) = curl(&a, "GET", "/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    for schema in ["Memory", "Namespace", "NewMemory", "MemoryPatch", "Problem"] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "no schema {schema}"
+        );
+    }
+    curl(&a, "POST", "/v1/namespaces", Some(r#"{"name":"docs"}"#));
+    let (_, m) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces/docs/memories",
+        Some(r#"{"content":"for the doc test"}"#),
+    );
+    let id = m["id"].as_str().unwrap().to_string();
+
+    let paths = doc["paths"].as_object().unwrap();
+    let mut checked = 0;
+    // Delete last, so the memory exists for the other routes.
+    let mut ops: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    ops.sort_by_key(|(m, _)| m == "delete");
+    // Every route of api/rest/mod.rs, each method counted.
+    assert_eq!(ops.len(), 12, "{ops:?}");
+    for (method, path) in ops {
+        let url = path.replace("{ns}", "docs").replace("{id}", &id);
+        let body = match (method.as_str(), url.ends_with("/bulk")) {
+            ("post", true) => Some(r#"{"memories":[]}"#),
+            ("post", false) if url.ends_with("/namespaces") => Some(r#"{"name":"docs-2"}"#),
+            ("post", false) => Some(r#"{"content":"another"}"#),
+            ("patch", _) => Some(r#"{}"#),
+            _ => None,
+        };
+        let (status, problem) = curl(&a, &method.to_uppercase(), &url, body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {url} is documented but answered {status}: {problem}"
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked,
+        paths
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum::<usize>()
+    );
+}

@@ -93,7 +93,7 @@ fn invalid(field: &str, detail: impl Into<String>) -> ServiceError {
 }
 
 /// A new memory, as a caller sends it.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMemory {
     /// The text.
@@ -106,6 +106,7 @@ pub struct NewMemory {
     pub tags: Vec<String>,
     /// Free-form JSON object.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Expire after this many seconds.
     #[serde(default)]
@@ -116,7 +117,7 @@ pub struct NewMemory {
 }
 
 /// Changes to a memory; absent fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryPatch {
     /// New text.
@@ -130,6 +131,7 @@ pub struct MemoryPatch {
     pub tags: Option<Vec<String>>,
     /// New metadata (replaces the old object).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// New importance.
     #[serde(default)]

@@ -43,7 +43,7 @@ impl Default for Limits {
 }
 
 /// How a namespace treats what its redactor finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RedactionMode {
     /// Content is stored already redacted (default).
@@ -56,7 +56,7 @@ pub enum RedactionMode {
 }
 
 /// A namespace's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceSettings {
     /// Redaction mode.
@@ -93,7 +93,7 @@ impl Default for NamespaceSettings {
 }
 
 /// A namespace as stored (sealed) and shown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Namespace {
     /// Stable id; row keys use it, never the name.
     pub id: Uuid,
@@ -125,7 +125,7 @@ impl Actor {
 }
 
 /// One version of a memory, as stored (sealed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Memory {
     /// Time-ordered id (UUIDv7).
     pub id: Uuid,
@@ -141,6 +141,7 @@ pub struct Memory {
     pub tags: Vec<String>,
     /// Free-form JSON object.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// Writer's agent id.
     pub agent_id: String,

@@ -15,7 +15,9 @@
 //! | `PATCH /v1/namespaces/{ns}/memories/{id}` | a new version |
 //! | `DELETE /v1/namespaces/{ns}/memories/{id}` | forget it (204) |
 //! | `GET /v1/namespaces/{ns}/memories/{id}/history` | every version |
+//! | `GET /v1/openapi.json` | this API as OpenAPI 3.1 |
 
+pub mod openapi;
 pub mod problem;
 
 use std::convert::Infallible;
@@ -522,7 +524,22 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
 
     // Boxing each step keeps the filter type shallow enough for release
     // builds (an unboxed chain of this length overflows the trait solver).
-    let mut all: warp::filters::BoxedFilter<(Response,)> = create_ns.boxed();
+    let doc = serde_json::to_vec(&openapi::document()).unwrap_or_default();
+    let openapi = v1
+        .and(warp::path("openapi.json"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let mut r = Response::new(doc.clone().into());
+            r.headers_mut().insert(
+                warp::http::header::CONTENT_TYPE,
+                warp::http::HeaderValue::from_static("application/json"),
+            );
+            r
+        })
+        .boxed();
+    let mut all: warp::filters::BoxedFilter<(Response,)> = openapi;
+    all = all.or(create_ns).unify().boxed();
     all = all.or(list_ns).unify().boxed();
     all = all.or(get_ns).unify().boxed();
     all = all.or(patch_ns).unify().boxed();

@@ -25,7 +25,7 @@ use crate::service::ServiceError;
 pub const PROBLEM_BASE: &str = "https://memhost.dev/problems/";
 
 /// One problem document.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable URI naming the kind of problem.
     #[serde(rename = "type")]

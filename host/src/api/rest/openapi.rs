@@ -1,0 +1,110 @@
+//! The OpenAPI 3.1 document served at `/v1/openapi.json`, generated from the
+//! request and response types themselves (utoipa). Each `#[utoipa::path]`
+//! below describes one route of `super::routes`; a test drives every
+//! documented route against the real server so the two cannot drift.
+#![allow(dead_code)]
+
+use utoipa::OpenApi;
+
+use super::problem::Problem;
+use crate::service::{Memory, MemoryPatch, Namespace, NamespaceSettings, NewMemory, RedactionMode};
+
+/// `POST /v1/namespaces` body.
+#[derive(utoipa::ToSchema)]
+#[allow(unused)]
+struct CreateNamespace {
+    /// Lowercase letters, digits, `.`, `_`, `-`; 1–63 characters.
+    name: String,
+    redaction: Option<RedactionMode>,
+    /// Redactor plugin id (default `redact-pii`).
+    redactor: Option<String>,
+    /// Governance rule (default `allow`).
+    policy: Option<String>,
+    description: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/namespaces", request_body = CreateNamespace,
+    responses((status = 201, body = Namespace), (status = 409, body = Problem), (status = 422, body = Problem)))]
+fn create_namespace() {}
+
+#[utoipa::path(get, path = "/v1/namespaces", responses((status = 200, description = "`{namespaces: [Namespace]}`")))]
+fn list_namespaces() {}
+
+#[utoipa::path(get, path = "/v1/namespaces/{ns}", params(("ns" = String, Path)),
+    responses((status = 200, body = Namespace), (status = 404, body = Problem)))]
+fn get_namespace() {}
+
+#[utoipa::path(patch, path = "/v1/namespaces/{ns}", params(("ns" = String, Path)), request_body = NamespaceSettings,
+    responses((status = 200, body = Namespace), (status = 404, body = Problem), (status = 422, body = Problem)))]
+fn patch_namespace() {}
+
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/memories", params(("ns" = String, Path)), request_body = NewMemory,
+    responses((status = 201, body = Memory, description = "stored; also `created`, `duplicate`"),
+        (status = 200, body = Memory, description = "identical content already stored (`duplicate: true`)"),
+        (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
+fn store_memory() {}
+
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/memories/bulk", params(("ns" = String, Path)),
+    responses((status = 200, description = "`{results: [...]}`, one status or problem per item"), (status = 404, body = Problem)))]
+fn bulk_store() {}
+
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/memories",
+    params(("ns" = String, Path), ("tags" = Option<String>, Query), ("agent" = Option<String>, Query),
+        ("since" = Option<i64>, Query), ("until" = Option<i64>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{memories: [Memory], next_cursor}`"), (status = 404, body = Problem)))]
+fn list_memories() {}
+
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/memories/{id}", params(("ns" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Memory), (status = 404, body = Problem)))]
+fn get_memory() {}
+
+#[utoipa::path(patch, path = "/v1/namespaces/{ns}/memories/{id}", params(("ns" = String, Path), ("id" = String, Path)),
+    request_body = MemoryPatch, responses((status = 200, body = Memory), (status = 404, body = Problem), (status = 409, body = Problem)))]
+fn patch_memory() {}
+
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}/memories/{id}", params(("ns" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+fn forget_memory() {}
+
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/memories/{id}/history", params(("ns" = String, Path), ("id" = String, Path)),
+    responses((status = 200, description = "`{versions: [Memory]}`"), (status = 404, body = Problem)))]
+fn memory_history() {}
+
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "this document")))]
+fn openapi_document() {}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "memhost", description = "Memory server for AI agents"),
+    paths(
+        create_namespace,
+        list_namespaces,
+        get_namespace,
+        patch_namespace,
+        store_memory,
+        bulk_store,
+        list_memories,
+        get_memory,
+        patch_memory,
+        forget_memory,
+        memory_history,
+        openapi_document
+    ),
+    components(schemas(
+        Namespace,
+        NamespaceSettings,
+        RedactionMode,
+        Memory,
+        NewMemory,
+        MemoryPatch,
+        Problem,
+        CreateNamespace
+    ))
+)]
+pub struct ApiDoc;
+
+/// The document as JSON.
+pub fn document() -> serde_json::Value {
+    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+}
