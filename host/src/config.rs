@@ -4,6 +4,10 @@
 //! [server]
 //! listen = "127.0.0.1:7077"
 //!
+//! [store]
+//! map_size_mb = 1024               # grows when full ...
+//! max_map_size_mb = 1048576        # ... up to this
+//!
 //! [plugins]
 //! dir = "/etc/memhost/plugins"     # one sub-directory per plugin
 //! watch = true                     # reload when files there change
@@ -31,6 +35,39 @@ pub struct HostConfig {
     pub server: ServerSettings,
     /// `[plugins]`.
     pub plugins: PluginSettings,
+    /// `[store]`.
+    pub store: StoreSettings,
+}
+
+/// `[store]`: the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Initial map size in MiB (virtual; the file grows as used).
+    pub map_size_mb: u64,
+    /// The map grows when full, up to this many MiB; then writes fail with
+    /// a message naming this setting.
+    pub max_map_size_mb: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            map_size_mb: 1024,
+            max_map_size_mb: 1 << 20,
+        }
+    }
+}
+
+impl StoreSettings {
+    /// As store options.
+    pub fn options(&self) -> crate::store::StoreOptions {
+        let mb = |v: u64| usize::try_from(v.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        crate::store::StoreOptions {
+            map_size: mb(self.map_size_mb.max(1)),
+            max_map_size: mb(self.max_map_size_mb.max(self.map_size_mb).max(1)),
+        }
+    }
 }
 
 /// `[server]`.

@@ -113,6 +113,11 @@ impl DataDir {
     /// Open the sealed store with the master key. A wrong key is refused
     /// before anything is read, naming the fingerprint the data expects.
     pub fn open_store(&self) -> anyhow::Result<(Store, Keyring)> {
+        self.open_store_with(&StoreOptions::default())
+    }
+
+    /// [`DataDir::open_store`] with explicit store options.
+    pub fn open_store_with(&self, options: &StoreOptions) -> anyhow::Result<(Store, Keyring)> {
         if !self.db().exists() {
             anyhow::bail!(
                 "{} is not initialised: run `memhost init --data {}` first",
@@ -121,7 +126,7 @@ impl DataDir {
             );
         }
         let master = self.load_master_key()?;
-        let store = Store::open(&self.db(), &StoreOptions::default())?;
+        let store = Store::open(&self.db(), options)?;
         match Keyring::open(&store, master) {
             Ok(keyring) => Ok((store, keyring)),
             Err(KeyringError::Crypto(CryptoError::WrongMasterKey { have, expected })) => {

@@ -70,7 +70,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // The sealed store first: a wrong master key refuses to start before
     // anything else happens.
     let data = opts.data.clone();
-    let (store, keyring) = tokio::task::spawn_blocking(move || data.open_store()).await??;
+    let store_options = opts.config.store.options();
+    let (store, keyring) =
+        tokio::task::spawn_blocking(move || data.open_store_with(&store_options)).await??;
     tracing::info!(master_key = %keyring.fingerprint(), db = %opts.data.db().display(), "store open");
     let registry = Arc::new(plugin_registry(&opts.data, &opts.config)?);
     let reloader = Arc::new(Reloader {

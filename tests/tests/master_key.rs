@@ -162,3 +162,33 @@ fn serve_refuses_an_uninitialised_directory() {
         "{log}"
     );
 }
+
+#[test]
+fn a_passphrase_protected_key_needs_its_passphrase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let pass = [("MEMHOST_MASTER_PASSPHRASE", "correct horse battery staple")];
+    let (code, _, err) = run(&["init", "--data", data_arg], &pass);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("protected by MEMHOST_MASTER_PASSPHRASE"),
+        "{err}"
+    );
+    let file = std::fs::read_to_string(data.join("master.key")).unwrap();
+    assert!(
+        file.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"),
+        "key file not encrypted"
+    );
+    assert!(!file.contains("AGE-SECRET-KEY"));
+
+    let (listened, log) = try_serve(data_arg, &[]);
+    assert!(!listened && log.contains("passphrase-protected"), "{log}");
+    let (listened, log) = try_serve(data_arg, &[("MEMHOST_MASTER_PASSPHRASE", "wrong")]);
+    assert!(
+        !listened && log.contains("passphrase does not open"),
+        "{log}"
+    );
+    let (listened, log) = try_serve(data_arg, &pass);
+    assert!(listened, "{log}");
+}

@@ -488,3 +488,57 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
             .sum::<usize>()
     );
 }
+
+#[test]
+fn a_full_database_says_so_and_keeps_what_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[store]\nmap_size_mb = 1\nmax_map_size_mb = 4\n"),
+    )
+    .unwrap();
+    let server = Server::start(&tmp.path().join("data"), &config);
+    let a = server.addr.clone();
+    curl(
+        &a,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"big","redaction":"off"}"#),
+    );
+    let mut stored = Vec::new();
+    let mut full = None;
+    for i in 0..200 {
+        let body = json!({ "content": format!("{i} {}", "x".repeat(60_000)) }).to_string();
+        let (status, m) = curl(&a, "POST", "/v1/namespaces/big/memories", Some(&body));
+        match status {
+            201 => stored.push(m["id"].as_str().unwrap().to_string()),
+            _ => {
+                full = Some((status, m));
+                break;
+            }
+        }
+    }
+    let (status, problem) = full.expect("4 MiB never filled up");
+    assert_eq!(status, 507, "{problem}");
+    assert_eq!(problem["type"], "https://memhost.dev/problems/storage-full");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("max_map_size"),
+        "{problem}"
+    );
+    assert!(
+        stored.len() > 10,
+        "the map did not grow before filling: {}",
+        stored.len()
+    );
+    for id in &stored {
+        let (status, _) = curl(
+            &a,
+            "GET",
+            &format!("/v1/namespaces/big/memories/{id}"),
+            None,
+        );
+        assert_eq!(status, 200);
+    }
+}

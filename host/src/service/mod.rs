@@ -65,6 +65,9 @@ pub enum ServiceError {
     /// The namespace's redactor failed or is missing: the write is refused.
     #[error("redaction failed, nothing was stored: {0}")]
     Redaction(String),
+    /// The database reached its configured maximum size.
+    #[error("{0}")]
+    StorageFull(String),
     /// Storage or key failure.
     #[error("internal error: {0}")]
     Internal(String),
@@ -74,6 +77,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Rejected(m) => ServiceError::Conflict(m),
+            full @ StoreError::Full { .. } => ServiceError::StorageFull(full.to_string()),
             other => ServiceError::Internal(other.to_string()),
         }
     }

@@ -41,7 +41,7 @@ pub enum StoreError {
     #[error("storage: {0}")]
     Lmdb(String),
     /// The map is full and may not grow further.
-    #[error("storage is full at {size} bytes (max_map_size); raise [store] max_map_size")]
+    #[error("storage is full at {size} bytes; raise [store] max_map_size_mb in the config")]
     Full {
         /// The current map size.
         size: usize,

@@ -111,7 +111,7 @@ fn a_map_at_its_ceiling_says_so() {
         }
     }
     let err = last.unwrap_err();
-    assert!(err.to_string().contains("max_map_size"), "{err}");
+    assert!(err.to_string().contains("max_map_size_mb"), "{err}");
 }
 
 #[test]

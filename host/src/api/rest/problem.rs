@@ -14,6 +14,7 @@
 //! | `method-not-allowed` | 405 | the route exists, the method does not |
 //! | `conflict` | 409 | the name is taken, or a concurrent update won |
 //! | `redaction-failed` | 503 | the namespace's redactor is missing or failed; nothing was stored |
+//! | `storage-full` | 507 | the database reached `[store] max_map_size_mb`; nothing was stored |
 //! | `internal` | 500 | anything else (details in the server log) |
 
 use serde::Serialize;
@@ -98,6 +99,12 @@ impl From<&ServiceError> for Problem {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "redaction-failed",
                 "Redaction failed",
+                detail,
+            ),
+            ServiceError::StorageFull(_) => Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage-full",
+                "Storage full",
                 detail,
             ),
             ServiceError::Internal(_) => {
