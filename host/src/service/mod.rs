@@ -531,6 +531,26 @@ impl Service {
         }
     }
 
+    /// Store several memories, each on its own: one item's failure does
+    /// not stop the others. Items arrive as raw JSON so a malformed one is
+    /// reported in its place. The namespace must exist.
+    pub fn store_many(
+        &self,
+        namespace: &str,
+        items: Vec<serde_json::Value>,
+        actor: &Actor,
+    ) -> Result<Vec<Result<Stored, ServiceError>>, ServiceError> {
+        self.namespace(namespace)?;
+        Ok(items
+            .into_iter()
+            .map(|item| {
+                let new: NewMemory =
+                    serde_json::from_value(item).map_err(|e| invalid("memory", e.to_string()))?;
+                self.store(namespace, new, actor)
+            })
+            .collect())
+    }
+
     /// In `egress` mode, redact on the way out.
     fn egress(&self, ns: &Namespace, mut m: Memory) -> Result<Memory, ServiceError> {
         if ns.settings.redaction == RedactionMode::Egress {

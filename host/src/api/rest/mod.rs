@@ -373,36 +373,21 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
                         )
                         .reply());
                     }
-                    let results = blocking(move || {
-                        // The namespace must exist: one clear error, not 100.
-                        s.namespace(&ns)?;
-                        Ok(body
-                            .memories
-                            .into_iter()
-                            .map(|item| {
-                                let parsed: Result<NewMemory, _> = serde_json::from_value(item);
-                                match parsed {
-                                    Err(e) => serde_json::to_value(Problem::new(
-                                        StatusCode::UNPROCESSABLE_ENTITY,
-                                        "validation",
-                                        "Invalid field",
-                                        e.to_string(),
-                                    ))
-                                    .unwrap_or_default(),
-                                    Ok(new) => match s.store(&ns, new, &Actor::local_operator()) {
-                                        Ok(stored) => serde_json::json!({
-                                            "status": if stored.created { 201 } else { 200 },
-                                            "memory": stored.memory,
-                                            "duplicate": !stored.created,
-                                        }),
-                                        Err(e) => serde_json::to_value(Problem::from(&e))
-                                            .unwrap_or_default(),
-                                    },
-                                }
-                            })
-                            .collect::<Vec<_>>())
+                    let outcomes = blocking(move || {
+                        s.store_many(&ns, body.memories, &Actor::local_operator())
                     })
                     .await?;
+                    let results: Vec<serde_json::Value> = outcomes
+                        .into_iter()
+                        .map(|outcome| match outcome {
+                            Ok(stored) => serde_json::json!({
+                                "status": if stored.created { 201 } else { 200 },
+                                "memory": stored.memory,
+                                "duplicate": !stored.created,
+                            }),
+                            Err(e) => serde_json::to_value(Problem::from(&e)).unwrap_or_default(),
+                        })
+                        .collect();
                     Ok(json(
                         StatusCode::OK,
                         &serde_json::json!({ "results": results }),
