@@ -2,9 +2,7 @@
 //! retired after its configured number of calls or after any trap, and
 //! never more instances than the pool allows.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use memhost::plugins::{Grant, PluginSettings};
 
 fn counter(instances: u32, max_calls: u64) -> std::sync::Arc<memhost::plugins::Embedder> {

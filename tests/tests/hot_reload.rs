@@ -2,9 +2,7 @@
 //! unchanged ones carried over, removed ones unloaded — and a reload with
 //! any failure changes nothing, so the previous plugins keep working.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use memhost::plugins::{Grant, PluginSettings};
 
 fn keywords_settings(terms: &str) -> PluginSettings {

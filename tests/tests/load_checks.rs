@@ -3,9 +3,7 @@
 //! against a contract version this host does not support, when the wasm
 //! does not match its pin, and when the manifest is wrong.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use memhost::plugins::PluginSettings;
 
 fn refusal(dir: std::path::PathBuf) -> String {

@@ -4,11 +4,9 @@
 //! `keys rotate-master` moves the data to a new key so the old one stops
 //! working — and the memories stored before are all readable after it.
 
-mod common;
-
 use std::process::Command;
 
-use common::server::{curl, memhost_bin};
+use crate::common::server::{curl, memhost_bin};
 
 /// Run memhost with extra environment; returns (exit code, stdout, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {

@@ -2,9 +2,7 @@
 //! plugins we ship and the examples — including one written in Python
 //! against the same WIT, proving the contract (not our SDK) is the interface.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use memhost::plugins::{
     Action, ActionKind, Actor, Decision, Grant, Outcome, PluginSettings, Vote, apply_findings,
 };

@@ -2,9 +2,7 @@
 //! wasm's sha256 and the engine: a second start loads instead of compiling,
 //! a changed wasm misses, and a corrupt cache entry is replaced.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use memhost::plugins::PluginSettings;
 use memhost::runtime::CacheOutcome;
 

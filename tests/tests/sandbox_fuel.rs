@@ -2,9 +2,7 @@
 //! refilled before every call — on fresh stores and on warm instances — so
 //! well-behaved plugins keep working call after call.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use memhost::plugins::{PluginRegistry, PluginSettings};
 use memhost::runtime::{CallErrorKind, Runtime, RuntimeConfig};
 

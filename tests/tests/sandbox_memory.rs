@@ -1,9 +1,7 @@
 //! A plugin that allocates without end traps at its memory cap, the error
 //! says so, and the host process does not grow past the cap.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use memhost::plugins::PluginSettings;
 use memhost::runtime::CallErrorKind;
 

@@ -2,9 +2,7 @@
 //! panic message; the guest's stderr goes to the host log tagged with the
 //! plugin id; the plugin keeps working for the next call.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use memhost::plugins::PluginSettings;
 use memhost::runtime::CallErrorKind;
 

@@ -4,12 +4,10 @@
 //! set), the directory watch picks up new plugins, and a second start loads
 //! plugins from the precompile cache.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::server::*;
-use common::*;
+use crate::common::server::*;
+use crate::common::*;
 
 fn write_config(dir: &Path, plugins: &Path, watch: bool) -> PathBuf {
     let config = dir.join("memhost.toml");

@@ -2,11 +2,9 @@
 //! namespaces, store/get/list/forget, idempotent duplicates, TTL, the three
 //! redaction modes, and that nothing readable reaches the database file.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use memhost::crypto::MasterKey;
 use memhost::plugins::PluginSettings;
 use memhost::service::{

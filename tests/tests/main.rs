@@ -1,0 +1,22 @@
+//! The integration tests, one binary: real components, the real server.
+//!
+//! One binary instead of one per file: each links wasmtime, and fifteen
+//! copies of it cost gigabytes of disk and minutes of linking.
+
+mod common;
+
+mod egress;
+mod embedder_pool;
+mod hot_reload;
+mod load_checks;
+mod master_key;
+mod plugin_kinds;
+mod precompile_cache;
+mod rest_api;
+mod sandbox_deadline;
+mod sandbox_fuel;
+mod sandbox_memory;
+mod sandbox_panic;
+mod sandbox_wasi;
+mod serve_cli;
+mod service_memories;
