@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use memhost::auth::Principal;
 use memhost::crypto::MasterKey;
 use memhost::plugins::{PluginRegistry, PluginSettings};
 use memhost::runtime::{Runtime, RuntimeConfig};
-use memhost::service::{Actor, ListQuery, NamespaceSettings, NewMemory, RedactionMode, Service};
+use memhost::service::{ListQuery, NamespaceSettings, NewMemory, RedactionMode, Service};
 use memhost::store::keyring::Keyring;
 use memhost::store::{Store, StoreOptions};
 
@@ -36,15 +37,18 @@ fn main() -> anyhow::Result<()> {
     let keyring = Arc::new(Keyring::open(&store, MasterKey::generate())?);
     let runtime = Runtime::new(&RuntimeConfig::default())?;
     let plugins = Arc::new(PluginRegistry::new(runtime, PluginSettings::default())?);
-    let service = Service::new(store.clone(), keyring, plugins);
+    let service = Service::new(store.clone(), keyring, plugins)?;
+    // The writer is a key-holding agent, as over the API (every store also
+    // appends its audit entry in the same transaction).
+    let actor = Principal::operator();
     service.create_namespace(
+        &actor,
         "bench",
         NamespaceSettings {
             redaction: RedactionMode::Off,
             ..NamespaceSettings::default()
         },
     )?;
-    let actor = Actor::local_operator();
     let mut next = 0usize;
 
     println!("memhost store benchmark (command: cargo xtask bench store)");
@@ -58,12 +62,12 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..1000 {
         let t = Instant::now();
         let stored = service.store(
+            &actor,
             "bench",
             NewMemory {
                 content: content(next),
                 ..NewMemory::default()
             },
-            &actor,
         )?;
         samples.push(t.elapsed());
         ids.push(stored.memory.id);
@@ -90,12 +94,12 @@ fn main() -> anyhow::Result<()> {
                     for i in 0..per_client {
                         let text = content(1_000_000 * (clients + 1) + c * per_client + i);
                         let _ = service.store(
+                            actor,
                             "bench",
                             NewMemory {
                                 content: text,
                                 ..NewMemory::default()
                             },
-                            actor,
                         );
                     }
                 });
@@ -118,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     let mut samples = Vec::new();
     for (i, id) in ids.iter().enumerate().take(1000) {
         let t = Instant::now();
-        let m = service.get("bench", id)?;
+        let m = service.get(&actor, "bench", id)?;
         samples.push(t.elapsed());
         assert_eq!(m.content, content(i));
     }
@@ -133,6 +137,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..100 {
         let t = Instant::now();
         let page = service.list(
+            &actor,
             "bench",
             &ListQuery {
                 limit: Some(50),
@@ -147,6 +152,39 @@ fn main() -> anyhow::Result<()> {
         "list, page of 50 (latency)",
         us(pct(&mut samples, 50)),
         us(pct(&mut samples, 99))
+    );
+
+    // What every request pays before its handler: the key's row read,
+    // unsealed, its secret hashed and compared.
+    let (token, _) = service.create_key(
+        &actor,
+        memhost::service::NewKey {
+            agent_id: "bench-agent".into(),
+            agent_type: "bot".into(),
+            grants: vec!["bench=writer".parse().map_err(anyhow::Error::msg)?],
+            expires_at: None,
+            rate: None,
+        },
+    )?;
+    let mut samples = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        service.authenticate(&token)?;
+        samples.push(t.elapsed());
+    }
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "authenticate an API key (latency)",
+        us(pct(&mut samples, 50)),
+        us(pct(&mut samples, 99))
+    );
+    let started = Instant::now();
+    let verified = service.verify_audit()?;
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        format!("audit verify, {verified} entries"),
+        format!("{:.0}/s", verified as f64 / started.elapsed().as_secs_f64()),
+        ""
     );
 
     let stored_kib = (next + 4000 * 3) as f64 * content(0).len() as f64 / 1024.0;

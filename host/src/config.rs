@@ -14,6 +14,10 @@
 //! max_timeout_ms = 30000           # ceilings on what any plugin gets
 //! max_memory_mb = 1024
 //!
+//! [limits]                         # see auth::limits
+//! requests_per_second = 50
+//! burst = 100
+//!
 //! [plugins.grants.embed-openai]    # what one plugin is granted
 //! allowed_outbound_hosts = ["https://api.openai.com"]
 //! config = { model = "text-embedding-3-small" }
@@ -37,6 +41,8 @@ pub struct HostConfig {
     pub plugins: PluginSettings,
     /// `[store]`.
     pub store: StoreSettings,
+    /// `[limits]`: request rates per key, failed authentications per address.
+    pub limits: crate::auth::limits::LimitSettings,
 }
 
 /// `[store]`: the database.

@@ -5,6 +5,8 @@
 //! WebAssembly component plugins (`runtime`, `plugins`).
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;

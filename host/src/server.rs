@@ -24,6 +24,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// The configuration.
     pub config: HostConfig,
+    /// `--no-auth`: local development only, refused off loopback.
+    pub no_auth: bool,
 }
 
 /// Build the runtime and plugin registry for a data directory and config.
@@ -66,6 +68,12 @@ impl Reloader {
 
 /// Run the server until Ctrl-C or SIGTERM.
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    if opts.no_auth && !opts.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve {} without authentication: --no-auth is for local development on a loopback address (127.0.0.1 or ::1). Drop --no-auth and create keys with `memhost keys create`",
+            opts.listen
+        );
+    }
     opts.data.create()?;
     // The sealed store first: a wrong master key refuses to start before
     // anything else happens.
@@ -119,11 +127,25 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 "plugins": { "loaded": set.len(), "generation": set.generation },
             }))
         });
-    let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone());
+    let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone())?;
+    if opts.no_auth {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--no-auth): every request without a key acts as the local operator with full rights. Local development only; never expose this port"
+        );
+    } else if !service.has_keys()? {
+        tracing::info!(
+            "no API keys yet: create one with `memhost keys create --agent <you> --agent-type human --role '*=admin' --data {}`",
+            opts.data.root().display()
+        );
+    }
     spawn_expiry_sweep(service.clone());
+    let limiter = Arc::new(crate::auth::limits::Limiter::new(
+        opts.config.limits.clone(),
+    ));
+    let gate = crate::api::rest::auth::Gate::new(service.clone(), limiter, opts.no_auth);
     let routes = health
         .map(warp::Reply::into_response)
-        .or(crate::api::rest::routes(service))
+        .or(crate::api::rest::routes(service, gate))
         .unify()
         .with(warp::log::custom(|info| {
         tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");

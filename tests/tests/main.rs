@@ -5,6 +5,8 @@
 
 mod common;
 
+mod access;
+
 mod egress;
 mod embedder_pool;
 mod hot_reload;

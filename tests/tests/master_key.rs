@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use crate::common::server::{curl, memhost_bin};
+use crate::common::server::{Client, curl, memhost_bin};
 
 /// Run memhost with extra environment; returns (exit code, stdout, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -39,9 +39,17 @@ fn try_serve(data: &str, env: &[(&str, &str)]) -> (bool, String) {
 fn serve_then(data: &str, env: &[(&str, &str)], then: impl FnOnce(&str)) -> (bool, String) {
     use std::io::{BufRead, BufReader};
     let mut cmd = Command::new(memhost_bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data", data])
-        .env_remove("MEMHOST_MASTER_KEY")
-        .stderr(std::process::Stdio::piped());
+    // Keys are not what this file tests: local development mode.
+    cmd.args([
+        "serve",
+        "--no-auth",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        data,
+    ])
+    .env_remove("MEMHOST_MASTER_KEY")
+    .stderr(std::process::Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -110,6 +118,7 @@ fn init_wrong_key_and_rotation() {
     // memories to read back after the rotation.
     let mut ids = Vec::new();
     let (listened, log) = serve_then(data_arg, &[], |addr| {
+        let addr = &Client::new(addr, None);
         curl(
             addr,
             "POST",
@@ -132,6 +141,7 @@ fn init_wrong_key_and_rotation() {
     let new_key = std::fs::read_to_string(&key_file).unwrap();
     assert_ne!(new_key, original_key);
     let (listened, log) = serve_then(data_arg, &[], |addr| {
+        let addr = &Client::new(addr, None);
         for (i, id) in ids.iter().enumerate() {
             let (status, m) = curl(
                 addr,

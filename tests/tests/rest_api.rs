@@ -36,7 +36,7 @@ fn memories_round_trip_over_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut server = Server::start(&data, &config(tmp.path()));
-    let a = server.addr.clone();
+    let a = server.client();
 
     let (status, ns) = curl(&a, "POST", "/v1/namespaces", Some(r#"{"name":"team-a"}"#));
     assert_eq!(status, 201, "{ns}");
@@ -174,7 +174,7 @@ fn memories_round_trip_over_rest() {
 fn bad_input_gets_the_documented_problem_and_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &config(tmp.path()));
-    let a = server.addr.clone();
+    let a = server.client();
     curl(&a, "POST", "/v1/namespaces", Some(r#"{"name":"n"}"#));
     let problems = "https://memhost.dev/problems/";
     let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
@@ -297,7 +297,7 @@ fn acknowledged_writes_survive_kill_9() {
     let data = tmp.path().join("data");
     let config = config(tmp.path());
     let mut server = Server::start(&data, &config);
-    let a = server.addr.clone();
+    let a = server.client();
     curl(
         &a,
         "POST",
@@ -344,7 +344,7 @@ fn acknowledged_writes_survive_kill_9() {
     let mut cursor = String::new();
     loop {
         let (status, page) = curl(
-            &again.addr,
+            &again.client(),
             "GET",
             &format!("/v1/namespaces/burst/memories?limit=200{cursor}"),
             None,
@@ -383,20 +383,20 @@ fn the_namespace_cli_works_beside_the_running_server() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"name\": \"ops\""), "{out}");
-    let (status, ns) = curl(&server.addr, "GET", "/v1/namespaces/ops", None);
+    let (status, ns) = curl(&server.client(), "GET", "/v1/namespaces/ops", None);
     assert_eq!(
         (status, ns["settings"]["redaction"].as_str()),
         (200, Some("egress"))
     );
     let (status, _) = curl(
-        &server.addr,
+        &server.client(),
         "POST",
         "/v1/namespaces/ops/memories",
         Some(r#"{"content":"x@example.com"}"#),
     );
     assert_eq!(status, 201);
     curl(
-        &server.addr,
+        &server.client(),
         "POST",
         "/v1/namespaces",
         Some(r#"{"name":"made-by-api"}"#),
@@ -424,7 +424,7 @@ fn the_namespace_cli_works_beside_the_running_server() {
 fn the_openapi_document_describes_exactly_the_routes_that_answer() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), &config(tmp.path()));
-    let a = server.addr.clone();
+    let a = server.client();
     let (status, doc) = curl(&a, "GET", "/v1/openapi.json", None);
     assert_eq!(status, 200);
     assert!(
@@ -450,23 +450,28 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
     let paths = doc["paths"].as_object().unwrap();
     let mut checked = 0;
     // Delete last, so the memory exists for the other routes.
-    let mut ops: Vec<(String, String)> = paths
-        .iter()
-        .flat_map(|(path, item)| {
-            item.as_object()
-                .unwrap()
-                .keys()
-                .map(move |m| (m.clone(), path.clone()))
-        })
-        .collect();
+    let mut ops = documented_routes(&doc);
     ops.sort_by_key(|(m, _)| m == "delete");
     // Every route of api/rest/mod.rs, each method counted.
-    assert_eq!(ops.len(), 12, "{ops:?}");
+    assert_eq!(ops.len(), 16, "{ops:?}");
+    let key_id = &create_key(
+        &tmp.path().join("data"),
+        "doc-agent",
+        "bot",
+        &["docs=reader"],
+        &[],
+    )[4..20];
     for (method, path) in ops {
-        let url = path.replace("{ns}", "docs").replace("{id}", &id);
+        let url = path
+            .replace("{ns}", "docs")
+            .replace("{id}", &id)
+            .replace("{key_id}", key_id);
         let body = match (method.as_str(), url.ends_with("/bulk")) {
             ("post", true) => Some(r#"{"memories":[]}"#),
             ("post", false) if url.ends_with("/namespaces") => Some(r#"{"name":"docs-2"}"#),
+            ("post", false) if url.ends_with("/admin/keys") => Some(
+                r#"{"agent_id":"a","agent_type":"bot","grants":[{"pattern":"docs","role":"reader"}]}"#,
+            ),
             ("post", false) => Some(r#"{"content":"another"}"#),
             ("patch", _) => Some(r#"{}"#),
             _ => None,
@@ -498,7 +503,7 @@ fn a_full_database_says_so_and_keeps_what_it_has() {
     )
     .unwrap();
     let server = Server::start(&tmp.path().join("data"), &config);
-    let a = server.addr.clone();
+    let a = server.client();
     curl(
         &a,
         "POST",

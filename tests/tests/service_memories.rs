@@ -5,14 +5,19 @@
 use std::sync::Arc;
 
 use crate::common::*;
+use memhost::auth::Principal;
 use memhost::crypto::MasterKey;
 use memhost::plugins::PluginSettings;
 use memhost::service::{
-    Actor, ListQuery, MemoryPatch, NamespaceSettings, NewMemory, RedactionMode, Service,
-    ServiceError,
+    ListQuery, MemoryPatch, NamespaceSettings, NewMemory, RedactionMode, Service, ServiceError,
 };
 use memhost::store::keyring::Keyring;
 use memhost::store::{Store, StoreOptions};
+
+/// The operator: every role everywhere (roles are tested in `access`).
+fn op() -> Principal {
+    Principal::operator()
+}
 
 const CANARY: &str = "canary-7f3a9c-zebra-quokka";
 
@@ -33,7 +38,7 @@ fn fixture(with_redactor: bool) -> Fixture {
     Fixture {
         dir,
         store: store.clone(),
-        service: Service::new(store, keyring, plugins),
+        service: Service::new(store, keyring, plugins).unwrap(),
     }
 }
 
@@ -68,33 +73,32 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 fn namespaces_are_explicit_named_and_unique() {
     let f = fixture(false);
     let s = &f.service;
-    s.create_namespace("team-a", NamespaceSettings::default())
+    s.create_namespace(&op(), "team-a", NamespaceSettings::default())
         .unwrap();
     assert!(matches!(
-        s.create_namespace("team-a", NamespaceSettings::default()),
+        s.create_namespace(&op(), "team-a", NamespaceSettings::default()),
         Err(ServiceError::Conflict(_))
     ));
     assert!(matches!(
-        s.create_namespace("Team A", NamespaceSettings::default()),
+        s.create_namespace(&op(), "Team A", NamespaceSettings::default()),
         Err(ServiceError::Invalid { field, .. }) if field == "name"
     ));
-    s.create_namespace("team-b", settings(RedactionMode::Off))
+    s.create_namespace(&op(), "team-b", settings(RedactionMode::Off))
         .unwrap();
     let names: Vec<_> = s
-        .namespaces()
+        .namespaces(&op())
         .unwrap()
         .into_iter()
         .map(|n| n.name)
         .collect();
     assert_eq!(names, ["team-a", "team-b"]);
     // Unknown namespaces are errors, never empty results.
-    let actor = Actor::local_operator();
     assert_eq!(
-        s.list("nope", &ListQuery::default()).unwrap_err(),
+        s.list(&op(), "nope", &ListQuery::default()).unwrap_err(),
         ServiceError::NoNamespace("nope".into())
     );
     assert_eq!(
-        s.store("nope", memory("x"), &actor).unwrap_err(),
+        s.store(&op(), "nope", memory("x")).unwrap_err(),
         ServiceError::NoNamespace("nope".into())
     );
     // Names are sealed too.
@@ -105,8 +109,7 @@ fn namespaces_are_explicit_named_and_unique() {
 fn store_redacted_get_duplicate_forget() {
     let f = fixture(true);
     let s = &f.service;
-    let actor = Actor::local_operator();
-    s.create_namespace("notes", NamespaceSettings::default())
+    s.create_namespace(&op(), "notes", NamespaceSettings::default())
         .unwrap();
     let text = format!("{CANARY}: mail ada@example.com, card 4111 1111 1111 1111");
     let mut new = memory(&text);
@@ -116,21 +119,21 @@ fn store_redacted_get_duplicate_forget() {
         .as_object()
         .unwrap()
         .clone();
-    let stored = s.store("notes", new.clone(), &actor).unwrap();
+    let stored = s.store(&op(), "notes", new.clone()).unwrap();
     assert!(stored.created);
     let m = &stored.memory;
     assert_eq!(m.content, format!("{CANARY}: mail [EMAIL], card [CARD]"));
     assert_eq!(m.redactions.get("email"), Some(&1));
     assert_eq!(m.redactions.get("card"), Some(&1));
-    assert_eq!((m.version, m.agent_id.as_str()), (1, "local-operator"));
-    assert_eq!(&s.get("notes", &m.id).unwrap(), m);
+    assert_eq!((m.version, m.agent_id.as_str()), (1, "operator"));
+    assert_eq!(&s.get(&op(), "notes", &m.id).unwrap(), m);
 
     // The same content again: the existing memory, not a duplicate.
-    let again = s.store("notes", new, &actor).unwrap();
+    let again = s.store(&op(), "notes", new).unwrap();
     assert!(!again.created);
     assert_eq!(again.memory.id, m.id);
     assert_eq!(
-        s.list("notes", &ListQuery::default())
+        s.list(&op(), "notes", &ListQuery::default())
             .unwrap()
             .memories
             .len(),
@@ -144,37 +147,33 @@ fn store_redacted_get_duplicate_forget() {
         assert!(!contains(&raw, needle), "{needle} is readable in data.mdb");
     }
 
-    s.forget("notes", &m.id).unwrap();
+    s.forget(&op(), "notes", &m.id).unwrap();
     assert!(matches!(
-        s.get("notes", &m.id),
+        s.get(&op(), "notes", &m.id),
         Err(ServiceError::NoMemory { .. })
     ));
-    assert!(s.store("notes", memory(&text), &actor).unwrap().created);
+    assert!(s.store(&op(), "notes", memory(&text)).unwrap().created);
 }
 
 #[test]
 fn egress_mode_stores_as_written_and_redacts_on_read() {
     let f = fixture(true);
     let s = &f.service;
-    s.create_namespace("raw", settings(RedactionMode::Egress))
+    s.create_namespace(&op(), "raw", settings(RedactionMode::Egress))
         .unwrap();
-    s.create_namespace("plain", settings(RedactionMode::Off))
+    s.create_namespace(&op(), "plain", settings(RedactionMode::Off))
         .unwrap();
     let text = "reach me at bob@example.org";
-    let stored = s
-        .store("raw", memory(text), &Actor::local_operator())
-        .unwrap();
+    let stored = s.store(&op(), "raw", memory(text)).unwrap();
     assert_eq!(stored.memory.redactions.get("email"), Some(&1));
     assert_eq!(
-        s.get("raw", &stored.memory.id).unwrap().content,
+        s.get(&op(), "raw", &stored.memory.id).unwrap().content,
         "reach me at [EMAIL]"
     );
-    let page = s.list("raw", &ListQuery::default()).unwrap();
+    let page = s.list(&op(), "raw", &ListQuery::default()).unwrap();
     assert_eq!(page.memories[0].content, "reach me at [EMAIL]");
-    let off = s
-        .store("plain", memory(text), &Actor::local_operator())
-        .unwrap();
-    assert_eq!(s.get("plain", &off.memory.id).unwrap().content, text);
+    let off = s.store(&op(), "plain", memory(text)).unwrap();
+    assert_eq!(s.get(&op(), "plain", &off.memory.id).unwrap().content, text);
     assert!(!contains(&db_bytes(&f), "bob@example.org"));
 }
 
@@ -182,17 +181,15 @@ fn egress_mode_stores_as_written_and_redacts_on_read() {
 fn a_missing_redactor_refuses_the_write_and_stores_nothing() {
     let f = fixture(false);
     let s = &f.service;
-    s.create_namespace("notes", NamespaceSettings::default())
+    s.create_namespace(&op(), "notes", NamespaceSettings::default())
         .unwrap();
-    let err = s
-        .store("notes", memory("hello"), &Actor::local_operator())
-        .unwrap_err();
+    let err = s.store(&op(), "notes", memory("hello")).unwrap_err();
     assert!(
         matches!(&err, ServiceError::Redaction(m) if m.contains("redact-pii")),
         "{err}"
     );
     assert!(
-        s.list("notes", &ListQuery::default())
+        s.list(&op(), "notes", &ListQuery::default())
             .unwrap()
             .memories
             .is_empty()
@@ -203,8 +200,7 @@ fn a_missing_redactor_refuses_the_write_and_stores_nothing() {
 fn list_pages_filters_and_ttl() {
     let f = fixture(false);
     let s = &f.service;
-    let actor = Actor::local_operator();
-    s.create_namespace("log", settings(RedactionMode::Off))
+    s.create_namespace(&op(), "log", settings(RedactionMode::Off))
         .unwrap();
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -214,13 +210,14 @@ fn list_pages_filters_and_ttl() {
         } else {
             vec!["odd".into()]
         };
-        ids.push(s.store("log", m, &actor).unwrap().memory.id);
+        ids.push(s.store(&op(), "log", m).unwrap().memory.id);
     }
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
         let page = s
             .list(
+                &op(),
                 "log",
                 &ListQuery {
                     limit: Some(2),
@@ -238,6 +235,7 @@ fn list_pages_filters_and_ttl() {
     assert_eq!(seen, ids, "pages must cover everything once, oldest first");
     let even = s
         .list(
+            &op(),
             "log",
             &ListQuery {
                 tags: vec!["even".into()],
@@ -249,15 +247,18 @@ fn list_pages_filters_and_ttl() {
 
     let mut short = memory("gone soon");
     short.ttl_seconds = Some(1);
-    let id = s.store("log", short, &actor).unwrap().memory.id;
-    assert!(s.get("log", &id).is_ok());
+    let id = s.store(&op(), "log", short).unwrap().memory.id;
+    assert!(s.get(&op(), "log", &id).is_ok());
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert!(matches!(
-        s.get("log", &id),
+        s.get(&op(), "log", &id),
         Err(ServiceError::NoMemory { .. })
     ));
     assert_eq!(
-        s.list("log", &ListQuery::default()).unwrap().memories.len(),
+        s.list(&op(), "log", &ListQuery::default())
+            .unwrap()
+            .memories
+            .len(),
         5
     );
     // The sweep reclaims it (and only it); a second sweep finds nothing.
@@ -266,7 +267,10 @@ fn list_pages_filters_and_ttl() {
     assert_eq!(s.purge_expired().unwrap(), 0);
     assert_eq!(db_rows(&f), before - 1);
     assert_eq!(
-        s.list("log", &ListQuery::default()).unwrap().memories.len(),
+        s.list(&op(), "log", &ListQuery::default())
+            .unwrap()
+            .memories
+            .len(),
         5
     );
 }
@@ -275,8 +279,7 @@ fn list_pages_filters_and_ttl() {
 fn bad_input_is_refused_naming_the_field() {
     let f = fixture(false);
     let s = &f.service;
-    let actor = Actor::local_operator();
-    s.create_namespace("n", settings(RedactionMode::Off))
+    s.create_namespace(&op(), "n", settings(RedactionMode::Off))
         .unwrap();
     let cases = [
         (memory(""), "content"),
@@ -303,17 +306,17 @@ fn bad_input_is_refused_naming_the_field() {
         ),
     ];
     for (input, field) in cases {
-        match s.store("n", input, &actor).unwrap_err() {
+        match s.store(&op(), "n", input).unwrap_err() {
             ServiceError::Invalid { field: f, .. } => assert_eq!(f, field),
             other => panic!("{field}: {other:?}"),
         }
     }
     let big = memory(&"x".repeat(s.limits().content_bytes + 1));
     assert!(
-        matches!(s.store("n", big, &actor), Err(ServiceError::TooLarge { field, .. }) if field == "content")
+        matches!(s.store(&op(), "n", big), Err(ServiceError::TooLarge { field, .. }) if field == "content")
     );
     assert!(
-        s.list("n", &ListQuery::default())
+        s.list(&op(), "n", &ListQuery::default())
             .unwrap()
             .memories
             .is_empty()
@@ -324,11 +327,10 @@ fn bad_input_is_refused_naming_the_field() {
 fn updates_make_versions_and_keep_history() {
     let f = fixture(true);
     let s = &f.service;
-    let actor = Actor::local_operator();
-    s.create_namespace("n", NamespaceSettings::default())
+    s.create_namespace(&op(), "n", NamespaceSettings::default())
         .unwrap();
     let first = s
-        .store("n", memory("call me at 555-0100"), &actor)
+        .store(&op(), "n", memory("call me at 555-0100"))
         .unwrap()
         .memory;
     let patch = MemoryPatch {
@@ -336,25 +338,25 @@ fn updates_make_versions_and_keep_history() {
         tags: Some(vec!["contact".into()]),
         ..MemoryPatch::default()
     };
-    let second = s.update("n", &first.id, patch, &actor).unwrap();
+    let second = s.update(&op(), "n", &first.id, patch).unwrap();
     assert_eq!(second.version, 2);
     assert_eq!(second.content, "now write to [EMAIL]");
     assert_eq!(second.created_at, first.created_at);
     assert_eq!(second.redactions.get("email"), Some(&1));
-    assert_eq!(s.get("n", &first.id).unwrap(), second);
-    let history = s.history("n", &first.id).unwrap();
+    assert_eq!(s.get(&op(), "n", &first.id).unwrap(), second);
+    let history = s.history(&op(), "n", &first.id).unwrap();
     assert_eq!(
         history.iter().map(|m| m.version).collect::<Vec<_>>(),
         [1, 2]
     );
     assert_eq!(history[0].content, "call me at [PHONE]");
     // The list shows the current version only.
-    let page = s.list("n", &ListQuery::default()).unwrap();
+    let page = s.list(&op(), "n", &ListQuery::default()).unwrap();
     assert_eq!(page.memories, vec![second.clone()]);
     // Forget removes every version.
-    s.forget("n", &first.id).unwrap();
+    s.forget(&op(), "n", &first.id).unwrap();
     assert!(matches!(
-        s.history("n", &first.id),
+        s.history(&op(), "n", &first.id),
         Err(ServiceError::NoMemory { .. })
     ));
     assert!(!contains(&db_bytes(&f), "eve@example.com"));

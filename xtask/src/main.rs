@@ -249,6 +249,35 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
     if !data.join("db").exists() {
         run(Command::new(&bin).arg("init").arg("--data").arg(&data))?;
     }
+    // Auth is on, as in production: the first run makes an admin key for
+    // the newcomer and keeps it (0600) next to the data.
+    let key_file = dev.join("admin.key");
+    if !key_file.exists() {
+        let out = Command::new(&bin)
+            .args([
+                "keys",
+                "create",
+                "--agent",
+                "operator",
+                "--agent-type",
+                "human",
+            ])
+            .args(["--role", "*=admin", "--data"])
+            .arg(&data)
+            .output()
+            .context("running memhost keys create")?;
+        if !out.status.success() {
+            bail!(
+                "memhost keys create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        write_private(&key_file, &out.stdout)?;
+    }
+    eprintln!(
+        "\nyour admin API key is in {key}; try:\n  curl -H \"Authorization: Bearer $(cat {key})\" http://127.0.0.1:7077/v1/namespaces\n",
+        key = key_file.display()
+    );
     run(Command::new(&bin)
         .arg("serve")
         .arg("--data")
@@ -256,6 +285,20 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
         .arg("--config")
         .arg(&config)
         .args(extra))
+}
+
+/// Write `bytes` to a new file only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
 }
 
 fn host_triple() -> Result<String> {

@@ -2,6 +2,7 @@
 //! environment variable. Logs go to stderr; stdout carries only what a
 //! command is asked to print.
 
+mod audit;
 mod keys;
 mod namespace;
 mod plugin;
@@ -46,6 +47,10 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, env = "MEMHOST_CONFIG")]
         config: Option<PathBuf>,
+        /// Local development only: requests without a key act as the local
+        /// operator. Refused unless the address is loopback.
+        #[arg(long, env = "MEMHOST_NO_AUTH")]
+        no_auth: bool,
     },
     /// Check, list and reload plugins.
     #[command(subcommand)]
@@ -53,9 +58,12 @@ enum Command {
     /// Create, list and show namespaces.
     #[command(subcommand)]
     Namespace(namespace::NamespaceCommand),
-    /// Manage keys (master key rotation).
+    /// API keys for agents; master key rotation.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Verify and read the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// The default listen address: loopback only.
@@ -78,6 +86,7 @@ pub fn run() -> anyhow::Result<i32> {
             data,
             listen,
             config,
+            no_auth,
         } => {
             let config = load_config(config.as_ref())?;
             let listen = match listen {
@@ -97,13 +106,33 @@ pub fn run() -> anyhow::Result<i32> {
                 data: DataDir::new(data),
                 listen,
                 config,
+                no_auth,
             }))?;
             Ok(0)
         }
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Namespace(cmd) => namespace::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     }
+}
+
+/// The service over a data directory, for commands that call no plugin
+/// (the registry stays empty). Acts alongside a running server.
+pub(crate) fn offline_service(data: PathBuf) -> anyhow::Result<crate::service::Service> {
+    use crate::plugins::{PluginRegistry, PluginSettings};
+    use crate::runtime::{Runtime, RuntimeConfig};
+    let (store, keyring) = DataDir::new(data).open_store()?;
+    let runtime = Runtime::new(&RuntimeConfig {
+        pooling: false,
+        ..RuntimeConfig::default()
+    })?;
+    let plugins = PluginRegistry::new(runtime, PluginSettings::default())?;
+    Ok(crate::service::Service::new(
+        store,
+        std::sync::Arc::new(keyring),
+        std::sync::Arc::new(plugins),
+    )?)
 }
 
 fn init(dir: &DataDir) -> anyhow::Result<i32> {

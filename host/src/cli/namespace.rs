@@ -3,14 +3,12 @@
 //! runs (LMDB allows several processes).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Subcommand;
 
-use crate::data_dir::DataDir;
-use crate::plugins::{PluginRegistry, PluginSettings};
-use crate::runtime::{Runtime, RuntimeConfig};
-use crate::service::{NamespaceSettings, RedactionMode, Service};
+use super::offline_service as service;
+use crate::auth::Principal;
+use crate::service::{NamespaceSettings, RedactionMode};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum NamespaceCommand {
@@ -52,17 +50,6 @@ fn parse_mode(s: &str) -> Result<RedactionMode, String> {
         .map_err(|_| format!("\"{s}\" is not a redaction mode: store-redacted, egress or off"))
 }
 
-fn service(data: PathBuf) -> anyhow::Result<Service> {
-    let (store, keyring) = DataDir::new(data).open_store()?;
-    // Namespace commands call no plugin; the registry stays empty.
-    let runtime = Runtime::new(&RuntimeConfig {
-        pooling: false,
-        ..RuntimeConfig::default()
-    })?;
-    let plugins = PluginRegistry::new(runtime, PluginSettings::default())?;
-    Ok(Service::new(store, Arc::new(keyring), Arc::new(plugins)))
-}
-
 pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
     match cmd {
         NamespaceCommand::Create {
@@ -82,11 +69,11 @@ pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
             if let Some(p) = policy {
                 settings.policy = p;
             }
-            let ns = service(data)?.create_namespace(&name, settings)?;
+            let ns = service(data)?.create_namespace(&Principal::operator(), &name, settings)?;
             println!("{}", serde_json::to_string_pretty(&ns)?);
         }
         NamespaceCommand::List { data } => {
-            for ns in service(data)?.namespaces()? {
+            for ns in service(data)?.namespaces(&Principal::operator())? {
                 println!(
                     "{:<32} {:<15} {:<14} {}",
                     ns.name,
@@ -99,7 +86,7 @@ pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
             }
         }
         NamespaceCommand::Show { name, data } => {
-            let ns = service(data)?.namespace(&name)?;
+            let ns = service(data)?.namespace(&Principal::operator(), &name)?;
             println!("{}", serde_json::to_string_pretty(&ns)?);
         }
     }

@@ -13,6 +13,7 @@
 //! | `memories`   | namespace id + memory id + version (u32)  | sealed superseded versions     |
 //! | `dedup`      | namespace id + blind(ns key, content hash)| memory id                      |
 
+pub mod access;
 pub mod model;
 
 use std::collections::BTreeMap;
@@ -21,8 +22,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use access::{AuthFailure, NewKey};
 pub use model::{Actor, Limits, Memory, Namespace, NamespaceSettings, RedactionMode};
 
+use crate::audit::{AuditLog, Record};
+use crate::auth::{Principal, Role};
 use crate::crypto::DataKey;
 use crate::plugins::{PluginRegistry, apply_findings};
 use crate::store::keyring::{Keyring, KeyringError, SYSTEM_KEY};
@@ -59,6 +63,12 @@ pub enum ServiceError {
         /// Id.
         id: String,
     },
+    /// The caller's key does not allow this (the refusal is audited).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// No API key with that id (that the caller may see).
+    #[error("API key {0} does not exist")]
+    NoKey(String),
     /// Something with that name exists.
     #[error("{0}")]
     Conflict(String),
@@ -187,6 +197,7 @@ pub struct Service {
     keyring: Arc<Keyring>,
     plugins: Arc<PluginRegistry>,
     limits: Limits,
+    audit: AuditLog,
 }
 
 fn ns_key_id(ns: &Uuid) -> Vec<u8> {
@@ -248,13 +259,19 @@ fn open_json<T: serde::de::DeserializeOwned>(
 
 impl Service {
     /// A service over an open store and keyring, with the plugin registry.
-    pub fn new(store: Store, keyring: Arc<Keyring>, plugins: Arc<PluginRegistry>) -> Service {
-        Service {
+    pub fn new(
+        store: Store,
+        keyring: Arc<Keyring>,
+        plugins: Arc<PluginRegistry>,
+    ) -> Result<Service, ServiceError> {
+        let audit = AuditLog::new(keyring.key(&store, SYSTEM_KEY)?);
+        Ok(Service {
             store,
             keyring,
             plugins,
             limits: Limits::default(),
-        }
+            audit,
+        })
     }
 
     /// The limits in force.
@@ -273,12 +290,24 @@ impl Service {
             .to_vec())
     }
 
-    /// Create a namespace with its own data key.
+    /// Create a namespace with its own data key. Needs admin over the name.
     pub fn create_namespace(
         &self,
+        who: &Principal,
         name: &str,
         settings: NamespaceSettings,
     ) -> Result<Namespace, ServiceError> {
+        if !who.admin_over(name) {
+            return Err(self.deny(
+                Record::by(who, "namespace.create")
+                    .ns(name)
+                    .outcome("denied", None),
+                format!(
+                    "key {} may create only namespaces it administers, not \"{name}\"",
+                    who.key_id
+                ),
+            ));
+        }
         if !model::valid_namespace_name(name) {
             return Err(invalid(
                 "name",
@@ -300,20 +329,28 @@ impl Service {
         let key_id = ns_key_id(&ns.id);
         let conflict = format!("namespace \"{name}\" already exists");
         let kid = key_id.clone();
-        self.store.write_blocking(move |txn, t| {
+        let record = Record::by(who, "namespace.create").ns(name);
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
             if get_in(txn, t.namespaces, &row)?.is_some() {
                 return Err(StoreError::Rejected(conflict.clone()));
             }
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
             Keyring::put_wrapped(txn, t, &kid, &wrapped)?;
-            Ok(())
+            audit.append(txn, t, &record)
         })?;
+        crate::audit::emit(&entry);
         self.keyring.remember(&key_id, data_key);
         Ok(ns)
     }
 
-    /// The namespace called `name`.
-    pub fn namespace(&self, name: &str) -> Result<Namespace, ServiceError> {
+    /// The namespace called `name`, for a caller with any role on it.
+    pub fn namespace(&self, who: &Principal, name: &str) -> Result<Namespace, ServiceError> {
+        self.authorize(who, name, Role::Reader, "namespace.get", None)?;
+        self.find_namespace(name)
+    }
+
+    fn find_namespace(&self, name: &str) -> Result<Namespace, ServiceError> {
         if !model::valid_namespace_name(name) {
             return Err(ServiceError::NoNamespace(name.to_string()));
         }
@@ -325,8 +362,14 @@ impl Service {
         open_json(&*self.system_key()?, "namespaces", &row, &sealed)
     }
 
-    /// Every namespace, by name.
-    pub fn namespaces(&self) -> Result<Vec<Namespace>, ServiceError> {
+    /// Every namespace `who` holds a role on, by name.
+    pub fn namespaces(&self, who: &Principal) -> Result<Vec<Namespace>, ServiceError> {
+        let mut all = self.all_namespaces()?;
+        all.retain(|ns| who.role_in(&ns.name).is_some());
+        Ok(all)
+    }
+
+    fn all_namespaces(&self) -> Result<Vec<Namespace>, ServiceError> {
         let rows = self.store.rows(|t| t.namespaces, &[], |_| true)?;
         let key = self.system_key()?;
         let mut all = rows
@@ -337,21 +380,28 @@ impl Service {
         Ok(all)
     }
 
-    /// Replace a namespace's settings.
+    /// Change a namespace's settings (`change` gets the current ones).
+    /// Needs admin on the namespace.
     pub fn update_namespace(
         &self,
+        who: &Principal,
         name: &str,
-        settings: NamespaceSettings,
+        change: impl FnOnce(NamespaceSettings) -> NamespaceSettings,
     ) -> Result<Namespace, ServiceError> {
+        self.authorize(who, name, Role::Admin, "namespace.update", None)?;
+        let mut ns = self.find_namespace(name)?;
+        let settings = change(ns.settings.clone());
         validate_settings(&settings)?;
-        let mut ns = self.namespace(name)?;
         ns.settings = settings;
         let row = self.namespace_row(name)?;
         let sealed = seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
-        self.store.write_blocking(move |txn, t| {
+        let record = Record::by(who, "namespace.update").ns(name);
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
-            Ok(())
+            audit.append(txn, t, &record)
         })?;
+        crate::audit::emit(&entry);
         Ok(ns)
     }
 
@@ -443,13 +493,15 @@ impl Service {
     /// namespace returns the existing memory with `created: false`.
     pub fn store(
         &self,
+        who: &Principal,
         namespace: &str,
         new: NewMemory,
-        actor: &Actor,
     ) -> Result<Stored, ServiceError> {
+        self.authorize(who, namespace, Role::Writer, "memory.store", None)?;
         self.validate(&new)?;
         let original = new.clone();
-        let ns = self.namespace(namespace)?;
+        let ns = self.find_namespace(namespace)?;
+        let actor = who.actor();
         let key = self.data_key(&ns)?;
         let (redacted, counts) = self.redact(&ns, &new.content)?;
         let title = match &new.title {
@@ -494,20 +546,29 @@ impl Service {
         let expiry = memory
             .expires_at
             .map(|at| expiry_key(at, &ns.id, &memory.id));
-        let existing: Option<Vec<u8>> = self.store.write_blocking(move |txn, t| {
+        let record = Record::by(who, "memory.store").ns(&ns.name);
+        let audit = self.audit.clone();
+        let (existing, entry) = self.store.write_blocking(move |txn, t| {
             if let Some(prior) = get_in(txn, t.dedup, &dedup_row)?
                 && let Ok(prior_id) = Uuid::from_slice(&prior)
                 && let Some(row) = get_in(txn, t.memories, &head_key(&ns_id, &prior_id))?
             {
-                return Ok(Some([prior.clone(), row].concat()));
+                let entry = audit.append(
+                    txn,
+                    t,
+                    &record.clone().target(prior_id).outcome("duplicate", None),
+                )?;
+                return Ok((Some([prior.clone(), row].concat()), entry));
             }
             txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
             txn.put(t.dedup, &dedup_row, id.as_bytes(), WriteFlags::empty())?;
             if let Some(expiry) = &expiry {
                 txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
             }
-            Ok(None)
+            let entry = audit.append(txn, t, &record.clone().target(id))?;
+            Ok((None, entry))
         })?;
+        crate::audit::emit(&entry);
         match existing {
             None => Ok(Stored {
                 memory,
@@ -520,8 +581,12 @@ impl Service {
                 let found: Memory = open_json(&key, "memories", &head_key(&ns.id, &prior_id), row)?;
                 if found.expired(model::now_ms()) {
                     // An expired twin does not count: clear it, store afresh.
-                    self.remove(&ns, &found)?;
-                    return self.store(namespace, original, actor);
+                    self.remove(
+                        &ns,
+                        &found,
+                        Record::by(&Principal::system(), "memory.expire"),
+                    )?;
+                    return self.store(who, namespace, original);
                 }
                 Ok(Stored {
                     memory: self.egress(&ns, found)?,
@@ -536,17 +601,18 @@ impl Service {
     /// reported in its place. The namespace must exist.
     pub fn store_many(
         &self,
+        who: &Principal,
         namespace: &str,
         items: Vec<serde_json::Value>,
-        actor: &Actor,
     ) -> Result<Vec<Result<Stored, ServiceError>>, ServiceError> {
-        self.namespace(namespace)?;
+        self.authorize(who, namespace, Role::Writer, "memory.store", None)?;
+        self.find_namespace(namespace)?;
         Ok(items
             .into_iter()
             .map(|item| {
                 let new: NewMemory =
                     serde_json::from_value(item).map_err(|e| invalid("memory", e.to_string()))?;
-                self.store(namespace, new, actor)
+                self.store(who, namespace, new)
             })
             .collect())
     }
@@ -580,15 +646,28 @@ impl Service {
     }
 
     /// One memory (redacted on the way out in `egress` mode).
-    pub fn get(&self, namespace: &str, id: &Uuid) -> Result<Memory, ServiceError> {
-        let ns = self.namespace(namespace)?;
+    pub fn get(&self, who: &Principal, namespace: &str, id: &Uuid) -> Result<Memory, ServiceError> {
+        self.authorize(
+            who,
+            namespace,
+            Role::Reader,
+            "memory.get",
+            Some(id.to_string()),
+        )?;
+        let ns = self.find_namespace(namespace)?;
         let m = self.load(&ns, id)?;
         self.egress(&ns, m)
     }
 
     /// A page of memories, oldest first, filtered.
-    pub fn list(&self, namespace: &str, q: &ListQuery) -> Result<Page, ServiceError> {
-        let ns = self.namespace(namespace)?;
+    pub fn list(
+        &self,
+        who: &Principal,
+        namespace: &str,
+        q: &ListQuery,
+    ) -> Result<Page, ServiceError> {
+        self.authorize(who, namespace, Role::Reader, "memory.list", None)?;
+        let ns = self.find_namespace(namespace)?;
         let key = self.data_key(&ns)?;
         let limit = q.limit.unwrap_or(50).clamp(1, 200);
         let start = match q.cursor {
@@ -643,14 +722,23 @@ impl Service {
     /// version (number + 1) takes its place, redacted like a new memory.
     pub fn update(
         &self,
+        who: &Principal,
         namespace: &str,
         id: &Uuid,
         patch: MemoryPatch,
-        actor: &Actor,
     ) -> Result<Memory, ServiceError> {
-        let ns = self.namespace(namespace)?;
+        self.authorize(
+            who,
+            namespace,
+            Role::Writer,
+            "memory.update",
+            Some(id.to_string()),
+        )?;
+        let ns = self.find_namespace(namespace)?;
         let key = self.data_key(&ns)?;
         let old = self.load(&ns, id)?;
+        self.owns(who, &ns, &old, "memory.update")?;
+        let actor = who.actor();
         let mut check = NewMemory {
             content: patch.content.clone().unwrap_or_else(|| old.content.clone()),
             title: patch
@@ -720,7 +808,9 @@ impl Service {
         .concat();
         let id_bytes = *id.as_bytes();
         let raced = format!("memory {id} changed while it was being updated; retry");
-        self.store.write_blocking(move |txn, t| {
+        let record = Record::by(who, "memory.update").ns(&ns.name).target(id);
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
             // The version read above must still be current: no lost updates.
             let current = get_in(txn, t.memories, &head)?;
             if current.is_none() {
@@ -742,14 +832,27 @@ impl Service {
                 }
                 txn.put(t.dedup, &new_dedup, &id_bytes, WriteFlags::empty())?;
             }
-            Ok(())
+            audit.append(txn, t, &record)
         })?;
+        crate::audit::emit(&entry);
         self.egress(&ns, next)
     }
 
     /// Every version of a memory, oldest first, ending with the current one.
-    pub fn history(&self, namespace: &str, id: &Uuid) -> Result<Vec<Memory>, ServiceError> {
-        let ns = self.namespace(namespace)?;
+    pub fn history(
+        &self,
+        who: &Principal,
+        namespace: &str,
+        id: &Uuid,
+    ) -> Result<Vec<Memory>, ServiceError> {
+        self.authorize(
+            who,
+            namespace,
+            Role::Reader,
+            "memory.history",
+            Some(id.to_string()),
+        )?;
+        let ns = self.find_namespace(namespace)?;
         let current = self.load(&ns, id)?;
         let key = self.data_key(&ns)?;
         let prefix = head_key(&ns.id, id);
@@ -780,8 +883,11 @@ impl Service {
                         .is_some_and(|b| i64::from_be_bytes(b) <= now)
             },
         )?;
-        let namespaces: std::collections::HashMap<Uuid, Namespace> =
-            self.namespaces()?.into_iter().map(|n| (n.id, n)).collect();
+        let namespaces: std::collections::HashMap<Uuid, Namespace> = self
+            .all_namespaces()?
+            .into_iter()
+            .map(|n| (n.id, n))
+            .collect();
         let mut purged = 0;
         for (index_key, _) in due {
             let (Some(ns_id), Some(id)) = (
@@ -796,7 +902,7 @@ impl Service {
                     let m: Memory = open_json(&*self.data_key(ns)?, "memories", &head, &sealed)?;
                     // An update may have moved the expiry: only the current one counts.
                     if m.expired(now) {
-                        self.remove(ns, &m)?;
+                        self.remove(ns, &m, Record::by(&Principal::system(), "memory.expire"))?;
                         purged += 1;
                     }
                 }
@@ -810,15 +916,48 @@ impl Service {
         Ok(purged)
     }
 
-    /// Forget a memory: its current version, its history and its dedup entry.
-    pub fn forget(&self, namespace: &str, id: &Uuid) -> Result<(), ServiceError> {
-        let ns = self.namespace(namespace)?;
+    /// Forget a memory: its current version, its history and its dedup
+    /// entry. Writers may forget only what they wrote; admins anything.
+    pub fn forget(&self, who: &Principal, namespace: &str, id: &Uuid) -> Result<(), ServiceError> {
+        self.authorize(
+            who,
+            namespace,
+            Role::Writer,
+            "memory.forget",
+            Some(id.to_string()),
+        )?;
+        let ns = self.find_namespace(namespace)?;
         let current = self.load(&ns, id)?;
-        self.remove(&ns, &current)
+        self.owns(who, &ns, &current, "memory.forget")?;
+        self.remove(&ns, &current, Record::by(who, "memory.forget"))
     }
 
-    /// Delete every row of `current` (any expiry).
-    fn remove(&self, ns: &Namespace, current: &Memory) -> Result<(), ServiceError> {
+    /// A writer changes only its own memories; an admin any.
+    fn owns(
+        &self,
+        who: &Principal,
+        ns: &Namespace,
+        m: &Memory,
+        action: &str,
+    ) -> Result<(), ServiceError> {
+        if m.agent_id == who.agent_id || who.role_in(&ns.name) >= Some(Role::Admin) {
+            return Ok(());
+        }
+        let detail = format!(
+            "memory {} was written by agent \"{}\"; a writer may change or forget only its own memories (ask an admin of \"{}\")",
+            m.id, m.agent_id, ns.name
+        );
+        Err(self.deny(
+            Record::by(who, action)
+                .ns(&ns.name)
+                .target(m.id)
+                .outcome("denied", Some("not the writer's own memory".into())),
+            detail,
+        ))
+    }
+
+    /// Delete every row of `current` (any expiry), audited as `record`.
+    fn remove(&self, ns: &Namespace, current: &Memory, record: Record) -> Result<(), ServiceError> {
         let key = self.data_key(ns)?;
         let id = &current.id;
         let digest = Sha256::digest(current.content.as_bytes());
@@ -827,7 +966,9 @@ impl Service {
         let versions = current.version;
         let ns_id = ns.id;
         let id = *id;
-        self.store.write_blocking(move |txn, t| {
+        let record = record.ns(&ns.name).target(id);
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
             txn.del(t.memories, &prefix, None)?;
             for v in 1..versions {
                 match txn.del(t.memories, &version_key(&ns_id, &id, v), None) {
@@ -839,8 +980,9 @@ impl Service {
                 Ok(()) | Err(lmdb::Error::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
-            Ok(())
+            audit.append(txn, t, &record)
         })?;
+        crate::audit::emit(&entry);
         Ok(())
     }
 }

@@ -49,17 +49,26 @@ pub struct Server {
     pub lines: mpsc::Receiver<String>,
     pub seen: Vec<String>,
     pub addr: String,
+    /// A global admin key (`*=admin`).
+    pub key: String,
 }
 
 impl Server {
     pub fn start(data: &Path, config: &Path) -> Server {
+        Server::start_with(data, config, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with(data: &Path, config: &Path, env: &[(&str, &str)]) -> Server {
         init(data);
+        let key = admin_key(data);
         let mut child = Command::new(memhost_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--config")
             .arg(config)
             .env("MEMHOST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -76,10 +85,24 @@ impl Server {
             lines,
             seen: Vec::new(),
             addr: String::new(),
+            key,
         };
         let line = server.wait_for("listening on http://");
-        server.addr = line.rsplit("http://").next().unwrap().trim().to_string();
+        // Text or JSON logs: the address runs to the first character that
+        // cannot be part of it.
+        server.addr = line
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+            .collect();
         server
+    }
+
+    /// This server, as its global admin.
+    pub fn client(&self) -> Client {
+        Client::new(&self.addr, Some(&self.key))
     }
 
     pub fn wait_for(&mut self, needle: &str) -> String {
@@ -134,13 +157,82 @@ impl Drop for Server {
     }
 }
 
+/// Where to send requests, and with which key.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: String,
+    pub key: Option<String>,
+}
+
+impl Client {
+    pub fn new(addr: &str, key: Option<&str>) -> Client {
+        Client {
+            addr: addr.to_string(),
+            key: key.map(str::to_string),
+        }
+    }
+
+    /// The same server with another key (or none).
+    pub fn as_key(&self, key: Option<&str>) -> Client {
+        Client::new(&self.addr, key)
+    }
+}
+
+/// A response: status, JSON body (or Null), raw headers.
+pub struct Reply {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub headers: String,
+}
+
+impl Reply {
+    /// A header's value (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
 /// Call the server with curl: (status, parsed JSON body or Null).
-pub fn curl(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+pub fn curl(c: &Client, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let r = curl_full(c, method, path, body, &[]);
+    (r.status, r.body)
+}
+
+/// [`curl`] with extra headers, returning the response headers too.
+pub fn curl_full(
+    c: &Client,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[&str],
+) -> Reply {
     let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
-        .arg(format!("http://{addr}{path}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+    cmd.args([
+        "-s",
+        "-D",
+        "/dev/stderr",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ])
+    .arg(format!("http://{}{path}", c.addr))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if let Some(key) = &c.key {
+        cmd.args(["-H", &format!("authorization: Bearer {key}")]);
+    }
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
     if body.is_some() {
         // The body goes through stdin: it may be larger than an argument.
         cmd.args([
@@ -157,8 +249,71 @@ pub fn curl(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, s
     let out = child.wait_with_output().expect("curl did not finish");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    Reply {
+        status: status.trim().parse().unwrap_or(0),
+        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        headers: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A global admin key for the data directory, created once (kept in the
+/// directory so a restarted server's tests reuse it).
+pub fn admin_key(data: &Path) -> String {
+    let file = data.join("test-admin.key");
+    if let Ok(key) = std::fs::read_to_string(&file) {
+        return key.trim().to_string();
+    }
+    let key = create_key(data, "test-admin", "human", &["*=admin"], &[]);
+    std::fs::write(&file, &key).unwrap();
+    key
+}
+
+/// `memhost keys create`; returns the key printed on stdout.
+pub fn create_key(
+    data: &Path,
+    agent: &str,
+    agent_type: &str,
+    roles: &[&str],
+    extra: &[&str],
+) -> String {
+    let data = data.to_str().unwrap();
+    let mut args = vec![
+        "keys",
+        "create",
+        "--agent",
+        agent,
+        "--agent-type",
+        agent_type,
+        "--data",
+        data,
+    ];
+    for r in roles {
+        args.extend(["--role", r]);
+    }
+    args.extend(extra);
+    let (code, out, err) = memhost(&args);
+    assert_eq!(code, 0, "keys create failed: {err}");
+    let key = out.trim().to_string();
+    assert!(
+        key.starts_with("mhk_") && !key.contains('\n'),
+        "stdout must hold only the key: {out:?}"
+    );
+    key
+}
+
+/// Every (method, path) an OpenAPI document describes, sorted.
+pub fn documented_routes(doc: &serde_json::Value) -> Vec<(String, String)> {
+    let mut routes: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .expect("an OpenAPI document has paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    routes.sort();
+    routes
 }

@@ -15,12 +15,18 @@
 //! | `PATCH /v1/namespaces/{ns}/memories/{id}` | a new version |
 //! | `DELETE /v1/namespaces/{ns}/memories/{id}` | forget it (204) |
 //! | `GET /v1/namespaces/{ns}/memories/{id}/history` | every version |
+//! | `GET /v1/admin/keys` | the keys the caller administers |
+//! | `POST /v1/admin/keys` | create a key (201; the key is in the body, shown once) |
+//! | `DELETE /v1/admin/keys/{id}` | revoke a key |
+//! | `GET /v1/admin/audit` | audit entries: `after` (sequence number), `limit` (global admins) |
 //! | `GET /v1/openapi.json` | this API as OpenAPI 3.1 |
+//!
+//! Every route needs `Authorization: Bearer <key>` (see `auth`); what each
+//! role may do is decided in `crate::service`, the same for REST and MCP.
 
+pub mod auth;
 pub mod openapi;
 pub mod problem;
-
-use std::convert::Infallible;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -28,8 +34,10 @@ use warp::Filter;
 use warp::http::StatusCode;
 use warp::reply::Response;
 
+use crate::auth::Principal;
+use crate::auth::keys::KeyInfo;
 use crate::service::{
-    Actor, ListQuery, Memory, MemoryPatch, Namespace, NamespaceSettings, NewMemory, Service,
+    ListQuery, Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, Service,
     ServiceError,
 };
 use problem::{Problem, ProblemRejection};
@@ -97,12 +105,26 @@ fn parse<T: serde::de::DeserializeOwned>(
     }
     serde_json::from_slice(body).map_err(|e| {
         use serde_json::error::Category;
+        let text = e.to_string();
         match e.classify() {
+            // The seed systems' gap: a peer could write under any identity
+            // it claimed. Here the identity is the key's; say so.
+            Category::Data
+                if text.starts_with("unknown field `agent_id`")
+                    || text.starts_with("unknown field `agent_type`") =>
+            {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation",
+                    "Invalid field",
+                    "agent_id and agent_type come from your API key, not from the body: remove them",
+                )
+            }
             Category::Data => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation",
                 "Invalid field",
-                e.to_string(),
+                text,
             ),
             _ => Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -239,51 +261,71 @@ struct Versions<'a> {
     versions: &'a [Memory],
 }
 
-fn flatten(r: Result<Response, Response>) -> Result<Response, Infallible> {
-    Ok(r.unwrap_or_else(|e| e))
+/// A matched route, waiting for the caller's principal. Routes are matched
+/// first and run after authentication, so the credential check happens
+/// once per request, not once per route tried.
+type Action = Box<
+    dyn FnOnce(Principal) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>
+        + Send,
+>;
+
+/// Wrap a handler as an [`Action`]; an `Err` response is a problem reply.
+fn act<F, Fut>(f: F) -> Action
+where
+    F: FnOnce(Principal) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response, Response>> + Send + 'static,
+{
+    Box::new(move |who| Box::pin(async move { f(who).await.unwrap_or_else(|e| e) }))
 }
 
-/// Every `/v1` route. Requests are served as the local operator until the
-/// identity issue binds them to credentials.
-pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
+#[derive(Serialize)]
+struct CreatedKey<'a> {
+    /// The key itself: shown once, never again.
+    key: &'a str,
+    #[serde(flatten)]
+    info: &'a KeyInfo,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Every `/v1` route, behind the credential check of `gate`.
+pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<(Response,)> {
     let svc = warp::any().map(move || service.clone());
-    let v1 = warp::path("v1");
-    let ns_root = v1.and(warp::path("namespaces"));
+    let ns_root = warp::path("namespaces");
 
     let create_ns = ns_root
         .and(warp::path::end())
         .and(warp::post())
         .and(svc.clone())
         .and(json_body::<CreateNamespace>())
-        .and_then(|s: Service, body: CreateNamespace| async move {
-            flatten(
-                async {
-                    let settings = NamespaceSettingsInput {
-                        redaction: body.redaction,
-                        redactor: body.redactor,
-                        policy: body.policy,
-                        description: body.description,
-                    }
-                    .apply(NamespaceSettings::default());
-                    let ns = blocking(move || s.create_namespace(&body.name, settings)).await?;
-                    Ok(json(StatusCode::CREATED, &ns))
+        .map(|s: Service, body: CreateNamespace| {
+            act(move |who| async move {
+                let settings = NamespaceSettingsInput {
+                    redaction: body.redaction,
+                    redactor: body.redactor,
+                    policy: body.policy,
+                    description: body.description,
                 }
-                .await,
-            )
+                .apply(NamespaceSettings::default());
+                let ns = blocking(move || s.create_namespace(&who, &body.name, settings)).await?;
+                Ok(json(StatusCode::CREATED, &ns))
+            })
         });
 
     let list_ns = ns_root
         .and(warp::path::end())
         .and(warp::get())
         .and(svc.clone())
-        .and_then(|s: Service| async move {
-            flatten(
-                async {
-                    let all = blocking(move || s.namespaces()).await?;
-                    Ok(json(StatusCode::OK, &NamespaceList { namespaces: &all }))
-                }
-                .await,
-            )
+        .map(|s: Service| {
+            act(move |who| async move {
+                let all = blocking(move || s.namespaces(&who)).await?;
+                Ok(json(StatusCode::OK, &NamespaceList { namespaces: &all }))
+            })
         });
 
     let get_ns = ns_root
@@ -291,14 +333,11 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::path::end())
         .and(warp::get())
         .and(svc.clone())
-        .and_then(|name: String, s: Service| async move {
-            flatten(
-                async {
-                    let ns = blocking(move || s.namespace(&name)).await?;
-                    Ok(json(StatusCode::OK, &ns))
-                }
-                .await,
-            )
+        .map(|name: String, s: Service| {
+            act(move |who| async move {
+                let ns = blocking(move || s.namespace(&who, &name)).await?;
+                Ok(json(StatusCode::OK, &ns))
+            })
         });
 
     let patch_ns = ns_root
@@ -307,21 +346,15 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(svc.clone())
         .and(json_body::<NamespaceSettingsPatch>())
-        .and_then(
-            |name: String, s: Service, body: NamespaceSettingsPatch| async move {
-                flatten(
-                    async {
-                        let ns = blocking(move || {
-                            let current = s.namespace(&name)?;
-                            s.update_namespace(&name, body.0.apply(current.settings))
-                        })
-                        .await?;
-                        Ok(json(StatusCode::OK, &ns))
-                    }
-                    .await,
-                )
-            },
-        );
+        .map(|name: String, s: Service, body: NamespaceSettingsPatch| {
+            act(move |who| async move {
+                let ns = blocking(move || {
+                    s.update_namespace(&who, &name, |current| body.0.apply(current))
+                })
+                .await?;
+                Ok(json(StatusCode::OK, &ns))
+            })
+        });
 
     let memories = ns_root
         .and(warp::path::param::<String>())
@@ -332,27 +365,23 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(svc.clone())
         .and(json_body::<NewMemory>())
-        .and_then(|ns: String, s: Service, body: NewMemory| async move {
-            flatten(
-                async {
-                    let stored =
-                        blocking(move || s.store(&ns, body, &Actor::local_operator())).await?;
-                    let status = if stored.created {
-                        StatusCode::CREATED
-                    } else {
-                        StatusCode::OK
-                    };
-                    Ok(json(
-                        status,
-                        &StoredBody {
-                            memory: &stored.memory,
-                            created: stored.created,
-                            duplicate: !stored.created,
-                        },
-                    ))
-                }
-                .await,
-            )
+        .map(|ns: String, s: Service, body: NewMemory| {
+            act(move |who| async move {
+                let stored = blocking(move || s.store(&who, &ns, body)).await?;
+                let status = if stored.created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                Ok(json(
+                    status,
+                    &StoredBody {
+                        memory: &stored.memory,
+                        created: stored.created,
+                        duplicate: !stored.created,
+                    },
+                ))
+            })
         });
 
     let bulk = memories
@@ -361,40 +390,34 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(svc.clone())
         .and(json_body::<BulkStore>())
-        .and_then(|ns: String, s: Service, body: BulkStore| async move {
-            flatten(
-                async {
-                    if body.memories.len() > MAX_BULK {
-                        return Err(Problem::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "too-large",
-                            "Too large",
-                            format!("at most {MAX_BULK} memories per bulk request"),
-                        )
-                        .reply());
-                    }
-                    let outcomes = blocking(move || {
-                        s.store_many(&ns, body.memories, &Actor::local_operator())
-                    })
-                    .await?;
-                    let results: Vec<serde_json::Value> = outcomes
-                        .into_iter()
-                        .map(|outcome| match outcome {
-                            Ok(stored) => serde_json::json!({
-                                "status": if stored.created { 201 } else { 200 },
-                                "memory": stored.memory,
-                                "duplicate": !stored.created,
-                            }),
-                            Err(e) => serde_json::to_value(Problem::from(&e)).unwrap_or_default(),
-                        })
-                        .collect();
-                    Ok(json(
-                        StatusCode::OK,
-                        &serde_json::json!({ "results": results }),
-                    ))
+        .map(|ns: String, s: Service, body: BulkStore| {
+            act(move |who| async move {
+                if body.memories.len() > MAX_BULK {
+                    return Err(Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too-large",
+                        "Too large",
+                        format!("at most {MAX_BULK} memories per bulk request"),
+                    )
+                    .reply());
                 }
-                .await,
-            )
+                let outcomes = blocking(move || s.store_many(&who, &ns, body.memories)).await?;
+                let results: Vec<serde_json::Value> = outcomes
+                    .into_iter()
+                    .map(|outcome| match outcome {
+                        Ok(stored) => serde_json::json!({
+                            "status": if stored.created { 201 } else { 200 },
+                            "memory": stored.memory,
+                            "duplicate": !stored.created,
+                        }),
+                        Err(e) => serde_json::to_value(Problem::from(&e)).unwrap_or_default(),
+                    })
+                    .collect();
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "results": results }),
+                ))
+            })
         });
 
     let list = memories
@@ -402,36 +425,33 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(svc.clone())
         .and(warp::query::<ListParams>())
-        .and_then(|ns: String, s: Service, p: ListParams| async move {
-            flatten(
-                async {
-                    let q = ListQuery {
-                        tags: p
-                            .tags
-                            .map(|t| {
-                                t.split(',')
-                                    .map(|x| x.trim().to_string())
-                                    .filter(|x| !x.is_empty())
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                        agent_id: p.agent,
-                        since: p.since,
-                        until: p.until,
-                        cursor: p.cursor,
-                        limit: p.limit,
-                    };
-                    let page = blocking(move || s.list(&ns, &q)).await?;
-                    Ok(json(
-                        StatusCode::OK,
-                        &MemoryPage {
-                            memories: &page.memories,
-                            next_cursor: page.next_cursor,
-                        },
-                    ))
-                }
-                .await,
-            )
+        .map(|ns: String, s: Service, p: ListParams| {
+            act(move |who| async move {
+                let q = ListQuery {
+                    tags: p
+                        .tags
+                        .map(|t| {
+                            t.split(',')
+                                .map(|x| x.trim().to_string())
+                                .filter(|x| !x.is_empty())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    agent_id: p.agent,
+                    since: p.since,
+                    until: p.until,
+                    cursor: p.cursor,
+                    limit: p.limit,
+                };
+                let page = blocking(move || s.list(&who, &ns, &q)).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &MemoryPage {
+                        memories: &page.memories,
+                        next_cursor: page.next_cursor,
+                    },
+                ))
+            })
         });
 
     let one = memories.and(warp::path::param::<String>());
@@ -440,15 +460,12 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::path::end())
         .and(warp::get())
         .and(svc.clone())
-        .and_then(|ns: String, id: String, s: Service| async move {
-            flatten(
-                async {
-                    let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
-                    let m = blocking(move || s.get(&ns, &id)).await?;
-                    Ok(json(StatusCode::OK, &m))
-                }
-                .await,
-            )
+        .map(|ns: String, id: String, s: Service| {
+            act(move |who| async move {
+                let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                let m = blocking(move || s.get(&who, &ns, &id)).await?;
+                Ok(json(StatusCode::OK, &m))
+            })
         });
 
     let patch = one
@@ -456,74 +473,126 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::patch())
         .and(svc.clone())
         .and(json_body::<MemoryPatch>())
-        .and_then(
-            |ns: String, id: String, s: Service, body: MemoryPatch| async move {
-                flatten(
-                    async {
-                        let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
-                        let m =
-                            blocking(move || s.update(&ns, &id, body, &Actor::local_operator()))
-                                .await?;
-                        Ok(json(StatusCode::OK, &m))
-                    }
-                    .await,
-                )
-            },
-        );
+        .map(|ns: String, id: String, s: Service, body: MemoryPatch| {
+            act(move |who| async move {
+                let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                let m = blocking(move || s.update(&who, &ns, &id, body)).await?;
+                Ok(json(StatusCode::OK, &m))
+            })
+        });
 
     let delete = one
         .and(warp::path::end())
         .and(warp::delete())
         .and(svc.clone())
-        .and_then(|ns: String, id: String, s: Service| async move {
-            flatten(
-                async {
-                    let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
-                    blocking(move || s.forget(&ns, &id)).await?;
-                    Ok(StatusCode::NO_CONTENT.into_response())
-                }
-                .await,
-            )
+        .map(|ns: String, id: String, s: Service| {
+            act(move |who| async move {
+                let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                blocking(move || s.forget(&who, &ns, &id)).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            })
         });
 
     let history = one
         .and(warp::path("history"))
         .and(warp::path::end())
         .and(warp::get())
+        .and(svc.clone())
+        .map(|ns: String, id: String, s: Service| {
+            act(move |who| async move {
+                let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                let versions = blocking(move || s.history(&who, &ns, &id)).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &Versions {
+                        versions: &versions,
+                    },
+                ))
+            })
+        });
+
+    let admin = warp::path("admin");
+    let keys_root = admin.and(warp::path("keys"));
+
+    let list_keys = keys_root
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc.clone())
+        .map(|s: Service| {
+            act(move |who| async move {
+                let keys = blocking(move || s.list_keys(&who)).await?;
+                Ok(json(StatusCode::OK, &serde_json::json!({ "keys": keys })))
+            })
+        });
+
+    let create_key = keys_root
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .and(json_body::<NewKey>())
+        .map(|s: Service, body: NewKey| {
+            act(move |who| async move {
+                let (key, info) = blocking(move || s.create_key(&who, body)).await?;
+                Ok(json(
+                    StatusCode::CREATED,
+                    &CreatedKey {
+                        key: &key,
+                        info: &info,
+                    },
+                ))
+            })
+        });
+
+    let revoke_key = keys_root
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::delete())
+        .and(svc.clone())
+        .map(|id: String, s: Service| {
+            act(move |who| async move {
+                let info = blocking(move || s.revoke_key(&who, &id)).await?;
+                Ok(json(StatusCode::OK, &info))
+            })
+        });
+
+    let audit = admin
+        .and(warp::path("audit"))
+        .and(warp::path::end())
+        .and(warp::get())
         .and(svc)
-        .and_then(|ns: String, id: String, s: Service| async move {
-            flatten(
-                async {
-                    let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
-                    let versions = blocking(move || s.history(&ns, &id)).await?;
-                    Ok(json(
-                        StatusCode::OK,
-                        &Versions {
-                            versions: &versions,
-                        },
-                    ))
-                }
-                .await,
-            )
+        .and(warp::query::<AuditParams>())
+        .map(|s: Service, p: AuditParams| {
+            act(move |who| async move {
+                let entries = blocking(move || {
+                    s.audit_entries(&who, p.after.unwrap_or(0), p.limit.unwrap_or(100))
+                })
+                .await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "entries": entries }),
+                ))
+            })
+        });
+
+    let doc = serde_json::to_vec(&openapi::document()).unwrap_or_default();
+    let openapi = warp::path("openapi.json")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let doc = doc.clone();
+            act(move |_who| async move {
+                let mut r = Response::new(doc.into());
+                r.headers_mut().insert(
+                    warp::http::header::CONTENT_TYPE,
+                    warp::http::HeaderValue::from_static("application/json"),
+                );
+                Ok(r)
+            })
         });
 
     // Boxing each step keeps the filter type shallow enough for release
     // builds (an unboxed chain of this length overflows the trait solver).
-    let doc = serde_json::to_vec(&openapi::document()).unwrap_or_default();
-    let openapi = v1
-        .and(warp::path("openapi.json"))
-        .and(warp::path::end())
-        .and(warp::get())
-        .map(move || {
-            let mut r = Response::new(doc.clone().into());
-            r.headers_mut().insert(
-                warp::http::header::CONTENT_TYPE,
-                warp::http::HeaderValue::from_static("application/json"),
-            );
-            r
-        })
-        .boxed();
-    let mut all: warp::filters::BoxedFilter<(Response,)> = openapi;
+    let mut all: warp::filters::BoxedFilter<(Action,)> = openapi.boxed();
     all = all.or(create_ns).unify().boxed();
     all = all.or(list_ns).unify().boxed();
     all = all.or(get_ns).unify().boxed();
@@ -535,7 +604,17 @@ pub fn routes(service: Service) -> warp::filters::BoxedFilter<(Response,)> {
     all = all.or(get).unify().boxed();
     all = all.or(patch).unify().boxed();
     all = all.or(delete).unify().boxed();
-    all.recover(problem::recover).unify().boxed()
+    all = all.or(list_keys).unify().boxed();
+    all = all.or(create_key).unify().boxed();
+    all = all.or(revoke_key).unify().boxed();
+    all = all.or(audit).unify().boxed();
+    warp::path("v1")
+        .and(auth::principal(gate))
+        .and(all)
+        .then(|who: Principal, action: Action| action(who))
+        .recover(problem::recover)
+        .unify()
+        .boxed()
 }
 
 /// `PATCH /v1/namespaces/{ns}`: only the settings to change.

@@ -6,8 +6,15 @@
 
 use utoipa::OpenApi;
 
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
 use super::problem::Problem;
-use crate::service::{Memory, MemoryPatch, Namespace, NamespaceSettings, NewMemory, RedactionMode};
+use crate::audit::Entry;
+use crate::auth::keys::{KeyFields, KeyInfo, Rate};
+use crate::auth::{Grant, Role};
+use crate::service::{
+    Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, RedactionMode,
+};
 
 /// `POST /v1/namespaces` body.
 #[derive(utoipa::ToSchema)]
@@ -70,8 +77,38 @@ fn forget_memory() {}
     responses((status = 200, description = "`{versions: [Memory]}`"), (status = 404, body = Problem)))]
 fn memory_history() {}
 
+#[utoipa::path(get, path = "/v1/admin/keys",
+    responses((status = 200, description = "`{keys: [KeyInfo]}`: the keys the caller administers"), (status = 403, body = Problem)))]
+fn list_keys() {}
+
+#[utoipa::path(post, path = "/v1/admin/keys", request_body = NewKey,
+    responses((status = 201, body = KeyInfo, description = "created; the body also holds `key`, shown only this once"),
+        (status = 403, body = Problem), (status = 422, body = Problem)))]
+fn create_key() {}
+
+#[utoipa::path(delete, path = "/v1/admin/keys/{key_id}", params(("key_id" = String, Path)),
+    responses((status = 200, body = KeyInfo, description = "revoked (at once)"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+fn revoke_key() {}
+
+#[utoipa::path(get, path = "/v1/admin/audit", params(("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{entries: [Entry]}`, oldest first"), (status = 403, body = Problem)))]
+fn audit_log() {}
+
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "this document")))]
 fn openapi_document() {}
+
+/// Every route needs `Authorization: Bearer <key>`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
 
 /// The API description.
 #[derive(OpenApi)]
@@ -89,8 +126,14 @@ fn openapi_document() {}
         patch_memory,
         forget_memory,
         memory_history,
+        list_keys,
+        create_key,
+        revoke_key,
+        audit_log,
         openapi_document
     ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     components(schemas(
         Namespace,
         NamespaceSettings,
@@ -99,7 +142,14 @@ fn openapi_document() {}
         NewMemory,
         MemoryPatch,
         Problem,
-        CreateNamespace
+        CreateNamespace,
+        NewKey,
+        KeyInfo,
+        KeyFields,
+        Grant,
+        Role,
+        Rate,
+        Entry
     ))
 )]
 pub struct ApiDoc;

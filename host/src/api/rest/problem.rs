@@ -8,6 +8,11 @@
 //! | `validation` | 422 | a field is missing, unknown, of the wrong type or out of range |
 //! | `too-large` | 413 | the body or a field is over its limit |
 //! | `unsupported-media-type` | 415 | a body that is not `application/json` |
+//! | `unauthorized` | 401 | no API key, or one that is unknown, revoked or expired |
+//! | `forbidden` | 403 | the key's roles do not allow this |
+//! | `key-in-query` | 400 | a credential was sent in the URL |
+//! | `rate-limited` | 429 | too many requests for the key, or failed authentications from the address; see `Retry-After` |
+//! | `key-not-found` | 404 | no API key with that id |
 //! | `namespace-not-found` | 404 | the namespace does not exist |
 //! | `memory-not-found` | 404 | the memory does not exist, expired or was forgotten |
 //! | `route-not-found` | 404 | no such route |
@@ -37,6 +42,12 @@ pub struct Problem {
     pub status: u16,
     /// What exactly was wrong, and what to do.
     pub detail: String,
+    /// Seconds to wait (`Retry-After`), for 429.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+    /// Send `WWW-Authenticate: Bearer` (401).
+    #[serde(skip)]
+    pub challenge: bool,
 }
 
 impl Problem {
@@ -47,6 +58,8 @@ impl Problem {
             title: title.to_string(),
             status: status.as_u16(),
             detail: detail.into(),
+            retry_after: None,
+            challenge: false,
         }
     }
 
@@ -60,6 +73,17 @@ impl Problem {
             warp::http::header::CONTENT_TYPE,
             warp::http::HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(warp::http::header::RETRY_AFTER, secs.into());
+        }
+        if self.challenge {
+            response.headers_mut().insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                warp::http::HeaderValue::from_static("Bearer realm=\"memhost\""),
+            );
+        }
         response
     }
 }
@@ -90,6 +114,15 @@ impl From<&ServiceError> for Problem {
                 StatusCode::NOT_FOUND,
                 "memory-not-found",
                 "No such memory",
+                detail,
+            ),
+            ServiceError::Forbidden(_) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+            }
+            ServiceError::NoKey(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "key-not-found",
+                "No such key",
                 detail,
             ),
             ServiceError::Conflict(_) => {

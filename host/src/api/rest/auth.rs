@@ -1,0 +1,204 @@
+//! The credential check every `/v1` request passes once, before any route:
+//! `Authorization: Bearer <key>` → [`Principal`], with the per-source limit
+//! on failed attempts and the per-key rate and concurrency limits.
+//!
+//! The source address is the TCP peer. `X-Forwarded-For` is not read: a
+//! proxy in front must do its own limiting; memhost trusts no address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use warp::Filter;
+use warp::http::StatusCode;
+
+use super::problem::{Problem, ProblemRejection};
+use crate::audit::Record;
+use crate::auth::Principal;
+use crate::auth::limits::{Limiter, Refused};
+use crate::service::{AuthFailure, Service};
+
+/// How requests are authenticated.
+#[derive(Clone)]
+pub struct Gate {
+    service: Service,
+    limiter: Arc<Limiter>,
+    /// `--no-auth`: requests without a key act as the local operator.
+    no_auth: bool,
+}
+
+impl Gate {
+    /// A gate over `service` with `limiter`; `no_auth` only for local
+    /// development (the server refuses it off loopback).
+    pub fn new(service: Service, limiter: Arc<Limiter>, no_auth: bool) -> Gate {
+        Gate {
+            service,
+            limiter,
+            no_auth,
+        }
+    }
+}
+
+fn reject(p: Problem) -> warp::Rejection {
+    warp::reject::custom(ProblemRejection(p))
+}
+
+fn unauthorized(detail: &str) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Unauthorized",
+        detail,
+    );
+    p.challenge = true;
+    p
+}
+
+fn too_many(refused: &Refused) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+        format!("{}; retry after {} s", refused.reason, refused.retry_after),
+    );
+    p.retry_after = Some(refused.retry_after);
+    p
+}
+
+/// Query parameters that look like credentials are refused outright: URLs
+/// end up in proxy and access logs.
+fn key_in_query(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = name.to_ascii_lowercase();
+        matches!(
+            name.as_str(),
+            "key" | "api_key" | "apikey" | "token" | "access_token" | "auth" | "authorization"
+        ) || value.starts_with(crate::auth::keys::PREFIX)
+    })
+}
+
+impl Gate {
+    fn check(&self, header: Option<String>, source: Option<IpAddr>) -> Result<Principal, Problem> {
+        let src = source.map(|s| s.to_string());
+        let Some(header) = header else {
+            if self.no_auth {
+                return Ok(Principal::no_auth());
+            }
+            return Err(self.failed(source, src, &AuthFailure::Missing));
+        };
+        if let Some(ip) = source
+            && let Err(refused) = self.limiter.may_try(ip)
+        {
+            if refused.first {
+                self.service.record_refusal(
+                    Record::auth_failure(None, src, &refused.reason)
+                        .outcome("rate-limited", Some(refused.reason.clone())),
+                );
+            }
+            return Err(too_many(&refused));
+        }
+        let token = header
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let key = match token.map(|t| self.service.authenticate(t)) {
+            None => return Err(self.failed(source, src, &AuthFailure::Malformed)),
+            Some(Err(AuthFailure::Internal(e))) => {
+                tracing::error!(error = %e, "authentication failed internally");
+                return Err(Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "internal error; see the server log",
+                ));
+            }
+            Some(Err(failure)) => return Err(self.failed(source, src, &failure)),
+            Some(Ok(key)) => key,
+        };
+        let mut principal = key.principal();
+        let strongest = principal.grants.iter().map(|g| g.role).max();
+        let rate = self.limiter.rate_for(key.fields.rate, strongest);
+        match self.limiter.admit(&key.fields.id, rate) {
+            Ok(slot) => {
+                principal._slot = Some(slot);
+                Ok(principal)
+            }
+            Err(refused) => {
+                if refused.first {
+                    self.service.record_refusal(
+                        Record::by(&principal, "request")
+                            .outcome("rate-limited", Some(refused.reason.clone())),
+                    );
+                }
+                Err(too_many(&refused))
+            }
+        }
+    }
+
+    fn failed(&self, ip: Option<IpAddr>, src: Option<String>, why: &AuthFailure) -> Problem {
+        if let Some(ip) = ip {
+            self.limiter.failed(ip);
+        }
+        self.service
+            .record_refusal(Record::auth_failure(why.key_id(), src, &why.to_string()));
+        // The caller learns only that it is not authenticated, and how to
+        // send a key; which part was wrong is in the audit log.
+        match why {
+            AuthFailure::Missing | AuthFailure::Malformed => unauthorized(&why.to_string()),
+            _ => unauthorized("the API key is not valid (unknown, revoked or expired)"),
+        }
+    }
+}
+
+/// The authenticated principal of a request, or a 401/429 problem.
+pub fn principal(
+    gate: Gate,
+) -> impl Filter<Extract = (Principal,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::addr::remote())
+        .and(
+            warp::query::raw()
+                .or(warp::any().map(String::new))
+                .unify(),
+        )
+        .and_then(
+            move |header: Option<String>, addr: Option<SocketAddr>, query: String| {
+                let gate = gate.clone();
+                async move {
+                    if key_in_query(&query) {
+                        return Err(reject(Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "key-in-query",
+                            "Key in query string",
+                            "API keys are not accepted in the URL (URLs are logged): send Authorization: Bearer <key>",
+                        )));
+                    }
+                    let source = addr.map(|a| a.ip());
+                    tokio::task::spawn_blocking(move || gate.check(header, source))
+                        .await
+                        .map_err(|e| {
+                            reject(Problem::new(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal",
+                                "Internal error",
+                                e.to_string(),
+                            ))
+                        })?
+                        .map_err(reject)
+                }
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_in_queries_are_spotted() {
+        use super::key_in_query;
+        assert!(key_in_query("api_key=abc"));
+        assert!(key_in_query("limit=5&token=x"));
+        assert!(key_in_query("q=mhk_0123"));
+        assert!(!key_in_query("limit=5&tags=a,b"));
+        assert!(!key_in_query(""));
+    }
+}

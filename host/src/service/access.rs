@@ -1,0 +1,341 @@
+//! Access use cases: API keys (create, list, revoke, authenticate) and the
+//! audit log (read, verify, record refusals).
+
+use serde::Deserialize;
+
+use super::{Service, ServiceError, invalid, model};
+use crate::audit::{Broken, Entry, Record};
+use crate::auth::keys::{self, ApiKey, KeyFields, KeyInfo, KeyState, Rate};
+use crate::auth::{Grant, Principal, Role};
+use crate::store::{StoreError, WriteFlags, get_in};
+
+/// A key to create, as an admin sends it.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    /// The agent the key identifies.
+    pub agent_id: String,
+    /// Its type (policies name it, e.g. `single:reviewer`).
+    pub agent_type: String,
+    /// Roles, e.g. `[{"pattern": "team-*", "role": "writer"}]`.
+    pub grants: Vec<Grant>,
+    /// Unix ms after which the key stops working.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Own rate limit instead of the configured one.
+    #[serde(default)]
+    pub rate: Option<Rate>,
+}
+
+/// Why a presented key was not accepted. The caller only ever learns
+/// "unauthorized"; the reason goes to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// No `Authorization` header.
+    #[error("no API key: send Authorization: Bearer <key>")]
+    Missing,
+    /// Not `Bearer mhk_…`.
+    #[error("the Authorization header is not Bearer with a memhost key")]
+    Malformed,
+    /// No key with that id, or the secret does not match.
+    #[error("unknown API key")]
+    Unknown(Option<String>),
+    /// Revoked.
+    #[error("the API key was revoked")]
+    Revoked(String),
+    /// Expired.
+    #[error("the API key has expired")]
+    Expired(String),
+    /// The store failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AuthFailure {
+    /// The key id the attempt named, if it named one.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            AuthFailure::Unknown(id) => id.as_deref(),
+            AuthFailure::Revoked(id) | AuthFailure::Expired(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+impl Service {
+    fn load_key(&self, id: &str) -> Result<Option<ApiKey>, ServiceError> {
+        let row = keys::row(id);
+        match self.store.get(|t| t.principals, &row)? {
+            None => Ok(None),
+            Some(sealed) => Ok(Some(super::open_json(
+                &*self.system_key()?,
+                "principals",
+                &row,
+                &sealed,
+            )?)),
+        }
+    }
+
+    /// The key a bearer token stands for, if it is valid now. Reads the
+    /// store on every call, so a key created or revoked by another process
+    /// (`memhost keys …`) counts at once.
+    pub fn authenticate(&self, token: &str) -> Result<ApiKey, AuthFailure> {
+        let (id, secret) = keys::parse(token).ok_or(AuthFailure::Malformed)?;
+        let key = self
+            .load_key(id)
+            .map_err(|e| AuthFailure::Internal(e.to_string()))?
+            .ok_or_else(|| AuthFailure::Unknown(Some(id.to_string())))?;
+        if !key.verify(secret) {
+            return Err(AuthFailure::Unknown(Some(id.to_string())));
+        }
+        match key.state(model::now_ms()) {
+            Ok(()) => Ok(key),
+            Err(KeyState::Revoked) => Err(AuthFailure::Revoked(key.fields.id)),
+            Err(KeyState::Expired) => Err(AuthFailure::Expired(key.fields.id)),
+        }
+    }
+
+    /// Create a key; returns the token (shown once) and the key's public view.
+    /// Only an admin over every pattern granted may create it.
+    pub fn create_key(
+        &self,
+        who: &Principal,
+        new: NewKey,
+    ) -> Result<(String, KeyInfo), ServiceError> {
+        if !keys::valid_agent_id(&new.agent_id) {
+            return Err(invalid(
+                "agent_id",
+                "must be 1-128 characters without control characters",
+            ));
+        }
+        if !keys::valid_agent_type(&new.agent_type) {
+            return Err(invalid(
+                "agent_type",
+                "must be 1-64 letters, digits, '.', '_' or '-'",
+            ));
+        }
+        if new.grants.is_empty() || new.grants.len() > keys::MAX_GRANTS {
+            return Err(invalid(
+                "grants",
+                format!("give 1-{} roles, e.g. team-a=writer", keys::MAX_GRANTS),
+            ));
+        }
+        for g in &new.grants {
+            if !crate::auth::valid_pattern(&g.pattern) {
+                return Err(invalid(
+                    "grants",
+                    format!(
+                        "\"{}\" is not a namespace pattern: a name, a prefix ending in '*', or *",
+                        g.pattern
+                    ),
+                ));
+            }
+        }
+        let now = model::now_ms();
+        if new.expires_at.is_some_and(|t| t <= now) {
+            return Err(invalid("expires_at", "must be in the future"));
+        }
+        if let Some(r) = new.rate
+            && (!(r.per_second > 0.0 && r.per_second.is_finite()) || r.burst == 0)
+        {
+            return Err(invalid(
+                "rate",
+                "per_second must be above 0 and burst at least 1",
+            ));
+        }
+        let wanted = crate::auth::describe(&new.grants);
+        if !who.may_grant(&new.grants) {
+            return Err(self.deny(
+                Record::by(who, "key.create")
+                    .outcome("denied", Some(format!("may not grant {}", wanted))),
+                format!(
+                    "key {} may only grant roles on namespaces it administers; it asked for {}",
+                    who.key_id, wanted
+                ),
+            ));
+        }
+        let (id, secret, token) = keys::generate();
+        let key = ApiKey {
+            fields: KeyFields {
+                id: id.clone(),
+                agent_id: new.agent_id,
+                agent_type: new.agent_type,
+                grants: new.grants,
+                created_at: now,
+                created_by: who.agent_id.clone(),
+                expires_at: new.expires_at,
+                revoked_at: None,
+                rate: new.rate,
+            },
+            secret_sha256: keys::hash(&secret),
+        };
+        let row = keys::row(&id);
+        let sealed = super::seal_json(&*self.system_key()?, "principals", &row, &key)?;
+        let record = Record::by(who, "key.create").target(&id).outcome(
+            "ok",
+            Some(format!(
+                "for agent {} ({}): {}",
+                key.fields.agent_id, key.fields.agent_type, wanted
+            )),
+        );
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
+            txn.put(t.principals, &row, &sealed, WriteFlags::NO_OVERWRITE)?;
+            audit.append(txn, t, &record)
+        })?;
+        crate::audit::emit(&entry);
+        Ok((token, key.info(now)))
+    }
+
+    fn all_keys(&self) -> Result<Vec<ApiKey>, ServiceError> {
+        let rows = self
+            .store
+            .rows(|t| t.principals, b"key/", |k| k.starts_with(b"key/"))?;
+        let key = self.system_key()?;
+        rows.iter()
+            .map(|(k, v)| super::open_json(&key, "principals", k, v))
+            .collect()
+    }
+
+    /// Is there any API key at all?
+    pub fn has_keys(&self) -> Result<bool, ServiceError> {
+        Ok(!self
+            .store
+            .rows_max(|t| t.principals, b"key/", |k| k.starts_with(b"key/"), 1)?
+            .is_empty())
+    }
+
+    /// The keys `who` administers (all of them for a global admin), newest
+    /// last. Never a secret.
+    pub fn list_keys(&self, who: &Principal) -> Result<Vec<KeyInfo>, ServiceError> {
+        if !who.grants.iter().any(|g| g.role == Role::Admin) {
+            return Err(self.deny(
+                Record::by(who, "key.list").outcome("denied", None),
+                format!("key {} is not an admin of any namespace", who.key_id),
+            ));
+        }
+        let now = model::now_ms();
+        let mut out: Vec<KeyInfo> = self
+            .all_keys()?
+            .into_iter()
+            .filter(|k| who.may_grant(&k.fields.grants))
+            .map(|k| k.info(now))
+            .collect();
+        out.sort_by_key(|k| k.key.created_at);
+        Ok(out)
+    }
+
+    /// Revoke key `id` at once. Only an admin over all of its grants may.
+    /// Revoking a revoked key changes nothing and succeeds.
+    pub fn revoke_key(&self, who: &Principal, id: &str) -> Result<KeyInfo, ServiceError> {
+        let missing = || ServiceError::NoKey(id.to_string());
+        let valid_id = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        let key = if valid_id { self.load_key(id)? } else { None };
+        let Some(mut key) = key.filter(|k| who.may_grant(&k.fields.grants)) else {
+            // Not found and not yours look the same: ids are not an oracle.
+            if !who.is_global_admin() {
+                return Err(self.deny(
+                    Record::by(who, "key.revoke")
+                        .target(id)
+                        .outcome("denied", None),
+                    format!("key {} may not revoke key {id}", who.key_id),
+                ));
+            }
+            return Err(missing());
+        };
+        let now = model::now_ms();
+        if key.fields.revoked_at.is_some() {
+            return Ok(key.info(now));
+        }
+        key.fields.revoked_at = Some(now);
+        let row = keys::row(id);
+        let sealed = super::seal_json(&*self.system_key()?, "principals", &row, &key)?;
+        let record = Record::by(who, "key.revoke").target(id);
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
+            if get_in(txn, t.principals, &row)?.is_none() {
+                return Err(StoreError::Rejected("the key disappeared; retry".into()));
+            }
+            txn.put(t.principals, &row, &sealed, WriteFlags::empty())?;
+            audit.append(txn, t, &record)
+        })?;
+        crate::audit::emit(&entry);
+        Ok(key.info(now))
+    }
+
+    /// Audit entries after sequence number `after`, oldest first. Global
+    /// admins only.
+    pub fn audit_entries(
+        &self,
+        who: &Principal,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, ServiceError> {
+        if !who.is_global_admin() {
+            return Err(self.deny(
+                Record::by(who, "audit.read").outcome("denied", None),
+                format!("key {} is not a global admin (*=admin)", who.key_id),
+            ));
+        }
+        self.audit
+            .after(&self.store, after, limit.clamp(1, 1000))
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// The last `n` audit entries (the operator's `memhost audit tail`).
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<Entry>, ServiceError> {
+        self.audit
+            .tail(&self.store, n)
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// Walk the audit chain (the operator's `memhost audit verify`).
+    pub fn verify_audit(&self) -> Result<u64, Broken> {
+        self.audit.verify(&self.store)
+    }
+
+    /// Record a refusal that happened before any use case ran (a failed
+    /// authentication, a rate limit). Failures to write are logged, never
+    /// shown to the refused caller.
+    pub fn record_refusal(&self, record: Record) {
+        if let Err(e) = self.audit.record(&self.store, record) {
+            tracing::error!(error = %e, "cannot write an audit entry");
+        }
+    }
+
+    /// Refuse: write the audit entry and return the error for the caller.
+    pub(super) fn deny(&self, record: Record, detail: String) -> ServiceError {
+        self.record_refusal(record);
+        ServiceError::Forbidden(detail)
+    }
+
+    /// Check that `who` holds at least `needed` on `ns`; refuse (audited)
+    /// otherwise. Checked before the namespace is looked up, so a caller
+    /// without a role cannot learn which namespaces exist.
+    pub(super) fn authorize(
+        &self,
+        who: &Principal,
+        ns: &str,
+        needed: Role,
+        action: &str,
+        target: Option<String>,
+    ) -> Result<(), ServiceError> {
+        match who.role_in(ns) {
+            Some(role) if role >= needed => Ok(()),
+            held => {
+                let mut record = Record::by(who, action).ns(ns);
+                record.target = target;
+                let detail = match held {
+                    Some(role) => format!(
+                        "key {} is {} on namespace \"{ns}\"; {action} needs {}",
+                        who.key_id,
+                        role.as_str(),
+                        needed.as_str()
+                    ),
+                    None => format!("key {} has no role on namespace \"{ns}\"", who.key_id),
+                };
+                Err(self.deny(record.outcome("denied", Some(detail.clone())), detail))
+            }
+        }
+    }
+}
