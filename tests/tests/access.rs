@@ -77,6 +77,7 @@ fn needs(method: &str, path: &str) -> Needs {
         ("post", "/v1/namespaces") => Needs::NsAdmin,
         ("get", "/v1/namespaces/{ns}") => Needs::Reader,
         ("patch", "/v1/namespaces/{ns}") => Needs::NsAdmin,
+        ("delete", "/v1/namespaces/{ns}") => Needs::NsAdmin,
         ("post", "/v1/namespaces/{ns}/memories") => Needs::Writer,
         ("post", "/v1/namespaces/{ns}/memories/bulk") => Needs::Writer,
         ("get", "/v1/namespaces/{ns}/memories") => Needs::Reader,
@@ -154,7 +155,8 @@ fn authorization_matrix_covers_every_documented_route() {
     let reader = create_key(&data, "reader-1", "bot", &["team-a=reader"], &[]);
     let writer = create_key(&data, "writer-1", "bot", &["team-a=writer"], &[]);
     let other_admin = create_key(&data, "admin-b", "human", &["team-b=admin"], &[]);
-    let ns_admin = create_key(&data, "admin-a", "human", &["team-a=admin"], &[]);
+    // `team-a*`: also admin of the namespaces made to be deleted below.
+    let ns_admin = create_key(&data, "admin-a", "human", &["team-a*=admin"], &[]);
     let revoked = create_key(&data, "gone", "bot", &["*=admin"], &[]);
     let (code, _, err) = memhost(&[
         "keys",
@@ -185,10 +187,11 @@ fn authorization_matrix_covers_every_documented_route() {
 
     let (_, doc) = curl(&admin, "GET", "/v1/openapi.json", None);
     let routes = documented_routes(&doc);
-    assert!(routes.len() >= 16, "{routes:?}");
+    assert!(routes.len() >= 17, "{routes:?}");
 
     let as_writer = admin.as_key(Some(&writer));
     let mut table = BTreeMap::new();
+    let mut attempts = 0;
     for (method, path) in &routes {
         let needs = needs(method, path);
         for (caller, key) in &callers {
@@ -204,8 +207,18 @@ fn authorization_matrix_covers_every_documented_route() {
                 ),
             );
             let id = m["id"].as_str().expect("the writer stores").to_string();
+            // Deleting a namespace gets one of its own each time.
+            let ns = if (method.as_str(), path.as_str()) == ("delete", "/v1/namespaces/{ns}") {
+                let name = format!("team-a-{}", table.len() + attempts);
+                let body = json!({ "name": name }).to_string();
+                assert_eq!(curl(&admin, "POST", "/v1/namespaces", Some(&body)).0, 201);
+                name
+            } else {
+                "team-a".to_string()
+            };
+            attempts += 1;
             let url = path
-                .replace("{ns}", "team-a")
+                .replace("{ns}", &ns)
                 .replace("{id}", &id)
                 .replace("{key_id}", key_id(&target_key));
             let body = match (method.as_str(), path.as_str()) {

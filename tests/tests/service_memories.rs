@@ -361,3 +361,66 @@ fn updates_make_versions_and_keep_history() {
     ));
     assert!(!contains(&db_bytes(&f), "eve@example.com"));
 }
+
+#[test]
+fn deleting_a_namespace_destroys_its_key_and_rows_and_spares_the_others() {
+    let f = fixture(false);
+    let s = &f.service;
+    s.create_namespace(&op(), "doomed", settings(RedactionMode::Off))
+        .unwrap();
+    s.create_namespace(&op(), "kept", settings(RedactionMode::Off))
+        .unwrap();
+    let mut doomed = Vec::new();
+    for i in 0..5 {
+        let m = s
+            .store(&op(), "doomed", memory(&format!("doomed {i}")))
+            .unwrap();
+        s.update(
+            &op(),
+            "doomed",
+            &m.memory.id,
+            MemoryPatch {
+                tags: Some(vec!["v2".into()]),
+                ..MemoryPatch::default()
+            },
+        )
+        .unwrap();
+        doomed.push(m.memory.id);
+    }
+    let kept = s.store(&op(), "kept", memory("kept")).unwrap().memory;
+    let keys_before = f.store.rows(|t| t.keys, &[], |_| true).unwrap().len();
+    // Five heads, five history rows, one kept memory.
+    assert_eq!(db_rows(&f), 11);
+
+    assert_eq!(s.delete_namespace(&op(), "doomed").unwrap(), 5);
+    assert_eq!(db_rows(&f), 1, "only the other namespace's memory remains");
+    assert_eq!(
+        f.store.rows(|t| t.keys, &[], |_| true).unwrap().len(),
+        keys_before - 1,
+        "its data key is gone"
+    );
+    assert_eq!(
+        s.get(&op(), "doomed", &doomed[0]).unwrap_err(),
+        ServiceError::NoNamespace("doomed".into())
+    );
+    assert_eq!(s.get(&op(), "kept", &kept.id).unwrap(), kept);
+    assert_eq!(
+        s.delete_namespace(&op(), "doomed").unwrap_err(),
+        ServiceError::NoNamespace("doomed".into())
+    );
+    // The name can be used again, for a new, empty namespace.
+    s.create_namespace(&op(), "doomed", settings(RedactionMode::Off))
+        .unwrap();
+    assert!(
+        s.list(&op(), "doomed", &ListQuery::default())
+            .unwrap()
+            .memories
+            .is_empty()
+    );
+    // The identical content stores afresh: no dedup row survived.
+    assert!(
+        s.store(&op(), "doomed", memory("doomed 0"))
+            .unwrap()
+            .created
+    );
+}

@@ -1,4 +1,4 @@
-//! `memhost namespace create | list | show`: the operator's view of
+//! `memhost namespace create | list | show | delete`: the operator's view of
 //! namespaces, on the same service the API uses. Works while the server
 //! runs (LMDB allows several processes).
 
@@ -31,6 +31,19 @@ pub(crate) enum NamespaceCommand {
     },
     /// List namespaces.
     List {
+        /// The data directory.
+        #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
+        data: PathBuf,
+    },
+    /// Delete a namespace and every memory in it; its data key is destroyed
+    /// first, so nothing of it can be read afterwards, even from a backup of
+    /// the database file taken later.
+    Delete {
+        /// Its name.
+        name: String,
+        /// Say yes: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
         /// The data directory.
         #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
         data: PathBuf,
@@ -84,6 +97,15 @@ pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
                     ns.settings.policy
                 );
             }
+        }
+        NamespaceCommand::Delete { name, yes, data } => {
+            if !yes {
+                anyhow::bail!(
+                    "deleting namespace \"{name}\" destroys every memory in it and cannot be undone: add --yes"
+                );
+            }
+            let n = service(data)?.delete_namespace(&Principal::operator(), &name)?;
+            eprintln!("deleted namespace \"{name}\" and its {n} memories");
         }
         NamespaceCommand::Show { name, data } => {
             let ns = service(data)?.namespace(&Principal::operator(), &name)?;

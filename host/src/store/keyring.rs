@@ -135,6 +135,13 @@ impl Keyring {
         }
         key
     }
+
+    /// Drop a deleted key from memory.
+    pub fn forget(&self, id: &[u8]) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(id);
+        }
+    }
 }
 
 /// Re-wrap every data key from `old` to `new` in one transaction and record

@@ -8,6 +8,7 @@
 //! | `GET /v1/namespaces` | list namespaces |
 //! | `GET /v1/namespaces/{ns}` | one namespace |
 //! | `PATCH /v1/namespaces/{ns}` | change its settings |
+//! | `DELETE /v1/namespaces/{ns}` | delete it and every memory in it (204) |
 //! | `POST /v1/namespaces/{ns}/memories` | store a memory (201; 200 with `duplicate: true` for identical content) |
 //! | `POST /v1/namespaces/{ns}/memories/bulk` | store up to 100 memories, each answered on its own |
 //! | `GET /v1/namespaces/{ns}/memories` | list: `tags=a,b`, `agent`, `since`, `until` (Unix ms), `cursor`, `limit` |
@@ -356,6 +357,18 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
             })
         });
 
+    let delete_ns = ns_root
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::delete())
+        .and(svc.clone())
+        .map(|name: String, s: Service| {
+            act(move |who| async move {
+                blocking(move || s.delete_namespace(&who, &name)).await?;
+                Ok(StatusCode::NO_CONTENT.into_response())
+            })
+        });
+
     let memories = ns_root
         .and(warp::path::param::<String>())
         .and(warp::path("memories"));
@@ -597,6 +610,7 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
     all = all.or(list_ns).unify().boxed();
     all = all.or(get_ns).unify().boxed();
     all = all.or(patch_ns).unify().boxed();
+    all = all.or(delete_ns).unify().boxed();
     all = all.or(bulk).unify().boxed();
     all = all.or(store).unify().boxed();
     all = all.or(list).unify().boxed();

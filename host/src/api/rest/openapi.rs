@@ -45,6 +45,10 @@ fn get_namespace() {}
     responses((status = 200, body = Namespace), (status = 404, body = Problem), (status = 422, body = Problem)))]
 fn patch_namespace() {}
 
+#[utoipa::path(delete, path = "/v1/namespaces/{ns}", params(("ns" = String, Path)),
+    responses((status = 204, description = "deleted with every memory in it; its data key is gone"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+fn delete_namespace() {}
+
 #[utoipa::path(post, path = "/v1/namespaces/{ns}/memories", params(("ns" = String, Path)), request_body = NewMemory,
     responses((status = 201, body = Memory, description = "stored; also `created`, `duplicate`"),
         (status = 200, body = Memory, description = "identical content already stored (`duplicate: true`)"),
@@ -119,6 +123,7 @@ impl utoipa::Modify for BearerAuth {
         list_namespaces,
         get_namespace,
         patch_namespace,
+        delete_namespace,
         store_memory,
         bulk_store,
         list_memories,
