@@ -49,6 +49,8 @@ struct Reloader {
     registry: Arc<PluginRegistry>,
     status_path: PathBuf,
     attempts: AtomicU64,
+    /// Every reload is an admin action: it goes to the audit log.
+    service: crate::service::Service,
 }
 
 impl Reloader {
@@ -58,6 +60,10 @@ impl Reloader {
             Ok(s) => (s, true),
             Err(e) => (e.summary, false),
         };
+        self.service.record_event(
+            crate::audit::Record::by(&crate::auth::Principal::system(), "plugins.reload")
+                .outcome(if ok { "ok" } else { "failed" }, Some(summary.to_string())),
+        );
         let status = PluginStatus::of(&self.registry, attempt, &summary, ok);
         if let Err(e) = status.write(&self.status_path) {
             tracing::warn!(error = %e, path = %self.status_path.display(), "cannot write plugin status");
@@ -83,10 +89,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || data.open_store_with(&store_options)).await??;
     tracing::info!(master_key = %keyring.fingerprint(), db = %opts.data.db().display(), "store open");
     let registry = Arc::new(plugin_registry(&opts.data, &opts.config)?);
+    let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone())?;
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
         status_path: opts.data.plugin_status(),
         attempts: AtomicU64::new(0),
+        service: service.clone(),
     });
     let first = {
         let r = reloader.clone();
@@ -127,7 +135,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 "plugins": { "loaded": set.len(), "generation": set.generation },
             }))
         });
-    let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone())?;
     if opts.no_auth {
         tracing::warn!(
             "AUTHENTICATION IS OFF (--no-auth): every request without a key acts as the local operator with full rights. Local development only; never expose this port"

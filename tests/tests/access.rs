@@ -651,6 +651,7 @@ fn the_audit_chain_verifies_across_a_restart_and_names_a_flipped_entry() {
         })
         .collect();
     for want in [
+        "plugins.reload",
         "key.create",
         "namespace.create",
         "memory.store",

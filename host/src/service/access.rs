@@ -294,10 +294,10 @@ impl Service {
         self.audit.verify(&self.store)
     }
 
-    /// Record a refusal that happened before any use case ran (a failed
-    /// authentication, a rate limit). Failures to write are logged, never
-    /// shown to the refused caller.
-    pub fn record_refusal(&self, record: Record) {
+    /// Record an event that is not a use case of its own: a refusal before
+    /// any use case ran (a failed authentication, a rate limit), a plugin
+    /// reload. Failures to write are logged, never shown to a caller.
+    pub fn record_event(&self, record: Record) {
         if let Err(e) = self.audit.record(&self.store, record) {
             tracing::error!(error = %e, "cannot write an audit entry");
         }
@@ -305,7 +305,7 @@ impl Service {
 
     /// Refuse: write the audit entry and return the error for the caller.
     pub(super) fn deny(&self, record: Record, detail: String) -> ServiceError {
-        self.record_refusal(record);
+        self.record_event(record);
         ServiceError::Forbidden(detail)
     }
 

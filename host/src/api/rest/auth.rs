@@ -90,7 +90,7 @@ impl Gate {
             && let Err(refused) = self.limiter.may_try(ip)
         {
             if refused.first {
-                self.service.record_refusal(
+                self.service.record_event(
                     Record::auth_failure(None, src, &refused.reason)
                         .outcome("rate-limited", Some(refused.reason.clone())),
                 );
@@ -125,7 +125,7 @@ impl Gate {
             }
             Err(refused) => {
                 if refused.first {
-                    self.service.record_refusal(
+                    self.service.record_event(
                         Record::by(&principal, "request")
                             .outcome("rate-limited", Some(refused.reason.clone())),
                     );
@@ -140,7 +140,7 @@ impl Gate {
             self.limiter.failed(ip);
         }
         self.service
-            .record_refusal(Record::auth_failure(why.key_id(), src, &why.to_string()));
+            .record_event(Record::auth_failure(why.key_id(), src, &why.to_string()));
         // The caller learns only that it is not authenticated, and how to
         // send a key; which part was wrong is in the audit log.
         match why {
