@@ -104,6 +104,7 @@ impl HostConfig {
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let mut config: HostConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        config.limits.validate().map_err(err)?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(dir) = &config.plugins.dir {
             config.plugins.dir = Some(base.join(dir));

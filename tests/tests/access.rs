@@ -336,6 +336,25 @@ fn identity_comes_from_the_key_and_writers_change_only_their_own() {
     assert_eq!(curl(&bob, "DELETE", &path, None).0, 403);
     let (status, m) = curl(&alice, "PATCH", &path, Some(r#"{"tags":["mine"]}"#));
     assert_eq!((status, m["version"].as_u64()), (200, Some(2)), "{m}");
+    // An admin's edit does not take the memory over: alice stays its
+    // author (and may still forget it); the version says who wrote it.
+    let (status, m) = curl(&admin, "PATCH", &path, Some(r#"{"tags":["checked"]}"#));
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(
+        (m["agent_id"].as_str(), m["updated_by"].as_str()),
+        (Some("alice"), Some("test-admin"))
+    );
+    assert_eq!(curl(&alice, "DELETE", &path, None).0, 204);
+    let (_, m) = curl(
+        &alice,
+        "POST",
+        "/v1/namespaces/shared/memories",
+        Some(r#"{"content":"another"}"#),
+    );
+    let path = format!(
+        "/v1/namespaces/shared/memories/{}",
+        m["id"].as_str().unwrap()
+    );
     assert_eq!(curl(&admin, "DELETE", &path, None).0, 204);
 
     // The audit log names who did what, by key.
@@ -409,7 +428,7 @@ fn keys_change_while_the_server_runs_and_are_shown_once() {
         "lead",
         "human",
         &["team-*=admin"],
-        &[],
+        &["--expires", "1h"],
     )));
     let (status, created) = curl(
         &ns_admin,
@@ -421,6 +440,27 @@ fn keys_change_while_the_server_runs_and_are_shown_once() {
     );
     assert_eq!(status, 201, "{created}");
     let secret = created["key"].as_str().unwrap().to_string();
+    // It asked for no expiry but cannot outlive the key that made it.
+    let (_, lead) = curl(&ns_admin, "GET", "/v1/admin/keys", None);
+    let lead_expiry = lead["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["agent_id"] == "lead")
+        .unwrap()["expires_at"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(created["expires_at"].as_i64(), Some(lead_expiry));
+    // Nor can it give a key its own (higher) rate: only a global admin can.
+    let (status, problem) = curl(
+        &ns_admin,
+        "POST",
+        "/v1/admin/keys",
+        Some(
+            r#"{"agent_id":"fast","agent_type":"bot","grants":[{"pattern":"team-a","role":"reader"}],"rate":{"per_second":1000000,"burst":1000000}}"#,
+        ),
+    );
+    assert_eq!(status, 403, "{problem}");
     assert_eq!(created["status"], "active");
     let helper = admin.as_key(Some(&secret));
     assert_eq!(
@@ -535,6 +575,9 @@ fn rate_limits_answer_429_then_recover() {
     let r = curl_full(&stranger, "GET", path, None, &[]);
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // Only failures are held against the address: a valid key from the
+    // same address (think: one proxy in front of many agents) still works.
+    assert_eq!(curl(&admin, "GET", path, None).0, 200);
 }
 
 /// Flip one byte of audit entry `seq` in the raw database file, as someone

@@ -10,7 +10,10 @@
 //! data key (which only the master key unwraps), of the previous entry's
 //! MAC and this entry without its MAC. Changing, removing, reordering or
 //! inserting an entry breaks the chain at that entry; `verify` names it.
-//! The head row catches a cut tail. Entries carry no memory content.
+//! The head row catches a tail cut by someone who cannot also put back an
+//! older head; every emitted event carries its MAC, so a copy of the log
+//! kept elsewhere anchors the chain against that too. Entries carry no
+//! memory content.
 //!
 //! An entry is appended inside the write transaction of the action it
 //! records: there is no action without its entry, and no entry for an
@@ -174,17 +177,25 @@ impl AuditLog {
     }
 
     fn head(&self, txn: &impl crate::store::Transaction, t: &Tables) -> Result<Head, StoreError> {
+        Ok(self.stored_head(txn, t)?.unwrap_or(Head {
+            seq: 0,
+            mac: GENESIS.into(),
+        }))
+    }
+
+    fn stored_head(
+        &self,
+        txn: &impl crate::store::Transaction,
+        t: &Tables,
+    ) -> Result<Option<Head>, StoreError> {
         match get_in(txn, t.meta, META_HEAD)? {
-            None => Ok(Head {
-                seq: 0,
-                mac: GENESIS.into(),
-            }),
+            None => Ok(None),
             Some(sealed) => {
                 let plain = self
                     .key
                     .open("meta", META_HEAD, &sealed)
                     .map_err(internal)?;
-                serde_json::from_slice(&plain).map_err(internal)
+                serde_json::from_slice(&plain).map(Some).map_err(internal)
             }
         }
     }
@@ -249,12 +260,38 @@ impl AuditLog {
         })
     }
 
-    /// Walk the whole chain; `Ok(n)` when all `n` entries verify.
+    /// Walk the chain up to its head as read at the start; `Ok(n)` when all
+    /// `n` entries verify. Entries appended meanwhile (the server may be
+    /// running) are left for the next walk.
     pub fn verify(&self, store: &Store) -> Result<u64, Broken> {
         let store_err = |e: StoreError| Broken::Store(e.to_string());
-        let head = store
-            .read(|txn, t| self.head(txn, t))
-            .map_err(|e| Broken::Store(format!("the chain head does not open: {e}")))?;
+        let stored = store
+            .read(|txn, t| self.stored_head(txn, t))
+            .map_err(|e| Broken::At {
+                seq: 0,
+                why: format!("the chain head does not open: {e}"),
+            })?;
+        let head = match stored {
+            Some(head) => head,
+            None => {
+                // No head: only right for a store that never recorded
+                // anything. Entries or API keys without one mean it was
+                // removed.
+                let entries = store
+                    .rows_max(|t| t.audit, &[], |_| true, 1)
+                    .map_err(store_err)?;
+                let keys = store
+                    .rows_max(|t| t.principals, b"key/", |k| k.starts_with(b"key/"), 1)
+                    .map_err(store_err)?;
+                if entries.is_empty() && keys.is_empty() {
+                    return Ok(0);
+                }
+                return Err(Broken::At {
+                    seq: 1,
+                    why: "the chain head is missing but the store has recorded actions".into(),
+                });
+            }
+        };
         let mut prev = GENESIS.to_string();
         let mut expected = 1u64;
         let mut from = Vec::new();
@@ -262,10 +299,14 @@ impl AuditLog {
             let rows = store
                 .rows_max(|t| t.audit, &from, |_| true, 1024)
                 .map_err(store_err)?;
-            let done = rows.len() < 1024;
+            let mut done = rows.len() < 1024;
             for (k, v) in rows {
                 if from == k {
                     continue;
+                }
+                if k.as_slice() > seq_key(head.seq).as_slice() {
+                    done = true;
+                    break;
                 }
                 let seq = <[u8; 8]>::try_from(k.as_slice())
                     .map(u64::from_be_bytes)
@@ -311,7 +352,7 @@ impl AuditLog {
             }
         }
         let last = expected - 1;
-        if head.seq != last || (last > 0 && head.mac != prev) {
+        if head.seq != last || head.mac != prev {
             return Err(Broken::At {
                 seq: last + 1,
                 why: format!(
@@ -354,6 +395,7 @@ pub fn emit(entry: &Entry) {
     tracing::info!(
         target: "audit",
         seq = entry.seq,
+        mac = %entry.mac,
         action = %r.action,
         outcome = %r.outcome,
         key_id = r.key_id.as_deref().unwrap_or("-"),
@@ -413,6 +455,23 @@ mod tests {
             .unwrap();
         match log.verify(&store) {
             Err(Broken::At { seq: 3, why }) => assert!(why.contains("MAC"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_head_is_found_and_an_empty_log_is_fine() {
+        let (_d, store, log) = open();
+        assert_eq!(log.verify(&store), Ok(0));
+        log.record(&store, record(0)).unwrap();
+        store
+            .write_blocking(|txn, t| {
+                txn.del(t.meta, &META_HEAD, None)?;
+                Ok(())
+            })
+            .unwrap();
+        match log.verify(&store) {
+            Err(Broken::At { seq: 1, why }) => assert!(why.contains("head is missing"), "{why}"),
             other => panic!("{other:?}"),
         }
     }

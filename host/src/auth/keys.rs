@@ -53,6 +53,9 @@ pub struct KeyFields {
     pub created_at: i64,
     /// Agent id of whoever created it.
     pub created_by: String,
+    /// Key id it was created with (`cli` for the command line).
+    #[serde(default)]
+    pub created_by_key: Option<String>,
     /// Unix ms; none = never.
     pub expires_at: Option<i64>,
     /// Unix ms, once revoked.
@@ -114,6 +117,7 @@ impl ApiKey {
             agent_id: f.agent_id.clone(),
             agent_type: f.agent_type.clone(),
             grants: f.grants.clone(),
+            expires_at: f.expires_at,
             _slot: None,
         }
     }
@@ -187,6 +191,7 @@ mod tests {
             grants: vec![],
             created_at: 0,
             created_by: "op".into(),
+            created_by_key: None,
             expires_at,
             revoked_at: None,
             rate: None,

@@ -64,6 +64,33 @@ impl Default for LimitSettings {
     }
 }
 
+impl LimitSettings {
+    /// Refuse settings that would silently disable a limit or lock everyone out.
+    pub fn validate(&self) -> Result<(), String> {
+        let rate_ok = |r: f64| r.is_finite() && r > 0.0;
+        if !rate_ok(self.requests_per_second) || self.burst == 0 {
+            return Err(
+                "[limits] requests_per_second must be a number above 0 and burst at least 1".into(),
+            );
+        }
+        if self.concurrent_requests == 0 || self.auth_failures_per_minute == 0 {
+            return Err(
+                "[limits] concurrent_requests and auth_failures_per_minute must be at least 1"
+                    .into(),
+            );
+        }
+        for (role, r) in &self.roles {
+            if !rate_ok(r.requests_per_second) || r.burst == 0 {
+                return Err(format!(
+                    "[limits.roles.{}] requests_per_second must be above 0 and burst at least 1",
+                    role.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A refusal: wait this many seconds (the `Retry-After` value).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refused {
@@ -133,6 +160,9 @@ pub struct Limiter {
     buckets: Mutex<HashMap<String, Bucket>>,
     inflight: Arc<Mutex<HashMap<String, u32>>>,
     failures: Mutex<HashMap<IpAddr, Bucket>>,
+    audited_failures: Mutex<Bucket>,
+    /// Keys refused for their in-flight cap since their last admitted request.
+    over_cap: Mutex<std::collections::HashSet<String>>,
 }
 
 /// One request in flight for a key; dropping it frees the place.
@@ -163,6 +193,8 @@ impl Limiter {
             buckets: Mutex::new(HashMap::new()),
             inflight: Arc::new(Mutex::new(HashMap::new())),
             failures: Mutex::new(HashMap::new()),
+            audited_failures: Mutex::new(Bucket::full(AUDITED_FAILURES_PER_SECOND * 10.0)),
+            over_cap: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -202,6 +234,7 @@ impl Limiter {
         }
         let mut inflight = self.inflight.lock().map_err(|_| poisoned())?;
         let n = inflight.entry(id.to_string()).or_insert(0);
+        let mut over_cap = self.over_cap.lock().map_err(|_| poisoned())?;
         if *n >= self.settings.concurrent_requests.max(1) {
             return Err(Refused {
                 retry_after: 1,
@@ -209,9 +242,10 @@ impl Limiter {
                     "key {id} already has {} requests in flight",
                     self.settings.concurrent_requests
                 ),
-                first: true,
+                first: over_cap.insert(id.to_string()),
             });
         }
+        over_cap.remove(id);
         *n += 1;
         Ok(Arc::new(Slot {
             key: id.to_string(),
@@ -224,44 +258,99 @@ impl Limiter {
         (per_minute / 60.0, per_minute)
     }
 
-    /// Is `source` still allowed to try authenticating? (Takes nothing.)
-    pub fn may_try(&self, source: IpAddr) -> Result<(), Refused> {
+    /// Count a failed authentication from `source`: whether to write it to
+    /// the audit log, and whether the source is now refused (429 instead of
+    /// 401). A valid key is never refused for its address: only failures
+    /// are counted, so clients behind one proxy do not lock each other out.
+    pub fn failed(&self, source: IpAddr) -> Failure {
+        let source = source_of(source);
         let (per_second, burst) = self.failure_rate();
-        let mut failures = self.failures.lock().map_err(|_| poisoned())?;
-        let Some(bucket) = failures.get_mut(&source) else {
-            return Ok(());
+        let Ok(mut failures) = self.failures.lock() else {
+            return Failure {
+                audit: false,
+                refused: Some(poisoned()),
+            };
         };
-        bucket.refill(per_second, burst);
-        if bucket.tokens >= 1.0 {
-            return Ok(());
-        }
-        let first = !bucket.throttled;
-        bucket.throttled = true;
-        Err(Refused {
-            retry_after: (((1.0 - bucket.tokens) / per_second).ceil() as u64).max(1),
-            reason: format!(
-                "too many failed authentications from {source}; at most {} per minute",
-                self.settings.auth_failures_per_minute
-            ),
-            first,
-        })
-    }
-
-    /// Count a failed authentication from `source`.
-    pub fn failed(&self, source: IpAddr) {
-        let (per_second, burst) = self.failure_rate();
-        if let Ok(mut failures) = self.failures.lock() {
+        if failures.len() >= MAX_SOURCES && !failures.contains_key(&source) {
+            failures.retain(|_, b| {
+                b.refill(per_second, burst);
+                b.tokens < burst
+            });
+            // Still full of active sources: forget half of them rather
+            // than grow without bound.
             if failures.len() >= MAX_SOURCES {
-                failures.retain(|_, b| {
-                    b.refill(per_second, burst);
-                    b.tokens < burst
-                });
+                let drop: Vec<IpAddr> = failures.keys().step_by(2).copied().collect();
+                for ip in drop {
+                    failures.remove(&ip);
+                }
             }
-            let bucket = failures
-                .entry(source)
-                .or_insert_with(|| Bucket::full(burst));
-            bucket.refill(per_second, burst);
-            bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        }
+        let outcome = failures
+            .entry(source)
+            .or_insert_with(|| Bucket::full(burst))
+            .take(
+                per_second,
+                burst,
+                &format!(
+                    "too many failed authentications from {source}; at most {} per minute",
+                    self.settings.auth_failures_per_minute
+                ),
+            );
+        drop(failures);
+        // However many sources there are, at most this many failures per
+        // second reach the audit log; the rest are counted in the log.
+        let audit_room = self
+            .audited_failures
+            .lock()
+            .map(|mut b| {
+                b.take(
+                    AUDITED_FAILURES_PER_SECOND,
+                    AUDITED_FAILURES_PER_SECOND * 10.0,
+                    "",
+                )
+                .is_ok()
+            })
+            .unwrap_or(false);
+        match outcome {
+            Ok(()) => Failure {
+                audit: audit_room,
+                refused: None,
+            },
+            Err(refused) => Failure {
+                audit: refused.first && audit_room,
+                refused: Some(refused),
+            },
+        }
+    }
+}
+
+/// Most failed authentications per second written to the audit log, from
+/// all sources together.
+const AUDITED_FAILURES_PER_SECOND: f64 = 20.0;
+
+/// What a failed authentication leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Write an audit entry for it.
+    pub audit: bool,
+    /// The source has failed too often: answer 429.
+    pub refused: Option<Refused>,
+}
+
+/// The unit failures are counted by: an IPv4 address, or an IPv6 /64 (one
+/// host usually owns a whole /64 and could otherwise rotate through it).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let mut segments = v6.segments();
+            for s in &mut segments[4..] {
+                *s = 0;
+            }
+            IpAddr::V6(segments.into())
         }
     }
 }
@@ -324,12 +413,37 @@ mod tests {
         let bad: IpAddr = "192.0.2.1".parse().unwrap();
         let good: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(limiter.may_try(bad).is_ok());
-            limiter.failed(bad);
+            assert_eq!(limiter.failed(bad).refused, None);
         }
-        let refused = limiter.may_try(bad).unwrap_err();
+        let failure = limiter.failed(bad);
+        let refused = failure.refused.unwrap();
         assert!(refused.retry_after >= 1 && refused.retry_after <= 20);
-        assert!(limiter.may_try(good).is_ok());
+        assert!(failure.audit, "the first refusal is audited");
+        assert!(!limiter.failed(bad).audit, "the next ones are not");
+        assert_eq!(limiter.failed(good).refused, None);
+        // An IPv6 host cannot rotate through its /64.
+        for i in 1..=3 {
+            let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap();
+            assert_eq!(limiter.failed(ip).refused, None);
+        }
+        assert!(
+            limiter
+                .failed("2001:db8::ffff".parse().unwrap())
+                .refused
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn settings_that_disable_a_limit_are_refused() {
+        assert!(LimitSettings::default().validate().is_ok());
+        for bad in [f64::NAN, 0.0, -1.0, f64::INFINITY] {
+            let s = LimitSettings {
+                requests_per_second: bad,
+                ..LimitSettings::default()
+            };
+            assert!(s.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -161,6 +161,9 @@ pub struct Principal {
     pub agent_type: String,
     /// Roles per namespace pattern.
     pub grants: Vec<Grant>,
+    /// When the credential stops working (Unix ms); keys it creates may
+    /// not outlive it.
+    pub expires_at: Option<i64>,
     /// Held for the length of the request (the per-key concurrency cap).
     pub(crate) _slot: Option<Arc<limits::Slot>>,
 }
@@ -172,6 +175,7 @@ impl Principal {
             agent_id: agent_id.into(),
             agent_type: agent_type.into(),
             grants,
+            expires_at: None,
             _slot: None,
         }
     }

@@ -46,15 +46,19 @@ pub(crate) fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
                 } else {
                     let r = &e.record;
                     println!(
-                        "{:>6}  {}  {:<18} {:<12} key={} agent={} ns={} target={}{}",
+                        "{:>6}  {}  {:<18} {:<12} key={} agent={} ns={} target={}{}{}",
                         e.seq,
-                        e.time,
+                        crate::service::model::iso8601(e.time),
                         r.action,
                         r.outcome,
                         r.key_id.as_deref().unwrap_or("-"),
                         r.agent_id.as_deref().unwrap_or("-"),
                         r.namespace.as_deref().unwrap_or("-"),
                         r.target.as_deref().unwrap_or("-"),
+                        r.source
+                            .as_deref()
+                            .map(|a| format!(" from={a}"))
+                            .unwrap_or_default(),
                         r.detail
                             .as_deref()
                             .map(|d| format!("  ({d})"))

@@ -14,7 +14,7 @@ use crate::auth::{Grant, Principal};
 use crate::crypto::MasterKey;
 use crate::data_dir::{DataDir, ENV_MASTER_KEY, ENV_MASTER_PASSPHRASE};
 use crate::service::NewKey;
-use crate::store::keyring::rotate_master;
+use crate::store::keyring::{SYSTEM_KEY, rotate_master};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
@@ -73,17 +73,6 @@ fn parse_grant(s: &str) -> Result<Grant, String> {
     s.parse()
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A duration from now (`30d`, `12h`, `90m`, `45s`, `2w`) or a UTC time
 /// (`2027-01-31`, `2027-01-31T12:00:00Z`), as Unix ms.
 fn parse_when(s: &str) -> Result<i64, String> {
@@ -117,7 +106,8 @@ fn parse_when(s: &str) -> Result<i64, String> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || se > 60 {
         return Err(bad());
     }
-    let ms = (days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + se) * 1000;
+    let ms = (crate::service::model::days_from_civil(y, mo, da) * 86_400 + h * 3600 + mi * 60 + se)
+        * 1000;
     if ms <= now {
         return Err(format!("\"{s}\" is in the past"));
     }
@@ -228,7 +218,20 @@ fn rotate(data: &DataDir) -> anyhow::Result<i32> {
         new.write_new(&staged, pass.as_deref())
             .context("writing the new master key")?;
     }
+    // The audit key derives from the system data key, which rotation keeps:
+    // unwrap it now, while the old master still opens it.
+    let audit = crate::audit::AuditLog::new(keyring.key(&store, SYSTEM_KEY)?);
     let moved = rotate_master(&store, &old, &new)?;
+    audit.record(
+        &store,
+        crate::audit::Record::by(&Principal::operator(), "master.rotate").outcome(
+            "ok",
+            Some(format!(
+                "{moved} data keys re-wrapped from {old_fp} to {}",
+                new.fingerprint()
+            )),
+        ),
+    )?;
     store.close();
     if from_env {
         eprintln!(

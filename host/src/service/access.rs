@@ -144,6 +144,23 @@ impl Service {
             ));
         }
         let wanted = crate::auth::describe(&new.grants);
+        // A key never outlives, nor out-rates, the key that made it: a
+        // temporary or leaked admin key cannot mint a permanent one.
+        let expires_at = match (new.expires_at, who.expires_at) {
+            (Some(asked), Some(own)) => Some(asked.min(own)),
+            (None, own) => own,
+            (asked, None) => asked,
+        };
+        if new.rate.is_some() && !who.is_global_admin() {
+            return Err(self.deny(
+                Record::by(who, "key.create")
+                    .outcome("denied", Some("only a global admin sets a key's own rate".into())),
+                format!(
+                    "key {} may not set a rate: only a global admin (*=admin) can give a key its own rate limit",
+                    who.key_id
+                ),
+            ));
+        }
         if !who.may_grant(&new.grants) {
             return Err(self.deny(
                 Record::by(who, "key.create")
@@ -163,7 +180,8 @@ impl Service {
                 grants: new.grants,
                 created_at: now,
                 created_by: who.agent_id.clone(),
-                expires_at: new.expires_at,
+                created_by_key: Some(who.key_id.clone()),
+                expires_at,
                 revoked_at: None,
                 rate: new.rate,
             },

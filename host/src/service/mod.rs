@@ -30,7 +30,7 @@ use crate::auth::{Principal, Role};
 use crate::crypto::DataKey;
 use crate::plugins::{PluginRegistry, apply_findings};
 use crate::store::keyring::{Keyring, KeyringError, SYSTEM_KEY};
-use crate::store::{Store, StoreError, WriteFlags, get_in};
+use crate::store::{Store, StoreError, Transaction, WriteFlags, get_in};
 
 /// What went wrong, in terms a caller can act on. The API maps each to a
 /// status and a stable problem type.
@@ -580,6 +580,7 @@ impl Service {
             metadata: new.metadata,
             agent_id: actor.agent_id.clone(),
             agent_type: actor.agent_type.clone(),
+            updated_by: Some(actor.agent_id.clone()),
             created_at: now,
             updated_at: now,
             expires_at: new.ttl_seconds.map(|s| {
@@ -837,8 +838,7 @@ impl Service {
         next.redactions = redactions;
         next.version = old.version + 1;
         next.updated_at = now;
-        next.agent_id = actor.agent_id.clone();
-        next.agent_type = actor.agent_type.clone();
+        next.updated_by = Some(actor.agent_id.clone());
 
         let head = head_key(&ns.id, id);
         let new_expiry = patch
@@ -1015,18 +1015,31 @@ impl Service {
         let digest = Sha256::digest(current.content.as_bytes());
         let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
         let prefix = head_key(&ns.id, id);
-        let versions = current.version;
-        let ns_id = ns.id;
-        let id = *id;
+        let version = current.version;
         let record = record.ns(&ns.name).target(id);
         let audit = self.audit.clone();
+        let raced = format!("memory {id} changed while it was being forgotten; retry");
         let entry = self.store.write_blocking(move |txn, t| {
-            txn.del(t.memories, &prefix, None)?;
-            for v in 1..versions {
-                match txn.del(t.memories, &version_key(&ns_id, &id, v), None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+            // The version checked (and, for a writer, found to be its own)
+            // must still be the current one.
+            let still = get_in(txn, t.memories, &prefix)?
+                .and_then(|sealed| open_json::<Memory>(&key, "memories", &prefix, &sealed).ok())
+                .is_some_and(|m| m.version == version);
+            if !still {
+                return Err(StoreError::Rejected(raced.clone()));
+            }
+            // The head and every history row, whatever their numbers.
+            let rows: Vec<Vec<u8>> = {
+                let mut cursor = txn.open_ro_cursor(t.memories)?;
+                lmdb::Cursor::iter_from(&mut cursor, &prefix)
+                    .map_while(|item| item.ok())
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(&prefix))
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            };
+            for row in rows {
+                txn.del(t.memories, &row, None)?;
             }
             match txn.del(t.dedup, &dedup_row, None) {
                 Ok(()) | Err(lmdb::Error::NotFound) => {}

@@ -143,10 +143,14 @@ pub struct Memory {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// Writer's agent id.
+    /// The author's agent id (from its API key); stays with the memory
+    /// across versions: a writer may change only memories it authored.
     pub agent_id: String,
-    /// Writer's agent type.
+    /// The author's agent type.
     pub agent_type: String,
+    /// Agent id of whoever wrote this version (the author for version 1).
+    #[serde(default)]
+    pub updated_by: Option<String>,
     /// Creation time of the memory (first version), Unix ms.
     pub created_at: i64,
     /// Time of this version, Unix ms.
@@ -178,9 +182,49 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix ms as `2026-11-22T07:06:33.548Z` (UTC).
+pub fn iso8601(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_print_as_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_795_331_193_540), "2026-11-22T07:06:33.540Z");
+        assert_eq!(iso8601(951_782_400_001), "2000-02-29T00:00:00.001Z");
+    }
 
     #[test]
     fn namespace_names() {

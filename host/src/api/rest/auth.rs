@@ -77,32 +77,59 @@ fn key_in_query(query: &str) -> bool {
     })
 }
 
-impl Gate {
-    fn check(&self, header: Option<String>, source: Option<IpAddr>) -> Result<Principal, Problem> {
-        let src = source.map(|s| s.to_string());
-        let Some(header) = header else {
-            if self.no_auth {
-                return Ok(Principal::no_auth());
-            }
-            return Err(self.failed(source, src, &AuthFailure::Missing));
-        };
-        if let Some(ip) = source
-            && let Err(refused) = self.limiter.may_try(ip)
-        {
-            if refused.first {
-                self.service.record_event(
-                    Record::auth_failure(None, src, &refused.reason)
-                        .outcome("rate-limited", Some(refused.reason.clone())),
-                );
-            }
-            return Err(too_many(&refused));
+/// What the gate looks at.
+struct Request {
+    authorization: Option<String>,
+    host: Option<String>,
+    origin: Option<String>,
+    source: Option<IpAddr>,
+}
+
+/// In `--no-auth` mode only a local client may act as the operator: the
+/// `Host` must name loopback (a web page rebinding its own domain to
+/// 127.0.0.1 sends its own name) and a browser's cross-site `Origin` is
+/// refused.
+fn local_only(host: Option<&str>, origin: Option<&str>) -> Result<(), &'static str> {
+    let name = host.map(|h| {
+        match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => h.split(':').next().unwrap_or(""),
         }
+        .to_ascii_lowercase()
+    });
+    if !matches!(name.as_deref(), Some("localhost" | "127.0.0.1" | "::1")) {
+        return Err("without a key (--no-auth) only requests to localhost are served");
+    }
+    if origin.is_some() {
+        return Err(
+            "without a key (--no-auth) requests from web pages (with an Origin) are refused",
+        );
+    }
+    Ok(())
+}
+
+impl Gate {
+    fn check(&self, req: Request) -> Result<Principal, Problem> {
+        let Some(header) = req.authorization else {
+            if self.no_auth {
+                return match local_only(req.host.as_deref(), req.origin.as_deref()) {
+                    Ok(()) => Ok(Principal::no_auth()),
+                    Err(why) => Err(Problem::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "Forbidden",
+                        why,
+                    )),
+                };
+            }
+            return Err(self.failed(req.source, &AuthFailure::Missing));
+        };
         let token = header
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
         let key = match token.map(|t| self.service.authenticate(t)) {
-            None => return Err(self.failed(source, src, &AuthFailure::Malformed)),
+            None => return Err(self.failed(req.source, &AuthFailure::Malformed)),
             Some(Err(AuthFailure::Internal(e))) => {
                 tracing::error!(error = %e, "authentication failed internally");
                 return Err(Problem::new(
@@ -112,7 +139,7 @@ impl Gate {
                     "internal error; see the server log",
                 ));
             }
-            Some(Err(failure)) => return Err(self.failed(source, src, &failure)),
+            Some(Err(failure)) => return Err(self.failed(req.source, &failure)),
             Some(Ok(key)) => key,
         };
         let mut principal = key.principal();
@@ -135,12 +162,29 @@ impl Gate {
         }
     }
 
-    fn failed(&self, ip: Option<IpAddr>, src: Option<String>, why: &AuthFailure) -> Problem {
-        if let Some(ip) = ip {
-            self.limiter.failed(ip);
+    /// A failed authentication: counted per source, audited within limits,
+    /// answered 401 — or 429 once the source has failed too often.
+    fn failed(&self, source: Option<IpAddr>, why: &AuthFailure) -> Problem {
+        let src = source.map(|s| s.to_string());
+        let (audit, refused) = match source {
+            Some(ip) => {
+                let f = self.limiter.failed(ip);
+                (f.audit, f.refused)
+            }
+            None => (true, None),
+        };
+        if audit {
+            let mut record = Record::auth_failure(why.key_id(), src, &why.to_string());
+            if let Some(r) = &refused {
+                record = record.outcome("rate-limited", Some(r.reason.clone()));
+            }
+            self.service.record_event(record);
+        } else {
+            tracing::warn!(target: "audit", source = src.as_deref().unwrap_or("-"), reason = %why, "authentication failed (not written to the audit log: over its rate)");
         }
-        self.service
-            .record_event(Record::auth_failure(why.key_id(), src, &why.to_string()));
+        if let Some(r) = refused {
+            return too_many(&r);
+        }
         // The caller learns only that it is not authenticated, and how to
         // send a key; which part was wrong is in the audit log.
         match why {
@@ -155,6 +199,8 @@ pub fn principal(
     gate: Gate,
 ) -> impl Filter<Extract = (Principal,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::header::optional::<String>("origin"))
         .and(warp::addr::remote())
         .and(
             warp::query::raw()
@@ -162,7 +208,11 @@ pub fn principal(
                 .unify(),
         )
         .and_then(
-            move |header: Option<String>, addr: Option<SocketAddr>, query: String| {
+            move |authorization: Option<String>,
+                  host: Option<String>,
+                  origin: Option<String>,
+                  addr: Option<SocketAddr>,
+                  query: String| {
                 let gate = gate.clone();
                 async move {
                     if key_in_query(&query) {
@@ -173,8 +223,13 @@ pub fn principal(
                             "API keys are not accepted in the URL (URLs are logged): send Authorization: Bearer <key>",
                         )));
                     }
-                    let source = addr.map(|a| a.ip());
-                    tokio::task::spawn_blocking(move || gate.check(header, source))
+                    let req = Request {
+                        authorization,
+                        host,
+                        origin,
+                        source: addr.map(|a| a.ip()),
+                    };
+                    tokio::task::spawn_blocking(move || gate.check(req))
                         .await
                         .map_err(|e| {
                             reject(Problem::new(
@@ -192,6 +247,28 @@ pub fn principal(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn no_auth_serves_only_local_non_browser_requests() {
+        use super::local_only;
+        for host in [
+            "localhost:7077",
+            "127.0.0.1:7077",
+            "[::1]:7077",
+            "LOCALHOST",
+        ] {
+            assert!(local_only(Some(host), None).is_ok(), "{host}");
+        }
+        for host in [
+            "evil.example:7077",
+            "127.0.0.1.evil.example",
+            "0.0.0.0:7077",
+        ] {
+            assert!(local_only(Some(host), None).is_err(), "{host}");
+        }
+        assert!(local_only(None, None).is_err());
+        assert!(local_only(Some("localhost:7077"), Some("http://evil.example")).is_err());
+    }
+
     #[test]
     fn keys_in_queries_are_spotted() {
         use super::key_in_query;
