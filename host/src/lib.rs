@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod data_dir;
+pub mod index;
 pub mod logging;
 pub mod plugins;
 pub mod runtime;

@@ -85,6 +85,7 @@ fn needs(method: &str, path: &str) -> Needs {
         ("patch", "/v1/namespaces/{ns}/memories/{id}") => Needs::Writer,
         ("delete", "/v1/namespaces/{ns}/memories/{id}") => Needs::Writer,
         ("get", "/v1/namespaces/{ns}/memories/{id}/history") => Needs::Reader,
+        ("post", "/v1/namespaces/{ns}/recall") => Needs::Reader,
         ("get", "/v1/admin/keys") => Needs::AnyAdmin,
         ("post", "/v1/admin/keys") => Needs::NsAdmin,
         ("delete", "/v1/admin/keys/{key_id}") => Needs::NsAdmin,
@@ -187,7 +188,7 @@ fn authorization_matrix_covers_every_documented_route() {
 
     let (_, doc) = curl(&admin, "GET", "/v1/openapi.json", None);
     let routes = documented_routes(&doc);
-    assert!(routes.len() >= 17, "{routes:?}");
+    assert!(routes.len() >= 18, "{routes:?}");
 
     let as_writer = admin.as_key(Some(&writer));
     let mut table = BTreeMap::new();
@@ -228,6 +229,7 @@ fn authorization_matrix_covers_every_documented_route() {
                             "grants": [{ "pattern": "team-a", "role": "reader" }] })
                     .to_string(),
                 ),
+                ("post", p) if p.ends_with("/recall") => Some(r#"{"query":"note"}"#.into()),
                 ("post", p) if p.ends_with("/bulk") => {
                     Some(r#"{"memories":[{"content":"bulk"}]}"#.into())
                 }

@@ -14,6 +14,7 @@ mod load_checks;
 mod master_key;
 mod plugin_kinds;
 mod precompile_cache;
+mod recall;
 mod rest_api;
 mod sandbox_deadline;
 mod sandbox_fuel;

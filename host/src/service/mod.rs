@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod model;
+pub mod recall;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use model::{Actor, Limits, Memory, Namespace, NamespaceSettings, RedactionMo
 use crate::audit::{AuditLog, Record};
 use crate::auth::{Principal, Role};
 use crate::crypto::DataKey;
+use crate::index::lexical;
 use crate::plugins::{PluginRegistry, apply_findings};
 use crate::store::keyring::{Keyring, KeyringError, SYSTEM_KEY};
 use crate::store::{Store, StoreError, Transaction, WriteFlags, get_in};
@@ -428,6 +430,7 @@ impl Service {
         })?;
         crate::audit::emit(&entry);
         self.keyring.forget(&key_id);
+        crate::index::lexical::drop_namespace(&self.store, &ns.id)?;
         let prefix = ns.id.as_bytes().to_vec();
         let mut memories = 0;
         type Pick = fn(&crate::store::Tables) -> crate::store::Database;
@@ -455,6 +458,25 @@ impl Service {
             }
         }
         Ok(memories)
+    }
+
+    /// The blind terms a memory is found by: its text as readers see it
+    /// (redacted, in `egress` mode too — a search must not find what a
+    /// read would hide), title and tags.
+    fn terms(
+        &self,
+        ns: &Namespace,
+        key: &DataKey,
+        m: &Memory,
+    ) -> Result<lexical::Terms, ServiceError> {
+        let shown = self.egress(ns, m.clone())?;
+        let text = format!(
+            "{}\n{}\n{}",
+            shown.title.as_deref().unwrap_or(""),
+            shown.content,
+            shown.tags.join(" ")
+        );
+        Ok(lexical::Terms::of(key, &text))
     }
 
     fn data_key(&self, ns: &Namespace) -> Result<Arc<DataKey>, ServiceError> {
@@ -594,6 +616,7 @@ impl Service {
         let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
         let head = head_key(&ns.id, &memory.id);
         let sealed = seal_json(&key, "memories", &head, &memory)?;
+        let terms = self.terms(&ns, &key, &memory)?;
         let ns_id = ns.id;
         let id = memory.id;
         let expiry = memory
@@ -614,6 +637,7 @@ impl Service {
                 return Ok((Some([prior.clone(), row].concat()), entry));
             }
             txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
+            lexical::put(txn, t, &ns_id, &id, &terms)?;
             txn.put(t.dedup, &dedup_row, id.as_bytes(), WriteFlags::empty())?;
             if let Some(expiry) = &expiry {
                 txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
@@ -847,6 +871,9 @@ impl Service {
             .map(|at| expiry_key(at, &ns.id, id));
         let history = version_key(&ns.id, id, old.version);
         let sealed_head = seal_json(&key, "memories", &head, &next)?;
+        let terms = self.terms(&ns, &key, &next)?;
+        let ns_id = ns.id;
+        let memory_id = *id;
         let sealed_old = seal_json(&key, "memories", &history, &old)?;
         let old_dedup = [
             ns.id.as_bytes().as_slice(),
@@ -874,6 +901,7 @@ impl Service {
                     other => other.into(),
                 })?;
             txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
+            lexical::put(txn, t, &ns_id, &memory_id, &terms)?;
             if let Some(expiry) = &new_expiry {
                 txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
             }
@@ -1016,6 +1044,7 @@ impl Service {
         let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
         let prefix = head_key(&ns.id, id);
         let version = current.version;
+        let (ns_id, memory_id) = (ns.id, *id);
         let record = record.ns(&ns.name).target(id);
         let audit = self.audit.clone();
         let raced = format!("memory {id} changed while it was being forgotten; retry");
@@ -1041,6 +1070,7 @@ impl Service {
             for row in rows {
                 txn.del(t.memories, &row, None)?;
             }
+            lexical::remove(txn, t, &ns_id, &memory_id)?;
             match txn.del(t.dedup, &dedup_row, None) {
                 Ok(()) | Err(lmdb::Error::NotFound) => {}
                 Err(e) => return Err(e.into()),

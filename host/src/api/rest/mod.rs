@@ -16,6 +16,7 @@
 //! | `PATCH /v1/namespaces/{ns}/memories/{id}` | a new version |
 //! | `DELETE /v1/namespaces/{ns}/memories/{id}` | forget it (204) |
 //! | `GET /v1/namespaces/{ns}/memories/{id}/history` | every version |
+//! | `POST /v1/namespaces/{ns}/recall` | the memories that best match a question |
 //! | `GET /v1/admin/keys` | the keys the caller administers |
 //! | `POST /v1/admin/keys` | create a key (201; the key is in the body, shown once) |
 //! | `DELETE /v1/admin/keys/{id}` | revoke a key |
@@ -37,6 +38,7 @@ use warp::reply::Response;
 
 use crate::auth::Principal;
 use crate::auth::keys::KeyInfo;
+use crate::service::recall::RecallQuery;
 use crate::service::{
     ListQuery, Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, Service,
     ServiceError,
@@ -467,6 +469,23 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
             })
         });
 
+    let recall = ns_root
+        .and(warp::path::param::<String>())
+        .and(warp::path("recall"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .and(json_body::<RecallQuery>())
+        .map(|ns: String, s: Service, q: RecallQuery| {
+            act(move |who| async move {
+                let results = blocking(move || s.recall(&who, &ns, &q)).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "results": results }),
+                ))
+            })
+        });
+
     let one = memories.and(warp::path::param::<String>());
 
     let get = one
@@ -611,6 +630,7 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
     all = all.or(get_ns).unify().boxed();
     all = all.or(patch_ns).unify().boxed();
     all = all.or(delete_ns).unify().boxed();
+    all = all.or(recall).unify().boxed();
     all = all.or(bulk).unify().boxed();
     all = all.or(store).unify().boxed();
     all = all.or(list).unify().boxed();

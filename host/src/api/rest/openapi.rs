@@ -12,6 +12,7 @@ use super::problem::Problem;
 use crate::audit::Entry;
 use crate::auth::keys::{KeyFields, KeyInfo, Rate};
 use crate::auth::{Grant, Role};
+use crate::service::recall::{Hit, RecallMode, RecallQuery};
 use crate::service::{
     Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, RedactionMode,
 };
@@ -81,6 +82,10 @@ fn forget_memory() {}
     responses((status = 200, description = "`{versions: [Memory]}`"), (status = 404, body = Problem)))]
 fn memory_history() {}
 
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/recall", params(("ns" = String, Path)), request_body = RecallQuery,
+    responses((status = 200, description = "`{results: [Hit]}`, best first"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+fn recall() {}
+
 #[utoipa::path(get, path = "/v1/admin/keys",
     responses((status = 200, description = "`{keys: [KeyInfo]}`: the keys the caller administers"), (status = 403, body = Problem)))]
 fn list_keys() {}
@@ -131,6 +136,7 @@ impl utoipa::Modify for BearerAuth {
         patch_memory,
         forget_memory,
         memory_history,
+        recall,
         list_keys,
         create_key,
         revoke_key,
@@ -151,6 +157,9 @@ impl utoipa::Modify for BearerAuth {
         NewKey,
         KeyInfo,
         KeyFields,
+        RecallQuery,
+        RecallMode,
+        Hit,
         Grant,
         Role,
         Rate,

@@ -1,0 +1,340 @@
+//! The lexical index: BM25 over blind tokens.
+//!
+//! Text is cut into words (Unicode NFKC, lowercase, letters and digits),
+//! common English stop words dropped, words lightly stemmed (`notes` →
+//! `note`, `running` → `run`), and each word replaced by its blind token —
+//! HMAC-SHA256 under a key derived from the namespace's data key — before
+//! it is written. The file reveals which rows share a word, never the word.
+//!
+//! | table | row key | value |
+//! |---|---|---|
+//! | `terms` | namespace id + `p` + blind token + memory id | term frequency, document length (u32 each) |
+//! | `terms` | namespace id + `d` + memory id | document length, then its blind tokens |
+//! | `terms` | namespace id + `s` | documents, total length (u64 each) |
+//!
+//! Term frequencies and document lengths are visible at rest (like sizes).
+
+use std::collections::HashMap;
+
+use unicode_normalization::UnicodeNormalization;
+use uuid::Uuid;
+
+use crate::crypto::DataKey;
+use crate::store::{RwTransaction, Store, StoreError, Tables, WriteFlags, get_in};
+
+/// BM25 parameters (the usual ones).
+const K1: f32 = 1.2;
+const B: f32 = 0.75;
+
+/// Longest word indexed, in bytes (longer ones are cut).
+const MAX_WORD: usize = 64;
+
+const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "he", "in", "is", "it",
+    "its", "of", "on", "or", "that", "the", "to", "was", "were", "will", "with", "i", "you", "we",
+    "they", "this", "these", "those", "but", "not", "do", "does", "did", "so",
+];
+
+/// Strip the commonest English suffixes, keeping at least three letters:
+/// plurals first, then `-ing`/`-ed`/`-ly` (as Porter's first step does), so
+/// `mornings` and `morning` meet at `morn`.
+fn stem(word: &str) -> String {
+    if !word.chars().all(char::is_alphabetic) {
+        return word.to_string();
+    }
+    let cut = |w: &str, suffix: &str, keep: &str| -> Option<String> {
+        let stem = w.strip_suffix(suffix)?;
+        (stem.chars().count() >= 3).then(|| format!("{stem}{keep}"))
+    };
+    let plural = cut(word, "sses", "ss")
+        .or_else(|| cut(word, "ies", "y"))
+        .or_else(|| {
+            (!word.ends_with("ss") && !word.ends_with("us") && !word.ends_with("is"))
+                .then(|| cut(word, "s", ""))
+                .flatten()
+        })
+        .unwrap_or_else(|| word.to_string());
+    let Some(cut_off) = cut(&plural, "ing", "")
+        .or_else(|| cut(&plural, "edly", ""))
+        .or_else(|| cut(&plural, "ed", ""))
+        .or_else(|| cut(&plural, "ly", ""))
+    else {
+        return plural;
+    };
+    // running → runn → run: undouble a final consonant left by the cut.
+    let chars: Vec<char> = cut_off.chars().collect();
+    match chars.as_slice() {
+        [.., a, b] if a == b && !"lsz".contains(*a) => chars[..chars.len() - 1].iter().collect(),
+        _ => cut_off,
+    }
+}
+
+/// The words of `text`, normalised and stemmed, stop words dropped.
+pub fn words(text: &str) -> Vec<String> {
+    let normal: String = text.nfkc().collect::<String>().to_lowercase();
+    normal
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !STOP_WORDS.contains(w))
+        .map(|w| {
+            let mut end = w.len().min(MAX_WORD);
+            while !w.is_char_boundary(end) {
+                end -= 1;
+            }
+            stem(&w[..end])
+        })
+        .collect()
+}
+
+fn blind(key: &DataKey, word: &str) -> [u8; 32] {
+    key.blind("lexical", word.as_bytes())
+}
+
+/// A document's blind terms with their frequencies, and its length.
+pub struct Terms {
+    counts: HashMap<[u8; 32], u32>,
+    len: u32,
+}
+
+impl Terms {
+    /// The terms of `text` under the namespace key.
+    pub fn of(key: &DataKey, text: &str) -> Terms {
+        let mut counts = HashMap::new();
+        let mut len = 0u32;
+        for w in words(text) {
+            *counts.entry(blind(key, &w)).or_insert(0) += 1;
+            len = len.saturating_add(1);
+        }
+        Terms { counts, len }
+    }
+}
+
+fn posting_key(ns: &Uuid, token: &[u8; 32], id: &Uuid) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), b"p", token, id.as_bytes()].concat()
+}
+
+fn doc_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), b"d", id.as_bytes()].concat()
+}
+
+fn stats_key(ns: &Uuid) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), b"s"].concat()
+}
+
+fn stats(
+    txn: &impl crate::store::Transaction,
+    t: &Tables,
+    ns: &Uuid,
+) -> Result<(u64, u64), StoreError> {
+    Ok(match get_in(txn, t.terms, &stats_key(ns))? {
+        Some(v) if v.len() == 16 => (
+            u64::from_be_bytes(v[..8].try_into().unwrap_or_default()),
+            u64::from_be_bytes(v[8..].try_into().unwrap_or_default()),
+        ),
+        _ => (0, 0),
+    })
+}
+
+fn put_stats(
+    txn: &mut RwTransaction<'_>,
+    t: &Tables,
+    ns: &Uuid,
+    docs: u64,
+    total: u64,
+) -> Result<(), StoreError> {
+    let value = [docs.to_be_bytes(), total.to_be_bytes()].concat();
+    txn.put(t.terms, &stats_key(ns), &value, WriteFlags::empty())?;
+    Ok(())
+}
+
+/// Index memory `id` with `terms` (replacing what it had), inside the
+/// caller's write transaction.
+pub fn put(
+    txn: &mut RwTransaction<'_>,
+    t: &Tables,
+    ns: &Uuid,
+    id: &Uuid,
+    terms: &Terms,
+) -> Result<(), StoreError> {
+    remove(txn, t, ns, id)?;
+    let len = terms.len;
+    let mut doc = len.to_be_bytes().to_vec();
+    for (token, tf) in &terms.counts {
+        let value = [tf.to_be_bytes(), len.to_be_bytes()].concat();
+        txn.put(
+            t.terms,
+            &posting_key(ns, token, id),
+            &value,
+            WriteFlags::empty(),
+        )?;
+        doc.extend_from_slice(token);
+    }
+    txn.put(t.terms, &doc_key(ns, id), &doc, WriteFlags::empty())?;
+    let (docs, total) = stats(txn, t, ns)?;
+    put_stats(txn, t, ns, docs + 1, total + u64::from(len))
+}
+
+/// Remove memory `id` from the index, inside the caller's transaction.
+pub fn remove(
+    txn: &mut RwTransaction<'_>,
+    t: &Tables,
+    ns: &Uuid,
+    id: &Uuid,
+) -> Result<(), StoreError> {
+    let Some(doc) = get_in(txn, t.terms, &doc_key(ns, id))? else {
+        return Ok(());
+    };
+    let len = doc
+        .get(..4)
+        .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap_or_default()));
+    for token in doc.get(4..).unwrap_or_default().chunks_exact(32) {
+        let token: [u8; 32] = token.try_into().unwrap_or([0; 32]);
+        match txn.del(t.terms, &posting_key(ns, &token, id), None) {
+            Ok(()) | Err(lmdb::Error::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    txn.del(t.terms, &doc_key(ns, id), None)?;
+    let (docs, total) = stats(txn, t, ns)?;
+    put_stats(
+        txn,
+        t,
+        ns,
+        docs.saturating_sub(1),
+        total.saturating_sub(u64::from(len)),
+    )
+}
+
+/// Memories of namespace `ns` matching `query`, best first, with BM25
+/// scores. Reads one posting list per distinct query word.
+pub fn search(
+    store: &Store,
+    key: &DataKey,
+    ns: &Uuid,
+    query: &str,
+) -> Result<Vec<(Uuid, f32)>, StoreError> {
+    let mut distinct: Vec<[u8; 32]> = words(query).iter().map(|w| blind(key, w)).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let (docs, total) = store.read(|txn, t| stats(txn, t, ns))?;
+    if docs == 0 || distinct.is_empty() {
+        return Ok(Vec::new());
+    }
+    let avg = total as f32 / docs as f32;
+    let mut scores: HashMap<Uuid, f32> = HashMap::new();
+    for token in distinct {
+        let prefix = [ns.as_bytes().as_slice(), b"p", &token].concat();
+        let rows = store.rows(|t| t.terms, &prefix, |k| k.starts_with(&prefix))?;
+        let df = rows.len() as f32;
+        let idf = (1.0 + (docs as f32 - df + 0.5) / (df + 0.5)).ln();
+        for (k, v) in rows {
+            let (Some(id), Some(tf), Some(len)) = (
+                k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok()),
+                v.get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes),
+                v.get(4..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes),
+            ) else {
+                continue;
+            };
+            let tf = tf as f32;
+            let norm = K1 * (1.0 - B + B * len as f32 / avg.max(1.0));
+            *scores.entry(id).or_insert(0.0) += idf * tf * (K1 + 1.0) / (tf + norm);
+        }
+    }
+    let mut ranked: Vec<(Uuid, f32)> = scores.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    Ok(ranked)
+}
+
+/// Remove every row of namespace `ns` from the index, in batches.
+pub fn drop_namespace(store: &Store, ns: &Uuid) -> Result<(), StoreError> {
+    let prefix = ns.as_bytes().to_vec();
+    loop {
+        let rows = store.rows_max(|t| t.terms, &prefix, |k| k.starts_with(&prefix), 1000)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        store.write_blocking(move |txn, t| {
+            for (k, _) in &rows {
+                match txn.del(t.terms, k, None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inflections_meet_at_one_stem() {
+        for group in [
+            &["morning", "mornings"][..],
+            &["run", "running", "runs"],
+            &["budget", "budgets", "budgeted"],
+            &["study", "studies"],
+            &["class", "classes"],
+        ] {
+            let stems: Vec<String> = group.iter().map(|w| stem(w)).collect();
+            assert!(
+                stems.windows(2).all(|p| p[0] == p[1]),
+                "{group:?} → {stems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn words_are_normalised_stemmed_and_stopped() {
+        assert_eq!(
+            words("The RUNNING notes of Café ﬁles, studies and classes!"),
+            ["run", "note", "café", "file", "study", "class"]
+        );
+        assert_eq!(words("Ａｄａ's 2026 plans"), ["ada", "s", "2026", "plan"]);
+        assert!(words("the and of").is_empty());
+    }
+
+    #[test]
+    fn bm25_ranks_the_document_about_the_query_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &crate::store::StoreOptions::default()).unwrap();
+        let key = std::sync::Arc::new(DataKey::generate());
+        let ns = Uuid::now_v7();
+        let docs = [
+            "Ada prefers tea in the morning and coffee after lunch",
+            "The quarterly budget review moved to Thursday",
+            "Budget: the budget for the offsite budget is approved",
+            "Tea ceremony notes",
+        ];
+        let mut ids = Vec::new();
+        for text in docs {
+            let id = Uuid::now_v7();
+            let terms = Terms::of(&key, text);
+            store
+                .write_blocking(move |txn, t| put(txn, t, &ns, &id, &terms))
+                .unwrap();
+            ids.push(id);
+        }
+        let hits = search(&store, &key, &ns, "budgets").unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+            [ids[2], ids[1]]
+        );
+        let hits = search(&store, &key, &ns, "morning tea").unwrap();
+        assert_eq!(hits[0].0, ids[0]);
+        // Removed documents are gone from results and from the statistics.
+        let gone = ids[2];
+        store
+            .write_blocking(move |txn, t| remove(txn, t, &ns, &gone))
+            .unwrap();
+        let hits = search(&store, &key, &ns, "budget").unwrap();
+        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [ids[1]]);
+        assert_eq!(store.read(|txn, t| stats(txn, t, &ns)).unwrap().0, 3);
+        assert!(search(&store, &key, &ns, "").unwrap().is_empty());
+    }
+}
