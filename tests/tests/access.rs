@@ -4,53 +4,10 @@
 //! chain that verifies — and names the entry an attacker changed.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::common::server::*;
 use serde_json::json;
-
-fn config(dir: &Path, extra: &str) -> PathBuf {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    copy_dir(
-        &crate::common::staged("redact-pii"),
-        &plugins.join("redact-pii"),
-    );
-    let path = dir.join("memhost.toml");
-    std::fs::write(
-        &path,
-        format!("[plugins]\ndir = \"{}\"\n{extra}\n", plugins.display()),
-    )
-    .unwrap();
-    path
-}
-
-/// A running server with namespaces made by its global admin.
-struct Setup {
-    tmp: tempfile::TempDir,
-    data: PathBuf,
-    server: Server,
-    admin: Client,
-}
-
-/// Start a server with `extra` config and `env`, and create `namespaces`
-/// (each a JSON body for `POST /v1/namespaces`).
-fn setup(extra: &str, env: &[(&str, &str)], namespaces: &[&str]) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let server = Server::start_with(&data, &config(tmp.path(), extra), env);
-    let admin = server.client();
-    for body in namespaces {
-        let (status, answer) = curl(&admin, "POST", "/v1/namespaces", Some(body));
-        assert_eq!(status, 201, "{answer}");
-    }
-    Setup {
-        tmp,
-        data,
-        server,
-        admin,
-    }
-}
 
 /// The least a caller needs for a route.
 #[derive(Debug, Clone, Copy, PartialEq)]

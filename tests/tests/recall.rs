@@ -2,26 +2,8 @@
 //! updates, forgets and expiry show at once, and what a read would redact
 //! cannot be found by searching for it.
 
-use std::path::Path;
-
 use crate::common::server::*;
 use serde_json::{Value, json};
-
-fn config(dir: &Path) -> std::path::PathBuf {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    copy_dir(
-        &crate::common::staged("redact-pii"),
-        &plugins.join("redact-pii"),
-    );
-    let path = dir.join("memhost.toml");
-    std::fs::write(
-        &path,
-        format!("[plugins]\ndir = \"{}\"\n", plugins.display()),
-    )
-    .unwrap();
-    path
-}
 
 fn recall(c: &Client, ns: &str, body: Value) -> (u16, Vec<String>, Value) {
     let (status, answer) = curl(
@@ -43,15 +25,12 @@ fn recall(c: &Client, ns: &str, body: Value) -> (u16, Vec<String>, Value) {
 
 #[test]
 fn words_find_memories_and_changes_show_at_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("data"), &config(tmp.path()));
-    let a = server.client();
-    curl(
-        &a,
-        "POST",
-        "/v1/namespaces",
-        Some(r#"{"name":"notes","redaction":"off"}"#),
-    );
+    let Setup {
+        admin: a,
+        tmp: _tmp,
+        server: _server,
+        ..
+    } = setup("", &[], &[r#"{"name":"notes","redaction":"off"}"#]);
     let store = |content: &str, tags: &[&str]| -> String {
         let (status, m) = curl(
             &a,
@@ -165,9 +144,12 @@ fn words_find_memories_and_changes_show_at_once() {
 
 #[test]
 fn what_a_read_would_redact_cannot_be_searched_for() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(&tmp.path().join("data"), &config(tmp.path()));
-    let a = server.client();
+    let Setup {
+        admin: a,
+        data,
+        server: _server,
+        tmp: _tmp,
+    } = setup("", &[], &[]);
     // Egress mode keeps the content as written (sealed) and redacts reads:
     // the index must hold the redacted words only.
     curl(
@@ -190,7 +172,7 @@ fn what_a_read_would_redact_cannot_be_searched_for() {
     let (_, found, _) = recall(&a, "crm", json!({ "query": "renewal" }));
     assert_eq!(found, ["Write to [EMAIL] about the renewal"]);
     // And the raw file holds no word of it.
-    let db = std::fs::read(tmp.path().join("data/db/data.mdb")).unwrap();
+    let db = std::fs::read(data.join("db/data.mdb")).unwrap();
     for word in ["zebrafish", "renewal"] {
         assert!(
             !db.windows(word.len()).any(|w| w == word.as_bytes()),

@@ -7,24 +7,12 @@
 use std::path::Path;
 
 use crate::common::server::*;
-use crate::common::*;
 use serde_json::json;
 
 const CANARY: &str = "canary-3b8e1d-walrus-kumquat";
 
 fn config(dir: &Path) -> std::path::PathBuf {
-    let plugins = dir.join("plugins");
-    copy_dir(&staged("redact-pii"), &plugins.join("redact-pii"));
-    let config = dir.join("memhost.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[plugins]\ndir = \"{}\"\nwatch = false\n",
-            plugins.display()
-        ),
-    )
-    .unwrap();
-    config
+    pii_config(dir, "")
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {

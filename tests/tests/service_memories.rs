@@ -238,7 +238,10 @@ fn list_pages_filters_and_ttl() {
             &op(),
             "log",
             &ListQuery {
-                tags: vec!["even".into()],
+                filters: memhost::service::Filters {
+                    tags: vec!["even".into()],
+                    ..Default::default()
+                },
                 ..ListQuery::default()
             },
         )

@@ -166,9 +166,9 @@ pub struct Stored {
     pub created: bool,
 }
 
-/// Filters and paging for [`Service::list`].
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
+/// Which memories a list or a recall keeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
     /// Only memories carrying every one of these tags.
     pub tags: Vec<String>,
     /// Only memories written by this agent.
@@ -177,6 +177,24 @@ pub struct ListQuery {
     pub since: Option<i64>,
     /// Created before (Unix ms).
     pub until: Option<i64>,
+}
+
+impl Filters {
+    /// Is `m` live at `now` and does it pass every filter?
+    pub fn keeps(&self, m: &Memory, now: i64) -> bool {
+        !m.expired(now)
+            && self.tags.iter().all(|t| m.tags.contains(t))
+            && self.agent_id.as_ref().is_none_or(|a| &m.agent_id == a)
+            && self.since.is_none_or(|s| m.created_at >= s)
+            && self.until.is_none_or(|u| m.created_at < u)
+    }
+}
+
+/// Filters and paging for [`Service::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Which memories.
+    pub filters: Filters,
     /// Continue after this memory id.
     pub cursor: Option<Uuid>,
     /// Page size (1–200, default 50).
@@ -775,12 +793,7 @@ impl Service {
                 }
                 let m: Memory = open_json(&key, "memories", &k, &v)?;
                 last_seen = Some(m.id);
-                let keep = !m.expired(now)
-                    && q.tags.iter().all(|t| m.tags.contains(t))
-                    && q.agent_id.as_ref().is_none_or(|a| &m.agent_id == a)
-                    && q.since.is_none_or(|s| m.created_at >= s)
-                    && q.until.is_none_or(|u| m.created_at < u);
-                if keep {
+                if q.filters.keeps(&m, now) {
                     out.push(self.egress(&ns, m)?);
                 }
             }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Memory, Service, ServiceError, invalid, model};
+use super::{Filters, Memory, Service, ServiceError, invalid, model};
 use crate::auth::{Principal, Role};
 use crate::index::lexical;
 
@@ -99,6 +99,12 @@ impl Service {
         let key = self.data_key(&ns)?;
         let ranked = lexical::search(&self.store, &key, &ns.id, &q.query)?;
         let now = model::now_ms();
+        let filters = Filters {
+            tags: q.tags.clone(),
+            agent_id: q.agent_id.clone(),
+            since: q.since,
+            until: q.until,
+        };
         let mut hits = Vec::with_capacity(k);
         // Filters are applied to the ranked list; a bounded number of rows
         // is opened however selective they are.
@@ -111,12 +117,7 @@ impl Service {
                 Err(ServiceError::NoMemory { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let keep = !m.expired(now)
-                && q.tags.iter().all(|t| m.tags.contains(t))
-                && q.agent_id.as_ref().is_none_or(|a| &m.agent_id == a)
-                && q.since.is_none_or(|s| m.created_at >= s)
-                && q.until.is_none_or(|u| m.created_at < u);
-            if keep {
+            if filters.keeps(&m, now) {
                 hits.push(Hit {
                     memory: self.egress(&ns, m)?,
                     score,

@@ -317,3 +317,47 @@ pub fn documented_routes(doc: &serde_json::Value) -> Vec<(String, String)> {
     routes.sort();
     routes
 }
+
+/// A config serving the staged `redact-pii` plugin from `dir/plugins`,
+/// plus `extra` TOML.
+pub fn pii_config(dir: &Path, extra: &str) -> PathBuf {
+    let plugins = dir.join("plugins");
+    copy_dir(&super::staged("redact-pii"), &plugins.join("redact-pii"));
+    let config = dir.join("memhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\ndir = \"{}\"\nwatch = false\n{extra}\n",
+            plugins.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A running server with namespaces made by its global admin.
+pub struct Setup {
+    pub tmp: tempfile::TempDir,
+    pub data: PathBuf,
+    pub server: Server,
+    pub admin: Client,
+}
+
+/// Start a server (`redact-pii` loaded) with `extra` config and `env`, and
+/// create `namespaces` (each a JSON body for `POST /v1/namespaces`).
+pub fn setup(extra: &str, env: &[(&str, &str)], namespaces: &[&str]) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start_with(&data, &pii_config(tmp.path(), extra), env);
+    let admin = server.client();
+    for body in namespaces {
+        let (status, answer) = curl(&admin, "POST", "/v1/namespaces", Some(body));
+        assert_eq!(status, 201, "{answer}");
+    }
+    Setup {
+        tmp,
+        data,
+        server,
+        admin,
+    }
+}

@@ -40,8 +40,8 @@ use crate::auth::Principal;
 use crate::auth::keys::KeyInfo;
 use crate::service::recall::RecallQuery;
 use crate::service::{
-    ListQuery, Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, Service,
-    ServiceError,
+    Filters, ListQuery, Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory,
+    Service, ServiceError,
 };
 use problem::{Problem, ProblemRejection};
 
@@ -443,18 +443,20 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .map(|ns: String, s: Service, p: ListParams| {
             act(move |who| async move {
                 let q = ListQuery {
-                    tags: p
-                        .tags
-                        .map(|t| {
-                            t.split(',')
-                                .map(|x| x.trim().to_string())
-                                .filter(|x| !x.is_empty())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    agent_id: p.agent,
-                    since: p.since,
-                    until: p.until,
+                    filters: Filters {
+                        tags: p
+                            .tags
+                            .map(|t| {
+                                t.split(',')
+                                    .map(|x| x.trim().to_string())
+                                    .filter(|x| !x.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        agent_id: p.agent,
+                        since: p.since,
+                        until: p.until,
+                    },
                     cursor: p.cursor,
                     limit: p.limit,
                 };
