@@ -146,6 +146,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     spawn_expiry_sweep(service.clone());
+    let indexer = service.clone();
+    std::thread::Builder::new()
+        .name("memhost-indexer".into())
+        .spawn(move || indexer.run_indexer())
+        .context("cannot start the indexing thread")?;
     let limiter = Arc::new(crate::auth::limits::Limiter::new(
         opts.config.limits.clone(),
     ));

@@ -180,3 +180,175 @@ fn what_a_read_would_redact_cannot_be_searched_for() {
         );
     }
 }
+
+const WITH_EMBEDDER: &str = r#"{"name":"vec","redaction":"off","embedder":"embed-hashing"}"#;
+
+#[test]
+fn meaning_is_indexed_in_the_background_and_fused_with_words() {
+    let Setup {
+        admin: a,
+        tmp: _tmp,
+        server: _server,
+        ..
+    } = setup_plugins(&["redact-pii", "embed-hashing"], "", &[], &[WITH_EMBEDDER]);
+    let (_, ns) = curl(&a, "GET", "/v1/namespaces/vec", None);
+    assert_eq!(
+        (
+            ns["settings"]["embedder"].as_str(),
+            ns["settings"]["dimensions"].as_u64()
+        ),
+        (Some("embed-hashing"), Some(256))
+    );
+    let mut ids = Vec::new();
+    for text in [
+        "quarterly revenue grew in the northern region",
+        "the cat sat on the warm windowsill",
+        "deploy the release candidate on friday",
+    ] {
+        let (status, m) = curl(
+            &a,
+            "POST",
+            "/v1/namespaces/vec/memories?wait=indexed",
+            Some(&json!({ "content": text }).to_string()),
+        );
+        assert_eq!((status, m["status"].as_str()), (201, Some("ready")), "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    let (status, found, answer) = recall(
+        &a,
+        "vec",
+        json!({ "query": "windowsill cat", "mode": "vector" }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(found[0], "the cat sat on the warm windowsill");
+    assert_eq!(answer["results"][0]["channels"], json!(["vector"]));
+    let (_, _, answer) = recall(&a, "vec", json!({ "query": "deploy the release" }));
+    assert_eq!(
+        answer["results"][0]["content"],
+        "deploy the release candidate on friday"
+    );
+    assert_eq!(
+        answer["results"][0]["channels"],
+        json!(["lexical", "vector"])
+    );
+
+    // A forgotten memory leaves the meaning channel too.
+    curl(
+        &a,
+        "DELETE",
+        &format!("/v1/namespaces/vec/memories/{}", ids[1]),
+        None,
+    );
+    let (_, found, _) = recall(
+        &a,
+        "vec",
+        json!({ "query": "windowsill cat", "mode": "vector" }),
+    );
+    assert!(!found.iter().any(|c| c.contains("windowsill")), "{found:?}");
+
+    // The embedder is bound for good; an unknown one is refused at creation.
+    let (status, p) = curl(
+        &a,
+        "PATCH",
+        "/v1/namespaces/vec",
+        Some(r#"{"embedder":"other"}"#),
+    );
+    assert_eq!(status, 422, "{p}");
+    let (status, p) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"x","embedder":"nope"}"#),
+    );
+    assert_eq!(status, 422, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a loaded embedder"),
+        "{p}"
+    );
+    let (status, _) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces/vec/memories?wait=soon",
+        Some(r#"{"content":"x"}"#),
+    );
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn queued_jobs_survive_a_kill_and_run_when_the_embedder_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = plugins_config(tmp.path(), &["redact-pii", "embed-hashing"], "");
+    let server = Server::start(&data, &config);
+    let a = server.client();
+    assert_eq!(
+        curl(&a, "POST", "/v1/namespaces", Some(WITH_EMBEDDER)).0,
+        201
+    );
+    drop(server);
+
+    // Without its embedder the namespace still takes memories; their jobs
+    // wait, and a meaning query says why it cannot answer.
+    std::fs::remove_dir_all(tmp.path().join("plugins/embed-hashing")).unwrap();
+    let server = Server::start(&data, &config);
+    let a = server.client();
+    for i in 0..20 {
+        let (status, m) = curl(
+            &a,
+            "POST",
+            "/v1/namespaces/vec/memories",
+            Some(&json!({ "content": format!("orchid note number {i}") }).to_string()),
+        );
+        assert_eq!(
+            (status, m["status"].as_str()),
+            (201, Some("indexing")),
+            "{m}"
+        );
+    }
+    let (status, _, p) = recall(&a, "vec", json!({ "query": "orchid", "mode": "vector" }));
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(
+        recall(&a, "vec", json!({ "query": "orchid", "k": 50 }))
+            .1
+            .len(),
+        20
+    );
+    drop(server); // kill -9
+
+    // Back with the embedder: every queued job runs.
+    copy_dir(
+        &crate::common::staged("embed-hashing"),
+        &tmp.path().join("plugins/embed-hashing"),
+    );
+    let server = Server::start(&data, &config);
+    let a = server.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, found, _) = recall(
+            &a,
+            "vec",
+            json!({ "query": "orchid note", "mode": "vector", "k": 50 }),
+        );
+        if found.len() == 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} indexed",
+            found.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(server);
+    // A restart loads the sealed vectors: meaning answers at once.
+    let server = Server::start(&data, &config);
+    let (_, found, _) = recall(
+        &server.client(),
+        "vec",
+        json!({ "query": "orchid note", "mode": "vector", "k": 50 }),
+    );
+    assert_eq!(found.len(), 20);
+}

@@ -2,3 +2,4 @@
 //! arrive with the embedders.) Touches LMDB only through `crate::store`.
 
 pub mod lexical;
+pub mod vector;

@@ -14,6 +14,7 @@
 //! | `dedup`      | namespace id + blind(ns key, content hash)| memory id                      |
 
 pub mod access;
+pub mod indexing;
 pub mod model;
 pub mod recall;
 
@@ -29,7 +30,7 @@ pub use model::{Actor, Limits, Memory, Namespace, NamespaceSettings, RedactionMo
 use crate::audit::{AuditLog, Record};
 use crate::auth::{Principal, Role};
 use crate::crypto::DataKey;
-use crate::index::lexical;
+use crate::index::{lexical, vector};
 use crate::plugins::{PluginRegistry, apply_findings};
 use crate::store::keyring::{Keyring, KeyringError, SYSTEM_KEY};
 use crate::store::{Store, StoreError, Transaction, WriteFlags, get_in};
@@ -77,6 +78,9 @@ pub enum ServiceError {
     /// The namespace's redactor failed or is missing: the write is refused.
     #[error("redaction failed, nothing was stored: {0}")]
     Redaction(String),
+    /// A plugin the request needs is not loaded or failed.
+    #[error("{0}")]
+    Unavailable(String),
     /// The database reached its configured maximum size.
     #[error("{0}")]
     StorageFull(String),
@@ -164,6 +168,8 @@ pub struct Stored {
     pub memory: Memory,
     /// False when identical content was already stored.
     pub created: bool,
+    /// An indexing job was queued with it (the namespace has an embedder).
+    pub indexing: bool,
 }
 
 /// Which memories a list or a recall keeps.
@@ -218,6 +224,7 @@ pub struct Service {
     plugins: Arc<PluginRegistry>,
     limits: Limits,
     audit: AuditLog,
+    vectors: vector::VectorCache,
 }
 
 fn ns_key_id(ns: &Uuid) -> Vec<u8> {
@@ -291,6 +298,7 @@ impl Service {
             plugins,
             limits: Limits::default(),
             audit,
+            vectors: vector::VectorCache::default(),
         })
     }
 
@@ -337,6 +345,23 @@ impl Service {
             ));
         }
         validate_settings(&settings)?;
+        let mut settings = settings;
+        settings.dimensions = match &settings.embedder {
+            None => None,
+            Some(id) => Some(
+                self.plugins
+                    .snapshot()
+                    .embedder(id)
+                    .ok_or_else(|| {
+                        invalid(
+                            "embedder",
+                            format!("\"{id}\" is not a loaded embedder plugin"),
+                        )
+                    })?
+                    .model()
+                    .dimensions,
+            ),
+        };
         let ns = Namespace {
             id: Uuid::now_v7(),
             name: name.to_string(),
@@ -412,6 +437,14 @@ impl Service {
         let mut ns = self.find_namespace(name)?;
         let settings = change(ns.settings.clone());
         validate_settings(&settings)?;
+        if (&settings.embedder, settings.dimensions)
+            != (&ns.settings.embedder, ns.settings.dimensions)
+        {
+            return Err(invalid(
+                "embedder",
+                "a namespace keeps the embedder it was created with: vectors of different models never mix",
+            ));
+        }
         ns.settings = settings;
         let row = self.namespace_row(name)?;
         let sealed = seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
@@ -449,10 +482,31 @@ impl Service {
         crate::audit::emit(&entry);
         self.keyring.forget(&key_id);
         crate::index::lexical::drop_namespace(&self.store, &ns.id)?;
+        self.vectors.drop_namespace(&ns.id);
+        let jobs = [vector::JOB_PREFIX, ns.id.as_bytes()].concat();
+        self.store.write_blocking(move |txn, t| {
+            let rows: Vec<Vec<u8>> = {
+                let mut cursor = txn.open_ro_cursor(t.jobs)?;
+                lmdb::Cursor::iter_from(&mut cursor, &jobs)
+                    .map_while(|item| item.ok())
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(&jobs))
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            };
+            for row in rows {
+                txn.del(t.jobs, &row, None)?;
+            }
+            Ok(())
+        })?;
         let prefix = ns.id.as_bytes().to_vec();
         let mut memories = 0;
         type Pick = fn(&crate::store::Tables) -> crate::store::Database;
-        let tables: [(Pick, bool); 2] = [(|t| t.memories, true), (|t| t.dedup, false)];
+        let tables: [(Pick, bool); 3] = [
+            (|t| t.memories, true),
+            (|t| t.dedup, false),
+            (|t| t.vectors, false),
+        ];
         for (pick, heads) in tables {
             loop {
                 let rows = self
@@ -487,14 +541,19 @@ impl Service {
         key: &DataKey,
         m: &Memory,
     ) -> Result<lexical::Terms, ServiceError> {
+        Ok(lexical::Terms::of(key, &self.searchable_text(ns, m)?))
+    }
+
+    /// What both indexes see of a memory: title, text and tags as a read
+    /// shows them.
+    fn searchable_text(&self, ns: &Namespace, m: &Memory) -> Result<String, ServiceError> {
         let shown = self.egress(ns, m.clone())?;
-        let text = format!(
+        Ok(format!(
             "{}\n{}\n{}",
             shown.title.as_deref().unwrap_or(""),
             shown.content,
             shown.tags.join(" ")
-        );
-        Ok(lexical::Terms::of(key, &text))
+        ))
     }
 
     fn data_key(&self, ns: &Namespace) -> Result<Arc<DataKey>, ServiceError> {
@@ -635,6 +694,7 @@ impl Service {
         let head = head_key(&ns.id, &memory.id);
         let sealed = seal_json(&key, "memories", &head, &memory)?;
         let terms = self.terms(&ns, &key, &memory)?;
+        let embeds = ns.settings.embedder.is_some();
         let ns_id = ns.id;
         let id = memory.id;
         let expiry = memory
@@ -656,6 +716,14 @@ impl Service {
             }
             txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
             lexical::put(txn, t, &ns_id, &id, &terms)?;
+            if embeds {
+                txn.put(
+                    t.jobs,
+                    &vector::job_key(&ns_id, &id),
+                    &1u32.to_be_bytes(),
+                    WriteFlags::empty(),
+                )?;
+            }
             txn.put(t.dedup, &dedup_row, id.as_bytes(), WriteFlags::empty())?;
             if let Some(expiry) = &expiry {
                 txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
@@ -668,6 +736,7 @@ impl Service {
             None => Ok(Stored {
                 memory,
                 created: true,
+                indexing: ns.settings.embedder.is_some(),
             }),
             Some(bytes) => {
                 let (prior, row) = bytes.split_at(16);
@@ -686,6 +755,7 @@ impl Service {
                 Ok(Stored {
                     memory: self.egress(&ns, found)?,
                     created: false,
+                    indexing: false,
                 })
             }
         }
@@ -885,6 +955,8 @@ impl Service {
         let history = version_key(&ns.id, id, old.version);
         let sealed_head = seal_json(&key, "memories", &head, &next)?;
         let terms = self.terms(&ns, &key, &next)?;
+        let embeds = ns.settings.embedder.is_some();
+        let next_version = next.version;
         let ns_id = ns.id;
         let memory_id = *id;
         let sealed_old = seal_json(&key, "memories", &history, &old)?;
@@ -915,6 +987,14 @@ impl Service {
                 })?;
             txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
             lexical::put(txn, t, &ns_id, &memory_id, &terms)?;
+            if embeds {
+                txn.put(
+                    t.jobs,
+                    &vector::job_key(&ns_id, &memory_id),
+                    &next_version.to_be_bytes(),
+                    WriteFlags::empty(),
+                )?;
+            }
             if let Some(expiry) = &new_expiry {
                 txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
             }
@@ -1084,13 +1164,20 @@ impl Service {
                 txn.del(t.memories, &row, None)?;
             }
             lexical::remove(txn, t, &ns_id, &memory_id)?;
-            match txn.del(t.dedup, &dedup_row, None) {
-                Ok(()) | Err(lmdb::Error::NotFound) => {}
-                Err(e) => return Err(e.into()),
+            for (db, row) in [
+                (t.dedup, dedup_row.clone()),
+                (t.vectors, vector::row_key(&ns_id, &memory_id)),
+                (t.jobs, vector::job_key(&ns_id, &memory_id)),
+            ] {
+                match txn.del(db, &row, None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             audit.append(txn, t, &record)
         })?;
         crate::audit::emit(&entry);
+        self.vectors.remove(&ns_id, &memory_id);
         Ok(())
     }
 }
@@ -1101,6 +1188,11 @@ fn validate_settings(s: &NamespaceSettings) -> Result<(), ServiceError> {
             "redactor",
             format!("\"{}\" is not a plugin id", s.redactor),
         ));
+    }
+    if let Some(e) = &s.embedder
+        && !crate::plugins::manifest::valid_id(e)
+    {
+        return Err(invalid("embedder", format!("\"{e}\" is not a plugin id")));
     }
     if s.policy.trim().is_empty() || s.policy.len() > 256 {
         return Err(invalid(

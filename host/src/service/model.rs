@@ -71,6 +71,12 @@ pub struct NamespaceSettings {
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The embedder plugin's id, bound at creation; none = words only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
+    /// Its vectors' dimensions, recorded at creation (never mixed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
 }
 
 fn default_redactor() -> String {
@@ -88,6 +94,8 @@ impl Default for NamespaceSettings {
             redactor: default_redactor(),
             policy: default_policy(),
             description: None,
+            embedder: None,
+            dimensions: None,
         }
     }
 }

@@ -321,8 +321,15 @@ pub fn documented_routes(doc: &serde_json::Value) -> Vec<(String, String)> {
 /// A config serving the staged `redact-pii` plugin from `dir/plugins`,
 /// plus `extra` TOML.
 pub fn pii_config(dir: &Path, extra: &str) -> PathBuf {
+    plugins_config(dir, &["redact-pii"], extra)
+}
+
+/// A config serving the staged `plugins` from `dir/plugins`, plus `extra`.
+pub fn plugins_config(dir: &Path, staged: &[&str], extra: &str) -> PathBuf {
     let plugins = dir.join("plugins");
-    copy_dir(&super::staged("redact-pii"), &plugins.join("redact-pii"));
+    for id in staged {
+        copy_dir(&super::staged(id), &plugins.join(id));
+    }
     let config = dir.join("memhost.toml");
     std::fs::write(
         &config,
@@ -346,9 +353,19 @@ pub struct Setup {
 /// Start a server (`redact-pii` loaded) with `extra` config and `env`, and
 /// create `namespaces` (each a JSON body for `POST /v1/namespaces`).
 pub fn setup(extra: &str, env: &[(&str, &str)], namespaces: &[&str]) -> Setup {
+    setup_plugins(&["redact-pii"], extra, env, namespaces)
+}
+
+/// [`setup`] with these staged plugins.
+pub fn setup_plugins(
+    plugins: &[&str],
+    extra: &str,
+    env: &[(&str, &str)],
+    namespaces: &[&str],
+) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = Server::start_with(&data, &pii_config(tmp.path(), extra), env);
+    let server = Server::start_with(&data, &plugins_config(tmp.path(), plugins, extra), env);
     let admin = server.client();
     for body in namespaces {
         let (status, answer) = curl(&admin, "POST", "/v1/namespaces", Some(body));

@@ -182,6 +182,8 @@ fn memory_id(ns: &str, id: &str) -> Result<Uuid, Problem> {
 struct CreateNamespace {
     name: String,
     #[serde(default)]
+    embedder: Option<String>,
+    #[serde(default)]
     redaction: Option<crate::service::RedactionMode>,
     #[serde(default)]
     redactor: Option<String>,
@@ -246,7 +248,26 @@ struct StoredBody<'a> {
     memory: &'a Memory,
     created: bool,
     duplicate: bool,
+    /// `indexing` or `ready`, for namespaces with an embedder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
 }
+
+/// `POST …/memories?wait=indexed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreParams {
+    wait: Option<WaitFor>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum WaitFor {
+    Indexed,
+}
+
+/// Longest `?wait=indexed` holds a request.
+const WAIT_INDEXED: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Serialize)]
 struct NamespaceList<'a> {
@@ -308,13 +329,14 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .and(json_body::<CreateNamespace>())
         .map(|s: Service, body: CreateNamespace| {
             act(move |who| async move {
-                let settings = NamespaceSettingsInput {
+                let mut settings = NamespaceSettingsInput {
                     redaction: body.redaction,
                     redactor: body.redactor,
                     policy: body.policy,
                     description: body.description,
                 }
                 .apply(NamespaceSettings::default());
+                settings.embedder = body.embedder;
                 let ns = blocking(move || s.create_namespace(&who, &body.name, settings)).await?;
                 Ok(json(StatusCode::CREATED, &ns))
             })
@@ -379,25 +401,40 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .and(warp::path::end())
         .and(warp::post())
         .and(svc.clone())
+        .and(warp::query::<StoreParams>())
         .and(json_body::<NewMemory>())
-        .map(|ns: String, s: Service, body: NewMemory| {
-            act(move |who| async move {
-                let stored = blocking(move || s.store(&who, &ns, body)).await?;
-                let status = if stored.created {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                };
-                Ok(json(
-                    status,
-                    &StoredBody {
-                        memory: &stored.memory,
-                        created: stored.created,
-                        duplicate: !stored.created,
-                    },
-                ))
-            })
-        });
+        .map(
+            |ns: String, s: Service, params: StoreParams, body: NewMemory| {
+                act(move |who| async move {
+                    let (stored, ready) = blocking(move || {
+                        let stored = s.store(&who, &ns, body)?;
+                        let ready = match (stored.indexing, params.wait) {
+                            (true, Some(WaitFor::Indexed)) => {
+                                Some(s.wait_indexed(&ns, &stored.memory.id, WAIT_INDEXED)?)
+                            }
+                            (true, None) => Some(false),
+                            (false, _) => None,
+                        };
+                        Ok((stored, ready))
+                    })
+                    .await?;
+                    let status = if stored.created {
+                        StatusCode::CREATED
+                    } else {
+                        StatusCode::OK
+                    };
+                    Ok(json(
+                        status,
+                        &StoredBody {
+                            memory: &stored.memory,
+                            created: stored.created,
+                            duplicate: !stored.created,
+                            status: ready.map(|r| if r { "ready" } else { "indexing" }),
+                        },
+                    ))
+                })
+            },
+        );
 
     let bulk = memories
         .and(warp::path("bulk"))

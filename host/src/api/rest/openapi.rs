@@ -28,6 +28,8 @@ struct CreateNamespace {
     redactor: Option<String>,
     /// Governance rule (default `allow`).
     policy: Option<String>,
+    /// Embedder plugin id (bound for good; its dimensions are recorded).
+    embedder: Option<String>,
     description: Option<String>,
 }
 
@@ -50,7 +52,7 @@ fn patch_namespace() {}
     responses((status = 204, description = "deleted with every memory in it; its data key is gone"), (status = 403, body = Problem), (status = 404, body = Problem)))]
 fn delete_namespace() {}
 
-#[utoipa::path(post, path = "/v1/namespaces/{ns}/memories", params(("ns" = String, Path)), request_body = NewMemory,
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/memories", params(("ns" = String, Path), ("wait" = Option<String>, Query, description = "`indexed`: answer once the memory is searchable by meaning (at most 30 s)")), request_body = NewMemory,
     responses((status = 201, body = Memory, description = "stored; also `created`, `duplicate`"),
         (status = 200, body = Memory, description = "identical content already stored (`duplicate: true`)"),
         (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]

@@ -19,6 +19,7 @@
 //! | `method-not-allowed` | 405 | the route exists, the method does not |
 //! | `conflict` | 409 | the name is taken, or a concurrent update won |
 //! | `redaction-failed` | 503 | the namespace's redactor is missing or failed; nothing was stored |
+//! | `unavailable` | 503 | a plugin the request needs (the namespace's embedder) is not loaded or failed |
 //! | `storage-full` | 507 | the database reached `[store] max_map_size_mb`; nothing was stored |
 //! | `internal` | 500 | anything else (details in the server log) |
 
@@ -132,6 +133,12 @@ impl From<&ServiceError> for Problem {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "redaction-failed",
                 "Redaction failed",
+                detail,
+            ),
+            ServiceError::Unavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Unavailable",
                 detail,
             ),
             ServiceError::StorageFull(_) => Problem::new(
