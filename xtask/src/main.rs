@@ -26,6 +26,11 @@ const STAGED: &[&str] = &[
     "examples/embed-hashing",
 ];
 
+/// Plugins that need the operator's configuration before they can load
+/// (an endpoint to call): staged in `target/plugins-optional/`, not served
+/// by default.
+const OPTIONAL: &[&str] = &["plugins/embed-openai"];
+
 /// Test fixtures (directories under tests/fixtures), staged as
 /// `target/fixtures/fixture_<name>.wasm`.
 const FIXTURES: &[&str] = &[
@@ -47,6 +52,7 @@ const PLUGIN_UNIT_TESTS: &[&str] = &[
     "extract-hashtags",
     "policy-sensitive-data",
     "embed-hashing",
+    "embed-openai",
 ];
 
 fn main() -> Result<()> {
@@ -154,6 +160,14 @@ fn plugins(root: &Path) -> Result<PathBuf> {
     }
     for dir in STAGED {
         stage(&root.join(dir), &built, &staged)?;
+    }
+    let optional = root.join("target/plugins-optional");
+    if optional.exists() {
+        std::fs::remove_dir_all(&optional)
+            .with_context(|| format!("clearing {}", optional.display()))?;
+    }
+    for dir in OPTIONAL {
+        stage(&root.join(dir), &built, &optional)?;
     }
 
     ensure_componentize_py()?;

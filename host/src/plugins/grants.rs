@@ -217,7 +217,12 @@ impl Effective {
             .collect::<Result<Vec<_>, _>>()?;
         let requested_rules = manifest.outbound_rules();
         let outbound = if manifest.kind == PluginKind::Embedder {
-            EgressPolicy::intersect(&requested_rules, &granted_rules)
+            if manifest.outbound_any() {
+                // "*": the operator's list is the whole allow-list.
+                granted_rules.clone()
+            } else {
+                EgressPolicy::intersect(&requested_rules, &granted_rules)
+            }
         } else {
             if !granted_rules.is_empty() {
                 notes.push(format!(
@@ -340,6 +345,34 @@ mod tests {
         let e = Effective::compute(&m, &settings).unwrap();
         assert_eq!(e.outbound, ["https://api.openai.com:443"]);
         assert_eq!(e.config.keys().collect::<Vec<_>>(), ["api_key"]);
+    }
+
+    #[test]
+    fn a_star_asks_for_exactly_what_the_operator_grants() {
+        let m = manifest("embedder", "allowed_outbound_hosts = [\"*\"]", "");
+        let mut settings = PluginSettings::default();
+        assert!(
+            Effective::compute(&m, &settings)
+                .unwrap()
+                .outbound
+                .is_empty()
+        );
+        settings.grants.insert(
+            "p".into(),
+            Grant {
+                allowed_outbound_hosts: vec!["http://127.0.0.1:11434".into()],
+                ..Grant::default()
+            },
+        );
+        let e = Effective::compute(&m, &settings).unwrap();
+        assert_eq!(e.outbound, ["http://127.0.0.1:11434"]);
+        // Only embedders may ask at all.
+        assert!(
+            crate::plugins::Manifest::parse(
+                "id = \"p\"\nname = \"p\"\nversion = \"0.1.0\"\nkind = \"redactor\"\napi = \"0.1.0\"\nwasm = \"p.wasm\"\n[capabilities]\nallowed_outbound_hosts = [\"*\"]\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]

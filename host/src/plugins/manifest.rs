@@ -14,7 +14,9 @@
 //! memory_mb = 32
 //!
 //! [capabilities]                  # what the plugin asks for; nothing by default
-//! allowed_outbound_hosts = []     # embedders only: "https://api.openai.com"
+//! allowed_outbound_hosts = []     # embedders only: "https://api.openai.com", or "*"
+//!                                 # for an endpoint the operator chooses (the
+//!                                 # operator's grant is then the whole list)
 //! config = ["terms"]              # configuration keys it reads
 //! read_only_dirs = []             # guest paths it expects mounted, e.g. "/model"
 //! ```
@@ -219,7 +221,7 @@ impl Manifest {
                 self.kind
             ));
         }
-        for host in &caps.allowed_outbound_hosts {
+        for host in caps.allowed_outbound_hosts.iter().filter(|h| *h != "*") {
             OutboundRule::parse(host)
                 .map_err(|e| format!("capabilities.allowed_outbound_hosts: {e}"))?;
         }
@@ -238,6 +240,15 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// Does the plugin ask for whatever hosts the operator grants (`"*"`),
+    /// e.g. a client of an endpoint the operator configures?
+    pub fn outbound_any(&self) -> bool {
+        self.capabilities
+            .allowed_outbound_hosts
+            .iter()
+            .any(|h| h == "*")
     }
 
     /// Parse the outbound rules (already validated).

@@ -19,8 +19,12 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Plugins staged by `cargo xtask plugins`.
+/// Plugins staged by `cargo xtask plugins` (served by default, or optional).
 pub fn staged(name: &str) -> PathBuf {
+    let optional = root().join("target/plugins-optional").join(name);
+    if optional.join("plugin.toml").is_file() {
+        return optional;
+    }
     let dir = root().join("target/plugins").join(name);
     assert!(
         dir.join("plugin.toml").is_file(),
