@@ -295,6 +295,7 @@ fn queued_jobs_survive_a_kill_and_run_when_the_embedder_is_back() {
     std::fs::remove_dir_all(tmp.path().join("plugins/embed-hashing")).unwrap();
     let server = Server::start(&data, &config);
     let a = server.client();
+    let mut first = String::new();
     for i in 0..20 {
         let (status, m) = curl(
             &a,
@@ -307,7 +308,12 @@ fn queued_jobs_survive_a_kill_and_run_when_the_embedder_is_back() {
             (201, Some("indexing")),
             "{m}"
         );
+        if i == 0 {
+            first = m["id"].as_str().unwrap().to_string();
+        }
     }
+    let one = format!("/v1/namespaces/vec/memories/{first}");
+    assert_eq!(curl(&a, "GET", &one, None).1["status"], "indexing");
     let (status, _, p) = recall(&a, "vec", json!({ "query": "orchid", "mode": "vector" }));
     assert_eq!(status, 503, "{p}");
     assert_eq!(
@@ -342,6 +348,7 @@ fn queued_jobs_survive_a_kill_and_run_when_the_embedder_is_back() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    assert_eq!(curl(&a, "GET", &one, None).1["status"], "ready");
     drop(server);
     // A restart loads the sealed vectors: meaning answers at once.
     let server = Server::start(&data, &config);

@@ -544,6 +544,22 @@ impl Service {
         Ok(lexical::Terms::of(key, &self.searchable_text(ns, m)?))
     }
 
+    /// `m` with its indexing status, in a namespace with an embedder.
+    pub(crate) fn with_status(
+        &self,
+        ns: &Namespace,
+        mut m: Memory,
+    ) -> Result<Memory, ServiceError> {
+        if ns.settings.embedder.is_some() {
+            let queued = self
+                .store
+                .get(|t| t.jobs, &vector::job_key(&ns.id, &m.id))?
+                .is_some();
+            m.status = Some(if queued { "indexing" } else { "ready" }.into());
+        }
+        Ok(m)
+    }
+
     /// What both indexes see of a memory: title, text and tags as a read
     /// shows them.
     fn searchable_text(&self, ns: &Namespace, m: &Memory) -> Result<String, ServiceError> {
@@ -688,6 +704,7 @@ impl Service {
             importance: new.importance.unwrap_or(0.5),
             version: 1,
             redactions: counts,
+            status: None,
         };
         let digest = Sha256::digest(memory.content.as_bytes());
         let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
@@ -821,6 +838,7 @@ impl Service {
         )?;
         let ns = self.find_namespace(namespace)?;
         let m = self.load(&ns, id)?;
+        let m = self.with_status(&ns, m)?;
         self.egress(&ns, m)
     }
 
@@ -864,6 +882,7 @@ impl Service {
                 let m: Memory = open_json(&key, "memories", &k, &v)?;
                 last_seen = Some(m.id);
                 if q.filters.keeps(&m, now) {
+                    let m = self.with_status(&ns, m)?;
                     out.push(self.egress(&ns, m)?);
                 }
             }

@@ -173,6 +173,10 @@ pub struct Memory {
     /// Counts of what the redactor found, by label.
     #[serde(default)]
     pub redactions: BTreeMap<String, u32>,
+    /// In a namespace with an embedder: `indexing` until its current
+    /// version is searchable by meaning, then `ready`. Shown, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl Memory {

@@ -142,7 +142,7 @@ impl Service {
             };
             if filters.keeps(&m, now) {
                 hits.push(Hit {
-                    memory: self.egress(&ns, m)?,
+                    memory: self.egress(&ns, self.with_status(&ns, m)?)?,
                     score,
                     channels,
                 });
