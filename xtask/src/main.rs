@@ -6,6 +6,7 @@
 //! | `cargo xtask serve`        | build what is needed and run memhost with the default plugins  |
 //! | `cargo xtask test`         | formatting, lints, plugin unit tests and every host test       |
 //! | `cargo xtask bench plugins`| the plugin-runtime benchmark table                             |
+//! | `cargo xtask bench recall` | vector search at 10k/100k/1M: load time, query p50/p99          |
 //! | `cargo xtask bench store`  | the store benchmark table                                      |
 
 use std::path::{Path, PathBuf};
@@ -65,7 +66,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store>"
+                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall>"
             );
             std::process::exit(2);
         }
@@ -375,8 +376,11 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         Some("store") => run(cargo()
             .current_dir(root)
             .args(["bench", "-p", "memhost", "--bench", "store"])),
+        Some("recall") => run(cargo()
+            .current_dir(root)
+            .args(["bench", "-p", "memhost", "--bench", "recall"])),
         Some(other) => bail!(
-            "unknown benchmark {other:?}; try `cargo xtask bench plugins` or `cargo xtask bench store`"
+            "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store` or `recall`"
         ),
     }
 }
