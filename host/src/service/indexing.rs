@@ -18,12 +18,33 @@ impl Service {
     /// settled (indexed, or dropped because their memory is gone) and how
     /// many were seen.
     pub fn index_pending(&self, max: usize) -> Result<(usize, usize), ServiceError> {
-        let rows = self.store.rows_max(
-            |t| t.jobs,
-            vector::JOB_PREFIX,
-            |k| k.starts_with(vector::JOB_PREFIX),
-            max,
-        )?;
+        // Start after where the last round stopped; wrap around at the end.
+        let after = self
+            .index_cursor
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let window = |from: &[u8]| {
+            self.store.rows_max(
+                |t| t.jobs,
+                if from.is_empty() {
+                    vector::JOB_PREFIX
+                } else {
+                    from
+                },
+                |k| k.starts_with(vector::JOB_PREFIX),
+                max + 1,
+            )
+        };
+        let mut rows = window(&after)?;
+        rows.retain(|(k, _)| k.as_slice() > after.as_slice());
+        if rows.is_empty() && !after.is_empty() {
+            rows = window(&[])?;
+        }
+        rows.truncate(max);
+        if let (Ok(mut cursor), Some((last, _))) = (self.index_cursor.lock(), rows.last()) {
+            cursor.clone_from(last);
+        }
         if rows.is_empty() {
             return Ok((0, 0));
         }
@@ -99,9 +120,31 @@ impl Service {
         if todo.is_empty() {
             return Ok(settled);
         }
-        let vectors = embedder
-            .embed(&texts)
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        let (todo, vectors) = match embedder.embed(&texts) {
+            Ok(vectors) => (todo, vectors),
+            // One bad text (too long for the model, say) must not hold up
+            // the batch: try each on its own; those that fail stay queued.
+            Err(e) if texts.len() > 1 => {
+                let mut kept = (Vec::new(), Vec::new());
+                for (job, text) in todo.into_iter().zip(texts) {
+                    match embedder.embed(std::slice::from_ref(&text)) {
+                        Ok(mut v) if v.len() == 1 => {
+                            kept.0.push(job);
+                            kept.1.push(v.remove(0));
+                        }
+                        Ok(_) => {}
+                        Err(one) => {
+                            tracing::warn!(namespace = %ns.name, memory = %job.0, error = %one, "cannot embed this memory; it stays queued")
+                        }
+                    }
+                }
+                if kept.0.is_empty() {
+                    return Err(ServiceError::Unavailable(e.to_string()));
+                }
+                kept
+            }
+            Err(e) => return Err(ServiceError::Unavailable(e.to_string())),
+        };
         let ns_id = ns.id;
         let sealed: Vec<(Uuid, u32, Vec<u8>)> = todo
             .iter()

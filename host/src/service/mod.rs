@@ -225,6 +225,9 @@ pub struct Service {
     limits: Limits,
     audit: AuditLog,
     vectors: vector::VectorCache,
+    /// Where the indexing worker's next round starts (it moves on, so jobs
+    /// that cannot run now do not hold up the others).
+    index_cursor: Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 fn ns_key_id(ns: &Uuid) -> Vec<u8> {
@@ -299,6 +302,7 @@ impl Service {
             limits: Limits::default(),
             audit,
             vectors: vector::VectorCache::default(),
+            index_cursor: Arc::default(),
         })
     }
 
@@ -1007,6 +1011,13 @@ impl Service {
             txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
             lexical::put(txn, t, &ns_id, &memory_id, &terms)?;
             if embeds {
+                // The old vector goes with the old text: until the new one
+                // is embedded, what was changed away cannot be found by
+                // meaning.
+                match txn.del(t.vectors, &vector::row_key(&ns_id, &memory_id), None) {
+                    Ok(()) | Err(lmdb::Error::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
                 txn.put(
                     t.jobs,
                     &vector::job_key(&ns_id, &memory_id),
@@ -1027,6 +1038,10 @@ impl Service {
             audit.append(txn, t, &record)
         })?;
         crate::audit::emit(&entry);
+        if embeds {
+            self.vectors.remove(&ns_id, &memory_id);
+        }
+        let next = self.with_status(&ns, next)?;
         self.egress(&ns, next)
     }
 

@@ -62,6 +62,16 @@ pub fn parse(body: &[u8], texts: usize, dimensions: u32) -> Result<Vec<Vec<f32>>
     let mut items = answer.data;
     if items.iter().all(|i| i.index.is_some()) {
         items.sort_by_key(|i| i.index);
+        // Exactly 0..n, or vectors would be matched to the wrong texts.
+        if items.iter().enumerate().any(|(n, i)| i.index != Some(n)) {
+            return Err(Error::Other(
+                "the endpoint's answer has duplicate or missing indexes".into(),
+            ));
+        }
+    } else if items.iter().any(|i| i.index.is_some()) {
+        return Err(Error::Other(
+            "the endpoint's answer gives an index for some vectors only".into(),
+        ));
     }
     for item in &items {
         if item.embedding.len() != dimensions as usize {
@@ -183,6 +193,13 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("not an embeddings list")
+        );
+        let twice = br#"{"data":[{"embedding":[1,0],"index":0},{"embedding":[0,1],"index":0}]}"#;
+        assert!(
+            parse(twice, 2, 2)
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate or missing")
         );
     }
 
