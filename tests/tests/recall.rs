@@ -171,6 +171,22 @@ fn what_a_read_would_redact_cannot_be_searched_for() {
     );
     let (_, found, _) = recall(&a, "crm", json!({ "query": "renewal" }));
     assert_eq!(found, ["Write to [EMAIL] about the renewal"]);
+    // Its redaction rules cannot change under the memories (and the index)
+    // written with them.
+    let (status, p) = curl(
+        &a,
+        "PATCH",
+        "/v1/namespaces/crm",
+        Some(r#"{"redaction":"off"}"#),
+    );
+    assert_eq!(status, 422, "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already holds memories"),
+        "{p}"
+    );
     // And the raw file holds no word of it.
     let db = std::fs::read(data.join("db/data.mdb")).unwrap();
     for word in ["zebrafish", "renewal"] {

@@ -441,6 +441,25 @@ impl Service {
         let mut ns = self.find_namespace(name)?;
         let settings = change(ns.settings.clone());
         validate_settings(&settings)?;
+        let redaction_changed = (settings.redaction, &settings.redactor)
+            != (ns.settings.redaction, &ns.settings.redactor);
+        let prefix = *ns.id.as_bytes();
+        if redaction_changed
+            && !self
+                .store
+                .rows_max(|t| t.memories, &prefix, |k| k.starts_with(&prefix), 1)?
+                .is_empty()
+        {
+            // Redaction applies when a memory is written, and the word and
+            // meaning indexes hold the text as it was then shown: changing
+            // the rules would leave both under the old ones.
+            return Err(invalid(
+                "redaction",
+                format!(
+                    "namespace \"{name}\" already holds memories written and indexed under its current redaction settings; create a new namespace for different ones"
+                ),
+            ));
+        }
         if (&settings.embedder, settings.dimensions)
             != (&ns.settings.embedder, ns.settings.dimensions)
         {
