@@ -250,22 +250,8 @@ pub fn search(
 
 /// Remove every row of namespace `ns` from the index, in batches.
 pub fn drop_namespace(store: &Store, ns: &Uuid) -> Result<(), StoreError> {
-    let prefix = ns.as_bytes().to_vec();
-    loop {
-        let rows = store.rows_max(|t| t.terms, &prefix, |k| k.starts_with(&prefix), 1000)?;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        store.write_blocking(move |txn, t| {
-            for (k, _) in &rows {
-                match txn.del(t.terms, k, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(())
-        })?;
-    }
+    store.delete_prefix(|t| t.terms, ns.as_bytes(), |_| false)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -507,51 +507,14 @@ impl Service {
         crate::index::lexical::drop_namespace(&self.store, &ns.id)?;
         self.vectors.drop_namespace(&ns.id);
         let jobs = [vector::JOB_PREFIX, ns.id.as_bytes()].concat();
-        self.store.write_blocking(move |txn, t| {
-            let rows: Vec<Vec<u8>> = {
-                let mut cursor = txn.open_ro_cursor(t.jobs)?;
-                lmdb::Cursor::iter_from(&mut cursor, &jobs)
-                    .map_while(|item| item.ok())
-                    .map(|(k, _)| k)
-                    .take_while(|k| k.starts_with(&jobs))
-                    .map(<[u8]>::to_vec)
-                    .collect()
-            };
-            for row in rows {
-                txn.del(t.jobs, &row, None)?;
-            }
-            Ok(())
-        })?;
-        let prefix = ns.id.as_bytes().to_vec();
-        let mut memories = 0;
-        type Pick = fn(&crate::store::Tables) -> crate::store::Database;
-        let tables: [(Pick, bool); 3] = [
-            (|t| t.memories, true),
-            (|t| t.dedup, false),
-            (|t| t.vectors, false),
-        ];
-        for (pick, heads) in tables {
-            loop {
-                let rows = self
-                    .store
-                    .rows_max(pick, &prefix, |k| k.starts_with(&prefix), 1000)?;
-                if rows.is_empty() {
-                    break;
-                }
-                if heads {
-                    memories += rows.iter().filter(|(k, _)| k.len() == 32).count();
-                }
-                self.store.write_blocking(move |txn, t| {
-                    for (k, _) in &rows {
-                        match txn.del(pick(t), k, None) {
-                            Ok(()) | Err(lmdb::Error::NotFound) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                    Ok(())
-                })?;
-            }
-        }
+        self.store.delete_prefix(|t| t.jobs, &jobs, |_| false)?;
+        let prefix = ns.id.as_bytes();
+        self.store.delete_prefix(|t| t.dedup, prefix, |_| false)?;
+        self.store.delete_prefix(|t| t.vectors, prefix, |_| false)?;
+        // Heads are namespace id + memory id; history rows add a version.
+        let memories = self
+            .store
+            .delete_prefix(|t| t.memories, prefix, |k| k.len() == 32)?;
         Ok(memories)
     }
 

@@ -314,6 +314,34 @@ impl Store {
         })
     }
 
+    /// Delete every row of a table whose key starts with `prefix`, in
+    /// batches of 1000 (each its own transaction). Returns how many deleted
+    /// keys `counted` accepts.
+    pub fn delete_prefix(
+        &self,
+        pick: fn(&Tables) -> Database,
+        prefix: &[u8],
+        counted: impl Fn(&[u8]) -> bool,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        loop {
+            let rows = self.rows_max(pick, prefix, |k| k.starts_with(prefix), 1000)?;
+            if rows.is_empty() {
+                return Ok(n);
+            }
+            n += rows.iter().filter(|(k, _)| counted(k)).count();
+            self.write_blocking(move |txn, t| {
+                for (k, _) in &rows {
+                    match txn.del(pick(t), k, None) {
+                        Ok(()) | Err(lmdb::Error::NotFound) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+
     /// Another process grew the map: adopt its size.
     fn adopt_resize(&self) -> Result<(), StoreError> {
         let _exclusive = self.inner.gate.write().map_err(|_| StoreError::Closed)?;
