@@ -68,15 +68,20 @@ fn main() -> anyhow::Result<()> {
         }
         let insert = n as f64 / started.elapsed().as_secs_f64();
         let cache = VectorCache::default();
+        let space = vector::Space {
+            ns,
+            generation: 0,
+            dims: DIMS,
+        };
         let query = random_vector(&mut rng);
         let started = Instant::now();
-        cache.search(&store, &key, &ns, &query, 10)?;
+        cache.search(&store, &key, space, &query, 10)?;
         let load = started.elapsed();
         let mut samples = Vec::new();
         for _ in 0..50 {
             let q = random_vector(&mut rng);
             let t = Instant::now();
-            let hits = cache.search(&store, &key, &ns, &q, 10)?;
+            let hits = cache.search(&store, &key, space, &q, 10)?;
             samples.push(t.elapsed());
             assert_eq!(hits.len(), 10);
         }

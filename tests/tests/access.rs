@@ -43,6 +43,8 @@ fn needs(method: &str, path: &str) -> Needs {
         ("delete", "/v1/namespaces/{ns}/memories/{id}") => Needs::Writer,
         ("get", "/v1/namespaces/{ns}/memories/{id}/history") => Needs::Reader,
         ("post", "/v1/namespaces/{ns}/recall") => Needs::Reader,
+        ("post", "/v1/namespaces/{ns}/reindex") => Needs::NsAdmin,
+        ("post", "/v1/recall") => Needs::AnyKey,
         ("get", "/v1/admin/keys") => Needs::AnyAdmin,
         ("post", "/v1/admin/keys") => Needs::NsAdmin,
         ("delete", "/v1/admin/keys/{key_id}") => Needs::NsAdmin,
@@ -187,6 +189,7 @@ fn authorization_matrix_covers_every_documented_route() {
                     .to_string(),
                 ),
                 ("post", p) if p.ends_with("/recall") => Some(r#"{"query":"note"}"#.into()),
+                ("post", p) if p.ends_with("/reindex") => None,
                 ("post", p) if p.ends_with("/bulk") => {
                     Some(r#"{"memories":[{"content":"bulk"}]}"#.into())
                 }

@@ -8,6 +8,7 @@ mod common;
 mod access;
 
 mod egress;
+mod embed_local;
 mod embed_openai;
 mod embedder_pool;
 mod hot_reload;

@@ -23,6 +23,18 @@ fn recall(c: &Client, ns: &str, body: Value) -> (u16, Vec<String>, Value) {
     (status, contents, answer)
 }
 
+/// Store `text` in `ns` and wait until it is indexed; the answer.
+fn store_indexed(c: &Client, ns: &str, text: &str) -> Value {
+    let (status, m) = curl(
+        c,
+        "POST",
+        &format!("/v1/namespaces/{ns}/memories?wait=indexed"),
+        Some(&json!({ "content": text }).to_string()),
+    );
+    assert_eq!(status, 201, "{m}");
+    m
+}
+
 #[test]
 fn words_find_memories_and_changes_show_at_once() {
     let Setup {
@@ -221,13 +233,8 @@ fn meaning_is_indexed_in_the_background_and_fused_with_words() {
         "the cat sat on the warm windowsill",
         "deploy the release candidate on friday",
     ] {
-        let (status, m) = curl(
-            &a,
-            "POST",
-            "/v1/namespaces/vec/memories?wait=indexed",
-            Some(&json!({ "content": text }).to_string()),
-        );
-        assert_eq!((status, m["status"].as_str()), (201, Some("ready")), "{m}");
+        let m = store_indexed(&a, "vec", text);
+        assert_eq!(m["status"], "ready", "{m}");
         ids.push(m["id"].as_str().unwrap().to_string());
     }
     let (status, found, answer) = recall(
@@ -374,4 +381,282 @@ fn queued_jobs_survive_a_kill_and_run_when_the_embedder_is_back() {
         json!({ "query": "orchid note", "mode": "vector", "k": 50 }),
     );
     assert_eq!(found.len(), 20);
+}
+
+#[test]
+fn a_text_the_embedder_keeps_failing_on_is_marked_failed_with_the_reason() {
+    // The counter fixture traps on any text containing "trap".
+    let tmp = tempfile::tempdir().unwrap();
+    let config = plugins_config(tmp.path(), &["redact-pii"], "");
+    crate::common::plugin_dir(
+        &tmp.path().join("plugins"),
+        "counter",
+        "embedder",
+        &crate::common::fixture("counter"),
+        "",
+    );
+    let server = Server::start(&tmp.path().join("data"), &config);
+    let a = server.client();
+    let (status, p) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"c","redaction":"off","embedder":"counter"}"#),
+    );
+    assert_eq!(status, 201, "{p}");
+    let fine = store_indexed(&a, "c", "an ordinary note");
+    assert_eq!(fine["status"], "ready", "{fine}");
+    let bad = store_indexed(&a, "c", "this one will trap the model");
+    assert_eq!(bad["status"], "failed", "{bad}");
+    assert!(
+        bad["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("asked to trap"),
+        "{bad}"
+    );
+    let id = bad["id"].as_str().unwrap();
+    let (_, got) = curl(&a, "GET", &format!("/v1/namespaces/c/memories/{id}"), None);
+    assert_eq!(got["status"], "failed", "{got}");
+    // Still found by its words.
+    let (_, found, _) = recall(&a, "c", json!({ "query": "model", "mode": "lexical" }));
+    assert_eq!(found, ["this one will trap the model"]);
+    // Changing the text queues it again; this time it is embedded.
+    let (status, m) = curl(
+        &a,
+        "PATCH",
+        &format!("/v1/namespaces/c/memories/{id}"),
+        Some(r#"{"content":"this one is harmless now"}"#),
+    );
+    assert_eq!(status, 200, "{m}");
+    let ready = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (_, got) = curl(&a, "GET", &format!("/v1/namespaces/c/memories/{id}"), None);
+        got["status"] == "ready"
+    });
+    assert!(ready, "the updated memory was not indexed");
+}
+
+fn wait_until_indexed(a: &Client, ns: &str) -> Value {
+    for _ in 0..500 {
+        let (_, got) = curl(a, "GET", &format!("/v1/namespaces/{ns}"), None);
+        if got["index"]["queued"] == 0 {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("namespace {ns} was not reindexed in 10 s");
+}
+
+#[test]
+fn reindex_rebinds_the_embedder_and_re_embeds_everything_in_the_background() {
+    let Setup {
+        admin: a,
+        tmp,
+        server: _server,
+        data,
+        ..
+    } = setup_plugins(&["redact-pii", "embed-hashing"], "", &[], &[WITH_EMBEDDER]);
+    let texts = [
+        "the cat sat on the warm windowsill",
+        "quarterly revenue grew in the northern region",
+        "deploy the release candidate on friday",
+    ];
+    for text in texts {
+        let m = store_indexed(&a, "vec", text);
+        assert_eq!(m["status"], "ready", "{m}");
+    }
+    let by_meaning = json!({ "query": "cat windowsill", "mode": "vector" });
+
+    // Words only: the vectors go, vector recall says why.
+    let (status, r) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces/vec/reindex",
+        Some(r#"{"embedder":"none"}"#),
+    );
+    assert_eq!(status, 202, "{r}");
+    assert_eq!(
+        (r["embedder"].clone(), r["queued"].clone()),
+        (Value::Null, json!(0))
+    );
+    let (_, ns) = curl(&a, "GET", "/v1/namespaces/vec", None);
+    assert!(ns["settings"]["embedder"].is_null(), "{ns}");
+    assert!(ns.get("index").is_none(), "{ns}");
+    let (status, _, p) = recall(&a, "vec", by_meaning.clone());
+    assert_ne!(status, 200, "{p}");
+    let (_, found, _) = recall(&a, "vec", json!({ "query": "windowsill" }));
+    assert_eq!(found, [texts[0]], "words still work");
+
+    // Back to an embedder, over REST: everything is queued and embedded.
+    let (status, r) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces/vec/reindex",
+        Some(r#"{"embedder":"embed-hashing"}"#),
+    );
+    assert_eq!(status, 202, "{r}");
+    assert_eq!(
+        (r["queued"].clone(), r["dimensions"].clone()),
+        (json!(3), json!(256))
+    );
+    let ns = wait_until_indexed(&a, "vec");
+    assert_eq!(ns["index"], json!({ "queued": 0, "failed": 0 }));
+    let (status, found, p) = recall(&a, "vec", by_meaning.clone());
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(found[0], texts[0]);
+
+    // From the command line, while the server runs: it waits and shows
+    // progress; the server searches the new generation, not its cache.
+    let config = tmp.path().join("memhost.toml");
+    let (code, _out, err) = memhost(&[
+        "namespace",
+        "reindex",
+        "vec",
+        "--data",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("3 memories queued"), "{err}");
+    assert!(err.contains("3 of 3 embedded"), "{err}");
+    let (_, found, _) = recall(&a, "vec", by_meaning);
+    assert_eq!(found[0], texts[0]);
+
+    // Bad input: an embedder that is not loaded, a namespace that is not there.
+    let (status, p) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces/vec/reindex",
+        Some(r#"{"embedder":"nope"}"#),
+    );
+    assert_eq!(status, 422, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("nope"), "{p}");
+    let (status, _) = curl(&a, "POST", "/v1/namespaces/ghost/reindex", None);
+    assert_eq!(status, 404);
+    let (status, p) = curl(
+        &a,
+        "POST",
+        "/v1/namespaces/vec/reindex",
+        Some(r#"{"embedder":"embed-hashing","extra":1}"#),
+    );
+    assert_eq!(status, 422, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("extra"), "{p}");
+}
+
+#[test]
+fn recall_across_namespaces_searches_what_the_caller_may_read_and_weighs_recency() {
+    let Setup {
+        admin: a,
+        tmp: _tmp,
+        server: _server,
+        data,
+    } = setup(
+        "",
+        &[],
+        &[
+            r#"{"name":"ops","redaction":"off"}"#,
+            r#"{"name":"sales","redaction":"off"}"#,
+            r#"{"name":"secret","redaction":"off"}"#,
+        ],
+    );
+    for (ns, text) in [
+        ("ops", "the backup server disk is almost full"),
+        ("sales", "the customer asked about backup pricing"),
+        ("secret", "backup codes for the vault"),
+    ] {
+        let (status, _) = curl(
+            &a,
+            "POST",
+            &format!("/v1/namespaces/{ns}/memories"),
+            Some(&json!({ "content": text }).to_string()),
+        );
+        assert_eq!(status, 201);
+    }
+    let reader = create_key(
+        &data,
+        "agent-1",
+        "bot",
+        &["ops=reader", "sales=reader"],
+        &[],
+    );
+    let r = a.as_key(Some(&reader));
+    let across = |c: &Client, body: Value| {
+        let (status, answer) = curl(c, "POST", "/v1/recall", Some(&body.to_string()));
+        let found: Vec<(String, String)> = answer["results"]
+            .as_array()
+            .map(|hits| {
+                hits.iter()
+                    .map(|h| {
+                        (
+                            h["namespace"].as_str().unwrap().to_string(),
+                            h["content"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (status, found, answer)
+    };
+    // Every readable namespace, and only those.
+    let (status, found, answer) = across(&r, json!({ "query": "backup" }));
+    assert_eq!(status, 200, "{answer}");
+    let mut spaces: Vec<&str> = found.iter().map(|(ns, _)| ns.as_str()).collect();
+    spaces.sort();
+    assert_eq!(spaces, ["ops", "sales"], "{answer}");
+    // A chosen subset; one it may not read is refused, one that is not
+    // there is unknown.
+    let (_, found, _) = across(&r, json!({ "query": "backup", "namespaces": ["sales"] }));
+    assert_eq!(
+        found,
+        [(
+            "sales".into(),
+            "the customer asked about backup pricing".into()
+        )]
+    );
+    let (status, _, p) = across(&r, json!({ "query": "backup", "namespaces": ["secret"] }));
+    assert_eq!(status, 403, "{p}");
+    let (status, _, p) = across(&a, json!({ "query": "backup", "namespaces": ["nowhere"] }));
+    assert_eq!(status, 404, "{p}");
+    let (status, _, p) = across(&a, json!({ "query": "backup", "namespaces": [] }));
+    assert_eq!(status, 422, "{p}");
+    // The per-namespace route does not take a namespace list.
+    let (status, _, p) = recall(
+        &a,
+        "ops",
+        json!({ "query": "backup", "namespaces": ["ops"] }),
+    );
+    assert_eq!(status, 422, "{p}");
+
+    // Recency: two equally good matches, the newer one wins once recency
+    // counts; without it they rank by relevance alone.
+    for text in ["deadline moved to march", "deadline moved to april"] {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        curl(
+            &a,
+            "POST",
+            "/v1/namespaces/ops/memories",
+            Some(&json!({ "content": text }).to_string()),
+        );
+    }
+    let (_, found, answer) = recall(
+        &a,
+        "ops",
+        json!({ "query": "deadline moved", "recency_weight": 0.5, "half_life_days": 0.000001 }),
+    );
+    assert_eq!(found[0], "deadline moved to april", "{answer}");
+    let scores: Vec<f64> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores[0] > scores[1], "{scores:?}");
+    let (status, _, p) = recall(&a, "ops", json!({ "query": "x", "recency_weight": 2 }));
+    assert_eq!(status, 422, "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("recency_weight"),
+        "{p}"
+    );
 }

@@ -441,7 +441,7 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
     let mut ops = documented_routes(&doc);
     ops.sort_by_key(|(m, p)| (m == "delete", p == "/v1/namespaces/{ns}"));
     // Every route of api/rest/mod.rs, each method counted.
-    assert_eq!(ops.len(), 18, "{ops:?}");
+    assert_eq!(ops.len(), 20, "{ops:?}");
     let key_id = &create_key(
         &tmp.path().join("data"),
         "doc-agent",
@@ -457,6 +457,7 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
         let body = match (method.as_str(), url.ends_with("/bulk")) {
             ("post", true) => Some(r#"{"memories":[]}"#),
             ("post", false) if url.ends_with("/recall") => Some(r#"{"query":"doc test"}"#),
+            ("post", false) if url.ends_with("/reindex") => None,
             ("post", false) if url.ends_with("/namespaces") => Some(r#"{"name":"docs-2"}"#),
             ("post", false) if url.ends_with("/admin/keys") => Some(
                 r#"{"agent_id":"a","agent_type":"bot","grants":[{"pattern":"docs","role":"reader"}]}"#,

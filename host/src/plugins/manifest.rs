@@ -12,6 +12,7 @@
 //! [limits]                        # what the plugin needs; the operator clamps
 //! timeout_ms = 200
 //! memory_mb = 32
+//! instances = 1                   # embedders: most warm instances wanted
 //!
 //! [capabilities]                  # what the plugin asks for; nothing by default
 //! allowed_outbound_hosts = []     # embedders only: "https://api.openai.com", or "*"
@@ -115,6 +116,9 @@ pub struct ManifestLimits {
     pub timeout_ms: Option<u64>,
     /// Memory cap, in MiB.
     pub memory_mb: Option<u64>,
+    /// Embedders: the most warm instances it should have (a plugin holding
+    /// a large model asks for 1; calls are then serialised).
+    pub instances: Option<u32>,
 }
 
 /// `[capabilities]`.

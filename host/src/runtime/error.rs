@@ -66,6 +66,25 @@ impl CallError {
         }
     }
 
+    /// Whether the failure lies with the plugin's surroundings (busy, down,
+    /// not granted, cannot start) rather than with the input: worth the
+    /// same call again later.
+    pub fn is_transient(&self) -> bool {
+        match &self.kind {
+            CallErrorKind::Busy(_)
+            | CallErrorKind::CapabilityDenied(_)
+            | CallErrorKind::Instantiate(_) => true,
+            CallErrorKind::Returned(m) => m.starts_with("unavailable:"),
+            _ => false,
+        }
+    }
+
+    /// Whether the plugin said the input itself is unusable: the same call
+    /// will fail again.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(&self.kind, CallErrorKind::Returned(m) if m.starts_with("invalid input:"))
+    }
+
     /// A [`CallErrorKind::CapabilityDenied`] error.
     pub fn capability(plugin: &PluginIdentity, what: impl Into<String>) -> Self {
         Self::new(plugin, CallErrorKind::CapabilityDenied(what.into()))

@@ -9,9 +9,53 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{Namespace, Service, ServiceError};
-use crate::index::vector;
-use crate::store::{StoreError, WriteFlags, get_in};
+use serde::Serialize;
+
+use super::{NO_EMBEDDER, Namespace, Service, ServiceError, invalid};
+use crate::audit::Record;
+use crate::auth::{Principal, Role};
+use crate::crypto::DataKey;
+use crate::index::vector::{self, Job};
+use crate::store::{StoreError, Tables, Transaction, WriteFlags, get_in};
+
+/// What a reindex started.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reindex {
+    /// The namespace.
+    pub namespace: String,
+    /// The embedder it is now bound to (none: words only).
+    pub embedder: Option<String>,
+    /// Its vectors' dimensions.
+    pub dimensions: Option<u32>,
+    /// The new index generation.
+    pub index_generation: u32,
+    /// Memories queued to be embedded.
+    pub queued: usize,
+}
+
+/// How far a namespace's meaning index is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IndexProgress {
+    /// Memories waiting to be embedded.
+    pub queued: usize,
+    /// Memories the embedder could not embed (status `failed`).
+    pub failed: usize,
+}
+
+/// The index generation recorded in namespace row `row`, read in `txn`.
+fn generation_in(
+    txn: &impl Transaction,
+    t: &Tables,
+    system: &DataKey,
+    row: &[u8],
+) -> Result<Option<u32>, StoreError> {
+    Ok(get_in(txn, t.namespaces, row)?
+        .and_then(|sealed| super::open_json::<Namespace>(system, "namespaces", row, &sealed).ok())
+        .map(|ns| ns.index_generation))
+}
+
+/// Failed attempts on one memory's own text before it is given up on.
+const MAX_ATTEMPTS: u8 = 3;
 
 impl Service {
     /// Embed up to `max` queued memories; returns how many jobs were
@@ -48,17 +92,19 @@ impl Service {
         if rows.is_empty() {
             return Ok((0, 0));
         }
-        let mut by_ns: BTreeMap<Uuid, Vec<(Uuid, u32)>> = BTreeMap::new();
+        let mut by_ns: BTreeMap<Uuid, Vec<(Uuid, Job)>> = BTreeMap::new();
         for (k, v) in &rows {
             let p = vector::JOB_PREFIX.len();
-            if let (Some(ns), Some(id), Some(version)) = (
+            if let (Some(ns), Some(id), Some(job)) = (
                 k.get(p..p + 16).and_then(|b| Uuid::from_slice(b).ok()),
                 k.get(p + 16..).and_then(|b| Uuid::from_slice(b).ok()),
-                v.get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes),
+                Job::decode(v),
             ) {
-                by_ns.entry(ns).or_default().push((id, version));
+                // Given up on: stays as it is until the memory changes or
+                // the namespace is reindexed.
+                if job.failed.is_none() {
+                    by_ns.entry(ns).or_default().push((id, job));
+                }
             }
         }
         let namespaces: HashMap<Uuid, Namespace> = self
@@ -82,7 +128,7 @@ impl Service {
         Ok((settled, rows.len()))
     }
 
-    fn drop_jobs(&self, ns: &Uuid, jobs: &[(Uuid, u32)]) -> Result<usize, ServiceError> {
+    fn drop_jobs(&self, ns: &Uuid, jobs: &[(Uuid, Job)]) -> Result<usize, ServiceError> {
         let rows: Vec<Vec<u8>> = jobs.iter().map(|(id, _)| vector::job_key(ns, id)).collect();
         let n = rows.len();
         self.store.write_blocking(move |txn, t| {
@@ -97,7 +143,7 @@ impl Service {
         Ok(n)
     }
 
-    fn index_batch(&self, ns: &Namespace, jobs: &[(Uuid, u32)]) -> Result<usize, ServiceError> {
+    fn index_batch(&self, ns: &Namespace, jobs: &[(Uuid, Job)]) -> Result<usize, ServiceError> {
         let Some(embedder_id) = &ns.settings.embedder else {
             return self.drop_jobs(&ns.id, jobs);
         };
@@ -106,13 +152,15 @@ impl Service {
         let mut gone = Vec::new();
         let mut todo = Vec::new();
         let mut texts = Vec::new();
-        for &(id, version) in jobs {
-            match self.load(ns, &id) {
+        for (id, job) in jobs {
+            match self.load(ns, id) {
                 Ok(m) => {
                     texts.push(self.searchable_text(ns, &m)?);
-                    todo.push((id, version.max(m.version)));
+                    let mut job = job.clone();
+                    job.version = job.version.max(m.version);
+                    todo.push((*id, job));
                 }
-                Err(ServiceError::NoMemory { .. }) => gone.push((id, version)),
+                Err(ServiceError::NoMemory { .. }) => gone.push((*id, job.clone())),
                 Err(e) => return Err(e),
             }
         }
@@ -120,56 +168,78 @@ impl Service {
         if todo.is_empty() {
             return Ok(settled);
         }
+        let mut given_up = Vec::new();
         let (todo, vectors) = match embedder.embed(&texts) {
             Ok(vectors) => (todo, vectors),
-            // One bad text (too long for the model, say) must not hold up
-            // the batch: try each on its own; those that fail stay queued.
-            Err(e) if texts.len() > 1 => {
+            Err(e) if e.is_transient() => return Err(ServiceError::Unavailable(e.to_string())),
+            // One bad text (one that makes the model fail) must not hold
+            // up the batch: try each on its own. A text the plugin calls
+            // unusable, or that failed MAX_ATTEMPTS times, is given up on
+            // with the reason (status `failed`); the rest stay queued.
+            Err(e) => {
                 let mut kept = (Vec::new(), Vec::new());
-                for (job, text) in todo.into_iter().zip(texts) {
+                for ((id, mut job), text) in todo.into_iter().zip(texts) {
                     match embedder.embed(std::slice::from_ref(&text)) {
                         Ok(mut v) if v.len() == 1 => {
-                            kept.0.push(job);
+                            kept.0.push((id, job));
                             kept.1.push(v.remove(0));
                         }
                         Ok(_) => {}
+                        Err(one) if one.is_transient() => {}
                         Err(one) => {
-                            tracing::warn!(namespace = %ns.name, memory = %job.0, error = %one, "cannot embed this memory; it stays queued")
+                            job.attempts = job.attempts.saturating_add(1);
+                            if one.is_bad_input() || job.attempts >= MAX_ATTEMPTS {
+                                job.failed = Some(one.kind.to_string());
+                                tracing::warn!(namespace = %ns.name, memory = %id, error = %one, attempts = job.attempts, "cannot embed this memory; giving up (status failed)");
+                            } else {
+                                tracing::warn!(namespace = %ns.name, memory = %id, error = %one, attempts = job.attempts, "cannot embed this memory; it stays queued");
+                            }
+                            given_up.push((id, job));
                         }
                     }
                 }
-                if kept.0.is_empty() {
+                if kept.0.is_empty() && given_up.is_empty() {
                     return Err(ServiceError::Unavailable(e.to_string()));
                 }
                 kept
             }
-            Err(e) => return Err(ServiceError::Unavailable(e.to_string())),
         };
         let ns_id = ns.id;
+        let space = ns.vector_space();
         let sealed: Vec<(Uuid, u32, Vec<u8>)> = todo
             .iter()
             .zip(&vectors)
-            .map(|(&(id, version), v)| {
+            .map(|((id, job), v)| {
                 (
-                    id,
-                    version,
-                    vector::seal(&key, &vector::row_key(&ns_id, &id), version, v),
+                    *id,
+                    job.version,
+                    vector::seal(&key, &vector::row_key(&ns_id, id), job.version, v),
                 )
             })
             .collect();
-        let written: Vec<bool> = self.store.write_blocking(move |txn, t| {
+        let system = self.system_key()?;
+        let ns_row = self.namespace_row(&ns.name)?;
+        let generation = ns.index_generation;
+        let (written, marked): (Vec<bool>, usize) = self.store.write_blocking(move |txn, t| {
+            // Embedded for the namespace as it was: a reindex (or a delete)
+            // meanwhile makes these vectors stale.
+            if generation_in(txn, t, &system, &ns_row)? != Some(generation) {
+                return Ok((vec![false; sealed.len()], 0));
+            }
+            // Only if the job is still the one embedded: an update in the
+            // meantime queued a newer version.
+            let still = |txn: &lmdb::RwTransaction<'_>, row: &[u8], version: u32| {
+                get_in(txn, t.jobs, row).map(|current| {
+                    current
+                        .as_deref()
+                        .and_then(Job::decode)
+                        .is_some_and(|j| j.version <= version)
+                })
+            };
             let mut written = Vec::with_capacity(sealed.len());
             for (id, version, bytes) in &sealed {
                 let job = vector::job_key(&ns_id, id);
-                // Only if the job is still the one embedded: an update in
-                // the meantime queued a newer version.
-                let current = get_in(txn, t.jobs, &job)?;
-                let mine = current
-                    .as_deref()
-                    .and_then(|b| b.get(..4))
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes)
-                    .is_some_and(|v| v <= *version);
+                let mine = still(txn, &job, *version)?;
                 if mine {
                     txn.put(
                         t.vectors,
@@ -181,15 +251,159 @@ impl Service {
                 }
                 written.push(mine);
             }
-            Ok::<_, StoreError>(written)
+            let mut marked = 0;
+            for (id, job) in &given_up {
+                let row = vector::job_key(&ns_id, id);
+                if still(txn, &row, job.version)? {
+                    txn.put(t.jobs, &row, &job.encode(), WriteFlags::empty())?;
+                    marked += usize::from(job.failed.is_some());
+                }
+            }
+            Ok::<_, StoreError>((written, marked))
         })?;
+        settled += marked;
         for ((id, _), (v, ok)) in todo.iter().zip(vectors.iter().zip(written)) {
             if ok {
-                self.vectors.put(&ns_id, *id, v);
+                self.vectors.put(space, *id, v);
                 settled += 1;
             }
         }
         Ok(settled)
+    }
+
+    /// Re-embed every memory of `name`, with `embedder` if given (a loaded
+    /// embedder's id, or `"none"` for words only) or else its own. The
+    /// binding, the old vectors' removal and the new jobs are one
+    /// transaction under a new index generation; the worker embeds in the
+    /// background ([`Service::index_progress`] shows how far). Needs admin.
+    pub fn reindex_namespace(
+        &self,
+        who: &Principal,
+        name: &str,
+        embedder: Option<&str>,
+    ) -> Result<Reindex, ServiceError> {
+        self.authorize(who, name, Role::Admin, "namespace.reindex", None)?;
+        let mut ns = self.find_namespace(name)?;
+        let snapshot = self.plugins.snapshot();
+        let id = match embedder {
+            Some(NO_EMBEDDER) => None,
+            Some(id) => Some(id.to_string()),
+            None => ns.settings.embedder.clone(),
+        };
+        ns.settings.dimensions = match &id {
+            None => None,
+            Some(id) => match snapshot.embedder(id) {
+                Some(e) => Some(e.model().dimensions),
+                // Its own embedder, not loaded now: the jobs wait for it.
+                None if Some(id) == ns.settings.embedder.as_ref() => ns.settings.dimensions,
+                None => {
+                    return Err(invalid(
+                        "embedder",
+                        format!("\"{id}\" is not a loaded embedder plugin"),
+                    ));
+                }
+            },
+        };
+        let was = ns.settings.embedder.clone();
+        ns.settings.embedder = id;
+        ns.index_generation = ns.index_generation.wrapping_add(1);
+        let row = self.namespace_row(name)?;
+        let sealed = super::seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
+        let record = Record::by(who, "namespace.reindex").ns(name).outcome(
+            "ok",
+            Some(format!(
+                "embedder {} -> {}",
+                was.as_deref().unwrap_or(NO_EMBEDDER),
+                ns.settings.embedder.as_deref().unwrap_or(NO_EMBEDDER)
+            )),
+        );
+        let audit = self.audit.clone();
+        let ns_id = ns.id;
+        let embeds = ns.settings.embedder.is_some();
+        let (queued, entry) = self.store.write_blocking(move |txn, t| {
+            txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
+            let prefix = ns_id.as_bytes();
+            let keys = |txn: &lmdb::RwTransaction<'_>, db| -> Result<Vec<Vec<u8>>, StoreError> {
+                let mut cursor = txn.open_ro_cursor(db)?;
+                Ok(lmdb::Cursor::iter_from(&mut cursor, prefix)
+                    .map_while(|item| item.ok())
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(prefix))
+                    .map(<[u8]>::to_vec)
+                    .collect())
+            };
+            for k in keys(txn, t.vectors)? {
+                txn.del(t.vectors, &k, None)?;
+            }
+            // Heads are namespace id + memory id (32 bytes); history rows
+            // add a version.
+            let mut queued = 0;
+            for head in keys(txn, t.memories)?.into_iter().filter(|k| k.len() == 32) {
+                let Ok(id) = Uuid::from_slice(&head[16..]) else {
+                    continue;
+                };
+                let job = vector::job_key(&ns_id, &id);
+                if embeds {
+                    let version = get_in(txn, t.jobs, &job)?
+                        .as_deref()
+                        .and_then(Job::decode)
+                        .map_or(0, |j| j.version);
+                    txn.put(
+                        t.jobs,
+                        &job,
+                        &Job::queued(version).encode(),
+                        WriteFlags::empty(),
+                    )?;
+                    queued += 1;
+                } else {
+                    match txn.del(t.jobs, &job, None) {
+                        Ok(()) | Err(lmdb::Error::NotFound) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Ok((queued, audit.append(txn, t, &record)?))
+        })?;
+        crate::audit::emit(&entry);
+        self.vectors.drop_namespace(&ns.id);
+        Ok(Reindex {
+            namespace: ns.name,
+            embedder: ns.settings.embedder,
+            dimensions: ns.settings.dimensions,
+            index_generation: ns.index_generation,
+            queued,
+        })
+    }
+
+    /// How many of `name`'s memories wait to be embedded, and how many
+    /// failed. Needs read access.
+    pub fn index_progress(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> Result<IndexProgress, ServiceError> {
+        self.authorize(who, name, Role::Reader, "namespace.index", None)?;
+        let ns = self.find_namespace(name)?;
+        let prefix = [vector::JOB_PREFIX, ns.id.as_bytes()].concat();
+        let mut progress = IndexProgress::default();
+        let mut from = prefix.clone();
+        loop {
+            let rows = self
+                .store
+                .rows_max(|t| t.jobs, &from, |k| k.starts_with(&prefix), 4096)?;
+            for (_, v) in &rows {
+                match Job::decode(v) {
+                    Some(Job {
+                        failed: Some(_), ..
+                    }) => progress.failed += 1,
+                    _ => progress.queued += 1,
+                }
+            }
+            match rows.last() {
+                Some((k, _)) if rows.len() == 4096 => from = [k.as_slice(), &[0]].concat(),
+                _ => return Ok(progress),
+            }
+        }
     }
 
     /// The namespace's embedder, if loaded and still giving the dimensions
@@ -220,8 +434,8 @@ impl Service {
         Ok(embedder)
     }
 
-    /// Wait until memory `id` of `namespace` is indexed, at most `timeout`;
-    /// true when it is (or its namespace has no embedder).
+    /// Wait until memory `id` of `namespace` is indexed or given up on, at
+    /// most `timeout`; true when it is (or its namespace has no embedder).
     pub fn wait_indexed(
         &self,
         namespace: &str,
@@ -235,8 +449,12 @@ impl Service {
         let job = vector::job_key(&ns.id, id);
         let until = Instant::now() + timeout;
         loop {
-            if self.store.get(|t| t.jobs, &job)?.is_none() {
-                return Ok(true);
+            match self.store.get(|t| t.jobs, &job)? {
+                None => return Ok(true),
+                Some(row) if Job::decode(&row).is_some_and(|j| j.failed.is_some()) => {
+                    return Ok(true);
+                }
+                Some(_) => {}
             }
             if Instant::now() >= until {
                 return Ok(false);

@@ -230,6 +230,12 @@ pub struct Service {
     index_cursor: Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
+/// The embedder a new namespace is bound to when its settings name none
+/// and that plugin is loaded: semantic recall by default.
+pub const DEFAULT_EMBEDDER: &str = "embed-local";
+/// `"embedder": "none"`: a namespace searched by words only.
+pub const NO_EMBEDDER: &str = "none";
+
 fn ns_key_id(ns: &Uuid) -> Vec<u8> {
     [b"ns/".as_slice(), ns.as_bytes()].concat()
 }
@@ -348,13 +354,20 @@ impl Service {
                 ),
             ));
         }
-        validate_settings(&settings)?;
         let mut settings = settings;
+        let snapshot = self.plugins.snapshot();
+        match settings.embedder.as_deref() {
+            Some(NO_EMBEDDER) => settings.embedder = None,
+            None if snapshot.embedder(DEFAULT_EMBEDDER).is_some() => {
+                settings.embedder = Some(DEFAULT_EMBEDDER.into());
+            }
+            _ => {}
+        }
+        validate_settings(&settings)?;
         settings.dimensions = match &settings.embedder {
             None => None,
             Some(id) => Some(
-                self.plugins
-                    .snapshot()
+                snapshot
                     .embedder(id)
                     .ok_or_else(|| {
                         invalid(
@@ -371,6 +384,7 @@ impl Service {
             name: name.to_string(),
             created_at: model::now_ms(),
             settings,
+            index_generation: 0,
         };
         let row = self.namespace_row(name)?;
         let sealed = seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
@@ -530,6 +544,12 @@ impl Service {
         Ok(lexical::Terms::of(key, &self.searchable_text(ns, m)?))
     }
 
+    /// `m` (of namespace `namespace`) with its indexing status as of now.
+    pub fn current_status(&self, namespace: &str, m: Memory) -> Result<Memory, ServiceError> {
+        let ns = self.find_namespace(namespace)?;
+        self.with_status(&ns, m)
+    }
+
     /// `m` with its indexing status, in a namespace with an embedder.
     pub(crate) fn with_status(
         &self,
@@ -537,11 +557,24 @@ impl Service {
         mut m: Memory,
     ) -> Result<Memory, ServiceError> {
         if ns.settings.embedder.is_some() {
-            let queued = self
+            let job = self
                 .store
                 .get(|t| t.jobs, &vector::job_key(&ns.id, &m.id))?
-                .is_some();
-            m.status = Some(if queued { "indexing" } else { "ready" }.into());
+                .map(|row| vector::Job::decode(&row));
+            m.status = Some(
+                match job {
+                    None => "ready",
+                    Some(Some(vector::Job {
+                        failed: Some(reason),
+                        ..
+                    })) => {
+                        m.status_reason = Some(reason);
+                        "failed"
+                    }
+                    Some(_) => "indexing",
+                }
+                .into(),
+            );
         }
         Ok(m)
     }
@@ -691,6 +724,7 @@ impl Service {
             version: 1,
             redactions: counts,
             status: None,
+            status_reason: None,
         };
         let digest = Sha256::digest(memory.content.as_bytes());
         let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
@@ -1021,7 +1055,7 @@ impl Service {
         })?;
         crate::audit::emit(&entry);
         if embeds {
-            self.vectors.remove(&ns_id, &memory_id);
+            self.vectors.remove(ns.vector_space(), &memory_id);
         }
         let next = self.with_status(&ns, next)?;
         self.egress(&ns, next)
@@ -1193,7 +1227,7 @@ impl Service {
             audit.append(txn, t, &record)
         })?;
         crate::audit::emit(&entry);
-        self.vectors.remove(&ns_id, &memory_id);
+        self.vectors.remove(ns.vector_space(), &memory_id);
         Ok(())
     }
 }

@@ -111,6 +111,21 @@ pub struct Namespace {
     pub created_at: i64,
     /// Settings.
     pub settings: NamespaceSettings,
+    /// Bumped by each reindex: vectors of an older generation are never
+    /// searched.
+    #[serde(default)]
+    pub index_generation: u32,
+}
+
+impl Namespace {
+    /// Which cached vectors belong to it now.
+    pub fn vector_space(&self) -> crate::index::vector::Space {
+        crate::index::vector::Space {
+            ns: self.id,
+            generation: self.index_generation,
+            dims: self.settings.dimensions.unwrap_or(0) as usize,
+        }
+    }
 }
 
 /// Who wrote something, from the caller's credential.
@@ -174,9 +189,14 @@ pub struct Memory {
     #[serde(default)]
     pub redactions: BTreeMap<String, u32>,
     /// In a namespace with an embedder: `indexing` until its current
-    /// version is searchable by meaning, then `ready`. Shown, never stored.
+    /// version is searchable by meaning, then `ready`; `failed` when the
+    /// embedder could not embed this text (see `status_reason`). Shown,
+    /// never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// Why indexing failed, with `status: failed`. Shown, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
 }
 
 impl Memory {

@@ -6,6 +6,8 @@
 //! namespace without an embedder answers `hybrid` with words alone and
 //! refuses `vector`.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Filters, Memory, Service, ServiceError, invalid, model};
@@ -49,6 +51,51 @@ pub struct RecallQuery {
     /// Created before (Unix ms).
     #[serde(default)]
     pub until: Option<i64>,
+    /// How much newer beats better, 0–1 (default 0: relevance alone). The
+    /// score becomes `(1 − w) · relevance + w · recency`, relevance scaled
+    /// to the best hit, recency halving every `half_life_days`.
+    #[serde(default)]
+    pub recency_weight: Option<f32>,
+    /// Recency's half-life in days (default 30), from each memory's last
+    /// change.
+    #[serde(default)]
+    pub half_life_days: Option<f32>,
+    /// `POST /v1/recall` only: the namespaces to search (default: every
+    /// namespace the caller may read).
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+}
+
+impl RecallQuery {
+    fn check(&self) -> Result<usize, ServiceError> {
+        if self.query.trim().is_empty() {
+            return Err(invalid("query", "must not be empty"));
+        }
+        if self.query.len() > MAX_QUERY {
+            return Err(ServiceError::TooLarge {
+                field: "query".into(),
+                limit: MAX_QUERY,
+            });
+        }
+        let k = self.k.unwrap_or(10);
+        if !(1..=100).contains(&k) {
+            return Err(invalid("k", "must be between 1 and 100"));
+        }
+        if let Some(w) = self.recency_weight
+            && !(0.0..=1.0).contains(&w)
+        {
+            return Err(invalid("recency_weight", "must be between 0 and 1"));
+        }
+        if let Some(h) = self.half_life_days
+            && !(h.is_finite() && h > 0.0)
+        {
+            return Err(invalid(
+                "half_life_days",
+                "must be a positive number of days",
+            ));
+        }
+        Ok(k)
+    }
 }
 
 /// One result.
@@ -65,6 +112,8 @@ pub struct Hit {
 
 /// Longest query, in bytes.
 pub const MAX_QUERY: usize = 4096;
+/// Most namespaces one cross-namespace question may name.
+pub const MAX_NAMESPACES: usize = 100;
 
 impl Service {
     /// The memories of `namespace` that best match `q`. Forgotten, expired
@@ -77,21 +126,78 @@ impl Service {
         q: &RecallQuery,
     ) -> Result<Vec<Hit>, ServiceError> {
         self.authorize(who, namespace, Role::Reader, "memory.recall", None)?;
-        if q.query.trim().is_empty() {
-            return Err(invalid("query", "must not be empty"));
-        }
-        if q.query.len() > MAX_QUERY {
-            return Err(ServiceError::TooLarge {
-                field: "query".into(),
-                limit: MAX_QUERY,
-            });
-        }
-        let k = q.k.unwrap_or(10);
-        if !(1..=100).contains(&k) {
-            return Err(invalid("k", "must be between 1 and 100"));
+        let k = q.check()?;
+        if q.namespaces.is_some() {
+            return Err(invalid(
+                "namespaces",
+                "belongs to POST /v1/recall (across namespaces); this route searches one",
+            ));
         }
         let ns = self.find_namespace(namespace)?;
+        self.recall_in(&ns, q, k, true, &mut HashMap::new())
+    }
+
+    /// Recall across namespaces: the ones `q.namespaces` names (each must
+    /// be readable), or every namespace `who` may read. Results from all
+    /// of them, merged by score (each hit says its namespace). In `vector`
+    /// mode, namespaces without an embedder are skipped unless named.
+    pub fn recall_across(
+        &self,
+        who: &Principal,
+        q: &RecallQuery,
+    ) -> Result<Vec<Hit>, ServiceError> {
+        let k = q.check()?;
+        let (names, named) = match &q.namespaces {
+            Some(names) if names.is_empty() => {
+                return Err(invalid(
+                    "namespaces",
+                    "name at least one, or leave it out for all",
+                ));
+            }
+            Some(names) if names.len() > MAX_NAMESPACES => {
+                return Err(invalid(
+                    "namespaces",
+                    format!("at most {MAX_NAMESPACES} namespaces per question"),
+                ));
+            }
+            Some(names) => (names.clone(), true),
+            None => (
+                self.namespaces(who)?.into_iter().map(|n| n.name).collect(),
+                false,
+            ),
+        };
+        let mut query_vectors = HashMap::new();
+        let mut hits = Vec::new();
+        for name in &names {
+            self.authorize(who, name, Role::Reader, "memory.recall", None)?;
+            let ns = self.find_namespace(name)?;
+            if !named && q.mode == RecallMode::Vector && ns.settings.embedder.is_none() {
+                continue;
+            }
+            hits.extend(self.recall_in(&ns, q, k, named, &mut query_vectors)?);
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Recall in one namespace. `strict`: a `vector` question to a
+    /// namespace without an embedder is an error (else: no hits).
+    /// `query_vectors` keeps the question's vector per embedder, so
+    /// namespaces sharing one embed it once.
+    fn recall_in(
+        &self,
+        ns: &super::Namespace,
+        q: &RecallQuery,
+        k: usize,
+        strict: bool,
+        query_vectors: &mut HashMap<String, Vec<f32>>,
+    ) -> Result<Vec<Hit>, ServiceError> {
+        let namespace = ns.name.as_str();
         if q.mode == RecallMode::Vector && ns.settings.embedder.is_none() {
+            if !strict {
+                return Ok(Vec::new());
+            }
             return Err(invalid(
                 "mode",
                 format!(
@@ -99,7 +205,7 @@ impl Service {
                 ),
             ));
         }
-        let key = self.data_key(&ns)?;
+        let key = self.data_key(ns)?;
         let depth = k * 10 + 100;
         let words = if q.mode == RecallMode::Vector {
             Vec::new()
@@ -108,7 +214,7 @@ impl Service {
         };
         let meaning = match (&ns.settings.embedder, q.mode) {
             (Some(id), RecallMode::Vector | RecallMode::Hybrid) => {
-                match self.meaning(id, &ns, &key, &q.query, depth) {
+                match self.meaning(id, ns, &key, &q.query, depth, query_vectors) {
                     Ok(found) => found,
                     // Hybrid degrades to words when the embedder is down.
                     Err(e) if q.mode == RecallMode::Hybrid => {
@@ -128,25 +234,43 @@ impl Service {
             since: q.since,
             until: q.until,
         };
+        let recency = q.recency_weight.filter(|w| *w > 0.0);
+        // With a recency weight every candidate competes (a newer one may
+        // overtake); without, the first k that pass the filters are it.
+        let wanted = if recency.is_some() { depth } else { k };
+        let best = ranked.first().map_or(1.0, |r| r.1).max(f32::MIN_POSITIVE);
         let mut hits = Vec::with_capacity(k);
         // Filters are applied to the ranked list; a bounded number of rows
         // is opened however selective they are.
         for (id, score, channels) in ranked.into_iter().take(depth) {
-            if hits.len() == k {
+            if hits.len() == wanted {
                 break;
             }
-            let m = match self.load(&ns, &id) {
+            let m = match self.load(ns, &id) {
                 Ok(m) => m,
                 Err(ServiceError::NoMemory { .. }) => continue,
                 Err(e) => return Err(e),
             };
             if filters.keeps(&m, now) {
+                let score = match recency {
+                    Some(w) => {
+                        let half_life = f64::from(q.half_life_days.unwrap_or(30.0)) * 86_400_000.0;
+                        let age = (now - m.updated_at).max(0) as f64;
+                        let fresh = 0.5f64.powf(age / half_life) as f32;
+                        (1.0 - w) * (score / best) + w * fresh
+                    }
+                    None => score,
+                };
                 hits.push(Hit {
-                    memory: self.egress(&ns, self.with_status(&ns, m)?)?,
+                    memory: self.egress(ns, self.with_status(ns, m)?)?,
                     score,
                     channels,
                 });
             }
+        }
+        if recency.is_some() {
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+            hits.truncate(k);
         }
         Ok(hits)
     }
@@ -161,15 +285,26 @@ impl Service {
         key: &crate::crypto::DataKey,
         query: &str,
         depth: usize,
+        query_vectors: &mut HashMap<String, Vec<f32>>,
     ) -> Result<Vec<(uuid::Uuid, f32)>, ServiceError> {
         let embedder = self.embedder_of(ns, embedder_id)?;
-        let v = embedder
-            .embed(&[query.to_string()])
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
-        let v = v.first().ok_or_else(|| {
-            ServiceError::Unavailable(format!("embedder \"{embedder_id}\" returned no vector"))
-        })?;
-        Ok(self.vectors.search(&self.store, key, &ns.id, v, depth)?)
+        if !query_vectors.contains_key(embedder_id) {
+            let v = embedder
+                .embed(&[query.to_string()])
+                .map_err(|e| ServiceError::Unavailable(e.to_string()))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    ServiceError::Unavailable(format!(
+                        "embedder \"{embedder_id}\" returned no vector"
+                    ))
+                })?;
+            query_vectors.insert(embedder_id.to_string(), v);
+        }
+        let v = &query_vectors[embedder_id];
+        Ok(self
+            .vectors
+            .search(&self.store, key, ns.vector_space(), v, depth)?)
     }
 }
 

@@ -34,6 +34,25 @@ pub fn staged(name: &str) -> PathBuf {
     dir
 }
 
+/// The all-MiniLM-L6-v2 files `cargo xtask plugins` fetched for embed-local.
+pub fn model_dir() -> PathBuf {
+    let dir = root().join("target/models/all-minilm-l6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} is missing: run `cargo xtask plugins` first (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+/// The `memhost.toml` grant embed-local needs: its model, read-only.
+pub fn embed_local_grant() -> String {
+    format!(
+        "[plugins.grants.embed-local]\nread_only_dirs = {{ \"/model\" = \"{}\" }}\n",
+        model_dir().display()
+    )
+}
+
 /// A built adversarial fixture, e.g. `fixture("loop")`.
 pub fn fixture(name: &str) -> PathBuf {
     let path = root()

@@ -150,6 +150,41 @@ fn json_body<T: serde::de::DeserializeOwned + Send>()
         })
 }
 
+/// Like [`json_body`], but no body (or an empty one) means `T::default()`.
+fn json_body_or_default<T: serde::de::DeserializeOwned + Default + Send>()
+-> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    use warp::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+    let none = warp::header::headers_cloned().and_then(|h: warp::http::HeaderMap| async move {
+        let empty = !h.contains_key(TRANSFER_ENCODING)
+            && h.get(CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0");
+        if empty {
+            Ok(T::default())
+        } else {
+            Err(warp::reject())
+        }
+    });
+    none.or(json_body::<T>()).unify()
+}
+
+/// `POST /v1/namespaces/{ns}/reindex`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexBody {
+    /// The embedder to bind the namespace to (a loaded embedder plugin's
+    /// id, or "none" for words only); default: its current one.
+    #[serde(default)]
+    pub embedder: Option<String>,
+}
+
+/// A namespace with how far its meaning index is.
+#[derive(Serialize)]
+struct NamespaceView {
+    #[serde(flatten)]
+    namespace: crate::service::Namespace,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<crate::service::indexing::IndexProgress>,
+}
+
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     warp::reply::with_status(warp::reply::json(value), status).into_response()
 }
@@ -248,9 +283,6 @@ struct StoredBody<'a> {
     memory: &'a Memory,
     created: bool,
     duplicate: bool,
-    /// `indexing` or `ready`, for namespaces with an embedder.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'static str>,
 }
 
 /// `POST …/memories?wait=indexed`.
@@ -360,8 +392,32 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .and(svc.clone())
         .map(|name: String, s: Service| {
             act(move |who| async move {
-                let ns = blocking(move || s.namespace(&who, &name)).await?;
-                Ok(json(StatusCode::OK, &ns))
+                let view = blocking(move || {
+                    let namespace = s.namespace(&who, &name)?;
+                    let index = match namespace.settings.embedder {
+                        Some(_) => Some(s.index_progress(&who, &name)?),
+                        None => None,
+                    };
+                    Ok(NamespaceView { namespace, index })
+                })
+                .await?;
+                Ok(json(StatusCode::OK, &view))
+            })
+        });
+
+    let reindex_ns = ns_root
+        .and(warp::path::param::<String>())
+        .and(warp::path("reindex"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .and(json_body_or_default::<ReindexBody>())
+        .map(|name: String, s: Service, body: ReindexBody| {
+            act(move |who| async move {
+                let started =
+                    blocking(move || s.reindex_namespace(&who, &name, body.embedder.as_deref()))
+                        .await?;
+                Ok(json(StatusCode::ACCEPTED, &started))
             })
         });
 
@@ -406,16 +462,13 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .map(
             |ns: String, s: Service, params: StoreParams, body: NewMemory| {
                 act(move |who| async move {
-                    let (stored, ready) = blocking(move || {
-                        let stored = s.store(&who, &ns, body)?;
-                        let ready = match (stored.indexing, params.wait) {
-                            (true, Some(WaitFor::Indexed)) => {
-                                Some(s.wait_indexed(&ns, &stored.memory.id, WAIT_INDEXED)?)
-                            }
-                            (true, None) => Some(false),
-                            (false, _) => None,
-                        };
-                        Ok((stored, ready))
+                    let stored = blocking(move || {
+                        let mut stored = s.store(&who, &ns, body)?;
+                        if stored.indexing && params.wait == Some(WaitFor::Indexed) {
+                            s.wait_indexed(&ns, &stored.memory.id, WAIT_INDEXED)?;
+                        }
+                        stored.memory = s.current_status(&ns, stored.memory)?;
+                        Ok(stored)
                     })
                     .await?;
                     let status = if stored.created {
@@ -429,7 +482,6 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
                             memory: &stored.memory,
                             created: stored.created,
                             duplicate: !stored.created,
-                            status: ready.map(|r| if r { "ready" } else { "indexing" }),
                         },
                     ))
                 })
@@ -518,6 +570,21 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .map(|ns: String, s: Service, q: RecallQuery| {
             act(move |who| async move {
                 let results = blocking(move || s.recall(&who, &ns, &q)).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "results": results }),
+                ))
+            })
+        });
+
+    let recall_across = warp::path("recall")
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .and(json_body::<RecallQuery>())
+        .map(|s: Service, q: RecallQuery| {
+            act(move |who| async move {
+                let results = blocking(move || s.recall_across(&who, &q)).await?;
                 Ok(json(
                     StatusCode::OK,
                     &serde_json::json!({ "results": results }),
@@ -669,7 +736,9 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
     all = all.or(get_ns).unify().boxed();
     all = all.or(patch_ns).unify().boxed();
     all = all.or(delete_ns).unify().boxed();
+    all = all.or(reindex_ns).unify().boxed();
     all = all.or(recall).unify().boxed();
+    all = all.or(recall_across).unify().boxed();
     all = all.or(bulk).unify().boxed();
     all = all.or(store).unify().boxed();
     all = all.or(list).unify().boxed();

@@ -8,6 +8,7 @@ use utoipa::OpenApi;
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
+use super::ReindexBody;
 use super::problem::Problem;
 use crate::audit::Entry;
 use crate::auth::keys::{KeyFields, KeyInfo, Rate};
@@ -88,6 +89,16 @@ fn memory_history() {}
     responses((status = 200, description = "`{results: [Hit]}`, best first"), (status = 404, body = Problem), (status = 422, body = Problem)))]
 fn recall() {}
 
+#[utoipa::path(post, path = "/v1/recall", request_body = RecallQuery,
+    responses((status = 200, description = "`{results: [Hit]}` from every namespace searched (`namespaces`, default all the caller may read), best first"),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+fn recall_across() {}
+
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/reindex", params(("ns" = String, Path)), request_body = Option<ReindexBody>,
+    responses((status = 202, description = "`{namespace, embedder, dimensions, index_generation, queued}`: re-embedding in the background; `GET /v1/namespaces/{ns}` shows `index.queued` going down"),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+fn reindex_namespace() {}
+
 #[utoipa::path(get, path = "/v1/admin/keys",
     responses((status = 200, description = "`{keys: [KeyInfo]}`: the keys the caller administers"), (status = 403, body = Problem)))]
 fn list_keys() {}
@@ -139,6 +150,8 @@ impl utoipa::Modify for BearerAuth {
         forget_memory,
         memory_history,
         recall,
+        recall_across,
+        reindex_namespace,
         list_keys,
         create_key,
         revoke_key,
@@ -160,6 +173,7 @@ impl utoipa::Modify for BearerAuth {
         KeyInfo,
         KeyFields,
         RecallQuery,
+        ReindexBody,
         RecallMode,
         Hit,
         Grant,
