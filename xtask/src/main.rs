@@ -6,7 +6,7 @@
 //! | `cargo xtask serve`        | build what is needed and run memhost with the default plugins  |
 //! | `cargo xtask test`         | formatting, lints, plugin unit tests and every host test       |
 //! | `cargo xtask bench plugins`| the plugin-runtime benchmark table                             |
-//! | `cargo xtask bench recall` | vector search at 10k/100k/1M: load time, query p50/p99          |
+//! | `cargo xtask bench recall [n…]` | vector search: exact vs segments, recall@10, build, restart |
 //! | `cargo xtask bench store`  | the store benchmark table                                      |
 
 use std::path::{Path, PathBuf};
@@ -487,7 +487,8 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             .args(["bench", "-p", "memhost", "--bench", "store"])),
         Some("recall") => run(cargo()
             .current_dir(root)
-            .args(["bench", "-p", "memhost", "--bench", "recall"])),
+            .args(["bench", "-p", "memhost", "--bench", "recall", "--"])
+            .args(&args[1..])),
         Some(other) => bail!(
             "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store` or `recall`"
         ),

@@ -2,4 +2,5 @@
 //! arrive with the embedders.) Touches LMDB only through `crate::store`.
 
 pub mod lexical;
+pub mod segment;
 pub mod vector;

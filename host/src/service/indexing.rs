@@ -262,9 +262,10 @@ impl Service {
             Ok::<_, StoreError>((written, marked))
         })?;
         settled += marked;
-        for ((id, _), (v, ok)) in todo.iter().zip(vectors.iter().zip(written)) {
+        for ((id, job), (v, ok)) in todo.iter().zip(vectors.iter().zip(written)) {
             if ok {
-                self.vectors.put(space, *id, v);
+                self.vectors
+                    .put(&self.store, &key, space, *id, job.version, v);
                 settled += 1;
             }
         }
@@ -334,6 +335,9 @@ impl Service {
             };
             for k in keys(txn, t.vectors)? {
                 txn.del(t.vectors, &k, None)?;
+            }
+            for k in keys(txn, t.segments)? {
+                txn.del(t.segments, &k, None)?;
             }
             // Heads are namespace id + memory id (32 bytes); history rows
             // add a version.

@@ -525,6 +525,8 @@ impl Service {
         let prefix = ns.id.as_bytes();
         self.store.delete_prefix(|t| t.dedup, prefix, |_| false)?;
         self.store.delete_prefix(|t| t.vectors, prefix, |_| false)?;
+        self.store
+            .delete_prefix(|t| t.segments, prefix, |_| false)?;
         // Heads are namespace id + memory id; history rows add a version.
         let memories = self
             .store

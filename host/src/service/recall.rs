@@ -282,7 +282,7 @@ impl Service {
         &self,
         embedder_id: &str,
         ns: &super::Namespace,
-        key: &crate::crypto::DataKey,
+        key: &std::sync::Arc<crate::crypto::DataKey>,
         query: &str,
         depth: usize,
         query_vectors: &mut HashMap<String, Vec<f32>>,

@@ -116,6 +116,8 @@ pub struct Tables {
     pub terms: Database,
     /// Sealed vectors.
     pub vectors: Database,
+    /// Sealed built vector segments.
+    pub segments: Database,
     /// Sealed entities.
     pub entities: Database,
     /// Pending governance actions.
@@ -182,6 +184,7 @@ impl Store {
             dedup: create("dedup")?,
             terms: create("terms")?,
             vectors: create("vectors")?,
+            segments: create("segments")?,
             entities: create("entities")?,
             pending: create("pending")?,
             jobs: create("jobs")?,

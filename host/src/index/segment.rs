@@ -1,0 +1,263 @@
+//! Built segments: immutable HNSW graphs (`instant-distance`) over a set of
+//! a namespace's vectors, made in the background once its exact delta is
+//! large enough, persisted sealed so a restart loads them instead of
+//! rebuilding, and merged (small ones together, dead points dropped) in
+//! the background.
+//!
+//! | table | row key | value |
+//! |---|---|---|
+//! | `segments` | namespace id + generation (u32) + segment id (u64) + chunk (u32) | sealed (namespace key) part of the serialized graph |
+//!
+//! A segment stores each point with its memory id and version. Whether a
+//! point still counts is decided outside it (see `vector.rs`): a memory
+//! changed or forgotten after the build has no live entry pointing at the
+//! segment, so the stale point is skipped — the tombstone.
+
+use instant_distance::{Builder, HnswMap, Point, Search};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::crypto::DataKey;
+use crate::store::{Store, StoreError, WriteFlags};
+
+/// Plaintext bytes per sealed chunk.
+const CHUNK: usize = 1 << 20;
+/// The chunk number of a segment's header row.
+const HEADER: u32 = u32::MAX;
+/// Candidates each graph search keeps (the `ef` of the HNSW paper).
+pub const EF_SEARCH: usize = 64;
+/// Candidates kept while building.
+const EF_CONSTRUCTION: usize = 100;
+
+/// A unit vector as the graph sees it: distance is 1 − cosine.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Unit(pub Vec<f32>);
+
+impl Point for Unit {
+    fn distance(&self, other: &Self) -> f32 {
+        1.0 - super::vector::dot(&self.0, &other.0)
+    }
+}
+
+/// Which memory version a point is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The memory id.
+    pub id: [u8; 16],
+    /// Its version when embedded.
+    pub version: u32,
+}
+
+impl Member {
+    /// The memory id as a UUID.
+    pub fn uuid(&self) -> Uuid {
+        Uuid::from_bytes(self.id)
+    }
+}
+
+/// One immutable segment.
+pub struct Segment {
+    /// Unique within its namespace and generation.
+    pub id: u64,
+    map: HnswMap<Unit, Member>,
+}
+
+impl Segment {
+    /// Build a segment over `points` (unit vectors). Slow: run it off the
+    /// request path.
+    pub fn build(id: u64, points: Vec<(Member, Vec<f32>)>) -> Segment {
+        let (members, units): (Vec<Member>, Vec<Unit>) =
+            points.into_iter().map(|(m, v)| (m, Unit(v))).unzip();
+        let map = Builder::default()
+            .ef_search(EF_SEARCH)
+            .ef_construction(EF_CONSTRUCTION)
+            .seed(id)
+            .build(units, members);
+        Segment { id, map }
+    }
+
+    /// How many points it holds (live or not).
+    pub fn len(&self) -> usize {
+        self.map.values.len()
+    }
+
+    /// Whether it holds no point.
+    pub fn is_empty(&self) -> bool {
+        self.map.values.is_empty()
+    }
+
+    /// Every point with its member.
+    pub fn points(&self) -> impl Iterator<Item = (&Member, &[f32])> {
+        self.map
+            .values
+            .iter()
+            .zip(self.map.iter())
+            .map(|(m, (_, p))| (m, p.0.as_slice()))
+    }
+
+    /// The nearest points to `query` (unit length): member and cosine,
+    /// best first, at most [`EF_SEARCH`].
+    pub fn search(&self, query: &[f32]) -> Vec<(Member, f32)> {
+        let mut search = Search::default();
+        let q = Unit(query.to_vec());
+        self.map
+            .search(&q, &mut search)
+            .map(|item| (*item.value, 1.0 - item.distance))
+            .collect()
+    }
+
+    fn serialize(&self) -> Result<Vec<u8>, StoreError> {
+        postcard::to_allocvec(&self.map)
+            .map_err(|e| StoreError::Lmdb(format!("cannot serialize segment {}: {e}", self.id)))
+    }
+}
+
+/// Rows to write: (key, sealed value).
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A segment's parts as read: its chunk count (from the header) and the
+/// chunks found.
+#[derive(Default)]
+struct Parts {
+    count: Option<u32>,
+    chunks: Vec<(u32, Vec<u8>)>,
+}
+
+/// The row key prefix of namespace `ns`'s segments in generation `generation`.
+pub fn prefix(ns: &Uuid, generation: u32) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), &generation.to_be_bytes()].concat()
+}
+
+fn row(ns: &Uuid, generation: u32, segment: u64, chunk: u32) -> Vec<u8> {
+    [
+        prefix(ns, generation).as_slice(),
+        &segment.to_be_bytes(),
+        &chunk.to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// Sealed rows for `segment`: its chunks and a header with their count.
+pub fn seal(
+    key: &DataKey,
+    ns: &Uuid,
+    generation: u32,
+    segment: &Segment,
+) -> Result<Rows, StoreError> {
+    let bytes = zeroize::Zeroizing::new(segment.serialize()?);
+    let mut rows: Rows = bytes
+        .chunks(CHUNK)
+        .enumerate()
+        .map(|(i, part)| {
+            let k = row(ns, generation, segment.id, i as u32);
+            let sealed = key.seal("segments", &k, part);
+            (k, sealed)
+        })
+        .collect();
+    let count = rows.len() as u32;
+    let k = row(ns, generation, segment.id, HEADER);
+    let header = key.seal("segments", &k, &count.to_be_bytes());
+    rows.push((k, header));
+    Ok(rows)
+}
+
+/// Write `rows` (from [`seal`]) and delete the rows of `replaced`
+/// segments, in one transaction: a merge is all or nothing.
+pub fn persist(
+    store: &Store,
+    ns: &Uuid,
+    generation: u32,
+    rows: Rows,
+    replaced: &[u64],
+) -> Result<(), StoreError> {
+    let old: Vec<Vec<u8>> = replaced
+        .iter()
+        .map(|s| [prefix(ns, generation).as_slice(), &s.to_be_bytes()].concat())
+        .collect();
+    store.write_blocking(move |txn, t| {
+        for (k, v) in &rows {
+            txn.put(t.segments, k, v, WriteFlags::empty())?;
+        }
+        for p in &old {
+            let keys: Vec<Vec<u8>> = {
+                let mut cursor = lmdb::Transaction::open_ro_cursor(txn, t.segments)?;
+                lmdb::Cursor::iter_from(&mut cursor, p)
+                    .map_while(|item| item.ok())
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(p))
+                    .map(<[u8]>::to_vec)
+                    .collect()
+            };
+            for k in keys {
+                txn.del(t.segments, &k, None)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Every complete segment of `ns` in `generation`, read and unsealed. A
+/// segment with a missing or unreadable part is skipped (its points are
+/// then searched exactly, from their vector rows) and reported.
+pub fn load(
+    store: &Store,
+    key: &DataKey,
+    ns: &Uuid,
+    generation: u32,
+) -> Result<Vec<Segment>, StoreError> {
+    let p = prefix(ns, generation);
+    let mut parts: std::collections::BTreeMap<u64, Parts> = std::collections::BTreeMap::new();
+    let mut from = p.clone();
+    loop {
+        let rows = store.rows_max(|t| t.segments, &from, |k| k.starts_with(&p), 64)?;
+        for (k, v) in &rows {
+            let (Some(seg), Some(chunk)) = (
+                k.get(p.len()..p.len() + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes),
+                k.get(p.len() + 8..)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes),
+            ) else {
+                continue;
+            };
+            let Ok(plain) = key.open("segments", k, v) else {
+                tracing::warn!(namespace = %ns, segment = seg, "a segment part does not open; the segment is skipped");
+                continue;
+            };
+            let entry = parts.entry(seg).or_default();
+            if chunk == HEADER {
+                entry.count = plain
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes);
+            } else {
+                entry.chunks.push((chunk, plain.to_vec()));
+            }
+        }
+        match rows.last() {
+            Some((k, _)) if rows.len() == 64 => from = [k.as_slice(), &[0]].concat(),
+            _ => break,
+        }
+    }
+    let mut out = Vec::new();
+    for (id, Parts { count, mut chunks }) in parts {
+        chunks.sort_by_key(|c| c.0);
+        let complete = count.is_some_and(|n| {
+            chunks.len() == n as usize && chunks.iter().enumerate().all(|(i, c)| c.0 == i as u32)
+        });
+        if !complete {
+            tracing::warn!(namespace = %ns, segment = id, "segment incomplete; skipped");
+            continue;
+        }
+        let bytes =
+            zeroize::Zeroizing::new(chunks.into_iter().flat_map(|c| c.1).collect::<Vec<u8>>());
+        match postcard::from_bytes::<HnswMap<Unit, Member>>(&bytes) {
+            Ok(map) => out.push(Segment { id, map }),
+            Err(e) => {
+                tracing::warn!(namespace = %ns, segment = id, error = %e, "segment does not decode; skipped")
+            }
+        }
+    }
+    Ok(out)
+}
