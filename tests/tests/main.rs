@@ -23,5 +23,6 @@ mod sandbox_fuel;
 mod sandbox_memory;
 mod sandbox_panic;
 mod sandbox_wasi;
+mod semantic;
 mod serve_cli;
 mod service_memories;

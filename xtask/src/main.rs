@@ -92,6 +92,26 @@ const MINILM: Wheel = Wheel {
     dest: "models/all-minilm-l6-v2",
 };
 
+/// Test data: the 300 news articles of gensim's test corpus
+/// (`lee_background.cor`, gensim is LGPL-2.1), for the semantic recall
+/// test. Any Python can download the wheel: only one file is read from it.
+const LEE_CORPUS: Wheel = Wheel {
+    requirement: "gensim==4.3.3",
+    pip_args: &[
+        "--python-version",
+        "3.11",
+        "--platform",
+        "manylinux_2_17_x86_64",
+    ],
+    file: "gensim-4.3.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    sha256: "d662bf96e3d741b6ab61a54be842a7cbf5e45193008b2f4225c758cafd7f9cdc",
+    members: &[(
+        "gensim/test/test_data/lee_background.cor",
+        "lee_background.cor",
+    )],
+    dest: "corpora",
+};
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let root = root()?;
@@ -208,6 +228,7 @@ fn plugins(root: &Path) -> Result<PathBuf> {
     }
 
     fetch(root, &MINILM)?;
+    fetch(root, &LEE_CORPUS)?;
 
     ensure_componentize_py()?;
     let py = root.join("examples/redact-python");

@@ -206,26 +206,24 @@ pub fn remove(
 
 /// Memories of namespace `ns` matching `query`, best first, with BM25
 /// scores. Reads one posting list per distinct query word.
-pub fn search(
-    store: &Store,
-    key: &DataKey,
-    ns: &Uuid,
-    query: &str,
-) -> Result<Vec<(Uuid, f32)>, StoreError> {
+pub fn search(store: &Store, key: &DataKey, ns: &Uuid, query: &str) -> Result<Ranked, StoreError> {
     let mut distinct: Vec<[u8; 32]> = words(query).iter().map(|w| blind(key, w)).collect();
     distinct.sort_unstable();
     distinct.dedup();
     let (docs, total) = store.read(|txn, t| stats(txn, t, ns))?;
     if docs == 0 || distinct.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Ranked::default());
     }
     let avg = total as f32 / docs as f32;
     let mut scores: HashMap<Uuid, f32> = HashMap::new();
+    let mut best_possible = 0.0;
     for token in distinct {
         let prefix = [ns.as_bytes().as_slice(), b"p", &token].concat();
         let rows = store.rows(|t| t.terms, &prefix, |k| k.starts_with(&prefix))?;
         let df = rows.len() as f32;
         let idf = (1.0 + (docs as f32 - df + 0.5) / (df + 0.5)).ln();
+        // A memory holding this word many times, in a short text.
+        best_possible += idf * (K1 + 1.0);
         for (k, v) in rows {
             let (Some(id), Some(tf), Some(len)) = (
                 k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok()),
@@ -243,9 +241,23 @@ pub fn search(
             *scores.entry(id).or_insert(0.0) += idf * tf * (K1 + 1.0) / (tf + norm);
         }
     }
-    let mut ranked: Vec<(Uuid, f32)> = scores.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
-    Ok(ranked)
+    let mut hits: Vec<(Uuid, f32)> = scores.into_iter().collect();
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    Ok(Ranked {
+        hits,
+        best_possible,
+    })
+}
+
+/// Memories by BM25, best first, and the score no memory can exceed for
+/// this query (every word, idf-weighted, at saturation): how much of the
+/// question a hit matches, whatever the corpus.
+#[derive(Debug, Clone, Default)]
+pub struct Ranked {
+    /// (memory, BM25 score), best first.
+    pub hits: Vec<(Uuid, f32)>,
+    /// The upper bound of any score for this query.
+    pub best_possible: f32,
 }
 
 /// Remove every row of namespace `ns` from the index, in batches.
@@ -306,21 +318,23 @@ mod tests {
                 .unwrap();
             ids.push(id);
         }
-        let hits = search(&store, &key, &ns, "budgets").unwrap();
+        let ranked = search(&store, &key, &ns, "budgets").unwrap();
+        assert!(ranked.hits.iter().all(|h| h.1 < ranked.best_possible));
+        let hits = ranked.hits;
         assert_eq!(
             hits.iter().map(|h| h.0).collect::<Vec<_>>(),
             [ids[2], ids[1]]
         );
-        let hits = search(&store, &key, &ns, "morning tea").unwrap();
+        let hits = search(&store, &key, &ns, "morning tea").unwrap().hits;
         assert_eq!(hits[0].0, ids[0]);
         // Removed documents are gone from results and from the statistics.
         let gone = ids[2];
         store
             .write_blocking(move |txn, t| remove(txn, t, &ns, &gone))
             .unwrap();
-        let hits = search(&store, &key, &ns, "budget").unwrap();
+        let hits = search(&store, &key, &ns, "budget").unwrap().hits;
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [ids[1]]);
         assert_eq!(store.read(|txn, t| stats(txn, t, &ns)).unwrap().0, 3);
-        assert!(search(&store, &key, &ns, "").unwrap().is_empty());
+        assert!(search(&store, &key, &ns, "").unwrap().hits.is_empty());
     }
 }

@@ -13,7 +13,7 @@ use super::problem::Problem;
 use crate::audit::Entry;
 use crate::auth::keys::{KeyFields, KeyInfo, Rate};
 use crate::auth::{Grant, Role};
-use crate::service::recall::{Hit, RecallMode, RecallQuery};
+use crate::service::recall::{Fusion, Hit, RecallMode, RecallQuery};
 use crate::service::{
     Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, RedactionMode,
 };
@@ -175,6 +175,7 @@ impl utoipa::Modify for BearerAuth {
         RecallQuery,
         ReindexBody,
         RecallMode,
+        Fusion,
         Hit,
         Grant,
         Role,
