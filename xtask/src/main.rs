@@ -8,6 +8,7 @@
 //! | `cargo xtask bench plugins`| the plugin-runtime benchmark table                             |
 //! | `cargo xtask bench recall [n…]` | vector search: exact vs segments, recall@10, build, restart |
 //! | `cargo xtask bench store`  | the store benchmark table                                      |
+//! | `cargo xtask bench embed`  | embed-local on real text: question latency, indexing texts/s   |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,7 +123,7 @@ fn main() -> Result<()> {
         Some("bench") => bench(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall>"
+                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed>"
             );
             std::process::exit(2);
         }
@@ -506,12 +507,18 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         Some("store") => run(cargo()
             .current_dir(root)
             .args(["bench", "-p", "memhost", "--bench", "store"])),
+        Some("embed") => {
+            plugins(root)?;
+            run(cargo()
+                .current_dir(root)
+                .args(["bench", "-p", "memhost", "--bench", "embed"]))
+        }
         Some("recall") => run(cargo()
             .current_dir(root)
             .args(["bench", "-p", "memhost", "--bench", "recall", "--"])
             .args(&args[1..])),
         Some(other) => bail!(
-            "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store` or `recall`"
+            "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store`, `recall` or `embed`"
         ),
     }
 }
