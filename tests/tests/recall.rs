@@ -412,7 +412,7 @@ fn a_text_the_embedder_keeps_failing_on_is_marked_failed_with_the_reason() {
         bad["status_reason"]
             .as_str()
             .unwrap()
-            .contains("asked to trap"),
+            .contains("panicked on this text"),
         "{bad}"
     );
     let id = bad["id"].as_str().unwrap();

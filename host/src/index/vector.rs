@@ -201,6 +201,10 @@ struct Index {
     delta: Vectors,
     segments: Vec<Arc<Segment>>,
     live: HashMap<Uuid, (u64, u32)>,
+    /// Memory versions that no longer count: a vector of this version or
+    /// older arriving late (the worker finishing after a change or forget)
+    /// is ignored.
+    floor: HashMap<Uuid, u32>,
     next_segment: u64,
     building: bool,
     /// The delta size that starts a build ([`BUILD_AT`]).
@@ -209,11 +213,20 @@ struct Index {
 
 impl Index {
     fn upsert(&mut self, id: Uuid, version: u32, v: &[f32]) {
+        match self.floor.get(&id) {
+            Some(&stale) if version <= stale => return,
+            Some(_) => {
+                self.floor.remove(&id);
+            }
+            None => {}
+        }
         self.live.remove(&id);
         self.delta.upsert(id, version, v);
     }
 
-    fn remove(&mut self, id: &Uuid) {
+    fn remove(&mut self, id: &Uuid, version: u32) {
+        let floor = self.floor.entry(*id).or_insert(version);
+        *floor = (*floor).max(version);
         self.live.remove(id);
         self.delta.remove(id);
     }
@@ -299,19 +312,43 @@ impl VectorCache {
         {
             return Ok(s.clone());
         }
-        // Load outside the map's lock; the first to finish wins.
-        let index = load(store, key, space, self.build_at)?;
-        let loaded = {
+        // Put the entry in place first and fill it holding its write lock:
+        // a put or remove meanwhile waits for the load and then applies,
+        // instead of missing a namespace that is not there yet.
+        let loaded: Loaded = Arc::default();
+        let mut guard = loaded.write().map_err(|_| poisoned())?;
+        {
             let mut spaces = self.spaces.write().map_err(|_| poisoned())?;
             match spaces.get(&space.ns) {
                 Some((held, s)) if *held == space => return Ok(s.clone()),
+                // A newer generation is in place: this caller read the
+                // namespace before a reindex. Serve it without caching.
+                Some((held, _)) if held.generation > space.generation => {
+                    drop(spaces);
+                    *guard = load(store, key, space, usize::MAX)?;
+                    drop(guard);
+                    return Ok(loaded);
+                }
                 _ => {
-                    let s = Arc::new(RwLock::new(index));
-                    spaces.insert(space.ns, (space, s.clone()));
-                    s
+                    spaces.insert(space.ns, (space, loaded.clone()));
                 }
             }
-        };
+        }
+        match load(store, key, space, self.build_at) {
+            Ok(index) => *guard = index,
+            Err(e) => {
+                drop(guard);
+                if let Ok(mut spaces) = self.spaces.write()
+                    && spaces
+                        .get(&space.ns)
+                        .is_some_and(|(_, s)| Arc::ptr_eq(s, &loaded))
+                {
+                    spaces.remove(&space.ns);
+                }
+                return Err(e);
+            }
+        }
+        drop(guard);
         background(
             &loaded,
             Builds {
@@ -355,12 +392,13 @@ impl VectorCache {
         }
     }
 
-    /// A memory was forgotten or changed (its old vector no longer counts).
-    pub fn remove(&self, space: Space, id: &Uuid) {
+    /// A memory was forgotten or changed: its vectors of `version` and
+    /// older no longer count (also one the worker delivers late).
+    pub fn remove(&self, space: Space, id: &Uuid, version: u32) {
         if let Some(s) = self.loaded(space)
             && let Ok(mut s) = s.write()
         {
-            s.remove(id);
+            s.remove(id, version);
         }
     }
 
@@ -399,29 +437,30 @@ impl VectorCache {
         space: Space,
     ) -> Result<IndexShape, StoreError> {
         let s = self.space(store, key, space)?;
-        // Wait for a background round that is under way.
-        while s.read().map_err(|_| poisoned())?.building {
+        // Wait for a background round that is under way, then claim it.
+        loop {
+            let mut ix = s.write().map_err(|_| poisoned())?;
+            if !ix.building {
+                ix.building = true;
+                break;
+            }
+            drop(ix);
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        if let Ok(mut ix) = s.write() {
-            ix.building = true;
-        }
+        let _done = Building(s.clone());
         let job = Builds {
             store: store.clone(),
             key: key.clone(),
             space,
         };
-        let done = build_rounds(&s, &job);
-        if let Ok(mut ix) = s.write() {
-            ix.building = false;
-        }
-        done?;
+        build_rounds(&s, &job)?;
         self.shape(store, key, space)
     }
 
     /// Memories of the namespace by cosine similarity to `query`, best
-    /// first, at most `limit`: exact over the delta, approximate over each
-    /// segment (its [`segment::EF_SEARCH`] nearest), stale points skipped.
+    /// first, at most `limit`: exact over the delta; over each segment
+    /// approximate (its graph's nearest) when `limit` is at most
+    /// [`segment::EF_SEARCH`], else exact; stale points skipped.
     pub fn search(
         &self,
         store: &Store,
@@ -452,10 +491,21 @@ impl VectorCache {
             offer(dot(v, &q), s.ids[i]);
         }
         for seg in &ix.segments {
-            for (m, score) in seg.search(&q) {
-                let id = m.uuid();
-                if ix.live.get(&id) == Some(&(seg.id, m.version)) {
-                    offer(score, id);
+            if limit <= segment::EF_SEARCH {
+                for (m, score) in seg.search(&q) {
+                    let id = m.uuid();
+                    if ix.live.get(&id) == Some(&(seg.id, m.version)) {
+                        offer(score, id);
+                    }
+                }
+            } else {
+                // Deeper than a graph search reaches (filters need
+                // headroom): exact over the segment's points.
+                for (m, v) in seg.points() {
+                    let id = m.uuid();
+                    if ix.live.get(&id) == Some(&(seg.id, m.version)) {
+                        offer(dot(v, &q), id);
+                    }
                 }
             }
         }
@@ -549,16 +599,28 @@ fn background(index: &Loaded, job: Builds) {
     let spawned = std::thread::Builder::new()
         .name("memhost-segments".into())
         .spawn(move || {
+            let _done = Building(shared.clone());
             if let Err(e) = build_rounds(&shared, &job) {
                 tracing::warn!(namespace = %job.space.ns, error = %e, "building a vector segment failed; searching exactly meanwhile");
-            }
-            if let Ok(mut ix) = shared.write() {
-                ix.building = false;
             }
         });
     if spawned.is_err()
         && let Ok(mut ix) = index.write()
     {
+        ix.building = false;
+    }
+}
+
+/// Clears an index's `building` flag when dropped, also when a build
+/// panics, so a later round can start.
+struct Building(Loaded);
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        let mut ix = match self.0.write() {
+            Ok(ix) => ix,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         ix.building = false;
     }
 }
@@ -773,7 +835,7 @@ mod tests {
         f.write(ids[2], 1, &[1.0, 1.0]);
         f.write(ids[3], 1, &[1.0, 0.0, 0.0]); // wrong dimensions: ignored
         let cache = VectorCache::default();
-        cache.remove(f.space, &ids[0]); // not loaded yet: nothing to do
+        cache.remove(f.space, &ids[0], 1); // not loaded yet: nothing to do
         let hits = cache
             .search(&f.store, &f.key, f.space, &[1.0, 0.1], 5)
             .unwrap();
@@ -781,7 +843,7 @@ mod tests {
             hits.iter().map(|h| h.0).collect::<Vec<_>>(),
             [ids[0], ids[2], ids[1]]
         );
-        cache.remove(f.space, &ids[0]);
+        cache.remove(f.space, &ids[0], 1);
         cache.put(&f.store, &f.key, f.space, ids[1], 2, &[3.0, 0.0]);
         let hits = cache
             .search(&f.store, &f.key, f.space, &[1.0, 0.1], 5)
@@ -827,7 +889,9 @@ mod tests {
         assert!(hits[0].1 > 0.999);
 
         // Forget one, change another: their segment points stop counting.
-        cache.remove(f.space, &ids[7]);
+        cache.remove(f.space, &ids[7], 1);
+        // The worker delivering the forgotten version late changes nothing.
+        cache.put(&f.store, &f.key, f.space, ids[7], 1, &vectors[7]);
         let moved = unit(&mut rng, 16);
         f.write(ids[8], 2, &moved);
         cache.put(&f.store, &f.key, f.space, ids[8], 2, &moved);

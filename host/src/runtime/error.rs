@@ -57,6 +57,28 @@ pub enum CallErrorKind {
     Instantiate(String),
 }
 
+impl CallErrorKind {
+    /// The kind alone, without the plugin's own words (which may quote its
+    /// input): for what is stored.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            CallErrorKind::Timeout(_) => "the embedder timed out on this text",
+            CallErrorKind::MemoryLimit { .. } => "the embedder ran out of memory on this text",
+            CallErrorKind::OutOfFuel => "the embedder ran out of fuel on this text",
+            CallErrorKind::Panic(_) => "the embedder panicked on this text",
+            CallErrorKind::Trap(_) => "the embedder trapped on this text",
+            CallErrorKind::Returned(m) if m.starts_with("invalid input:") => {
+                "the embedder refused this text as invalid input"
+            }
+            CallErrorKind::Returned(_) => "the embedder returned an error for this text",
+            CallErrorKind::CapabilityDenied(_) => "the embedder was denied a capability",
+            CallErrorKind::InvalidOutput(_) => "the embedder returned an unusable vector",
+            CallErrorKind::Busy(_) => "the embedder was busy",
+            CallErrorKind::Instantiate(_) => "the embedder could not start",
+        }
+    }
+}
+
 impl CallError {
     /// A call error of the given kind.
     pub fn new(plugin: &PluginIdentity, kind: CallErrorKind) -> Self {
@@ -74,7 +96,9 @@ impl CallError {
             CallErrorKind::Busy(_)
             | CallErrorKind::CapabilityDenied(_)
             | CallErrorKind::Instantiate(_) => true,
-            CallErrorKind::Returned(m) => m.starts_with("unavailable:"),
+            CallErrorKind::Returned(m) => {
+                m.starts_with("unavailable:") || m.starts_with("configuration:")
+            }
             _ => false,
         }
     }

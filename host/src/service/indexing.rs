@@ -43,7 +43,7 @@ pub struct IndexProgress {
 }
 
 /// The index generation recorded in namespace row `row`, read in `txn`.
-fn generation_in(
+pub(super) fn generation_in(
     txn: &impl Transaction,
     t: &Tables,
     system: &DataKey,
@@ -107,6 +107,7 @@ impl Service {
                 }
             }
         }
+        let by_len: usize = by_ns.values().map(Vec::len).sum();
         let namespaces: HashMap<Uuid, Namespace> = self
             .all_namespaces()?
             .into_iter()
@@ -125,7 +126,10 @@ impl Service {
                 }
             }
         }
-        Ok((settled, rows.len()))
+        // Jobs given up on are not work: they must not make the worker
+        // back off as if it were stuck.
+        let open: usize = by_len;
+        Ok((settled, open))
     }
 
     fn drop_jobs(&self, ns: &Uuid, jobs: &[(Uuid, Job)]) -> Result<usize, ServiceError> {
@@ -189,7 +193,10 @@ impl Service {
                         Err(one) => {
                             job.attempts = job.attempts.saturating_add(1);
                             if one.is_bad_input() || job.attempts >= MAX_ATTEMPTS {
-                                job.failed = Some(one.kind.to_string());
+                                // What kind of failure, not the plugin's
+                                // message: that could quote the text, and
+                                // job rows are not sealed (the log has it).
+                                job.failed = Some(one.kind.summary().to_string());
                                 tracing::warn!(namespace = %ns.name, memory = %id, error = %one, attempts = job.attempts, "cannot embed this memory; giving up (status failed)");
                             } else {
                                 tracing::warn!(namespace = %ns.name, memory = %id, error = %one, attempts = job.attempts, "cannot embed this memory; it stays queued");
@@ -306,10 +313,13 @@ impl Service {
             },
         };
         let was = ns.settings.embedder.clone();
+        let read_generation = ns.index_generation;
         ns.settings.embedder = id;
         ns.index_generation = ns.index_generation.wrapping_add(1);
         let row = self.namespace_row(name)?;
-        let sealed = super::seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
+        let system = self.system_key()?;
+        let sealed = super::seal_json(&system, "namespaces", &row, &ns)?;
+        let raced = format!("namespace \"{name}\" changed while it was being reindexed; retry");
         let record = Record::by(who, "namespace.reindex").ns(name).outcome(
             "ok",
             Some(format!(
@@ -322,6 +332,10 @@ impl Service {
         let ns_id = ns.id;
         let embeds = ns.settings.embedder.is_some();
         let (queued, entry) = self.store.write_blocking(move |txn, t| {
+            // Another reindex (or a delete) since it was read: not this one.
+            if generation_in(txn, t, &system, &row)? != Some(read_generation) {
+                return Err(StoreError::Rejected(raced.clone()));
+            }
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
             let prefix = ns_id.as_bytes();
             let keys = |txn: &lmdb::RwTransaction<'_>, db| -> Result<Vec<Vec<u8>>, StoreError> {

@@ -484,10 +484,17 @@ impl Service {
         }
         ns.settings = settings;
         let row = self.namespace_row(name)?;
-        let sealed = seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
+        let system = self.system_key()?;
+        let sealed = seal_json(&system, "namespaces", &row, &ns)?;
         let record = Record::by(who, "namespace.update").ns(name);
         let audit = self.audit.clone();
+        let generation = ns.index_generation;
+        let raced = format!("namespace \"{name}\" was reindexed meanwhile; retry");
         let entry = self.store.write_blocking(move |txn, t| {
+            // A reindex since it was read would be undone by this write.
+            if indexing::generation_in(txn, t, &system, &row)? != Some(generation) {
+                return Err(StoreError::Rejected(raced.clone()));
+            }
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
             audit.append(txn, t, &record)
         })?;
@@ -1057,7 +1064,11 @@ impl Service {
         })?;
         crate::audit::emit(&entry);
         if embeds {
-            self.vectors.remove(ns.vector_space(), &memory_id);
+            self.vectors.remove(
+                ns.vector_space(),
+                &memory_id,
+                next_version.saturating_sub(1),
+            );
         }
         let next = self.with_status(&ns, next)?;
         self.egress(&ns, next)
@@ -1229,7 +1240,8 @@ impl Service {
             audit.append(txn, t, &record)
         })?;
         crate::audit::emit(&entry);
-        self.vectors.remove(ns.vector_space(), &memory_id);
+        // Forgotten for good: no version of it counts again.
+        self.vectors.remove(ns.vector_space(), &memory_id, u32::MAX);
         Ok(())
     }
 }

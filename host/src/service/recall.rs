@@ -190,11 +190,20 @@ impl Service {
         let mut hits = Vec::new();
         for name in &names {
             self.authorize(who, name, Role::Reader, "memory.recall", None)?;
-            let ns = self.find_namespace(name)?;
-            if !named && q.mode == RecallMode::Vector && ns.settings.embedder.is_none() {
-                continue;
+            let found = self
+                .find_namespace(name)
+                .and_then(|ns| self.recall_in(&ns, q, k, named, &mut query_vectors));
+            match found {
+                Ok(found) => hits.extend(found),
+                // Not asked for by name: one namespace deleted meanwhile or
+                // whose embedder is down does not fail the question.
+                Err(e @ (ServiceError::NoNamespace(_) | ServiceError::Unavailable(_)))
+                    if !named =>
+                {
+                    tracing::warn!(namespace = %name, error = %e, "recall across namespaces skipped one");
+                }
+                Err(e) => return Err(e),
             }
-            hits.extend(self.recall_in(&ns, q, k, named, &mut query_vectors)?);
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score));
         hits.truncate(k);
@@ -226,7 +235,19 @@ impl Service {
             ));
         }
         let key = self.data_key(ns)?;
-        let depth = k * 10 + 100;
+        let filtered = !q.tags.is_empty()
+            || q.agent_id.is_some()
+            || q.since.is_some()
+            || q.until.is_some()
+            || q.recency_weight.is_some_and(|w| w > 0.0);
+        // Candidates to rank: with filters (or recency) many, so enough
+        // survive; else what one graph search gives (an exact search over
+        // the built segments is needed beyond that).
+        let depth = if filtered {
+            k * 10 + 100
+        } else {
+            k.max(crate::index::segment::EF_SEARCH)
+        };
         let words = if q.mode == RecallMode::Vector {
             lexical::Ranked::default()
         } else {
@@ -346,8 +367,17 @@ fn fuse(
             .map(|(id, s)| (id, s, vec![channel]))
             .collect::<Found>()
     };
-    match (mode, words.hits.is_empty(), meaning.is_empty()) {
-        (RecallMode::Lexical, ..) | (_, false, true) => return tag(words.hits, "lexical"),
+    // Word scores as the share of the question's best possible BM25: the
+    // same order, and comparable between namespaces (a cross-namespace
+    // answer merges them).
+    let best = words.best_possible.max(f32::MIN_POSITIVE);
+    let shares: Vec<(uuid::Uuid, f32)> = words
+        .hits
+        .iter()
+        .map(|&(id, bm25)| (id, (bm25 / best).min(1.0)))
+        .collect();
+    match (mode, shares.is_empty(), meaning.is_empty()) {
+        (RecallMode::Lexical, ..) | (_, false, true) => return tag(shares, "lexical"),
         (RecallMode::Vector, ..) | (_, true, false) => return tag(meaning, "vector"),
         _ => {}
     }
@@ -370,10 +400,9 @@ fn fuse(
             for (id, cosine) in meaning {
                 fused.insert(id, (cosine, vec!["vector"]));
             }
-            let best = words.best_possible.max(f32::MIN_POSITIVE);
-            for (id, bm25) in words.hits {
+            for (id, share) in shares {
                 let e = fused.entry(id).or_insert((floor, Vec::new()));
-                e.0 += (bm25 / best).min(1.0);
+                e.0 += share;
                 e.1.insert(0, "lexical");
             }
         }
@@ -408,7 +437,7 @@ mod tests {
             words.clone(),
             Vec::new(),
         );
-        assert_eq!((only[0].0, only[0].1), (ids[1], 5.0));
+        assert_eq!((only[0].0, only[0].1), (ids[1], 0.5));
         let lexical = fuse(
             RecallMode::Lexical,
             Fusion::Relative,
