@@ -240,24 +240,39 @@ pub fn load(
             _ => break,
         }
     }
-    let mut out = Vec::new();
-    for (id, Parts { count, mut chunks }) in parts {
-        chunks.sort_by_key(|c| c.0);
-        let complete = count.is_some_and(|n| {
-            chunks.len() == n as usize && chunks.iter().enumerate().all(|(i, c)| c.0 == i as u32)
-        });
-        if !complete {
-            tracing::warn!(namespace = %ns, segment = id, "segment incomplete; skipped");
-            continue;
-        }
-        let bytes =
-            zeroize::Zeroizing::new(chunks.into_iter().flat_map(|c| c.1).collect::<Vec<u8>>());
-        match postcard::from_bytes::<HnswMap<Unit, Member>>(&bytes) {
-            Ok(map) => out.push(Segment { id, map }),
-            Err(e) => {
-                tracing::warn!(namespace = %ns, segment = id, error = %e, "segment does not decode; skipped")
-            }
-        }
-    }
+    // Decode the segments side by side: each is independent.
+    let decoded: Vec<Option<Segment>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|(id, Parts { count, mut chunks })| {
+                scope.spawn(move || {
+                    chunks.sort_by_key(|c| c.0);
+                    let complete = count.is_some_and(|n| {
+                        chunks.len() == n as usize
+                            && chunks.iter().enumerate().all(|(i, c)| c.0 == i as u32)
+                    });
+                    if !complete {
+                        tracing::warn!(namespace = %ns, segment = id, "segment incomplete; skipped");
+                        return None;
+                    }
+                    let bytes = zeroize::Zeroizing::new(
+                        chunks.into_iter().flat_map(|c| c.1).collect::<Vec<u8>>(),
+                    );
+                    match postcard::from_bytes::<HnswMap<Unit, Member>>(&bytes) {
+                        Ok(map) => Some(Segment { id, map }),
+                        Err(e) => {
+                            tracing::warn!(namespace = %ns, segment = id, error = %e, "segment does not decode; skipped");
+                            None
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().ok().flatten())
+            .collect()
+    });
+    let out: Vec<Segment> = decoded.into_iter().flatten().collect();
     Ok(out)
 }

@@ -102,14 +102,25 @@ pub fn seal(key: &DataKey, row: &[u8], version: u32, v: &[f32]) -> Vec<u8> {
     key.seal("vectors", row, &plain)
 }
 
-fn open(key: &DataKey, row: &[u8], sealed: &[u8]) -> Option<(u32, Vec<f32>)> {
-    let plain = key.open("vectors", row, sealed).ok()?;
-    let version = u32::from_be_bytes(plain.get(..4)?.try_into().ok()?);
-    let v = plain[4..]
+/// The floats of an unsealed vector row (after its 4-byte version).
+fn floats(plain: &[u8]) -> Vec<f32> {
+    plain
+        .get(4..)
+        .unwrap_or_default()
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Some((version, v))
+        .collect()
+}
+
+/// The version of an unsealed vector row.
+fn version_of(plain: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(plain.get(..4)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+fn open(key: &DataKey, row: &[u8], sealed: &[u8]) -> Option<(u32, Vec<f32>)> {
+    let plain = key.open("vectors", row, sealed).ok()?;
+    Some((version_of(&plain)?, floats(&plain)))
 }
 
 /// Exact vectors, unit length, in memory: a namespace's recent vectors
@@ -447,13 +458,14 @@ impl VectorCache {
             drop(ix);
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let _done = Building(s.clone());
+        let claimed = Building(s.clone());
         let job = Builds {
             store: store.clone(),
             key: key.clone(),
             space,
         };
         build_rounds(&s, &job)?;
+        drop(claimed);
         self.shape(store, key, space)
     }
 
@@ -550,24 +562,49 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
     }
     let prefix = space.ns.as_bytes().to_vec();
     let mut from = prefix.clone();
+    // Unsealing is most of a restart: spread each batch over the cores, and
+    // parse the floats only of rows no segment already holds.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let covered = |id: &Uuid, version: u32| {
+        held.get(id)
+            .and_then(|h| h.iter().find(|(_, ver)| *ver == version))
+            .copied()
+    };
     loop {
         let rows = store.rows_max(|t| t.vectors, &from, |k| k.starts_with(&prefix), 4096)?;
         let done = rows.len() < 4096;
-        for (k, v) in &rows {
-            let Some(id) = k.get(16..).and_then(|b| Uuid::from_slice(b).ok()) else {
-                continue;
-            };
-            let Some((version, vector)) = open(key, k, v) else {
-                continue;
-            };
-            match held
-                .get(&id)
-                .and_then(|h| h.iter().find(|(_, ver)| *ver == version))
-            {
-                Some(&(seg, ver)) => {
+        let part = rows.len().div_ceil(threads).max(1);
+        let opened: Vec<Vec<Opened>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = rows
+                .chunks(part)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .filter_map(|(k, v)| {
+                                let id = k.get(16..).and_then(|b| Uuid::from_slice(b).ok())?;
+                                let plain = key.open("vectors", k, v).ok()?;
+                                let version = version_of(&plain)?;
+                                let vector =
+                                    covered(&id, version).is_none().then(|| floats(&plain));
+                                Some((id, version, vector))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        for (id, version, vector) in opened.into_iter().flatten() {
+            match (covered(&id, version), vector) {
+                (Some((seg, ver)), _) => {
                     index.live.insert(id, (seg, ver));
                 }
-                None => index.delta.upsert(id, version, &vector),
+                (None, Some(vector)) => index.delta.upsert(id, version, &vector),
+                (None, None) => {}
             }
         }
         match rows.last() {
@@ -581,6 +618,10 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
     }
     Ok(index)
 }
+
+/// A vector row as the loader opened it: its vector only when no segment
+/// holds that version.
+type Opened = (Uuid, u32, Option<Vec<f32>>);
 
 /// Start a background build round for `index` if its delta is large
 /// enough or its segments need merging, and none is under way.
