@@ -278,6 +278,16 @@ struct Builds {
     space: Space,
 }
 
+impl Builds {
+    fn new(store: &Store, key: &Arc<DataKey>, space: Space) -> Builds {
+        Builds {
+            store: store.clone(),
+            key: key.clone(),
+            space,
+        }
+    }
+}
+
 /// Which vectors a cache entry holds: a namespace's, as of one index
 /// generation (a reindex starts a new one, possibly in another process, so
 /// an entry of an older generation is never used).
@@ -360,14 +370,7 @@ impl VectorCache {
             }
         }
         drop(guard);
-        background(
-            &loaded,
-            Builds {
-                store: store.clone(),
-                key: key.clone(),
-                space,
-            },
-        );
+        background(&loaded, Builds::new(store, key, space));
         Ok(loaded)
     }
 
@@ -392,14 +395,7 @@ impl VectorCache {
             if let Ok(mut ix) = s.write() {
                 ix.upsert(id, version, v);
             }
-            background(
-                &s,
-                Builds {
-                    store: store.clone(),
-                    key: key.clone(),
-                    space,
-                },
-            );
+            background(&s, Builds::new(store, key, space));
         }
     }
 
@@ -459,11 +455,7 @@ impl VectorCache {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let claimed = Building(s.clone());
-        let job = Builds {
-            store: store.clone(),
-            key: key.clone(),
-            space,
-        };
+        let job = Builds::new(store, key, space);
         build_rounds(&s, &job)?;
         drop(claimed);
         self.shape(store, key, space)

@@ -393,6 +393,21 @@ impl Service {
         })
     }
 
+    /// Namespace `name` and, when it has an embedder, how far its meaning
+    /// index is. Needs read access.
+    pub fn namespace_with_index(
+        &self,
+        who: &Principal,
+        name: &str,
+    ) -> Result<(Namespace, Option<IndexProgress>), ServiceError> {
+        let ns = self.namespace(who, name)?;
+        let progress = match ns.settings.embedder {
+            Some(_) => Some(self.index_progress(who, name)?),
+            None => None,
+        };
+        Ok((ns, progress))
+    }
+
     /// How many of `name`'s memories wait to be embedded, and how many
     /// failed. Needs read access.
     pub fn index_progress(

@@ -392,15 +392,9 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .and(svc.clone())
         .map(|name: String, s: Service| {
             act(move |who| async move {
-                let view = blocking(move || {
-                    let namespace = s.namespace(&who, &name)?;
-                    let index = match namespace.settings.embedder {
-                        Some(_) => Some(s.index_progress(&who, &name)?),
-                        None => None,
-                    };
-                    Ok(NamespaceView { namespace, index })
-                })
-                .await?;
+                let (namespace, index) =
+                    blocking(move || s.namespace_with_index(&who, &name)).await?;
+                let view = NamespaceView { namespace, index };
                 Ok(json(StatusCode::OK, &view))
             })
         });
