@@ -3,7 +3,10 @@
 //! background — on synthetic 384-d vectors in one namespace, inserted
 //! through the index's own row format (no embedder). Sizes default to 10k,
 //! 20k and 100k; pass e.g. `1000000` for more (a 1M build takes about 20
-//! minutes on two cores).
+//! minutes on two cores). `--keep DIR` keeps each size's store under
+//! `DIR/<n>` (with its keys) and, when it is there already, reuses it:
+//! insert and build are skipped and the restart, queries and recall are
+//! measured again — for working on the load path at 1M.
 //!
 //! The vectors are clustered (2,000 centres, as embeddings of real text
 //! are); exact brute force over the same rows is the ground truth of
@@ -12,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memhost::crypto::DataKey;
+use memhost::crypto::{DataKey, MasterKey};
 use memhost::index::vector::{self, Space, VectorCache};
 use memhost::store::{Store, StoreOptions, WriteFlags};
 use rand::{Rng, SeedableRng};
@@ -71,11 +74,73 @@ fn run(
     Ok((samples, tops))
 }
 
+/// The store and key of one size: fresh in a temporary directory, or
+/// kept under `keep/<n>` (`reused` when it was there already).
+struct Place {
+    dir: std::path::PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    key: Arc<DataKey>,
+    ns: Uuid,
+    reused: bool,
+}
+
+fn place(keep: Option<&std::path::Path>, n: usize) -> anyhow::Result<Place> {
+    let Some(keep) = keep else {
+        let temp = tempfile::tempdir()?;
+        return Ok(Place {
+            dir: temp.path().to_path_buf(),
+            _temp: Some(temp),
+            key: Arc::new(DataKey::generate()),
+            ns: Uuid::now_v7(),
+            reused: false,
+        });
+    };
+    let dir = keep.join(n.to_string());
+    let saved = dir.join("bench-keys");
+    if let Ok(text) = std::fs::read_to_string(&saved) {
+        let (master, rest) = text
+            .split_once("\n--\n")
+            .ok_or_else(|| anyhow::anyhow!("{} is not a bench key file", saved.display()))?;
+        let (ns, wrapped) = rest
+            .split_once('\n')
+            .ok_or_else(|| anyhow::anyhow!("{} is not a bench key file", saved.display()))?;
+        let master = MasterKey::parse(master)?;
+        let wrapped = hex::decode(wrapped.trim())?;
+        return Ok(Place {
+            key: Arc::new(master.unwrap(&wrapped, "bench")?),
+            ns: ns.parse()?,
+            dir,
+            _temp: None,
+            reused: true,
+        });
+    }
+    std::fs::create_dir_all(&dir)?;
+    let master = MasterKey::generate();
+    let key = DataKey::generate();
+    let ns = Uuid::now_v7();
+    let text = format!(
+        "{}\n--\n{ns}\n{}\n",
+        master.export().as_str(),
+        hex::encode(master.wrap(&key)?)
+    );
+    std::fs::write(&saved, text)?;
+    Ok(Place {
+        dir,
+        _temp: None,
+        key: Arc::new(key),
+        ns,
+        reused: false,
+    })
+}
+
 fn main() -> anyhow::Result<()> {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let keep = args
+        .iter()
+        .position(|a| a == "--keep")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() {
         vec![10_000, 20_000, 100_000]
     } else {
@@ -107,16 +172,22 @@ fn main() -> anyhow::Result<()> {
     );
     for n in sizes {
         let mut data = Data::new();
-        let dir = tempfile::tempdir()?;
-        let store = Store::open(dir.path(), &StoreOptions::default())?;
-        let key = Arc::new(DataKey::generate());
+        let at = place(keep.as_deref(), n)?;
+        let store = Store::open(&at.dir, &StoreOptions::default())?;
+        let key = at.key.clone();
         let space = Space {
-            ns: Uuid::now_v7(),
+            ns: at.ns,
             generation: 0,
             dims: DIMS,
         };
         let started = Instant::now();
+        // A kept store has its vectors already; draw them again anyway so
+        // the queries are the same as when it was made.
         for chunk in 0..n.div_ceil(1000) {
+            if at.reused {
+                (0..1000.min(n - chunk * 1000)).for_each(|_| drop(data.vector()));
+                continue;
+            }
             let rows: Vec<(Vec<u8>, Vec<u8>)> = (0..1000.min(n - chunk * 1000))
                 .map(|_| {
                     let id = Uuid::now_v7();
@@ -135,10 +206,36 @@ fn main() -> anyhow::Result<()> {
         let insert = n as f64 / started.elapsed().as_secs_f64();
         let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| data.vector()).collect();
 
-        // Ground truth: everything exact.
-        let exact = VectorCache::with_build_at(usize::MAX);
-        let (mut exact_lat, truth) = run(&exact, &store, &key, space, &queries)?;
-        drop(exact);
+        // Ground truth: everything exact — measured before any segment
+        // exists, and kept with a kept store (once segments are on disk,
+        // every load uses them).
+        let saved = at.dir.join("bench-truth");
+        let (exact_p50, exact_p99, truth) = if at.reused {
+            let text = std::fs::read_to_string(&saved)?;
+            let mut lines = text.lines();
+            let head: Vec<String> = lines
+                .next()
+                .unwrap_or_default()
+                .split('\t')
+                .map(str::to_string)
+                .collect();
+            let truth: Vec<Vec<Uuid>> = lines
+                .map(|l| l.split(' ').filter_map(|u| u.parse().ok()).collect())
+                .collect();
+            (head[0].clone(), head[1].clone(), truth)
+        } else {
+            let exact = VectorCache::with_build_at(usize::MAX);
+            let (mut lat, truth) = run(&exact, &store, &key, space, &queries)?;
+            let (p50, p99) = (ms(pct(&mut lat, 50)), ms(pct(&mut lat, 99)));
+            if keep.is_some() {
+                let lines: Vec<String> = truth
+                    .iter()
+                    .map(|t| t.iter().map(Uuid::to_string).collect::<Vec<_>>().join(" "))
+                    .collect();
+                std::fs::write(&saved, format!("{p50}\t{p99}\n{}\n", lines.join("\n")))?;
+            }
+            (p50, p99, truth)
+        };
 
         // The index as the server runs it: segments built, then a restart
         // that loads them.
@@ -162,17 +259,18 @@ fn main() -> anyhow::Result<()> {
         // Floats + id + map entry; a segment point adds its graph links
         // (2M = 64 on layer 0, ~M more above) and its member record.
         let ram = (n * (DIMS * 4 + 16 + 48) + built_points * (64 * 4 + 32 * 4 + 20)) / n;
+        let kept = |measured: String| if at.reused { "kept".into() } else { measured };
         println!(
-            "| {:>9} | {:>9.0} | {:>12} | {:>12} | {:>10} | {:>12} | {:>12} | {:>9.3} | {:>8} | {:>8} B | {:>8} B |",
+            "| {:>9} | {:>9} | {:>12} | {:>12} | {:>10} | {:>12} | {:>12} | {:>9.3} | {:>8} | {:>8} B | {:>8} B |",
             n,
-            insert,
-            ms(pct(&mut exact_lat, 50)),
-            ms(pct(&mut exact_lat, 99)),
-            if built_points > 0 {
+            kept(format!("{insert:.0}")),
+            exact_p50,
+            exact_p99,
+            kept(if built_points > 0 {
                 format!("{:.0}", built_points as f64 / build.as_secs_f64())
             } else {
                 "-".into()
-            },
+            }),
             ms(pct(&mut lat, 50)),
             ms(pct(&mut lat, 99)),
             recall,

@@ -186,11 +186,23 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 /// reads from the moment they expire).
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Every how many expiry sweeps rows left by deleted namespaces and
+/// earlier index generations are collected (also at the first).
+const LEFTOVERS_EVERY: u32 = 60;
+
 fn spawn_expiry_sweep(service: crate::service::Service) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PURGE_INTERVAL);
-        loop {
+        for round in 0u32.. {
             tick.tick().await;
+            if round % LEFTOVERS_EVERY == 0 {
+                let s = service.clone();
+                match tokio::task::spawn_blocking(move || s.collect_leftovers()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "collecting leftover rows failed"),
+                    Err(e) => tracing::warn!(error = %e, "collecting leftover rows panicked"),
+                }
+            }
             let s = service.clone();
             match tokio::task::spawn_blocking(move || s.purge_expired()).await {
                 Ok(Ok(0)) => {}

@@ -427,3 +427,102 @@ fn deleting_a_namespace_destroys_its_key_and_rows_and_spares_the_others() {
             .created
     );
 }
+
+/// Picks a table.
+type Pick = fn(&memhost::store::Tables) -> memhost::store::Database;
+
+/// Every row of every table that holds namespace data, as (table, key).
+fn all_rows(f: &Fixture) -> Vec<(&'static str, Vec<u8>)> {
+    let tables: [(&str, Pick); 6] = [
+        ("memories", |t| t.memories),
+        ("dedup", |t| t.dedup),
+        ("terms", |t| t.terms),
+        ("vectors", |t| t.vectors),
+        ("segments", |t| t.segments),
+        ("jobs", |t| t.jobs),
+    ];
+    tables
+        .iter()
+        .flat_map(|(name, pick)| {
+            f.store
+                .rows(*pick, &[], |_| true)
+                .unwrap()
+                .into_iter()
+                .map(move |(k, _)| (*name, k))
+        })
+        .collect()
+}
+
+#[test]
+fn rows_no_namespace_owns_are_collected_and_nothing_else() {
+    let f = fixture(false);
+    let s = &f.service;
+    let kept = s
+        .create_namespace(&op(), "kept", settings(RedactionMode::Off))
+        .unwrap();
+    let m = s
+        .store(&op(), "kept", memory("the falcon nests on the tower"))
+        .unwrap()
+        .memory;
+    let now = s.reindex_namespace(&op(), "kept", Some("none")).unwrap();
+    assert_eq!(now.index_generation, kept.index_generation + 1);
+    let segment_row = |generation: u32| {
+        [
+            memhost::index::segment::prefix(&kept.id, generation).as_slice(),
+            &[0; 12],
+        ]
+        .concat()
+    };
+    // A segment of the current generation is kept.
+    let current = segment_row(now.index_generation);
+    f.store
+        .write_blocking(move |txn, t| {
+            txn.put(
+                t.segments,
+                &current,
+                b"x",
+                memhost::store::WriteFlags::empty(),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let before = all_rows(&f);
+    // What a delete interrupted by a crash leaves (its namespace row and
+    // key already gone), and a segment a build finished writing after the
+    // reindex.
+    let gone = [0x42u8; 16];
+    let leftovers = vec![
+        ("segments", segment_row(kept.index_generation)),
+        ("memories", [gone.as_slice(), &[1; 16]].concat()),
+        ("dedup", [gone.as_slice(), &[2; 32]].concat()),
+        ("terms", [gone.as_slice(), &[3; 48]].concat()),
+        ("vectors", [gone.as_slice(), &[4; 16]].concat()),
+        (
+            "jobs",
+            [memhost::index::vector::JOB_PREFIX, &gone, &[5; 16]].concat(),
+        ),
+        ("segments", [gone.as_slice(), &[0; 4], &[0; 12]].concat()),
+    ];
+    let rows = leftovers.clone();
+    f.store
+        .write_blocking(move |txn, t| {
+            for (table, k) in &rows {
+                let db = match *table {
+                    "memories" => t.memories,
+                    "dedup" => t.dedup,
+                    "terms" => t.terms,
+                    "vectors" => t.vectors,
+                    "jobs" => t.jobs,
+                    _ => t.segments,
+                };
+                txn.put(db, k, b"x", memhost::store::WriteFlags::empty())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(all_rows(&f).len(), before.len() + leftovers.len());
+    assert_eq!(s.collect_leftovers().unwrap(), leftovers.len());
+    assert_eq!(all_rows(&f), before, "only the leftovers went");
+    assert_eq!(s.get(&op(), "kept", &m.id).unwrap().content, m.content);
+    assert_eq!(s.collect_leftovers().unwrap(), 0);
+}

@@ -6,7 +6,7 @@
 //! | `cargo xtask serve`        | build what is needed and run memhost with the default plugins  |
 //! | `cargo xtask test`         | formatting, lints, plugin unit tests and every host test       |
 //! | `cargo xtask bench plugins`| the plugin-runtime benchmark table                             |
-//! | `cargo xtask bench recall [n…]` | vector search: exact vs segments, recall@10, build, restart |
+//! | `cargo xtask bench recall [n…] [--keep DIR]` | vector search: exact vs segments, recall@10, build, restart (`--keep`: reuse the stores in DIR) |
 //! | `cargo xtask bench store`  | the store benchmark table                                      |
 //! | `cargo xtask bench embed`  | embed-local on real text: question latency, indexing texts/s   |
 
@@ -513,10 +513,21 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
                 .current_dir(root)
                 .args(["bench", "-p", "memhost", "--bench", "embed"]))
         }
-        Some("recall") => run(cargo()
-            .current_dir(root)
-            .args(["bench", "-p", "memhost", "--bench", "recall", "--"])
-            .args(&args[1..])),
+        Some("recall") => {
+            // The benchmark runs in host/: a kept directory is taken from
+            // where the command was given.
+            let here = std::env::current_dir()?;
+            let mut pass: Vec<String> = args[1..].to_vec();
+            if let Some(i) = pass.iter().position(|a| a == "--keep")
+                && let Some(dir) = pass.get_mut(i + 1)
+            {
+                *dir = here.join(&*dir).display().to_string();
+            }
+            run(cargo()
+                .current_dir(root)
+                .args(["bench", "-p", "memhost", "--bench", "recall", "--"])
+                .args(&pass))
+        }
         Some(other) => bail!(
             "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store`, `recall` or `embed`"
         ),

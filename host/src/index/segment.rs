@@ -115,13 +115,27 @@ impl Segment {
 /// Rows to write: (key, sealed value).
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// A segment's parts as read: its chunk count (from the header) and the
-/// chunks found.
+/// A segment's rows as found: its chunk count (from the header) and its
+/// chunks (number, row key, sealed value), borrowed from the map.
 #[derive(Default)]
-struct Parts {
+struct Parts<'a> {
     count: Option<u32>,
-    chunks: Vec<(u32, Vec<u8>)>,
+    chunks: Vec<(u32, &'a [u8], &'a [u8])>,
 }
+
+impl Parts<'_> {
+    /// Every chunk from 0 to the header's count is there, once.
+    fn complete(&mut self) -> bool {
+        self.chunks.sort_by_key(|c| c.0);
+        self.count.is_some_and(|n| {
+            self.chunks.len() == n as usize
+                && self.chunks.iter().enumerate().all(|(i, c)| c.0 == i as u32)
+        })
+    }
+}
+
+/// The length of [`prefix`]: namespace id and generation.
+pub const PREFIX_LEN: usize = 16 + 4;
 
 /// The row key prefix of namespace `ns`'s segments in generation `generation`.
 pub fn prefix(ns: &Uuid, generation: u32) -> Vec<u8> {
@@ -196,21 +210,38 @@ pub fn persist(
     })
 }
 
+/// One chunk to unseal: its segment's place in the buffers, where its
+/// plaintext goes, its row key and its sealed value.
+type Unseal<'b, 'm> = (usize, &'b mut [u8], &'m [u8], &'m [u8]);
+
+/// What [`load`] found.
+pub struct Found {
+    /// The segments that load.
+    pub segments: Vec<Segment>,
+    /// Past every segment id seen, also of rows that did not load: a new
+    /// segment never lands among a broken one's leftover chunks.
+    pub next_id: u64,
+}
+
 /// Every complete segment of `ns` in `generation`, read and unsealed. A
 /// segment with a missing or unreadable part is skipped (its points are
-/// then searched exactly, from their vector rows) and reported.
-pub fn load(
-    store: &Store,
-    key: &DataKey,
-    ns: &Uuid,
-    generation: u32,
-) -> Result<Vec<Segment>, StoreError> {
+/// then searched exactly, from their vector rows), reported, and its rows
+/// removed: the next build covers its points again.
+///
+/// Most of a restart: the chunks are unsealed on every core straight from
+/// the map into one buffer per segment, then the segments decode side by
+/// side.
+pub fn load(store: &Store, key: &DataKey, ns: &Uuid, generation: u32) -> Result<Found, StoreError> {
     let p = prefix(ns, generation);
-    let mut parts: std::collections::BTreeMap<u64, Parts> = std::collections::BTreeMap::new();
-    let mut from = p.clone();
-    loop {
-        let rows = store.rows_max(|t| t.segments, &from, |k| k.starts_with(&p), 64)?;
-        for (k, v) in &rows {
+    let (segments, seen) = store.read(|txn, t| {
+        let mut parts: std::collections::BTreeMap<u64, Parts<'_>> =
+            std::collections::BTreeMap::new();
+        let mut cursor = lmdb::Transaction::open_ro_cursor(txn, t.segments)?;
+        for item in lmdb::Cursor::iter_from(&mut cursor, &p) {
+            let (k, v) = item?;
+            if !k.starts_with(&p) {
+                break;
+            }
             let (Some(seg), Some(chunk)) = (
                 k.get(p.len()..p.len() + 8)
                     .and_then(|b| b.try_into().ok())
@@ -221,58 +252,109 @@ pub fn load(
             ) else {
                 continue;
             };
-            let Ok(plain) = key.open("segments", k, v) else {
-                tracing::warn!(namespace = %ns, segment = seg, "a segment part does not open; the segment is skipped");
-                continue;
-            };
             let entry = parts.entry(seg).or_default();
             if chunk == HEADER {
-                entry.count = plain
-                    .get(..4)
-                    .and_then(|b| b.try_into().ok())
+                entry.count = key
+                    .open("segments", k, v)
+                    .ok()
+                    .and_then(|plain| plain.get(..4).and_then(|b| b.try_into().ok()))
                     .map(u32::from_be_bytes);
             } else {
-                entry.chunks.push((chunk, plain.to_vec()));
+                entry.chunks.push((chunk, k, v));
             }
         }
-        match rows.last() {
-            Some((k, _)) if rows.len() == 64 => from = [k.as_slice(), &[0]].concat(),
-            _ => break,
+        // One zeroed buffer per complete segment, cut into each chunk's
+        // place.
+        let seen: Vec<u64> = parts.keys().copied().collect();
+        let mut buffers: Vec<(u64, zeroize::Zeroizing<Vec<u8>>)> = Vec::new();
+        let mut placed: Vec<Vec<(&[u8], &[u8])>> = Vec::new();
+        for (id, mut part) in parts {
+            let sizes: Option<Vec<usize>> = part
+                .chunks
+                .iter()
+                .map(|c| DataKey::sealed_len(c.2))
+                .collect();
+            match sizes {
+                Some(sizes) if part.complete() => {
+                    buffers.push((id, zeroize::Zeroizing::new(vec![0; sizes.iter().sum()])));
+                    placed.push(part.chunks.iter().map(|c| (c.1, c.2)).collect());
+                }
+                _ => tracing::warn!(namespace = %ns, segment = id, "segment incomplete; skipped"),
+            }
         }
-    }
-    // Decode the segments side by side: each is independent.
-    let decoded: Vec<Option<Segment>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = parts
-            .into_iter()
-            .map(|(id, Parts { count, mut chunks })| {
-                scope.spawn(move || {
-                    chunks.sort_by_key(|c| c.0);
-                    let complete = count.is_some_and(|n| {
-                        chunks.len() == n as usize
-                            && chunks.iter().enumerate().all(|(i, c)| c.0 == i as u32)
-                    });
-                    if !complete {
-                        tracing::warn!(namespace = %ns, segment = id, "segment incomplete; skipped");
-                        return None;
-                    }
-                    let bytes = zeroize::Zeroizing::new(
-                        chunks.into_iter().flat_map(|c| c.1).collect::<Vec<u8>>(),
-                    );
-                    match postcard::from_bytes::<HnswMap<Unit, Member>>(&bytes) {
-                        Ok(map) => Some(Segment { id, map }),
-                        Err(e) => {
-                            tracing::warn!(namespace = %ns, segment = id, error = %e, "segment does not decode; skipped");
-                            None
+        let mut work: Vec<Unseal<'_, '_>> = Vec::new();
+        for (i, ((_, buffer), rows)) in buffers.iter_mut().zip(&placed).enumerate() {
+            let mut rest: &mut [u8] = buffer.as_mut_slice();
+            for (k, v) in rows {
+                let (here, after) =
+                    rest.split_at_mut(DataKey::sealed_len(v).unwrap_or_default());
+                work.push((i, here, k, v));
+                rest = after;
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = work.len().div_ceil(threads).max(1);
+        let failed: Vec<usize> = std::thread::scope(|scope| {
+            let workers: Vec<_> = work
+                .chunks_mut(per)
+                .map(|share| {
+                    scope.spawn(move || {
+                        let mut failed = Vec::new();
+                        for (i, out, k, v) in share.iter_mut() {
+                            if key.open_into("segments", k, v, out).is_err() {
+                                failed.push(*i);
+                            }
                         }
-                    }
+                        failed
+                    })
                 })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().ok().flatten())
-            .collect()
-    });
-    let out: Vec<Segment> = decoded.into_iter().flatten().collect();
-    Ok(out)
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap_or_default())
+                .collect()
+        });
+        drop(work);
+        let decoded: Vec<Option<Segment>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, (id, bytes))| {
+                    let id = *id;
+                    let unreadable = failed.contains(&i);
+                    scope.spawn(move || {
+                        if unreadable {
+                            tracing::warn!(namespace = %ns, segment = id, "a segment part does not open; the segment is skipped");
+                            return None;
+                        }
+                        match postcard::from_bytes::<HnswMap<Unit, Member>>(bytes) {
+                            Ok(map) => Some(Segment { id, map }),
+                            Err(e) => {
+                                tracing::warn!(namespace = %ns, segment = id, error = %e, "segment does not decode; skipped");
+                                None
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().ok().flatten())
+                .collect()
+        });
+        let segments: Vec<Segment> = decoded.into_iter().flatten().collect();
+        Ok((segments, seen))
+    })?;
+    let broken: Vec<u64> = seen
+        .iter()
+        .copied()
+        .filter(|id| !segments.iter().any(|s| s.id == *id))
+        .collect();
+    if !broken.is_empty() {
+        persist(store, ns, generation, Vec::new(), &broken)?;
+    }
+    Ok(Found {
+        next_id: seen.iter().max().map_or(0, |m| m + 1),
+        segments,
+    })
 }

@@ -92,14 +92,46 @@ pub fn row_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
     [ns.as_bytes().as_slice(), id.as_bytes()].concat()
 }
 
-/// Seal a vector of memory version `version`.
+/// A vector row's value starts with this byte, then the memory version
+/// it was embedded from (u32, big-endian, in the clear: history row keys
+/// show versions already), then the sealed row — so a restart can tell a
+/// row a segment already holds without opening it. Rows written before
+/// hold the sealed row alone (it starts with the seal's own version byte).
+const HINTED: u8 = b'V';
+
+/// Seal a vector of memory version `version`: the row value.
 pub fn seal(key: &DataKey, row: &[u8], version: u32, v: &[f32]) -> Vec<u8> {
     let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(4 + v.len() * 4));
     plain.extend_from_slice(&version.to_be_bytes());
     for x in v {
         plain.extend_from_slice(&x.to_le_bytes());
     }
-    key.seal("vectors", row, &plain)
+    let sealed = key.seal("vectors", row, &plain);
+    [[HINTED].as_slice(), &version.to_be_bytes(), &sealed].concat()
+}
+
+/// The version a row value says it holds, read without opening it.
+fn hinted(value: &[u8]) -> Option<u32> {
+    match value {
+        [HINTED, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// Open a row value: the version (u32 big-endian) and floats. A hint that
+/// disagrees with the sealed version is refused like a broken seal.
+fn open_row(key: &DataKey, row: &[u8], value: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+    let sealed = if hinted(value).is_some() {
+        &value[5..]
+    } else {
+        value
+    };
+    let plain = key.open("vectors", row, sealed).ok()?;
+    let version = version_of(&plain)?;
+    match hinted(value) {
+        Some(hint) if hint != version => None,
+        _ => Some(plain),
+    }
 }
 
 /// The floats of an unsealed vector row (after its 4-byte version).
@@ -118,8 +150,8 @@ fn version_of(plain: &[u8]) -> Option<u32> {
 }
 
 #[cfg(test)]
-fn open(key: &DataKey, row: &[u8], sealed: &[u8]) -> Option<(u32, Vec<f32>)> {
-    let plain = key.open("vectors", row, sealed).ok()?;
+fn open(key: &DataKey, row: &[u8], value: &[u8]) -> Option<(u32, Vec<f32>)> {
+    let plain = open_row(key, row, value)?;
     Some((version_of(&plain)?, floats(&plain)))
 }
 
@@ -218,9 +250,16 @@ struct Index {
     floor: HashMap<Uuid, u32>,
     next_segment: u64,
     building: bool,
+    /// The last build round failed (persisting, most likely): no new round
+    /// before this instant, so a full disk is not met with a rebuild of
+    /// the same segment on every write.
+    retry_after: Option<std::time::Instant>,
     /// The delta size that starts a build ([`BUILD_AT`]).
     build_at: usize,
 }
+
+/// How long a failed build round waits before the next.
+const RETRY_BUILD_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Index {
     fn upsert(&mut self, id: Uuid, version: u32, v: &[f32]) {
@@ -544,64 +583,75 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
         },
         ..Index::default()
     };
-    let segments = segment::load(store, key, &space.ns, space.generation)?;
+    let segment::Found { segments, next_id } =
+        segment::load(store, key, &space.ns, space.generation)?;
+    index.next_segment = next_id;
     let mut held: HashMap<Uuid, Vec<(u64, u32)>> = HashMap::new();
     for seg in &segments {
         for (m, _) in seg.points() {
             held.entry(m.uuid()).or_default().push((seg.id, m.version));
         }
-        index.next_segment = index.next_segment.max(seg.id + 1);
     }
     let prefix = space.ns.as_bytes().to_vec();
-    let mut from = prefix.clone();
-    // Unsealing is most of a restart: spread each batch over the cores, and
-    // parse the floats only of rows no segment already holds.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let covered = |id: &Uuid, version: u32| {
         held.get(id)
             .and_then(|h| h.iter().find(|(_, ver)| *ver == version))
             .copied()
     };
-    loop {
-        let rows = store.rows_max(|t| t.vectors, &from, |k| k.starts_with(&prefix), 4096)?;
-        let done = rows.len() < 4096;
-        let part = rows.len().div_ceil(threads).max(1);
-        let opened: Vec<Vec<Opened>> = std::thread::scope(|scope| {
+    // Unsealing is most of a restart: a row whose hint names a version a
+    // segment holds is not opened at all; the others are opened on every
+    // core, straight from the map, and parsed only when no segment holds
+    // them.
+    let opened: Vec<Opened> = store.read(|txn, t| {
+        let mut cursor = lmdb::Transaction::open_ro_cursor(txn, t.vectors)?;
+        let mut rows: Vec<(&[u8], &[u8])> = Vec::new();
+        for item in lmdb::Cursor::iter_from(&mut cursor, &prefix) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            rows.push((k, v));
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = rows.len().div_ceil(threads).max(1);
+        Ok(std::thread::scope(|scope| {
             let workers: Vec<_> = rows
-                .chunks(part)
-                .map(|chunk| {
+                .chunks(per)
+                .map(|share| {
                     scope.spawn(move || {
-                        chunk
+                        share
                             .iter()
                             .filter_map(|(k, v)| {
                                 let id = k.get(16..).and_then(|b| Uuid::from_slice(b).ok())?;
-                                let plain = key.open("vectors", k, v).ok()?;
+                                if let Some(hint) = hinted(v)
+                                    && covered(&id, hint).is_some()
+                                {
+                                    return Some((id, hint, None));
+                                }
+                                let plain = open_row(key, k, v)?;
                                 let version = version_of(&plain)?;
                                 let vector =
                                     covered(&id, version).is_none().then(|| floats(&plain));
                                 Some((id, version, vector))
                             })
-                            .collect()
+                            .collect::<Vec<Opened>>()
                     })
                 })
                 .collect();
             workers
                 .into_iter()
-                .map(|w| w.join().unwrap_or_default())
+                .flat_map(|w| w.join().unwrap_or_default())
                 .collect()
-        });
-        for (id, version, vector) in opened.into_iter().flatten() {
-            match (covered(&id, version), vector) {
-                (Some((seg, ver)), _) => {
-                    index.live.insert(id, (seg, ver));
-                }
-                (None, Some(vector)) => index.delta.upsert(id, version, &vector),
-                (None, None) => {}
+        }))
+    })?;
+    index.live.reserve(opened.len());
+    for (id, version, vector) in opened {
+        match (covered(&id, version), vector) {
+            (Some((seg, ver)), _) => {
+                index.live.insert(id, (seg, ver));
             }
-        }
-        match rows.last() {
-            Some((k, _)) if !done => from = [k.as_slice(), &[0]].concat(),
-            _ => break,
+            (None, Some(vector)) => index.delta.upsert(id, version, &vector),
+            (None, None) => {}
         }
     }
     index.segments = segments.into_iter().map(Arc::new).collect();
@@ -619,7 +669,13 @@ type Opened = (Uuid, u32, Option<Vec<f32>>);
 /// enough or its segments need merging, and none is under way.
 fn background(index: &Loaded, job: Builds) {
     let start = match index.write() {
-        Ok(mut ix) if !ix.building && ix.delta.ids.len() >= ix.build_at => {
+        Ok(mut ix)
+            if !ix.building
+                && ix.delta.ids.len() >= ix.build_at
+                && ix
+                    .retry_after
+                    .is_none_or(|at| std::time::Instant::now() >= at) =>
+        {
             ix.building = true;
             true
         }
@@ -633,8 +689,14 @@ fn background(index: &Loaded, job: Builds) {
         .name("memhost-segments".into())
         .spawn(move || {
             let _done = Building(shared.clone());
-            if let Err(e) = build_rounds(&shared, &job) {
-                tracing::warn!(namespace = %job.space.ns, error = %e, "building a vector segment failed; searching exactly meanwhile");
+            let failed = build_rounds(&shared, &job).err();
+            if let Ok(mut ix) = shared.write() {
+                ix.retry_after = failed
+                    .is_some()
+                    .then(|| std::time::Instant::now() + RETRY_BUILD_AFTER);
+            }
+            if let Some(e) = failed {
+                tracing::warn!(namespace = %job.space.ns, error = %e, retry_in_seconds = RETRY_BUILD_AFTER.as_secs(), "building a vector segment failed; searching exactly meanwhile");
             }
         });
     if spawned.is_err()
@@ -974,11 +1036,87 @@ mod tests {
         assert_eq!(hits[0].0, ids[100]);
     }
 
+    /// The segment ids that have rows, in order.
+    fn segment_ids(f: &Fixture) -> Vec<u64> {
+        let p = segment::prefix(&f.space.ns, f.space.generation);
+        let mut ids: Vec<u64> = f
+            .store
+            .rows(|t| t.segments, &p, |k| k.starts_with(&p))
+            .unwrap()
+            .iter()
+            .map(|(k, _)| u64::from_be_bytes(k[p.len()..p.len() + 8].try_into().unwrap()))
+            .collect();
+        ids.dedup();
+        ids
+    }
+
+    #[test]
+    fn a_broken_segment_is_searched_exactly_removed_and_rebuilt_whole() {
+        let mut rng = rand::rng();
+        let f = fixture(16);
+        let ids: Vec<Uuid> = (0..250).map(|_| Uuid::now_v7()).collect();
+        let vectors: Vec<Vec<f32>> = ids.iter().map(|_| unit(&mut rng, 16)).collect();
+        for (id, v) in ids.iter().zip(&vectors) {
+            f.write(*id, 1, v);
+        }
+        let shape = VectorCache::with_build_at(100)
+            .build_now(&f.store, &f.key, f.space)
+            .unwrap();
+        assert_eq!((shape.segments, shape.in_segments), (1, 250), "{shape:?}");
+        assert_eq!(segment_ids(&f), [0]);
+        // One bit of its first chunk flipped on disk.
+        let p = segment::prefix(&f.space.ns, f.space.generation);
+        let (k, mut v) = f
+            .store
+            .rows_max(|t| t.segments, &p, |k| k.starts_with(&p), 1)
+            .unwrap()
+            .remove(0);
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        f.store
+            .write_blocking(move |txn, t| {
+                txn.put(t.segments, &k, &v, crate::store::WriteFlags::empty())?;
+                Ok(())
+            })
+            .unwrap();
+        // The next load searches its points exactly, from their rows, and
+        // drops its rows; the next build takes a new id.
+        let cache = VectorCache::with_build_at(100_000);
+        let shape = cache.shape(&f.store, &f.key, f.space).unwrap();
+        assert_eq!((shape.segments, shape.exact), (0, 250), "{shape:?}");
+        for i in [0, 99, 249] {
+            let hits = cache
+                .search(&f.store, &f.key, f.space, &vectors[i], 1)
+                .unwrap();
+            assert_eq!(hits[0].0, ids[i]);
+        }
+        assert!(segment_ids(&f).is_empty(), "the broken segment's rows stay");
+        let shape = VectorCache::with_build_at(1)
+            .build_now(&f.store, &f.key, f.space)
+            .unwrap();
+        assert_eq!((shape.segments, shape.in_segments), (1, 250), "{shape:?}");
+        // The new segment is whole: the next restart loads it.
+        let shape = VectorCache::with_build_at(100_000)
+            .shape(&f.store, &f.key, f.space)
+            .unwrap();
+        assert_eq!((shape.segments, shape.in_segments), (1, 250), "{shape:?}");
+    }
+
     #[test]
     fn a_sealed_vector_opens_only_in_its_row() {
         let key = DataKey::generate();
         let sealed = seal(&key, b"row-1", 3, &[0.5, -1.0]);
         assert_eq!(open(&key, b"row-1", &sealed), Some((3, vec![0.5, -1.0])));
         assert_eq!(open(&key, b"row-2", &sealed), None);
+        // The version in the clear must agree with the sealed one.
+        assert_eq!(hinted(&sealed), Some(3));
+        let mut lying = sealed.clone();
+        lying[4] = 4;
+        assert_eq!(open(&key, b"row-1", &lying), None);
+        // Rows written before the hint existed: the sealed row alone.
+        let plain = [3u32.to_be_bytes(), 0.5f32.to_le_bytes()].concat();
+        let bare = key.seal("vectors", b"row-1", &plain);
+        assert_eq!(hinted(&bare), None);
+        assert_eq!(open(&key, b"row-1", &bare), Some((3, vec![0.5])));
     }
 }

@@ -42,6 +42,17 @@ pub struct IndexProgress {
     pub failed: usize,
 }
 
+/// Namespace row `row` as it is in `txn`.
+fn namespace_in(
+    txn: &impl Transaction,
+    t: &Tables,
+    system: &DataKey,
+    row: &[u8],
+) -> Result<Option<Namespace>, StoreError> {
+    Ok(get_in(txn, t.namespaces, row)?
+        .and_then(|sealed| super::open_json::<Namespace>(system, "namespaces", row, &sealed).ok()))
+}
+
 /// The index generation recorded in namespace row `row`, read in `txn`.
 pub(super) fn generation_in(
     txn: &impl Transaction,
@@ -49,9 +60,27 @@ pub(super) fn generation_in(
     system: &DataKey,
     row: &[u8],
 ) -> Result<Option<u32>, StoreError> {
-    Ok(get_in(txn, t.namespaces, row)?
-        .and_then(|sealed| super::open_json::<Namespace>(system, "namespaces", row, &sealed).ok())
-        .map(|ns| ns.index_generation))
+    Ok(namespace_in(txn, t, system, row)?.map(|ns| ns.index_generation))
+}
+
+/// Whether a memory written in `txn` to namespace `id` (row `row`) must be
+/// queued for embedding — decided inside the write, so a reindex that
+/// binds an embedder meanwhile cannot miss it. A namespace deleted
+/// meanwhile refuses the write: nothing would be left of it to read.
+pub(super) fn embeds_in(
+    txn: &impl Transaction,
+    t: &Tables,
+    system: &DataKey,
+    row: &[u8],
+    id: &uuid::Uuid,
+    name: &str,
+) -> Result<bool, StoreError> {
+    match namespace_in(txn, t, system, row)? {
+        Some(ns) if ns.id == *id => Ok(ns.settings.embedder.is_some()),
+        _ => Err(StoreError::Rejected(format!(
+            "namespace \"{name}\" was deleted meanwhile; nothing was written"
+        ))),
+    }
 }
 
 /// Failed attempts on one memory's own text before it is given up on.

@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod indexing;
+mod leftovers;
 pub mod model;
 pub mod recall;
 
@@ -740,7 +741,9 @@ impl Service {
         let head = head_key(&ns.id, &memory.id);
         let sealed = seal_json(&key, "memories", &head, &memory)?;
         let terms = self.terms(&ns, &key, &memory)?;
-        let embeds = ns.settings.embedder.is_some();
+        let ns_row = self.namespace_row(namespace)?;
+        let ns_name = ns.name.clone();
+        let system = self.system_key()?;
         let ns_id = ns.id;
         let id = memory.id;
         let expiry = memory
@@ -748,7 +751,8 @@ impl Service {
             .map(|at| expiry_key(at, &ns.id, &memory.id));
         let record = Record::by(who, "memory.store").ns(&ns.name);
         let audit = self.audit.clone();
-        let (existing, entry) = self.store.write_blocking(move |txn, t| {
+        let (existing, indexing, entry) = self.store.write_blocking(move |txn, t| {
+            let embeds = indexing::embeds_in(txn, t, &system, &ns_row, &ns_id, &ns_name)?;
             if let Some(prior) = get_in(txn, t.dedup, &dedup_row)?
                 && let Ok(prior_id) = Uuid::from_slice(&prior)
                 && let Some(row) = get_in(txn, t.memories, &head_key(&ns_id, &prior_id))?
@@ -758,7 +762,7 @@ impl Service {
                     t,
                     &record.clone().target(prior_id).outcome("duplicate", None),
                 )?;
-                return Ok((Some([prior.clone(), row].concat()), entry));
+                return Ok((Some([prior.clone(), row].concat()), false, entry));
             }
             txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
             lexical::put(txn, t, &ns_id, &id, &terms)?;
@@ -775,14 +779,14 @@ impl Service {
                 txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
             }
             let entry = audit.append(txn, t, &record.clone().target(id))?;
-            Ok((None, entry))
+            Ok((None, embeds, entry))
         })?;
         crate::audit::emit(&entry);
         match existing {
             None => Ok(Stored {
                 memory,
                 created: true,
-                indexing: ns.settings.embedder.is_some(),
+                indexing,
             }),
             Some(bytes) => {
                 let (prior, row) = bytes.split_at(16);
@@ -1003,7 +1007,9 @@ impl Service {
         let history = version_key(&ns.id, id, old.version);
         let sealed_head = seal_json(&key, "memories", &head, &next)?;
         let terms = self.terms(&ns, &key, &next)?;
-        let embeds = ns.settings.embedder.is_some();
+        let ns_row = self.namespace_row(&ns.name)?;
+        let ns_name = ns.name.clone();
+        let system = self.system_key()?;
         let next_version = next.version;
         let ns_id = ns.id;
         let memory_id = *id;
@@ -1035,14 +1041,13 @@ impl Service {
                 })?;
             txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
             lexical::put(txn, t, &ns_id, &memory_id, &terms)?;
-            if embeds {
-                // The old vector goes with the old text: until the new one
-                // is embedded, what was changed away cannot be found by
-                // meaning.
-                match txn.del(t.vectors, &vector::row_key(&ns_id, &memory_id), None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+            // The old vector goes with the old text: until the new one is
+            // embedded, what was changed away cannot be found by meaning.
+            match txn.del(t.vectors, &vector::row_key(&ns_id, &memory_id), None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if indexing::embeds_in(txn, t, &system, &ns_row, &ns_id, &ns_name)? {
                 txn.put(
                     t.jobs,
                     &vector::job_key(&ns_id, &memory_id),
@@ -1063,13 +1068,11 @@ impl Service {
             audit.append(txn, t, &record)
         })?;
         crate::audit::emit(&entry);
-        if embeds {
-            self.vectors.remove(
-                ns.vector_space(),
-                &memory_id,
-                next_version.saturating_sub(1),
-            );
-        }
+        self.vectors.remove(
+            ns.vector_space(),
+            &memory_id,
+            next_version.saturating_sub(1),
+        );
         let next = self.with_status(&ns, next)?;
         self.egress(&ns, next)
     }

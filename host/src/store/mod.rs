@@ -317,6 +317,52 @@ impl Store {
         })
     }
 
+    /// The distinct first `len` bytes of the keys of a table that start
+    /// with `within`, in order: one seek per prefix, not a scan of its rows.
+    pub fn prefixes(
+        &self,
+        pick: fn(&Tables) -> Database,
+        within: &[u8],
+        len: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|txn, t| {
+            let mut cursor = txn.open_ro_cursor(pick(t))?;
+            let mut out: Vec<Vec<u8>> = Vec::new();
+            let mut from = within.to_vec();
+            loop {
+                let next = if from.is_empty() {
+                    lmdb::Cursor::iter_start(&mut cursor).next()
+                } else {
+                    lmdb::Cursor::iter_from(&mut cursor, &from).next()
+                };
+                let Some(item) = next else { break };
+                let (k, _) = item?;
+                if !k.starts_with(within) {
+                    break;
+                }
+                let Some(p) = k.get(..len) else {
+                    // Shorter than a prefix: step past this one key.
+                    from = [k, &[0]].concat();
+                    continue;
+                };
+                out.push(p.to_vec());
+                // The smallest key after every key starting with `p`.
+                let mut past = p.to_vec();
+                while let Some(last) = past.pop() {
+                    if last < u8::MAX {
+                        past.push(last + 1);
+                        break;
+                    }
+                }
+                if past.is_empty() {
+                    break;
+                }
+                from = past;
+            }
+            Ok(out)
+        })
+    }
+
     /// Delete every row of a table whose key starts with `prefix`, in
     /// batches of 1000 (each its own transaction). Returns how many deleted
     /// keys `counted` accepts.

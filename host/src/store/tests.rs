@@ -138,3 +138,32 @@ fn a_newer_schema_is_refused_and_data_left_alone() {
     assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1));
     assert!(err.to_string().contains("upgrade memhost"), "{err}");
 }
+
+#[test]
+fn prefixes_lists_each_distinct_prefix_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let keys: [&[u8]; 7] = [
+        b"aa1",
+        b"aa2",
+        b"ab\xff",
+        b"a\xff\xff1",
+        b"a\xff\xff2",
+        b"b",
+        b"ba9",
+    ];
+    store
+        .write_blocking(move |txn, t| {
+            for k in keys {
+                txn.put(t.memories, &k, b"v", WriteFlags::empty())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let two = store.prefixes(|t| t.memories, b"", 2).unwrap();
+    // "b" is shorter than a prefix: skipped, not stopped at.
+    assert_eq!(two, [&b"aa"[..], b"ab", b"a\xff", b"ba"]);
+    let three = store.prefixes(|t| t.memories, b"a", 3).unwrap();
+    assert_eq!(three, [&b"aa1"[..], b"aa2", b"ab\xff", b"a\xff\xff"]);
+    assert!(store.prefixes(|t| t.memories, b"c", 2).unwrap().is_empty());
+}
