@@ -146,11 +146,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     spawn_expiry_sweep(service.clone());
-    let indexer = service.clone();
-    std::thread::Builder::new()
-        .name("memhost-indexer".into())
-        .spawn(move || indexer.run_indexer())
-        .context("cannot start the indexing thread")?;
+    for worker in 0..INDEX_WORKERS {
+        let indexer = service.clone();
+        std::thread::Builder::new()
+            .name(format!("memhost-indexer-{worker}"))
+            .spawn(move || indexer.run_indexer(worker, INDEX_WORKERS))
+            .context("cannot start an indexing thread")?;
+    }
     let limiter = Arc::new(crate::auth::limits::Limiter::new(
         opts.config.limits.clone(),
     ));
@@ -181,6 +183,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!("memhost stopped");
     Ok(())
 }
+
+/// Indexing workers: each embeds its share of the queued memories, in
+/// batches. As many as an embedder keeps warm instances by default, so a
+/// remote embedder gets two requests in flight; embed-local keeps one
+/// instance and serialises them.
+const INDEX_WORKERS: usize = 2;
 
 /// How often expired memories are purged from disk (they are invisible to
 /// reads from the moment they expire).

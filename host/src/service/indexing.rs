@@ -87,15 +87,23 @@ pub(super) fn embeds_in(
 const MAX_ATTEMPTS: u8 = 3;
 
 impl Service {
-    /// Embed up to `max` queued memories; returns how many jobs were
-    /// settled (indexed, or dropped because their memory is gone) and how
-    /// many were seen.
-    pub fn index_pending(&self, max: usize) -> Result<(usize, usize), ServiceError> {
-        // Start after where the last round stopped; wrap around at the end.
+    /// Embed up to `max` queued memories of worker `worker`'s share (of
+    /// `workers`: jobs are split by memory id, so workers never race for
+    /// one); returns how many jobs were settled (indexed, or dropped
+    /// because their memory is gone) and how many were seen.
+    pub fn index_pending(
+        &self,
+        max: usize,
+        worker: usize,
+        workers: usize,
+    ) -> Result<(usize, usize), ServiceError> {
+        let workers = workers.max(1);
+        // Start after where this worker's last round stopped; wrap around
+        // at the end.
         let after = self
             .index_cursor
             .lock()
-            .map(|c| c.clone())
+            .map(|c| c.get(&worker).cloned().unwrap_or_default())
             .unwrap_or_default();
         let window = |from: &[u8]| {
             self.store.rows_max(
@@ -116,8 +124,12 @@ impl Service {
         }
         rows.truncate(max);
         if let (Ok(mut cursor), Some((last, _))) = (self.index_cursor.lock(), rows.last()) {
-            cursor.clone_from(last);
+            cursor.insert(worker, last.clone());
         }
+        rows.retain(|(k, _)| {
+            k.last()
+                .is_some_and(|b| usize::from(*b) % workers == worker)
+        });
         if rows.is_empty() {
             return Ok((0, 0));
         }
@@ -525,11 +537,12 @@ impl Service {
         }
     }
 
-    /// Run the indexing worker on this thread until the store closes.
-    pub fn run_indexer(&self) {
+    /// Run indexing worker `worker` of `workers` on this thread, for
+    /// as long as the process runs.
+    pub fn run_indexer(&self, worker: usize, workers: usize) {
         let mut stuck = 0u32;
         loop {
-            let pause = match self.index_pending(256) {
+            let pause = match self.index_pending(256, worker, workers) {
                 Ok((_, 0)) => Duration::from_millis(50),
                 Ok((0, _)) => {
                     // Jobs that cannot be done now (embedder missing or

@@ -19,7 +19,7 @@ mod leftovers;
 pub mod model;
 pub mod recall;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -228,7 +228,7 @@ pub struct Service {
     vectors: vector::VectorCache,
     /// Where the indexing worker's next round starts (it moves on, so jobs
     /// that cannot run now do not hold up the others).
-    index_cursor: Arc<std::sync::Mutex<Vec<u8>>>,
+    index_cursor: Arc<std::sync::Mutex<HashMap<usize, Vec<u8>>>>,
 }
 
 /// The embedder a new namespace is bound to when its settings name none
