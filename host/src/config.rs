@@ -3,6 +3,7 @@
 //! ```toml
 //! [server]
 //! listen = "127.0.0.1:7077"
+//! mcp_allowed_origins = ["https://app.example.com:443"]   # browsers allowed at /mcp
 //!
 //! [store]
 //! map_size_mb = 1024               # grows when full ...
@@ -82,6 +83,10 @@ impl StoreSettings {
 pub struct ServerSettings {
     /// Address to listen on; the command line and `MEMHOST_LISTEN` win.
     pub listen: Option<String>,
+    /// Browser origins (`scheme://host:port`, `:*` for any port) whose
+    /// pages may call `/mcp`. A request with any other `Origin` gets 403;
+    /// MCP clients that are not browsers send none.
+    pub mcp_allowed_origins: Vec<String>,
 }
 
 /// A configuration file that could not be used.

@@ -157,8 +157,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.config.limits.clone(),
     ));
     let gate = crate::api::rest::auth::Gate::new(service.clone(), limiter, opts.no_auth);
+    let mcp = crate::api::mcp::route(
+        service.clone(),
+        gate.clone(),
+        opts.config.server.mcp_allowed_origins.clone(),
+    );
     let routes = health
         .map(warp::Reply::into_response)
+        .or(mcp)
+        .unify()
         .or(crate::api::rest::routes(service, gate))
         .unify()
         .with(warp::log::custom(|info| {

@@ -14,6 +14,7 @@ mod embedder_pool;
 mod hot_reload;
 mod load_checks;
 mod master_key;
+mod mcp;
 mod plugin_kinds;
 mod precompile_cache;
 mod recall;

@@ -196,6 +196,37 @@ fn ensure_componentize_py() -> Result<()> {
         })
 }
 
+/// The official MCP Python SDK the MCP tests drive the server with.
+const MCP_SDK: &str = "mcp==2.3.0";
+
+/// A Python environment under `target/py-mcp` with [`MCP_SDK`], made on
+/// first use (kept apart from the system's packages).
+fn ensure_mcp_sdk(root: &Path) -> Result<()> {
+    let venv = root.join("target/py-mcp");
+    let python = venv.join("bin/python");
+    let marker = venv.join(".installed");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == MCP_SDK) && python.exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "installing {MCP_SDK} into {} (for the MCP tests)",
+        venv.display()
+    );
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+        .context("could not create a Python venv; install python3-venv")?;
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        MCP_SDK,
+    ]))
+    .with_context(|| format!("could not install {MCP_SDK} with pip"))?;
+    std::fs::write(&marker, MCP_SDK)?;
+    Ok(())
+}
+
 /// Build every plugin, example and fixture; stage them under `target/`.
 /// Returns the staged plugin directory.
 fn plugins(root: &Path) -> Result<PathBuf> {
@@ -461,6 +492,7 @@ fn host_triple() -> Result<String> {
 /// Everything CI checks.
 fn test(root: &Path) -> Result<()> {
     plugins(root)?;
+    ensure_mcp_sdk(root)?;
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
     run(cargo()
         .current_dir(root.join("plugins"))

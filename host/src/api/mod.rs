@@ -1,4 +1,5 @@
 //! The network faces of memhost: thin adapters over `crate::service`. No
 //! business rules live here.
 
+pub mod mcp;
 pub mod rest;

@@ -208,6 +208,11 @@ impl Principal {
         Principal::with("system", "memhost", "system", Principal::everything())
     }
 
+    /// The strongest role this principal holds on any namespace.
+    pub fn strongest_role(&self) -> Option<Role> {
+        self.grants.iter().map(|g| g.role).max()
+    }
+
     /// The strongest role this principal holds on namespace `name`.
     pub fn role_in(&self, name: &str) -> Option<Role> {
         self.grants

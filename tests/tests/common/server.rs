@@ -60,10 +60,16 @@ impl Server {
 
     /// [`Server::start`] with extra environment variables.
     pub fn start_with(data: &Path, config: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_at(data, config, env, "127.0.0.1:0")
+    }
+
+    /// [`Server::start_with`] listening on `listen` (to restart a server
+    /// where its clients expect it).
+    pub fn start_at(data: &Path, config: &Path, env: &[(&str, &str)], listen: &str) -> Server {
         init(data);
         let key = admin_key(data);
         let mut child = Command::new(memhost_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .arg("--config")
             .arg(config)

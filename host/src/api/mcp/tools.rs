@@ -1,0 +1,724 @@
+//! The MCP tools: each one the same `service/` call as its REST route,
+//! argument names as the REST fields. Results are structured content plus
+//! a short text for the model; failures are tool errors carrying the same
+//! problem document (`type`, `title`, `status`, `detail`) as REST.
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::api::rest::problem::Problem;
+use crate::auth::{Principal, Role};
+use crate::service::recall::{RecallMode, RecallQuery};
+use crate::service::{Filters, ListQuery, Memory, MemoryPatch, NewMemory, Service, ServiceError};
+
+/// The MCP server of one request.
+#[derive(Clone)]
+pub struct Tools {
+    service: Service,
+    tool_router: ToolRouter<Tools>,
+}
+
+/// The caller, put in the request's extensions by the `/mcp` route.
+fn caller(
+    context: &RequestContext<RoleServer>,
+) -> Result<(Principal, http::request::Parts), McpError> {
+    let parts = context
+        .extensions
+        .get::<http::request::Parts>()
+        .cloned()
+        .ok_or_else(|| McpError::internal_error("no HTTP request in the MCP context", None))?;
+    let who = parts
+        .extensions
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| McpError::internal_error("no authenticated caller", None))?;
+    Ok((who, parts))
+}
+
+/// A tool error with the REST problem document of `e`.
+fn failed(e: &ServiceError) -> CallToolResult {
+    let p = Problem::from(e);
+    CallToolResult::structured_error(json!({
+        "type": p.kind,
+        "title": p.title,
+        "status": p.status,
+        "detail": p.detail,
+    }))
+}
+
+/// Structured content plus `text` for the model.
+fn done(value: Value, text: String) -> CallToolResult {
+    let mut r = CallToolResult::structured(value);
+    r.content = vec![ContentBlock::text(text)];
+    r
+}
+
+/// Run a service call off the async threads.
+async fn run<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, CallToolResult> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(failed(&e)),
+        Err(e) => Err(failed(&ServiceError::Internal(e.to_string()))),
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// A memory id argument; anything that is not a UUID names no memory.
+fn memory_id(namespace: &str, id: &str) -> Result<Uuid, CallToolResult> {
+    Uuid::parse_str(id).map_err(|_| {
+        failed(&ServiceError::NoMemory {
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+        })
+    })
+}
+
+/// One line about a memory for the text part of a result.
+fn line(m: &Memory) -> String {
+    let mut text: String = m.content.chars().take(200).collect();
+    if text.len() < m.content.len() {
+        text.push('…');
+    }
+    match &m.title {
+        Some(t) => format!("{t}: {text} (id {})", m.id),
+        None => format!("{text} (id {})", m.id),
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoreArgs {
+    /// The namespace to store in (see memory_namespaces).
+    pub namespace: String,
+    /// The memory itself: a fact, preference, decision or note, in plain words.
+    pub content: String,
+    /// A short title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Tags to filter by later.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Any JSON object to keep with it.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// Forget it after this many seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// How much it matters, 0 to 1 (default 0.5).
+    #[serde(default)]
+    pub importance: Option<f32>,
+}
+
+/// Which channels answer a recall.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Meaning and words together (default).
+    #[default]
+    Hybrid,
+    /// Meaning only (embeddings): finds paraphrases.
+    Vector,
+    /// Words only (BM25): finds exact terms, names, codes.
+    Lexical,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecallArgs {
+    /// The namespace to search.
+    pub namespace: String,
+    /// The question or topic, in natural language.
+    pub query: String,
+    /// How many memories to return (1-100, default 10).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// hybrid (default), vector or lexical.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Only memories carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only memories written by this agent id.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Only memories created at or after this time (Unix milliseconds).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Only memories created before this time (Unix milliseconds).
+    #[serde(default)]
+    pub until: Option<i64>,
+    /// 0 to 1: how much newer beats more relevant (default 0).
+    #[serde(default)]
+    pub recency_weight: Option<f32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryRef {
+    /// The namespace.
+    pub namespace: String,
+    /// The memory id (a UUID, as returned by memory_store or memory_recall).
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// The memory id.
+    pub id: String,
+    /// New content (replaces the old; the old version stays in its history).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// New title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// New tags (replace the old ones).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// New metadata (replaces the old object).
+    #[serde(default)]
+    pub metadata: Option<Map<String, Value>>,
+    /// New importance, 0 to 1.
+    #[serde(default)]
+    pub importance: Option<f32>,
+    /// Forget it this many seconds from now.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// Only memories carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only memories written by this agent id.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Only memories created at or after this time (Unix milliseconds).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// Only memories created before this time (Unix milliseconds).
+    #[serde(default)]
+    pub until: Option<i64>,
+    /// Continue after this memory id (next_cursor of the previous page).
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Page size (1-200, default 50).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SearchArgs {
+    /// What to look for, in natural language.
+    pub query: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FetchArgs {
+    /// A result id from search ("namespace/memory-id").
+    pub id: String,
+}
+
+/// The least role a tool needs on some namespace to be listed.
+fn needs(tool: &str) -> Role {
+    match tool {
+        "memory_store" | "memory_update" | "memory_forget" => Role::Writer,
+        _ => Role::Reader,
+    }
+}
+
+/// Where a memory can be read over REST, for `search`/`fetch` citations.
+fn url_of(parts: &http::request::Parts, namespace: &str, id: &Uuid) -> String {
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = parts
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    format!("{scheme}://{host}/v1/namespaces/{namespace}/memories/{id}")
+}
+
+fn title_of(m: &Memory) -> String {
+    m.title
+        .clone()
+        .unwrap_or_else(|| m.content.chars().take(80).collect())
+}
+
+#[tool_router]
+impl Tools {
+    /// The tools over `service`.
+    pub fn new(service: Service) -> Tools {
+        Tools {
+            service,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "Store a memory in a namespace. Identical content already stored there is not stored twice (the answer says duplicate). Returns the memory with its id.",
+        annotations(
+            title = "Store a memory",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_store(
+        &self,
+        Parameters(a): Parameters<StoreArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let s = self.service.clone();
+        let ns = a.namespace.clone();
+        let new = NewMemory {
+            content: a.content,
+            title: a.title,
+            tags: a.tags,
+            metadata: a.metadata,
+            ttl_seconds: a.ttl_seconds,
+            importance: a.importance,
+        };
+        Ok(
+            match run(move || {
+                let mut stored = s.store(&who, &ns, new)?;
+                stored.memory = s.current_status(&ns, stored.memory)?;
+                Ok(stored)
+            })
+            .await
+            {
+                Ok(stored) => {
+                    let mut value = to_value(&stored.memory);
+                    if let Some(o) = value.as_object_mut() {
+                        o.insert("created".into(), stored.created.into());
+                        o.insert("duplicate".into(), (!stored.created).into());
+                    }
+                    let verb = if stored.created {
+                        "Stored"
+                    } else {
+                        "Already stored"
+                    };
+                    done(
+                        value,
+                        format!("{verb} in {}: {}", a.namespace, line(&stored.memory)),
+                    )
+                }
+                Err(e) => e,
+            },
+        )
+    }
+
+    #[tool(
+        description = "Find the memories of a namespace that best answer a question, by meaning and by words (mode hybrid, the default), by meaning only (vector) or by words only (lexical). Results are best first, each with id, content, score and the channels that matched.",
+        annotations(
+            title = "Recall memories",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_recall(
+        &self,
+        Parameters(a): Parameters<RecallArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let s = self.service.clone();
+        let ns = a.namespace.clone();
+        let q = RecallQuery {
+            query: a.query,
+            k: a.k,
+            mode: match a.mode {
+                Mode::Hybrid => RecallMode::Hybrid,
+                Mode::Vector => RecallMode::Vector,
+                Mode::Lexical => RecallMode::Lexical,
+            },
+            tags: a.tags,
+            agent_id: a.agent_id,
+            since: a.since,
+            until: a.until,
+            recency_weight: a.recency_weight,
+            ..RecallQuery::default()
+        };
+        Ok(match run(move || s.recall(&who, &ns, &q)).await {
+            Ok(hits) => {
+                let text = if hits.is_empty() {
+                    format!("No memory in {} matches.", a.namespace)
+                } else {
+                    hits.iter()
+                        .enumerate()
+                        .map(|(i, h)| format!("{}. [{:.2}] {}", i + 1, h.score, line(&h.memory)))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                done(json!({ "results": hits }), text)
+            }
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "Read one memory by id.",
+        annotations(
+            title = "Get a memory",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_get(
+        &self,
+        Parameters(a): Parameters<MemoryRef>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let id = match memory_id(&a.namespace, &a.id) {
+            Ok(id) => id,
+            Err(e) => return Ok(e),
+        };
+        let s = self.service.clone();
+        let ns = a.namespace;
+        Ok(match run(move || s.get(&who, &ns, &id)).await {
+            Ok(m) => done(to_value(&m), line(&m)),
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "Change a memory: only the fields given change. The previous version is kept in the memory's history. Writers may change only their own memories.",
+        annotations(
+            title = "Update a memory",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_update(
+        &self,
+        Parameters(a): Parameters<UpdateArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let id = match memory_id(&a.namespace, &a.id) {
+            Ok(id) => id,
+            Err(e) => return Ok(e),
+        };
+        let patch = MemoryPatch {
+            content: a.content,
+            title: a.title,
+            tags: a.tags,
+            metadata: a.metadata,
+            importance: a.importance,
+            ttl_seconds: a.ttl_seconds,
+        };
+        let s = self.service.clone();
+        let ns = a.namespace;
+        Ok(match run(move || s.update(&who, &ns, &id, patch)).await {
+            Ok(m) => done(
+                to_value(&m),
+                format!("Updated (version {}): {}", m.version, line(&m)),
+            ),
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "Forget a memory for good: it and its history are deleted. Writers may forget only their own memories.",
+        annotations(
+            title = "Forget a memory",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_forget(
+        &self,
+        Parameters(a): Parameters<MemoryRef>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let id = match memory_id(&a.namespace, &a.id) {
+            Ok(id) => id,
+            Err(e) => return Ok(e),
+        };
+        let s = self.service.clone();
+        let ns = a.namespace.clone();
+        Ok(match run(move || s.forget(&who, &ns, &id)).await {
+            Ok(()) => done(
+                json!({ "namespace": a.namespace, "id": id, "forgotten": true }),
+                format!("Forgot memory {id} in {}.", a.namespace),
+            ),
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "List the memories of a namespace, oldest first, a page at a time (pass next_cursor back as cursor for the next page), optionally filtered by tags, agent and time.",
+        annotations(
+            title = "List memories",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_list(
+        &self,
+        Parameters(a): Parameters<ListArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let cursor = match a.cursor.as_deref().map(Uuid::parse_str) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => {
+                return Ok(failed(&ServiceError::Invalid {
+                    field: "cursor".into(),
+                    detail: "not a memory id (pass next_cursor from the previous page)".into(),
+                }));
+            }
+        };
+        let q = ListQuery {
+            filters: Filters {
+                tags: a.tags,
+                agent_id: a.agent_id,
+                since: a.since,
+                until: a.until,
+            },
+            cursor,
+            limit: a.limit,
+        };
+        let s = self.service.clone();
+        let ns = a.namespace.clone();
+        Ok(match run(move || s.list(&who, &ns, &q)).await {
+            Ok(page) => {
+                let mut text: Vec<String> = page.memories.iter().map(line).collect();
+                if text.is_empty() {
+                    text.push(format!("No memories in {}.", a.namespace));
+                }
+                if let Some(c) = page.next_cursor {
+                    text.push(format!("More: pass cursor {c}."));
+                }
+                done(
+                    json!({ "memories": page.memories, "next_cursor": page.next_cursor }),
+                    text.join("\n"),
+                )
+            }
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "The namespaces this key may use, with its role in each (reader, writer or admin) and whether meaning search is on.",
+        annotations(
+            title = "List namespaces",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_namespaces(
+        &self,
+        Parameters(_): Parameters<NoArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let s = self.service.clone();
+        let me = who.clone();
+        Ok(match run(move || s.namespaces(&who)).await {
+            Ok(all) => {
+                let list: Vec<Value> = all
+                    .iter()
+                    .map(|ns| {
+                        json!({
+                            "name": ns.name,
+                            "role": me.role_in(&ns.name),
+                            "embedder": ns.settings.embedder,
+                            "description": ns.settings.description,
+                        })
+                    })
+                    .collect();
+                let text = if all.is_empty() {
+                    "This key may use no namespace yet.".to_string()
+                } else {
+                    all.iter()
+                        .map(|ns| {
+                            format!(
+                                "{} ({})",
+                                ns.name,
+                                me.role_in(&ns.name).map_or("-", |r| r.as_str())
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                done(json!({ "namespaces": list }), text)
+            }
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "Search every namespace this key may read for memories about the query. Returns results with id, title and url; read one with fetch.",
+        annotations(
+            title = "Search memories",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn search(
+        &self,
+        Parameters(a): Parameters<SearchArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, parts) = caller(&context)?;
+        let s = self.service.clone();
+        let q = RecallQuery {
+            query: a.query,
+            ..RecallQuery::default()
+        };
+        Ok(match run(move || s.recall_across(&who, &q)).await {
+            Ok(hits) => {
+                let results: Vec<Value> = hits
+                    .iter()
+                    .map(|h| {
+                        json!({
+                            "id": format!("{}/{}", h.memory.namespace, h.memory.id),
+                            "title": title_of(&h.memory),
+                            "url": url_of(&parts, &h.memory.namespace, &h.memory.id),
+                        })
+                    })
+                    .collect();
+                let value = json!({ "results": results });
+                done(value.clone(), value.to_string())
+            }
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "Read one search result in full, by the id search returned.",
+        annotations(
+            title = "Fetch a memory",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn fetch(
+        &self,
+        Parameters(a): Parameters<FetchArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, parts) = caller(&context)?;
+        let Some((ns, id)) = a.id.rsplit_once('/') else {
+            return Ok(failed(&ServiceError::Invalid {
+                field: "id".into(),
+                detail: "a search result id is \"namespace/memory-id\"".into(),
+            }));
+        };
+        let (ns, id_text) = (ns.to_string(), id.to_string());
+        let id = match memory_id(&ns, &id_text) {
+            Ok(id) => id,
+            Err(e) => return Ok(e),
+        };
+        let s = self.service.clone();
+        let name = ns.clone();
+        Ok(match run(move || s.get(&who, &name, &id)).await {
+            Ok(m) => {
+                let value = json!({
+                    "id": a.id,
+                    "title": title_of(&m),
+                    "text": m.content,
+                    "url": url_of(&parts, &ns, &id),
+                    "metadata": {
+                        "namespace": m.namespace,
+                        "tags": m.tags,
+                        "created_at": m.created_at,
+                        "updated_at": m.updated_at,
+                        "version": m.version,
+                    },
+                });
+                done(value.clone(), value.to_string())
+            }
+            Err(e) => e,
+        })
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for Tools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("memhost", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "memhost keeps memories for agents in namespaces. Call memory_namespaces to see where you may read and write; memory_recall to find what is known about a topic before answering; memory_store to keep a fact, preference or decision worth remembering.",
+            )
+    }
+
+    /// Only the tools the caller's role may use.
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let strongest = who.strongest_role();
+        let tools: Vec<Tool> = self
+            .tool_router
+            .list_all()
+            .into_iter()
+            .filter(|t| strongest.is_some_and(|r| r >= needs(&t.name)))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let tcc = ToolCallContext::new(self, request, context);
+        self.tool_router.call(tcc).await
+    }
+}

@@ -1,0 +1,341 @@
+//! MCP over Streamable HTTP, driven by the official MCP Python SDK (`mcp`,
+//! installed by `cargo xtask test` into `target/py-mcp`): the tools an agent
+//! uses, under the same keys, roles and audit as REST; the transport's
+//! refusals (no key, bad Origin, header/body mismatch, GET); and a server
+//! restart in the middle of a client's work.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use crate::common::root;
+use crate::common::server::*;
+use serde_json::Value;
+
+fn python() -> std::path::PathBuf {
+    let p = root().join("target/py-mcp/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask test` (it installs the MCP Python SDK)",
+        p.display()
+    );
+    p
+}
+
+fn script(scenario: &str, c: &Client, ns: &str, mode: &str) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/python/mcp_client.py"))
+        .args([
+            scenario,
+            &format!("http://{}/mcp", c.addr),
+            c.key.as_deref().unwrap_or(""),
+            ns,
+            mode,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Run a scenario to its end: what the client saw, by step.
+fn drive(scenario: &str, c: &Client, ns: &str, mode: &str) -> HashMap<String, Value> {
+    let out = script(scenario, c, ns, mode).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the MCP client failed ({scenario}, {mode}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+fn status_of(step: &Value) -> u64 {
+    assert_eq!(step["is_error"], true, "{step}");
+    step["structured"]["status"].as_u64().unwrap()
+}
+
+#[test]
+fn an_mcp_client_stores_recalls_changes_and_forgets_under_its_key() {
+    let Setup {
+        tmp, server, admin, ..
+    } = setup("", &[], &[r#"{"name": "team", "embedder": "none"}"#]);
+    let reader = create_key(
+        &tmp.path().join("data"),
+        "viewer",
+        "assistant",
+        &["team=reader"],
+        &[],
+    );
+
+    // Both eras of the protocol: 2026-07-28 (server/discover, no
+    // handshake) and the initialize handshake of 2025-11-25 and before.
+    for mode in ["auto", "legacy"] {
+        let seen = drive("tools", &admin, "team", mode);
+        let tools = &seen["list_tools"]["tools"];
+        let mut names: Vec<&str> = tools
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "fetch",
+                "memory_forget",
+                "memory_get",
+                "memory_list",
+                "memory_namespaces",
+                "memory_recall",
+                "memory_store",
+                "memory_update",
+                "search"
+            ]
+        );
+        assert_eq!(tools["memory_recall"]["read_only"], true);
+        assert_eq!(tools["memory_forget"]["destructive"], true);
+        assert_eq!(tools["memory_store"]["read_only"], false);
+        assert_eq!(tools["memory_store"]["destructive"], false);
+        assert_eq!(
+            tools["memory_store"]["required"],
+            serde_json::json!(["namespace", "content"])
+        );
+        // The REST field names.
+        for field in ["title", "tags", "metadata", "ttl_seconds"] {
+            assert!(
+                tools["memory_store"]["properties"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p == field),
+                "{field}"
+            );
+        }
+
+        let stored = &seen["store"];
+        assert_eq!(stored["is_error"], false, "{stored}");
+        let id = stored["structured"]["id"].as_str().unwrap();
+        assert_eq!(stored["structured"]["created"], true);
+        assert!(stored["text"][0].as_str().unwrap().contains(id));
+        assert_eq!(seen["store_again"]["structured"]["duplicate"], true);
+        assert_eq!(seen["store_again"]["structured"]["id"], id);
+        assert_eq!(seen["recall"]["structured"]["results"][0]["id"], id);
+        assert_eq!(
+            seen["get"]["structured"]["content"],
+            "Alice prefers green tea over coffee in the morning"
+        );
+        assert_eq!(seen["update"]["structured"]["version"], 2);
+        assert_eq!(
+            seen["list"]["structured"]["memories"][0]["content"],
+            "Alice now prefers black coffee"
+        );
+        assert_eq!(
+            seen["namespaces"]["structured"]["namespaces"][0]["role"],
+            "admin"
+        );
+        // search/fetch in the shape ChatGPT connectors read.
+        let hit = &seen["search"]["structured"]["results"][0];
+        assert_eq!(hit["id"], format!("team/{id}"));
+        assert!(hit["title"].is_string() && hit["url"].as_str().unwrap().ends_with(id));
+        let fetched = &seen["fetch"]["structured"];
+        assert_eq!(fetched["text"], "Alice now prefers black coffee");
+        assert_eq!(fetched["id"], format!("team/{id}"));
+        // Errors are tool errors with the REST problem types.
+        assert_eq!(status_of(&seen["bad_id"]), 404);
+        assert_eq!(status_of(&seen["unknown_ns"]), 404);
+        assert!(
+            seen["unknown_ns"]["structured"]["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("namespace-not-found")
+        );
+        assert_eq!(seen["forget"]["is_error"], false);
+        assert_eq!(status_of(&seen["get_forgotten"]), 404);
+        // Audited as REST calls are.
+        let (_, audit) = curl(&admin, "GET", "/v1/admin/audit?limit=1000", None);
+        let forgotten = audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "memory.forget" && e["target"] == id)
+            .count();
+        assert_eq!(forgotten, 1, "{audit}");
+    }
+
+    // A reader sees only what it may use, and is refused the rest.
+    let as_reader = admin.as_key(Some(&reader));
+    let seen = drive("reader", &as_reader, "team", "auto");
+    assert_eq!(
+        seen["list_tools"]["names"],
+        serde_json::json!([
+            "fetch",
+            "memory_get",
+            "memory_list",
+            "memory_namespaces",
+            "memory_recall",
+            "search"
+        ])
+    );
+    assert_eq!(status_of(&seen["store"]), 403);
+    assert_eq!(seen["recall"]["is_error"], false);
+
+    // A key that is not one is refused before any tool.
+    let seen = drive(
+        "refused",
+        &admin.as_key(Some("mhk_0000000000000000_bogus")),
+        "team",
+        "auto",
+    );
+    assert!(
+        seen.contains_key("refused") && !seen.contains_key("list_tools"),
+        "{seen:?}"
+    );
+    let r = curl_full(
+        &admin.as_key(Some("mhk_0000000000000000_bogus")),
+        "POST",
+        "/mcp",
+        Some("{}"),
+        &[],
+    );
+    assert_eq!(r.status, 401, "{}", r.body);
+    drop(server);
+}
+
+#[test]
+fn the_transport_refuses_what_the_specification_says() {
+    let Setup {
+        admin,
+        server: _server,
+        ..
+    } = setup(
+        "[server]\nmcp_allowed_origins = [\"https://app.example:443\"]",
+        &[],
+        &[r#"{"name": "team", "embedder": "none"}"#],
+    );
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let modern = [
+        "accept: application/json, text/event-stream",
+        "mcp-protocol-version: 2026-07-28",
+    ];
+    // As sent, it works.
+    let ok = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some(list),
+        &[modern[0], modern[1], "mcp-method: tools/list"],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body["result"]["tools"].is_array(), "{}", ok.body);
+    // The method header disagrees with the body: 400, HeaderMismatch.
+    let r = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some(list),
+        &[modern[0], modern[1], "mcp-method: tools/call"],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], -32020, "{}", r.body);
+    // So does the version header.
+    let r = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some(list),
+        &[
+            modern[0],
+            "mcp-protocol-version: 2025-11-25",
+            "mcp-method: tools/list",
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    // A browser page from another origin: 403.
+    let r = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some(list),
+        &[
+            modern[0],
+            modern[1],
+            "mcp-method: tools/list",
+            "origin: https://evil.example",
+        ],
+    );
+    assert_eq!(r.status, 403);
+    // One the operator allowed is served.
+    let r = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some(list),
+        &[
+            modern[0],
+            modern[1],
+            "mcp-method: tools/list",
+            "origin: https://app.example",
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // No stream to GET, no session to DELETE.
+    for method in ["GET", "DELETE"] {
+        let r = curl_full(&admin, method, "/mcp", None, &[]);
+        assert_eq!(r.status, 405, "{method}");
+        assert_eq!(r.header("allow").as_deref(), Some("POST"));
+    }
+    // No key: 401 with the challenge, as REST.
+    let r = curl_full(&admin.as_key(None), "POST", "/mcp", Some(list), &modern);
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").is_some());
+}
+
+#[test]
+fn a_client_goes_on_when_the_server_restarts_under_it() {
+    let Setup {
+        tmp,
+        data,
+        server,
+        admin,
+    } = setup("", &[], &[r#"{"name": "team", "embedder": "none"}"#]);
+    let addr = server.addr.clone();
+    let config = tmp.path().join("memhost.toml");
+    let mut server = server;
+    for mode in ["auto", "legacy"] {
+        let mut child = script("restart", &admin, "team", mode)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let before: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(before["is_error"], false, "{before}");
+        // Stop the server and start a new process on the same address
+        // while the client is connected, then let the client go on.
+        drop(server);
+        server = Server::start_at(&data, &config, &[], &addr);
+        writeln!(child.stdin.as_mut().unwrap()).unwrap();
+        let rest: Vec<Value> = lines
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(rest.len(), 2, "{rest:?}");
+        assert_eq!(rest[0]["is_error"], false, "{}", rest[0]);
+        assert_eq!(
+            rest[0]["structured"]["results"][0]["id"], before["structured"]["id"],
+            "{mode}"
+        );
+        assert_eq!(rest[1]["is_error"], false, "{}", rest[1]);
+    }
+    drop(server);
+}
