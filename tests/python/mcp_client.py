@@ -3,7 +3,7 @@ as an MCP client would. Called by tests/tests/mcp.rs; prints one JSON
 object per line with what it saw, for the Rust test to check.
 
 usage: mcp_client.py SCENARIO URL KEY NAMESPACE MODE
-  SCENARIO  tools | reader | refused | restart
+  SCENARIO  tools | reader | refused | restart | admin (connects to /mcp?profile=admin)
   MODE      auto (2026-07-28, server/discover) | legacy (initialize handshake)
 """
 
@@ -84,6 +84,16 @@ async def reader(client, ns):
     say(step="recall", **result(await client.call_tool("memory_recall", {"namespace": ns, "query": "tea"})))
 
 
+async def admin(client, ns):
+    listed = await client.list_tools()
+    say(step="list_tools", names=sorted(t.name for t in listed.tools))
+    say(step="create", **result(await client.call_tool(
+        "namespace_create", {"name": ns, "embedder": "none", "redaction": "off"})))
+    say(step="store", **result(await client.call_tool("memory_store", {"namespace": ns, "content": "made over MCP"})))
+    say(step="delete", **result(await client.call_tool("namespace_delete", {"namespace": ns})))
+    say(step="gone", **result(await client.call_tool("memory_list", {"namespace": ns})))
+
+
 async def restart(client, ns):
     before = result(await client.call_tool(
         "memory_store", {"namespace": ns, "content": "The server restarts while Bob waits"}))
@@ -98,11 +108,13 @@ async def restart(client, ns):
 
 async def main():
     scenario, url, key, ns, mode = sys.argv[1:6]
+    if scenario == "admin":
+        url += "?profile=admin"
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
     async with http:
         try:
             async with Client(streamable_http_client(url, http_client=http), mode=mode) as client:
-                await {"tools": tools, "reader": reader, "restart": restart, "refused": reader}[scenario](
+                await {"tools": tools, "reader": reader, "restart": restart, "refused": reader, "admin": admin}[scenario](
                     client, ns
                 )
         except BaseException as e:  # noqa: BLE001 - report whatever the SDK raised

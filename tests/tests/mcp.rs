@@ -208,6 +208,67 @@ fn an_mcp_client_stores_recalls_changes_and_forgets_under_its_key() {
 }
 
 #[test]
+fn the_admin_profile_adds_namespace_tools_for_admins_who_ask() {
+    let Setup {
+        tmp, server, admin, ..
+    } = setup("", &[], &[r#"{"name": "team", "embedder": "none"}"#]);
+    let seen = drive("admin", &admin, "made-by-mcp", "auto");
+    let names = seen["list_tools"]["names"].as_array().unwrap();
+    for tool in [
+        "namespace_create",
+        "namespace_reindex",
+        "namespace_delete",
+        "memory_store",
+    ] {
+        assert!(names.iter().any(|n| n == tool), "{tool}: {names:?}");
+    }
+    assert_eq!(seen["create"]["is_error"], false, "{}", seen["create"]);
+    assert_eq!(seen["create"]["structured"]["name"], "made-by-mcp");
+    assert_eq!(seen["store"]["is_error"], false, "{}", seen["store"]);
+    assert_eq!(seen["delete"]["structured"]["memories"], 1);
+    assert_eq!(status_of(&seen["gone"]), 404);
+
+    // Without the profile the tools are neither listed nor callable.
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"namespace_delete","arguments":{"namespace":"team"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let r = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some(list),
+        &[
+            "accept: application/json, text/event-stream",
+            "mcp-protocol-version: 2026-07-28",
+            "mcp-method: tools/call",
+            "mcp-name: namespace_delete",
+        ],
+    );
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("profile=admin")),
+        "{}",
+        r.body
+    );
+    let (status, _) = curl(&admin, "GET", "/v1/namespaces/team", None);
+    assert_eq!(status, 200, "the namespace is still there");
+
+    // A writer asking for the profile gets no admin tools, and an admin
+    // tool called anyway is refused by the same authorization as REST.
+    let writer = create_key(
+        &tmp.path().join("data"),
+        "w",
+        "assistant",
+        &["team=writer"],
+        &[],
+    );
+    let seen = drive("admin", &admin.as_key(Some(&writer)), "by-writer", "auto");
+    let names = seen["list_tools"]["names"].as_array().unwrap();
+    assert!(!names.iter().any(|n| n == "namespace_create"), "{names:?}");
+    assert_eq!(status_of(&seen["create"]), 403);
+    drop(server);
+}
+
+#[test]
 fn the_transport_refuses_what_the_specification_says() {
     let Setup {
         admin,
@@ -284,6 +345,41 @@ fn the_transport_refuses_what_the_specification_says() {
         ],
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    // Malformed JSON: a JSON-RPC parse error, nothing stored.
+    let r = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some("{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": "),
+        &[modern[0], modern[1], "mcp-method: tools/call"],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], -32700, "{}", r.body);
+    // Over the body limit (1 MiB): 413, as REST.
+    let big = serde_json::json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "memory_store", "arguments": {"namespace": "team", "content": "x".repeat(2 << 20)}}
+    })
+    .to_string();
+    let r = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some(&big),
+        &[
+            modern[0],
+            modern[1],
+            "mcp-method: tools/call",
+            "mcp-name: memory_store",
+        ],
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+    let (_, page) = curl(&admin, "GET", "/v1/namespaces/team/memories", None);
+    assert_eq!(
+        page["memories"],
+        serde_json::json!([]),
+        "nothing was stored"
+    );
     // No stream to GET, no session to DELETE.
     for method in ["GET", "DELETE"] {
         let r = curl_full(&admin, method, "/mcp", None, &[]);

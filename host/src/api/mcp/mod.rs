@@ -20,8 +20,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use warp::Filter;
 use warp::http::StatusCode;
+use warp::{Filter, Reply};
 
 use crate::api::rest::auth::{Gate, principal};
 use crate::api::rest::problem::{self, Problem};
@@ -69,6 +69,9 @@ pub fn route(
                   body: Bytes| {
                 let mcp = mcp.clone();
                 async move {
+                    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                        return parse_error(&e);
+                    }
                     let uri = if query.is_empty() {
                         path.as_str().to_string()
                     } else {
@@ -127,6 +130,17 @@ pub fn route(
         .and(warp::path::end())
         .and(other.or(warp::post().and(inner)).unify())
         .boxed()
+}
+
+/// A body that is not JSON: 400 with a JSON-RPC parse error naming where
+/// it broke (rmcp itself would answer 415 in plain text).
+fn parse_error(e: &serde_json::Error) -> warp::reply::Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": -32700, "message": format!("Parse error: the body is not JSON ({e})")},
+    });
+    warp::reply::with_status(warp::reply::json(&body), StatusCode::BAD_REQUEST).into_response()
 }
 
 /// rmcp's response as warp's. Stateless JSON responses end with the

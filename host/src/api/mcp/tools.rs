@@ -20,7 +20,10 @@ use uuid::Uuid;
 use crate::api::rest::problem::Problem;
 use crate::auth::{Principal, Role};
 use crate::service::recall::{RecallMode, RecallQuery};
-use crate::service::{Filters, ListQuery, Memory, MemoryPatch, NewMemory, Service, ServiceError};
+use crate::service::{
+    Filters, ListQuery, Memory, MemoryPatch, NamespaceSettings, NewMemory, RedactionMode, Service,
+    ServiceError,
+};
 
 /// The MCP server of one request.
 #[derive(Clone)]
@@ -245,12 +248,74 @@ pub struct FetchArgs {
     pub id: String,
 }
 
+/// How a new namespace treats what its redactor finds.
+#[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Redaction {
+    /// Store the content already redacted (default).
+    #[default]
+    StoreRedacted,
+    /// Store it as written, sealed; redact on every read.
+    Egress,
+    /// No redaction.
+    Off,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNamespaceArgs {
+    /// The new namespace's name: lowercase letters, digits, '.', '_' and '-'.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The embedder plugin for meaning search (default: embed-local when
+    /// loaded; "none" for words only). Fixed once created.
+    #[serde(default)]
+    pub embedder: Option<String>,
+    /// store-redacted (default), egress or off.
+    #[serde(default)]
+    pub redaction: Redaction,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// Another embedder to bind it to ("none" for words only); default: its own.
+    #[serde(default)]
+    pub embedder: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceRef {
+    /// The namespace.
+    pub namespace: String,
+}
+
 /// The least role a tool needs on some namespace to be listed.
 fn needs(tool: &str) -> Role {
     match tool {
         "memory_store" | "memory_update" | "memory_forget" => Role::Writer,
+        t if in_admin_profile(t) => Role::Admin,
         _ => Role::Reader,
     }
+}
+
+/// Tools listed only to clients that ask for the admin profile
+/// (`/mcp?profile=admin`): an agent's everyday tool list stays small.
+fn in_admin_profile(tool: &str) -> bool {
+    tool.starts_with("namespace_")
+}
+
+/// Whether the request asked for the admin profile.
+fn admin_profile(parts: &http::request::Parts) -> bool {
+    parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "profile=admin"))
 }
 
 /// Where a memory can be read over REST, for `search`/`fetch` citations.
@@ -684,6 +749,108 @@ impl Tools {
             Err(e) => e,
         })
     }
+    #[tool(
+        description = "Create a namespace (admin profile). Its embedder is fixed once created.",
+        annotations(
+            title = "Create a namespace",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn namespace_create(
+        &self,
+        Parameters(a): Parameters<CreateNamespaceArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let settings = NamespaceSettings {
+            description: a.description,
+            embedder: a.embedder,
+            redaction: match a.redaction {
+                Redaction::StoreRedacted => RedactionMode::StoreRedacted,
+                Redaction::Egress => RedactionMode::Egress,
+                Redaction::Off => RedactionMode::Off,
+            },
+            ..NamespaceSettings::default()
+        };
+        let s = self.service.clone();
+        Ok(
+            match run(move || s.create_namespace(&who, &a.name, settings)).await {
+                Ok(ns) => {
+                    let text = format!(
+                        "Created namespace {} (embedder: {}).",
+                        ns.name,
+                        ns.settings.embedder.as_deref().unwrap_or("none")
+                    );
+                    done(to_value(&ns), text)
+                }
+                Err(e) => e,
+            },
+        )
+    }
+
+    #[tool(
+        description = "Re-embed every memory of a namespace in the background, optionally with another embedder (admin profile). Meaning search covers the memories again as they are re-embedded.",
+        annotations(
+            title = "Reindex a namespace",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn namespace_reindex(
+        &self,
+        Parameters(a): Parameters<ReindexArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let s = self.service.clone();
+        Ok(
+            match run(move || s.reindex_namespace(&who, &a.namespace, a.embedder.as_deref())).await
+            {
+                Ok(r) => {
+                    let text = format!(
+                        "Reindexing {}: {} memories queued (embedder: {}).",
+                        r.namespace,
+                        r.queued,
+                        r.embedder.as_deref().unwrap_or("none")
+                    );
+                    done(to_value(&r), text)
+                }
+                Err(e) => e,
+            },
+        )
+    }
+
+    #[tool(
+        description = "Delete a namespace and every memory in it, for good (admin profile).",
+        annotations(
+            title = "Delete a namespace",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn namespace_delete(
+        &self,
+        Parameters(a): Parameters<NamespaceRef>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let s = self.service.clone();
+        let ns = a.namespace.clone();
+        Ok(match run(move || s.delete_namespace(&who, &ns)).await {
+            Ok(n) => done(
+                json!({ "namespace": a.namespace, "deleted": true, "memories": n }),
+                format!("Deleted namespace {} and its {n} memories.", a.namespace),
+            ),
+            Err(e) => e,
+        })
+    }
 }
 
 #[tool_handler]
@@ -702,13 +869,15 @@ impl ServerHandler for Tools {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let (who, _) = caller(&context)?;
+        let (who, parts) = caller(&context)?;
         let strongest = who.strongest_role();
+        let admin = admin_profile(&parts);
         let tools: Vec<Tool> = self
             .tool_router
             .list_all()
             .into_iter()
             .filter(|t| strongest.is_some_and(|r| r >= needs(&t.name)))
+            .filter(|t| admin || !in_admin_profile(&t.name))
             .collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -718,6 +887,16 @@ impl ServerHandler for Tools {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let (_, parts) = caller(&context)?;
+        if in_admin_profile(&request.name) && !admin_profile(&parts) {
+            return Err(McpError::invalid_params(
+                format!(
+                    "tool {} is in the admin profile: connect to /mcp?profile=admin",
+                    request.name
+                ),
+                None,
+            ));
+        }
         let tcc = ToolCallContext::new(self, request, context);
         self.tool_router.call(tcc).await
     }
