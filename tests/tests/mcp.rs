@@ -355,6 +355,23 @@ fn the_transport_refuses_what_the_specification_says() {
     );
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.body["error"]["code"], -32700, "{}", r.body);
+    // An argument the tool does not take: a tool error naming it.
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"memory_get","arguments":{"namespace":"team","id":"x","bogus":1}}}"#;
+    let r = curl_full(
+        &admin,
+        "POST",
+        "/mcp",
+        Some(call),
+        &[modern[0], "mcp-protocol-version: 2025-06-18"],
+    );
+    assert_eq!(r.body["result"]["isError"], true, "{}", r.body);
+    assert!(
+        r.body["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("bogus")),
+        "{}",
+        r.body
+    );
     // Over the body limit (1 MiB): 413, as REST.
     let big = serde_json::json!({
         "jsonrpc": "2.0", "id": 2, "method": "tools/call",
