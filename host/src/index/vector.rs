@@ -602,7 +602,7 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
     // segment holds is not opened at all; the others are opened on every
     // core, straight from the map, and parsed only when no segment holds
     // them.
-    let opened: Vec<Opened> = store.read(|txn, t| {
+    let opened: Vec<(Uuid, Opened)> = store.read(|txn, t| {
         let mut cursor = lmdb::Transaction::open_ro_cursor(txn, t.vectors)?;
         let mut rows: Vec<(&[u8], &[u8])> = Vec::new();
         for item in lmdb::Cursor::iter_from(&mut cursor, &prefix) {
@@ -623,18 +623,20 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
                             .iter()
                             .filter_map(|(k, v)| {
                                 let id = k.get(16..).and_then(|b| Uuid::from_slice(b).ok())?;
-                                if let Some(hint) = hinted(v)
-                                    && covered(&id, hint).is_some()
-                                {
-                                    return Some((id, hint, None));
+                                if let Some(held) = hinted(v).and_then(|h| covered(&id, h)) {
+                                    return Some((id, Opened::Held(held)));
                                 }
                                 let plain = open_row(key, k, v)?;
                                 let version = version_of(&plain)?;
-                                let vector =
-                                    covered(&id, version).is_none().then(|| floats(&plain));
-                                Some((id, version, vector))
+                                Some((
+                                    id,
+                                    match covered(&id, version) {
+                                        Some(held) => Opened::Held(held),
+                                        None => Opened::Delta(version, floats(&plain)),
+                                    },
+                                ))
                             })
-                            .collect::<Vec<Opened>>()
+                            .collect::<Vec<(Uuid, Opened)>>()
                     })
                 })
                 .collect();
@@ -645,13 +647,12 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
         }))
     })?;
     index.live.reserve(opened.len());
-    for (id, version, vector) in opened {
-        match (covered(&id, version), vector) {
-            (Some((seg, ver)), _) => {
-                index.live.insert(id, (seg, ver));
+    for (id, found) in opened {
+        match found {
+            Opened::Held(held) => {
+                index.live.insert(id, held);
             }
-            (None, Some(vector)) => index.delta.upsert(id, version, &vector),
-            (None, None) => {}
+            Opened::Delta(version, vector) => index.delta.upsert(id, version, &vector),
         }
     }
     index.segments = segments.into_iter().map(Arc::new).collect();
@@ -661,9 +662,13 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
     Ok(index)
 }
 
-/// A vector row as the loader opened it: its vector only when no segment
-/// holds that version.
-type Opened = (Uuid, u32, Option<Vec<f32>>);
+/// A vector row as the loader found it.
+enum Opened {
+    /// A segment holds this version: (segment id, version).
+    Held((u64, u32)),
+    /// No segment holds it: its version and vector, for the delta.
+    Delta(u32, Vec<f32>),
+}
 
 /// Start a background build round for `index` if its delta is large
 /// enough or its segments need merging, and none is under way.
