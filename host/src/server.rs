@@ -101,7 +101,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || r.reload()).await?
     };
     match first {
-        Ok(summary) => tracing::info!("plugins ready: {summary}"),
+        Ok(summary) => {
+            tracing::info!("plugins ready: {summary}");
+            // Fail closed is right, but should not be a surprise.
+            if !registry
+                .snapshot()
+                .entries()
+                .any(|e| e.info.manifest.kind == crate::plugins::PluginKind::Policy)
+            {
+                tracing::warn!(
+                    "no policy plugin is loaded: every change will be denied until one is (add policy-standard to the plugin directory)"
+                );
+            }
+        }
         Err(summary) => anyhow::bail!(
             "cannot start: plugins failed to load: {}",
             summary
@@ -198,7 +210,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 const INDEX_WORKERS: usize = 2;
 
 /// How often expired memories are purged from disk (they are invisible to
-/// reads from the moment they expire).
+/// reads from the moment they expire), overdue approvals expired and closed
+/// ones past retention purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Every how many expiry sweeps rows left by deleted namespaces and
@@ -224,6 +237,15 @@ fn spawn_expiry_sweep(service: crate::service::Service) {
                 Ok(Ok(n)) => tracing::info!(purged = n, "expired memories purged"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "expiry sweep failed"),
                 Err(e) => tracing::warn!(error = %e, "expiry sweep panicked"),
+            }
+            let s = service.clone();
+            match tokio::task::spawn_blocking(move || s.sweep_approvals()).await {
+                Ok(Ok((0, 0))) => {}
+                Ok(Ok((expired, purged))) => {
+                    tracing::info!(expired, purged, "approvals swept")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "approval sweep failed"),
+                Err(e) => tracing::warn!(error = %e, "approval sweep panicked"),
             }
         }
     });

@@ -24,6 +24,8 @@ enum Needs {
     AnyAdmin,
     /// `*=admin`.
     GlobalAdmin,
+    /// Admin on `team-a`; keys without a role there are answered 404.
+    NsAdminOrOutsider,
 }
 
 /// What each documented route needs. A route missing here fails the test:
@@ -49,6 +51,13 @@ fn needs(method: &str, path: &str) -> Needs {
         ("post", "/v1/admin/keys") => Needs::NsAdmin,
         ("delete", "/v1/admin/keys/{key_id}") => Needs::NsAdmin,
         ("get", "/v1/admin/audit") => Needs::GlobalAdmin,
+        // Approvals: members of the item's namespace see and vote (an
+        // outsider's 404 makes ids no oracle, and counts as answered here).
+        ("get", "/v1/approvals") => Needs::AnyKey,
+        ("get", "/v1/approvals/{approval_id}") => Needs::AnyKey,
+        ("post", "/v1/approvals/{approval_id}/votes") => Needs::AnyKey,
+        // The requester or a namespace admin; an outsider gets 404.
+        ("post", "/v1/approvals/{approval_id}/cancel") => Needs::NsAdminOrOutsider,
         _ => panic!(
             "{method} {path} is in the OpenAPI document but not in the authorization matrix: say who may call it"
         ),
@@ -86,6 +95,7 @@ impl Caller {
             Needs::NsAdmin => matches!(self, C::NsAdmin | C::GlobalAdmin),
             Needs::AnyAdmin => matches!(self, C::OtherAdmin | C::NsAdmin | C::GlobalAdmin),
             Needs::GlobalAdmin => self == C::GlobalAdmin,
+            Needs::NsAdminOrOutsider => matches!(self, C::OtherAdmin | C::NsAdmin | C::GlobalAdmin),
         }
     }
 }
@@ -107,7 +117,11 @@ fn authorization_matrix_covers_every_documented_route() {
     } = setup(
         limits,
         &[],
-        &[r#"{"name":"team-a"}"#, r#"{"name":"team-b"}"#],
+        // Updates wait for one approval: the approval routes need items.
+        &[
+            r#"{"name":"team-a","policy":"update=consensus:1; *=allow"}"#,
+            r#"{"name":"team-b"}"#,
+        ],
     );
     // The expired key first: it needs a second to pass its expiry.
     let expired = create_key(&data, "old", "bot", &["team-a=admin"], &["--expires", "1s"]);
@@ -129,6 +143,8 @@ fn authorization_matrix_covers_every_documented_route() {
     // A real key id with the wrong secret.
     let wrong = format!("mhk_{}_{}", key_id(&reader), "0".repeat(64));
     let target_key = create_key(&data, "target", "bot", &["team-a=reader"], &[]);
+    // Asks for the approvals the approval routes act on; never a caller.
+    let requester = create_key(&data, "requester", "bot", &["team-a=writer"], &[]);
     while std::time::Instant::now() < expired_at {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -150,6 +166,7 @@ fn authorization_matrix_covers_every_documented_route() {
     assert!(routes.len() >= 18, "{routes:?}");
 
     let as_writer = admin.as_key(Some(&writer));
+    let as_requester = admin.as_key(Some(&requester));
     let mut table = BTreeMap::new();
     let mut attempts = 0;
     for (method, path) in &routes {
@@ -177,9 +194,39 @@ fn authorization_matrix_covers_every_documented_route() {
                 "team-a".to_string()
             };
             attempts += 1;
+            // A fresh held update for every approval route attempt.
+            let approval = if path.contains("{approval_id}") {
+                let (_, own) = curl(
+                    &as_requester,
+                    "POST",
+                    "/v1/namespaces/team-a/memories",
+                    Some(&json!({ "content": format!("own {attempts}") }).to_string()),
+                );
+                let own = own["id"].as_str().expect("the requester stores");
+                let (status, held) = curl(
+                    &as_requester,
+                    "PATCH",
+                    &format!("/v1/namespaces/team-a/memories/{own}"),
+                    Some(r#"{"tags":["held"]}"#),
+                );
+                assert_eq!(status, 202, "{held}");
+                Some((
+                    held["approval"]["id"].as_str().unwrap().to_string(),
+                    held["approval"]["payload_hash"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                ))
+            } else {
+                None
+            };
             let url = path
                 .replace("{ns}", &ns)
                 .replace("{id}", &id)
+                .replace(
+                    "{approval_id}",
+                    approval.as_ref().map_or("", |(id, _)| id.as_str()),
+                )
                 .replace("{key_id}", key_id(&target_key));
             let body = match (method.as_str(), path.as_str()) {
                 ("post", "/v1/namespaces") => Some(json!({ "name": "team-a" }).to_string()),
@@ -190,6 +237,12 @@ fn authorization_matrix_covers_every_documented_route() {
                 ),
                 ("post", p) if p.ends_with("/recall") => Some(r#"{"query":"note"}"#.into()),
                 ("post", p) if p.ends_with("/reindex") => None,
+                ("post", p) if p.ends_with("/cancel") => None,
+                ("post", p) if p.ends_with("/votes") => Some(
+                    json!({ "decision": "approve",
+                            "payload_hash": approval.as_ref().map_or("", |(_, h)| h.as_str()) })
+                    .to_string(),
+                ),
                 ("post", p) if p.ends_with("/bulk") => {
                     Some(r#"{"memories":[{"content":"bulk"}]}"#.into())
                 }

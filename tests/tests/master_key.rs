@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use crate::common::server::{Client, curl, memhost_bin};
+use crate::common::server::{Client, copy_dir, curl, memhost_bin};
 
 /// Run memhost with extra environment; returns (exit code, stdout, stderr).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -115,7 +115,12 @@ fn init_wrong_key_and_rotation() {
         "{log}"
     );
     // ...and the data is intact: the right key still works. Store some
-    // memories to read back after the rotation.
+    // memories to read back after the rotation (every change is decided by
+    // a policy plugin: serve the standard one from the data directory).
+    copy_dir(
+        &crate::common::staged("policy-standard"),
+        &std::path::Path::new(data_arg).join("plugins/policy-standard"),
+    );
     let mut ids = Vec::new();
     let (listened, log) = serve_then(data_arg, &[], |addr| {
         let addr = &Client::new(addr, None);
@@ -125,6 +130,7 @@ fn init_wrong_key_and_rotation() {
             "/v1/namespaces",
             Some(r#"{"name":"keep","redaction":"off"}"#),
         );
+        assert_eq!(curl(addr, "GET", "/v1/namespaces/keep", None).0, 200);
         for i in 0..5 {
             let body = format!(r#"{{"content":"note {i}"}}"#);
             let (status, m) = curl(addr, "POST", "/v1/namespaces/keep/memories", Some(&body));

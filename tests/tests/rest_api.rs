@@ -360,6 +360,13 @@ fn the_namespace_cli_works_beside_the_running_server() {
     let data = tmp.path().join("data");
     let server = Server::start(&data, &config(tmp.path()));
     let d = data.to_str().unwrap();
+    // Without the server's plugins the command line cannot check the
+    // namespace's policy, and says how to give them.
+    let (code, _, err) = memhost(&["namespace", "create", "ops", "--data", d]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--config"), "{err}");
+    let config = config(tmp.path());
+    let c = config.to_str().unwrap();
     let (code, out, err) = memhost(&[
         "namespace",
         "create",
@@ -368,6 +375,8 @@ fn the_namespace_cli_works_beside_the_running_server() {
         "egress",
         "--data",
         d,
+        "--config",
+        c,
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"name\": \"ops\""), "{out}");
@@ -392,7 +401,7 @@ fn the_namespace_cli_works_beside_the_running_server() {
     let (code, out, _) = memhost(&["namespace", "list", "--data", d]);
     assert_eq!(code, 0);
     assert!(out.contains("made-by-api") && out.contains("ops"), "{out}");
-    let (code, _, err) = memhost(&["namespace", "create", "ops", "--data", d]);
+    let (code, _, err) = memhost(&["namespace", "create", "ops", "--data", d, "--config", c]);
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
     let (code, _, err) = memhost(&[
@@ -434,6 +443,40 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
         Some(r#"{"content":"for the doc test"}"#),
     );
     let id = m["id"].as_str().unwrap().to_string();
+    // Two held changes by another agent: one to vote on, one to read and
+    // cancel.
+    curl(
+        &a,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"held-docs","policy":"consensus:1"}"#),
+    );
+    let other = a.as_key(Some(&create_key(
+        &tmp.path().join("data"),
+        "doc-writer",
+        "bot",
+        &["held-docs=writer"],
+        &[],
+    )));
+    let mut held = Vec::new();
+    for text in ["to vote on", "to cancel"] {
+        let (status, body) = curl(
+            &other,
+            "POST",
+            "/v1/namespaces/held-docs/memories",
+            Some(&serde_json::json!({ "content": text }).to_string()),
+        );
+        assert_eq!(status, 202, "{body}");
+        held.push((
+            body["approval"]["id"].as_str().unwrap().to_string(),
+            body["approval"]["payload_hash"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        ));
+    }
+    let vote_body =
+        serde_json::json!({ "decision": "approve", "payload_hash": held[0].1 }).to_string();
 
     let paths = doc["paths"].as_object().unwrap();
     let mut checked = 0;
@@ -441,7 +484,7 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
     let mut ops = documented_routes(&doc);
     ops.sort_by_key(|(m, p)| (m == "delete", p == "/v1/namespaces/{ns}"));
     // Every route of api/rest/mod.rs, each method counted.
-    assert_eq!(ops.len(), 20, "{ops:?}");
+    assert_eq!(ops.len(), 24, "{ops:?}");
     let key_id = &create_key(
         &tmp.path().join("data"),
         "doc-agent",
@@ -453,8 +496,18 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
         let url = path
             .replace("{ns}", "docs")
             .replace("{id}", &id)
-            .replace("{key_id}", key_id);
+            .replace("{key_id}", key_id)
+            .replace(
+                "{approval_id}",
+                if path.ends_with("/votes") {
+                    &held[0].0
+                } else {
+                    &held[1].0
+                },
+            );
         let body = match (method.as_str(), url.ends_with("/bulk")) {
+            ("post", false) if url.ends_with("/votes") => Some(vote_body.as_str()),
+            ("post", false) if url.ends_with("/cancel") => None,
             ("post", true) => Some(r#"{"memories":[]}"#),
             ("post", false) if url.ends_with("/recall") => Some(r#"{"query":"doc test"}"#),
             ("post", false) if url.ends_with("/reindex") => None,

@@ -32,9 +32,12 @@ fn fixture(with_redactor: bool) -> Fixture {
     let store = Store::open(&dir.path().join("db"), &StoreOptions::default()).unwrap();
     let keyring = Arc::new(Keyring::open(&store, MasterKey::generate()).unwrap());
     let plugins = Arc::new(registry(PluginSettings::default(), None));
+    // Every change is decided by the namespace's policy plugin.
+    let mut loaded = vec![staged("policy-standard")];
     if with_redactor {
-        plugins.apply(vec![staged("redact-pii")]).unwrap();
+        loaded.push(staged("redact-pii"));
     }
+    plugins.apply(loaded).unwrap();
     Fixture {
         dir,
         store: store.clone(),

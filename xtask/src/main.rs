@@ -34,6 +34,14 @@ const STAGED: &[&str] = &[
 /// by default.
 const OPTIONAL: &[&str] = &["plugins/embed-openai"];
 
+/// Plugins written in Python: (directory, the WIT world componentize-py
+/// builds it for). Each is built to `target/python/<the wasm its
+/// plugin.toml names>` and staged with the others.
+const PYTHON_PLUGINS: &[(&str, &str)] = &[
+    ("examples/redact-python", "memhost:plugin/redactor-plugin"),
+    ("examples/policy-python", "memhost:plugin/policy-plugin"),
+];
+
 /// Test fixtures (directories under tests/fixtures), staged as
 /// `target/fixtures/fixture_<name>.wasm`.
 const FIXTURES: &[&str] = &[
@@ -45,6 +53,7 @@ const FIXTURES: &[&str] = &[
     "http-embedder",
     "future-api",
     "counter",
+    "policy-flaky",
 ];
 
 /// Rust plugin crates with unit tests, run natively.
@@ -263,31 +272,13 @@ fn plugins(root: &Path) -> Result<PathBuf> {
     fetch(root, &LEE_CORPUS)?;
 
     ensure_componentize_py()?;
-    let py = root.join("examples/redact-python");
-    let out = root.join("target/python/redact_python.wasm");
-    std::fs::create_dir_all(out.parent().context("no parent")?)?;
-    let newest_source = std::fs::metadata(py.join("app.py"))?.modified()?;
-    let fresh = std::fs::metadata(&out)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= newest_source);
-    if !fresh {
-        run(Command::new("componentize-py")
-            .current_dir(&py)
-            .arg("-d")
-            .arg(root.join("wit"))
-            .args([
-                "-w",
-                "memhost:plugin/redactor-plugin",
-                "componentize",
-                "app",
-                "-o",
-            ])
-            .arg(&out))?;
+    let python_built = root.join("target/python");
+    std::fs::create_dir_all(&python_built)?;
+    for (dir, world) in PYTHON_PLUGINS {
+        let dir = root.join(dir);
+        componentize(root, &dir, world, &python_built)?;
+        stage(&dir, &python_built, &staged)?;
     }
-    let py_stage = staged.join("redact-python");
-    std::fs::create_dir_all(&py_stage)?;
-    std::fs::copy(py.join("plugin.toml"), py_stage.join("plugin.toml"))?;
-    std::fs::copy(&out, py_stage.join("redact_python.wasm"))?;
 
     let fixtures = root.join("target/fixtures");
     std::fs::create_dir_all(&fixtures)?;
@@ -304,8 +295,29 @@ fn plugins(root: &Path) -> Result<PathBuf> {
     Ok(staged)
 }
 
-/// Copy `<dir>/plugin.toml` and the wasm it names into `<staged>/<dir name>/`.
-fn stage(dir: &Path, built: &Path, staged: &Path) -> Result<()> {
+/// Build the Python plugin in `dir` (its `app.py`) for `world` with
+/// componentize-py, into `<out_dir>/<the wasm its plugin.toml names>`,
+/// unless that file is newer than `app.py`.
+fn componentize(root: &Path, dir: &Path, world: &str, out_dir: &Path) -> Result<()> {
+    let (_, wasm) = read_manifest(dir)?;
+    let out = out_dir.join(wasm);
+    let newest_source = std::fs::metadata(dir.join("app.py"))?.modified()?;
+    let fresh = std::fs::metadata(&out)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= newest_source);
+    if !fresh {
+        run(Command::new("componentize-py")
+            .current_dir(dir)
+            .arg("-d")
+            .arg(root.join("wit"))
+            .args(["-w", world, "componentize", "app", "-o"])
+            .arg(&out))?;
+    }
+    Ok(())
+}
+
+/// `<dir>/plugin.toml` and the wasm file it names.
+fn read_manifest(dir: &Path) -> Result<(String, String)> {
     let manifest = std::fs::read_to_string(dir.join("plugin.toml"))
         .with_context(|| format!("reading {}/plugin.toml", dir.display()))?;
     let wasm = manifest
@@ -315,6 +327,12 @@ fn stage(dir: &Path, built: &Path, staged: &Path) -> Result<()> {
             (k.trim() == "wasm").then(|| v.trim().trim_matches('"').to_string())
         })
         .with_context(|| format!("{}/plugin.toml has no wasm entry", dir.display()))?;
+    Ok((manifest, wasm))
+}
+
+/// Copy `<dir>/plugin.toml` and the wasm it names into `<staged>/<dir name>/`.
+fn stage(dir: &Path, built: &Path, staged: &Path) -> Result<()> {
+    let (manifest, wasm) = read_manifest(dir)?;
     let name = dir.file_name().context("plugin dir has no name")?;
     let target = staged.join(name);
     std::fs::create_dir_all(&target)?;
@@ -536,9 +554,12 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
                 .current_dir(root)
                 .args(["bench", "-p", "memhost", "--bench", "plugins"]))
         }
-        Some("store") => run(cargo()
-            .current_dir(root)
-            .args(["bench", "-p", "memhost", "--bench", "store"])),
+        Some("store") => {
+            plugins(root)?;
+            run(cargo()
+                .current_dir(root)
+                .args(["bench", "-p", "memhost", "--bench", "store"]))
+        }
         Some("embed") => {
             plugins(root)?;
             run(cargo()

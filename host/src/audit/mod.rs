@@ -211,7 +211,7 @@ impl AuditLog {
         let head = self.head(txn, t)?;
         let mut entry = Entry {
             seq: head.seq + 1,
-            time: crate::service::model::now_ms(),
+            time: crate::clock::now_ms(),
             record: record.clone(),
             prev: head.mac,
             mac: String::new(),

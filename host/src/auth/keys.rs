@@ -118,6 +118,7 @@ impl ApiKey {
             agent_type: f.agent_type.clone(),
             grants: f.grants.clone(),
             expires_at: f.expires_at,
+            idempotency_key: None,
             _slot: None,
         }
     }

@@ -23,7 +23,34 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::service::Actor;
+/// Namespace names: 1–63 characters, lowercase letters, digits, `.`, `_`,
+/// `-`, starting with a letter or digit.
+pub fn valid_namespace_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Who wrote something, from the caller's credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// Agent id.
+    pub agent_id: String,
+    /// Agent type.
+    pub agent_type: String,
+}
+
+impl Actor {
+    /// The local operator (used until credentials exist).
+    pub fn local_operator() -> Actor {
+        Actor {
+            agent_id: "local-operator".into(),
+            agent_type: "human".into(),
+        }
+    }
+}
 
 /// What a role allows; ordered: each includes the ones before it.
 #[derive(
@@ -127,7 +154,7 @@ pub fn valid_pattern(p: &str) -> bool {
                     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
                 })
         }
-        None => crate::service::model::valid_namespace_name(p),
+        None => valid_namespace_name(p),
     }
 }
 
@@ -164,6 +191,9 @@ pub struct Principal {
     /// When the credential stops working (Unix ms); keys it creates may
     /// not outlive it.
     pub expires_at: Option<i64>,
+    /// Request-scoped: the `Idempotency-Key` the request carried. A
+    /// retried change that a policy held returns the same approval.
+    pub idempotency_key: Option<String>,
     /// Held for the length of the request (the per-key concurrency cap).
     pub(crate) _slot: Option<Arc<limits::Slot>>,
 }
@@ -176,6 +206,7 @@ impl Principal {
             agent_type: agent_type.into(),
             grants,
             expires_at: None,
+            idempotency_key: None,
             _slot: None,
         }
     }
@@ -240,6 +271,12 @@ impl Principal {
     /// over each pattern may; nobody can give more than they hold.
     pub fn may_grant(&self, grants: &[Grant]) -> bool {
         grants.iter().all(|g| self.admin_over(&g.pattern))
+    }
+
+    /// Is `key` acceptable as an `Idempotency-Key`: 1–255 visible ASCII
+    /// characters?
+    pub fn valid_idempotency_key(key: &str) -> bool {
+        (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
     }
 
     /// The writer identity stamped on memories.

@@ -79,7 +79,7 @@ fn parse_when(s: &str) -> Result<i64, String> {
     let bad = || {
         format!("\"{s}\" is not a duration (30d, 12h, 90m) or a UTC time (2027-01-31T12:00:00Z)")
     };
-    let now = crate::service::model::now_ms();
+    let now = crate::clock::now_ms();
     if let Some(unit) = s.chars().last().filter(char::is_ascii_alphabetic)
         && let Ok(n) = s[..s.len() - 1].parse::<i64>()
     {
@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn expiry_accepts_durations_and_utc_times() {
-        let now = crate::service::model::now_ms();
+        let now = crate::clock::now_ms();
         let in_a_day = parse_when("1d").unwrap();
         assert!((in_a_day - now - 86_400_000).abs() < 5_000);
         assert_eq!(parse_when("2999-01-01").unwrap(), 32_472_144_000_000);

@@ -2,6 +2,7 @@
 //! environment variable. Logs go to stderr; stdout carries only what a
 //! command is asked to print.
 
+mod approvals;
 mod audit;
 mod keys;
 mod namespace;
@@ -64,6 +65,9 @@ enum Command {
     /// Verify and read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Changes held for approval by a namespace's policy.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
 }
 
 /// The default listen address: loopback only.
@@ -114,6 +118,23 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Namespace(cmd) => namespace::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Approvals(cmd) => approvals::run(cmd),
+    }
+}
+
+/// Tell the operator a change was held for approval (exit code 3), or pass
+/// any other error on.
+pub(crate) fn held_or(e: crate::service::ServiceError) -> anyhow::Result<i32> {
+    match e {
+        crate::service::ServiceError::Held(item) => {
+            println!("{}", serde_json::to_string_pretty(&item)?);
+            eprintln!(
+                "held for approval {} ({}): nothing was done yet; see `memhost approvals show {}`",
+                item.id, item.requirement.summary, item.id
+            );
+            Ok(3)
+        }
+        other => Err(other.into()),
     }
 }
 

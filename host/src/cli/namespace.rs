@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use super::offline_service as service;
 use crate::auth::Principal;
-use crate::service::{NamespaceSettings, RedactionMode};
+use crate::service::{NamespaceSettings, RedactionMode, ServiceError};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum NamespaceCommand {
@@ -22,9 +22,16 @@ pub(crate) enum NamespaceCommand {
         /// The redactor plugin id (default redact-pii).
         #[arg(long)]
         redactor: Option<String>,
-        /// The governance rule: allow, single:<agent-type>, consensus:<n>.
+        /// The governance rule: allow, deny, single:<agent-type>,
+        /// consensus:<n>, or kind=rule pairs (store=allow; forget=single:human).
         #[arg(long)]
         policy: Option<String>,
+        /// The policy plugin that reads it (default policy-standard).
+        #[arg(long)]
+        policy_plugin: Option<String>,
+        /// The host configuration (its plugins decide and check the policy).
+        #[arg(long, env = "MEMHOST_CONFIG")]
+        config: Option<PathBuf>,
         /// The data directory.
         #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
         data: PathBuf,
@@ -44,6 +51,10 @@ pub(crate) enum NamespaceCommand {
         /// Say yes: this cannot be undone.
         #[arg(long)]
         yes: bool,
+        /// The host configuration (its plugins decide whether the delete
+        /// runs, or waits for approval).
+        #[arg(long, env = "MEMHOST_CONFIG")]
+        config: Option<PathBuf>,
         /// The data directory.
         #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
         data: PathBuf,
@@ -92,6 +103,8 @@ pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
             redaction,
             redactor,
             policy,
+            policy_plugin,
+            config,
             data,
         } => {
             let mut settings = NamespaceSettings::default();
@@ -104,7 +117,25 @@ pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
             if let Some(p) = policy {
                 settings.policy = p;
             }
-            let ns = service(data)?.create_namespace(&Principal::operator(), &name, settings)?;
+            if let Some(p) = policy_plugin {
+                settings.policy_plugin = p;
+            }
+            let no_config = config.is_none();
+            let ns = match super::service_with_plugins(data, config.as_ref())?.create_namespace(
+                &Principal::operator(),
+                &name,
+                settings,
+            ) {
+                Ok(ns) => ns,
+                Err(e @ ServiceError::Invalid { .. })
+                    if no_config && e.to_string().starts_with("policy_plugin") =>
+                {
+                    anyhow::bail!(
+                        "{e}: the command line loads the plugins of the server's configuration; pass --config FILE (or MEMHOST_CONFIG)"
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!("{}", serde_json::to_string_pretty(&ns)?);
         }
         NamespaceCommand::List { data } => {
@@ -120,13 +151,23 @@ pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
                 );
             }
         }
-        NamespaceCommand::Delete { name, yes, data } => {
+        NamespaceCommand::Delete {
+            name,
+            yes,
+            config,
+            data,
+        } => {
             if !yes {
                 anyhow::bail!(
                     "deleting namespace \"{name}\" destroys every memory in it and cannot be undone: add --yes"
                 );
             }
-            let n = service(data)?.delete_namespace(&Principal::operator(), &name)?;
+            let n = match super::service_with_plugins(data, config.as_ref())?
+                .delete_namespace(&Principal::operator(), &name)
+            {
+                Ok(n) => n,
+                Err(e) => return super::held_or(e),
+            };
             eprintln!("deleted namespace \"{name}\" and its {n} memories");
         }
         NamespaceCommand::Reindex {
@@ -154,7 +195,10 @@ fn reindex(
     let running = super::keys::server_running(&crate::data_dir::DataDir::new(data.clone()));
     let service = super::service_with_plugins(data, config.as_ref())?;
     let operator = Principal::operator();
-    let started = service.reindex_namespace(&operator, name, embedder)?;
+    let started = match service.reindex_namespace(&operator, name, embedder) {
+        Ok(started) => started,
+        Err(e) => return super::held_or(e),
+    };
     eprintln!(
         "namespace \"{name}\": embedder {}, {} memories queued (index generation {})",
         started.embedder.as_deref().unwrap_or("none (words only)"),

@@ -1,4 +1,6 @@
-//! `memhost plugin check | list | reload`.
+//! `memhost plugin check | list | reload | new`.
+
+mod scaffold;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -7,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use crate::data_dir::DataDir;
-use crate::plugins::Manifest;
 use crate::plugins::status::PluginStatus;
+use crate::plugins::{Manifest, PluginKind};
 use crate::runtime::{Runtime, RuntimeConfig};
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +45,28 @@ pub(crate) enum PluginCommand {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Create a new plugin project in DIR/NAME that builds as it
+    /// stands: code with a unit test, plugin.toml and a README saying how to
+    /// build, check and load it.
+    New {
+        /// The kind of plugin.
+        #[arg(long, value_enum)]
+        kind: PluginKind,
+        /// The language: rust (with memhost-sdk) or python (componentize-py;
+        /// not for embedders).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// The directory to create the plugin's directory in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The memhost-sdk directory a Rust plugin depends on (default: the
+        /// SDK of the source tree this memhost was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+        /// The plugin id, also its directory name: lowercase letters, digits
+        /// and -, starting with a letter.
+        name: String,
+    },
 }
 
 pub(crate) fn run(cmd: PluginCommand) -> anyhow::Result<i32> {
@@ -58,6 +82,13 @@ pub(crate) fn run(cmd: PluginCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         PluginCommand::Reload { data, timeout } => reload(&DataDir::new(data), timeout),
+        PluginCommand::New {
+            kind,
+            lang,
+            dir,
+            sdk,
+            name,
+        } => scaffold::new_plugin(kind, lang, &dir, sdk.as_deref(), &name).map(|_| 0),
     }
 }
 

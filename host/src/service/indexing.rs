@@ -332,14 +332,36 @@ impl Service {
         embedder: Option<&str>,
     ) -> Result<Reindex, ServiceError> {
         self.authorize(who, name, Role::Admin, "namespace.reindex", None)?;
-        let mut ns = self.find_namespace(name)?;
+        let ns = self.find_namespace(name)?;
+        // Checked before the policy is asked: a reindex it would hold must
+        // be one that can run.
+        self.reindex_binding(&ns, embedder)?;
+        self.govern(
+            who,
+            super::approvals::Proposal::namespace(
+                &ns,
+                super::approvals::Payload::Reindex {
+                    embedder: embedder.map(str::to_string),
+                },
+                "namespace.reindex",
+            ),
+        )?;
+        self.commit_reindex(who, ns, embedder, None)
+    }
+
+    /// The embedder and dimensions a reindex of `ns` with `embedder` binds.
+    fn reindex_binding(
+        &self,
+        ns: &Namespace,
+        embedder: Option<&str>,
+    ) -> Result<(Option<String>, Option<u32>), ServiceError> {
         let snapshot = self.plugins.snapshot();
         let id = match embedder {
             Some(NO_EMBEDDER) => None,
             Some(id) => Some(id.to_string()),
             None => ns.settings.embedder.clone(),
         };
-        ns.settings.dimensions = match &id {
+        let dimensions = match &id {
             None => None,
             Some(id) => match snapshot.embedder(id) {
                 Some(e) => Some(e.model().dimensions),
@@ -353,6 +375,22 @@ impl Service {
                 }
             },
         };
+        Ok((id, dimensions))
+    }
+
+    /// Write a reindex of `ns` (governed already), with `exec` when an
+    /// approval runs it.
+    pub(super) fn commit_reindex(
+        &self,
+        who: &Principal,
+        mut ns: Namespace,
+        embedder: Option<&str>,
+        exec: Option<super::approvals::Execution>,
+    ) -> Result<Reindex, ServiceError> {
+        let name = ns.name.clone();
+        let name = name.as_str();
+        let (id, dimensions) = self.reindex_binding(&ns, embedder)?;
+        ns.settings.dimensions = dimensions;
         let was = ns.settings.embedder.clone();
         let read_generation = ns.index_generation;
         ns.settings.embedder = id;
@@ -372,7 +410,9 @@ impl Service {
         let audit = self.audit.clone();
         let ns_id = ns.id;
         let embeds = ns.settings.embedder.is_some();
+        let exec_in = exec.clone();
         let (queued, entry) = self.store.write_blocking(move |txn, t| {
+            super::approvals::apply(&exec_in, txn, t)?;
             // Another reindex (or a delete) since it was read: not this one.
             if generation_in(txn, t, &system, &row)? != Some(read_generation) {
                 return Err(StoreError::Rejected(raced.clone()));
@@ -423,6 +463,7 @@ impl Service {
             }
             Ok((queued, audit.append(txn, t, &record)?))
         })?;
+        super::approvals::emit(&exec);
         crate::audit::emit(&entry);
         self.vectors.drop_namespace(&ns.id);
         Ok(Reindex {

@@ -14,6 +14,7 @@
 //! | `dedup`      | namespace id + blind(ns key, content hash)| memory id                      |
 
 pub mod access;
+pub mod approvals;
 pub mod indexing;
 mod leftovers;
 pub mod model;
@@ -31,10 +32,12 @@ pub use model::{Actor, Limits, Memory, Namespace, NamespaceSettings, RedactionMo
 use crate::audit::{AuditLog, Record};
 use crate::auth::{Principal, Role};
 use crate::crypto::DataKey;
+use crate::governance::PendingAction;
 use crate::index::{lexical, vector};
 use crate::plugins::{PluginRegistry, apply_findings};
 use crate::store::keyring::{Keyring, KeyringError, SYSTEM_KEY};
 use crate::store::{Store, StoreError, Transaction, WriteFlags, get_in};
+use approvals::{Execution, Payload, Proposal};
 
 /// What went wrong, in terms a caller can act on. The API maps each to a
 /// status and a stable problem type.
@@ -88,6 +91,46 @@ pub enum ServiceError {
     /// Storage or key failure.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Not a failure: the namespace's policy holds the action until it is
+    /// approved. Nothing was written yet.
+    #[error("held for approval {}: {}; nothing was written yet", .0.id, .0.requirement.summary)]
+    Held(Box<PendingAction>),
+    /// The namespace's policy refused the action (audited; nothing written).
+    #[error("the namespace's policy denied this: {0}")]
+    PolicyDenied(String),
+    /// The namespace's policy plugin is missing or failed: denied, to be safe.
+    #[error("policy plugin \"{plugin}\" failed, so the action was denied: {detail}")]
+    PolicyFailed {
+        /// The plugin's id.
+        plugin: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// No approval with that id (that the caller may see).
+    #[error("approval {0} does not exist")]
+    NoApproval(String),
+    /// The requester voted on its own action.
+    #[error("{0}")]
+    SelfApproval(String),
+    /// The voter's role or agent type does not count for this approval.
+    #[error("{0}")]
+    NotAnApprover(String),
+    /// The approval is decided (executed, rejected, …).
+    #[error("approval {id} is already {state}{}", if .reason.is_empty() { String::new() } else { format!(": {}", .reason) })]
+    ApprovalClosed {
+        /// The approval.
+        id: String,
+        /// Its state.
+        state: String,
+        /// Why it closed.
+        reason: String,
+    },
+    /// The approval expired before it was decided.
+    #[error("approval {0} expired before it was decided; it was not run")]
+    ApprovalExpired(String),
+    /// The vote names another payload than the item holds.
+    #[error("{0}")]
+    StaleApproval(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -114,7 +157,9 @@ fn invalid(field: &str, detail: impl Into<String>) -> ServiceError {
 }
 
 /// A new memory, as a caller sends it.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct NewMemory {
     /// The text.
@@ -138,7 +183,9 @@ pub struct NewMemory {
 }
 
 /// Changes to a memory; absent fields stay as they are.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryPatch {
     /// New text.
@@ -365,6 +412,7 @@ impl Service {
             _ => {}
         }
         validate_settings(&settings)?;
+        self.check_policy(name, &settings)?;
         settings.dimensions = match &settings.embedder {
             None => None,
             Some(id) => Some(
@@ -445,7 +493,8 @@ impl Service {
     }
 
     /// Change a namespace's settings (`change` gets the current ones).
-    /// Needs admin on the namespace.
+    /// Needs admin on the namespace; governed by its current policy. A
+    /// change of the policy supersedes the namespace's open approvals.
     pub fn update_namespace(
         &self,
         who: &Principal,
@@ -453,9 +502,30 @@ impl Service {
         change: impl FnOnce(NamespaceSettings) -> NamespaceSettings,
     ) -> Result<Namespace, ServiceError> {
         self.authorize(who, name, Role::Admin, "namespace.update", None)?;
-        let mut ns = self.find_namespace(name)?;
+        let ns = self.find_namespace(name)?;
         let settings = change(ns.settings.clone());
-        validate_settings(&settings)?;
+        self.check_settings_change(&ns, &settings)?;
+        self.govern(
+            who,
+            Proposal::namespace(
+                &ns,
+                Payload::Configure {
+                    settings: settings.clone(),
+                },
+                "namespace.update",
+            ),
+        )?;
+        self.commit_namespace_update(who, ns, settings, None)
+    }
+
+    /// Can `ns` take `settings`?
+    fn check_settings_change(
+        &self,
+        ns: &Namespace,
+        settings: &NamespaceSettings,
+    ) -> Result<(), ServiceError> {
+        let name = &ns.name;
+        validate_settings(settings)?;
         let redaction_changed = (settings.redaction, &settings.redactor)
             != (ns.settings.redaction, &ns.settings.redactor);
         let prefix = *ns.id.as_bytes();
@@ -483,23 +553,64 @@ impl Service {
                 "a namespace keeps the embedder it was created with: vectors of different models never mix",
             ));
         }
+        if (&settings.policy, &settings.policy_plugin)
+            != (&ns.settings.policy, &ns.settings.policy_plugin)
+        {
+            self.check_policy(name, settings)?;
+        }
+        Ok(())
+    }
+
+    /// Write new settings for `ns` (governed already), with `exec` when an
+    /// approval runs it.
+    fn commit_namespace_update(
+        &self,
+        who: &Principal,
+        mut ns: Namespace,
+        settings: NamespaceSettings,
+        exec: Option<Execution>,
+    ) -> Result<Namespace, ServiceError> {
+        if exec.is_some() {
+            // Approved later: what was valid then must still be.
+            self.check_settings_change(&ns, &settings)?;
+        }
+        let name = ns.name.clone();
+        let policy_changed = (&settings.policy, &settings.policy_plugin)
+            != (&ns.settings.policy, &ns.settings.policy_plugin);
         ns.settings = settings;
-        let row = self.namespace_row(name)?;
+        let row = self.namespace_row(&name)?;
         let system = self.system_key()?;
         let sealed = seal_json(&system, "namespaces", &row, &ns)?;
-        let record = Record::by(who, "namespace.update").ns(name);
+        let record = Record::by(who, "namespace.update").ns(&name);
         let audit = self.audit.clone();
+        let ledger = self.ledger()?;
         let generation = ns.index_generation;
+        let ns_id = ns.id;
         let raced = format!("namespace \"{name}\" was reindexed meanwhile; retry");
-        let entry = self.store.write_blocking(move |txn, t| {
+        let exec_in = exec.clone();
+        let entries = self.store.write_blocking(move |txn, t| {
+            approvals::apply(&exec_in, txn, t)?;
             // A reindex since it was read would be undone by this write.
             if indexing::generation_in(txn, t, &system, &row)? != Some(generation) {
                 return Err(StoreError::Rejected(raced.clone()));
             }
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
-            audit.append(txn, t, &record)
+            let mut entries = vec![audit.append(txn, t, &record)?];
+            if policy_changed {
+                entries.extend(approvals::supersede_in(
+                    &ledger,
+                    &audit,
+                    txn,
+                    t,
+                    &ns_id,
+                    |_| true,
+                    "its namespace's policy changed",
+                )?);
+            }
+            Ok(entries)
         })?;
-        crate::audit::emit(&entry);
+        approvals::emit(&exec);
+        entries.iter().for_each(crate::audit::emit);
         Ok(ns)
     }
 
@@ -507,24 +618,58 @@ impl Service {
     /// one transaction with the namespace row and the audit entry: from that
     /// commit on nothing left of it can be read, even from a copy of the
     /// file taken later. The sealed rows are then removed in batches.
-    /// Needs admin on the namespace. Returns how many memories it held.
+    /// Needs admin on the namespace; governed (the policy sees `purge`).
+    /// Its open approvals are superseded. Returns how many memories it held.
     pub fn delete_namespace(&self, who: &Principal, name: &str) -> Result<usize, ServiceError> {
         self.authorize(who, name, Role::Admin, "namespace.delete", None)?;
         let ns = self.find_namespace(name)?;
+        self.govern(
+            who,
+            Proposal::namespace(&ns, Payload::DeleteNamespace, "namespace.delete"),
+        )?;
+        self.commit_delete_namespace(who, &ns, None)
+    }
+
+    fn commit_delete_namespace(
+        &self,
+        who: &Principal,
+        ns: &Namespace,
+        exec: Option<Execution>,
+    ) -> Result<usize, ServiceError> {
+        let name = ns.name.as_str();
         let row = self.namespace_row(name)?;
         let key_id = ns_key_id(&ns.id);
         let record = Record::by(who, "namespace.delete").ns(name);
         let audit = self.audit.clone();
+        let ledger = self.ledger()?;
         let kid = key_id.clone();
-        let entry = self.store.write_blocking(move |txn, t| {
+        let ns_id = ns.id;
+        let gone = format!("namespace \"{name}\" no longer exists");
+        let exec_in = exec.clone();
+        let entries = self.store.write_blocking(move |txn, t| {
+            approvals::apply(&exec_in, txn, t)?;
+            if get_in(txn, t.namespaces, &row)?.is_none() {
+                return Err(StoreError::Rejected(gone.clone()));
+            }
             txn.del(t.namespaces, &row, None)?;
             match txn.del(t.keys, &kid, None) {
                 Ok(()) | Err(lmdb::Error::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
-            audit.append(txn, t, &record)
+            let mut entries = vec![audit.append(txn, t, &record)?];
+            entries.extend(approvals::supersede_in(
+                &ledger,
+                &audit,
+                txn,
+                t,
+                &ns_id,
+                |_| true,
+                "its namespace was deleted",
+            )?);
+            Ok(entries)
         })?;
-        crate::audit::emit(&entry);
+        approvals::emit(&exec);
+        entries.iter().for_each(crate::audit::emit);
         self.keyring.forget(&key_id);
         crate::index::lexical::drop_namespace(&self.store, &ns.id)?;
         self.vectors.drop_namespace(&ns.id);
@@ -687,6 +832,7 @@ impl Service {
 
     /// Store a memory. Identical content (after redaction) in the same
     /// namespace returns the existing memory with `created: false`.
+    /// Governed: the policy sees the tags and the redaction labels.
     pub fn store(
         &self,
         who: &Principal,
@@ -695,13 +841,35 @@ impl Service {
     ) -> Result<Stored, ServiceError> {
         self.authorize(who, namespace, Role::Writer, "memory.store", None)?;
         self.validate(&new)?;
-        let original = new.clone();
         let ns = self.find_namespace(namespace)?;
+        let memory = self.prepare_store(&ns, who, new.clone())?;
+        self.govern(
+            who,
+            Proposal {
+                ns: &ns,
+                target: None,
+                tags: memory.tags.clone(),
+                labels: memory.redactions.keys().cloned().collect(),
+                payload: Payload::Store { memory: new },
+                audit_action: "memory.store",
+            },
+        )?;
+        self.commit_store(who, &ns, memory, None)
+    }
+
+    /// The memory `new` becomes in `ns`: validated, redacted, stamped with
+    /// `who` as its author.
+    fn prepare_store(
+        &self,
+        ns: &Namespace,
+        who: &Principal,
+        new: NewMemory,
+    ) -> Result<Memory, ServiceError> {
+        self.validate(&new)?;
         let actor = who.actor();
-        let key = self.data_key(&ns)?;
-        let (redacted, counts) = self.redact(&ns, &new.content)?;
+        let (redacted, counts) = self.redact(ns, &new.content)?;
         let title = match &new.title {
-            Some(t) => Some(self.redact(&ns, t)?.0),
+            Some(t) => Some(self.redact(ns, t)?.0),
             None => None,
         };
         let content = match ns.settings.redaction {
@@ -715,7 +883,7 @@ impl Service {
                 tags.push(t);
             }
         }
-        let memory = Memory {
+        Ok(Memory {
             id: Uuid::now_v7(),
             namespace: ns.name.clone(),
             content,
@@ -735,13 +903,25 @@ impl Service {
             redactions: counts,
             status: None,
             status_reason: None,
-        };
+        })
+    }
+
+    /// Write `memory` (governed already), or find its live twin, with
+    /// `exec` when an approval runs it.
+    fn commit_store(
+        &self,
+        who: &Principal,
+        ns: &Namespace,
+        memory: Memory,
+        exec: Option<Execution>,
+    ) -> Result<Stored, ServiceError> {
+        let key = self.data_key(ns)?;
         let digest = Sha256::digest(memory.content.as_bytes());
         let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
         let head = head_key(&ns.id, &memory.id);
         let sealed = seal_json(&key, "memories", &head, &memory)?;
-        let terms = self.terms(&ns, &key, &memory)?;
-        let ns_row = self.namespace_row(namespace)?;
+        let terms = self.terms(ns, &key, &memory)?;
+        let ns_row = self.namespace_row(&ns.name)?;
         let ns_name = ns.name.clone();
         let system = self.system_key()?;
         let ns_id = ns.id;
@@ -751,18 +931,30 @@ impl Service {
             .map(|at| expiry_key(at, &ns.id, &memory.id));
         let record = Record::by(who, "memory.store").ns(&ns.name);
         let audit = self.audit.clone();
+        let twin_key = key.clone();
+        let exec_in = exec.clone();
+        let gone = format!("namespace \"{}\" no longer exists", ns.name);
         let (existing, indexing, entry) = self.store.write_blocking(move |txn, t| {
+            approvals::apply(&exec_in, txn, t)?;
+            if get_in(txn, t.namespaces, &ns_row)?.is_none() {
+                return Err(StoreError::Rejected(gone.clone()));
+            }
             let embeds = indexing::embeds_in(txn, t, &system, &ns_row, &ns_id, &ns_name)?;
             if let Some(prior) = get_in(txn, t.dedup, &dedup_row)?
                 && let Ok(prior_id) = Uuid::from_slice(&prior)
                 && let Some(row) = get_in(txn, t.memories, &head_key(&ns_id, &prior_id))?
+                // An expired twin does not count: this one is stored, and
+                // the sweep removes the twin.
+                && let Ok(found) =
+                    open_json::<Memory>(&twin_key, "memories", &head_key(&ns_id, &prior_id), &row)
+                && !found.expired(model::now_ms())
             {
                 let entry = audit.append(
                     txn,
                     t,
                     &record.clone().target(prior_id).outcome("duplicate", None),
                 )?;
-                return Ok((Some([prior.clone(), row].concat()), false, entry));
+                return Ok((Some(found), false, entry));
             }
             txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
             lexical::put(txn, t, &ns_id, &id, &terms)?;
@@ -781,6 +973,7 @@ impl Service {
             let entry = audit.append(txn, t, &record.clone().target(id))?;
             Ok((None, embeds, entry))
         })?;
+        approvals::emit(&exec);
         crate::audit::emit(&entry);
         match existing {
             None => Ok(Stored {
@@ -788,26 +981,11 @@ impl Service {
                 created: true,
                 indexing,
             }),
-            Some(bytes) => {
-                let (prior, row) = bytes.split_at(16);
-                let prior_id =
-                    Uuid::from_slice(prior).map_err(|e| ServiceError::Internal(e.to_string()))?;
-                let found: Memory = open_json(&key, "memories", &head_key(&ns.id, &prior_id), row)?;
-                if found.expired(model::now_ms()) {
-                    // An expired twin does not count: clear it, store afresh.
-                    self.remove(
-                        &ns,
-                        &found,
-                        Record::by(&Principal::system(), "memory.expire"),
-                    )?;
-                    return self.store(who, namespace, original);
-                }
-                Ok(Stored {
-                    memory: self.egress(&ns, found)?,
-                    created: false,
-                    indexing: false,
-                })
-            }
+            Some(found) => Ok(Stored {
+                memory: self.egress(ns, found)?,
+                created: false,
+                indexing: false,
+            }),
         }
     }
 
@@ -932,6 +1110,7 @@ impl Service {
 
     /// Change a memory: the current version moves to its history and a new
     /// version (number + 1) takes its place, redacted like a new memory.
+    /// Governed: the policy sees the new tags and redaction labels.
     pub fn update(
         &self,
         who: &Principal,
@@ -947,9 +1126,33 @@ impl Service {
             Some(id.to_string()),
         )?;
         let ns = self.find_namespace(namespace)?;
-        let key = self.data_key(&ns)?;
         let old = self.load(&ns, id)?;
         self.owns(who, &ns, &old, "memory.update")?;
+        let next = self.prepare_update(&ns, who, &old, &patch)?;
+        self.govern(
+            who,
+            Proposal {
+                ns: &ns,
+                target: Some((*id, old.version)),
+                tags: next.tags.clone(),
+                labels: next.redactions.keys().cloned().collect(),
+                payload: Payload::Update {
+                    patch: patch.clone(),
+                },
+                audit_action: "memory.update",
+            },
+        )?;
+        self.commit_update(who, &ns, old, next, patch.ttl_seconds, None)
+    }
+
+    /// The next version of `old` under `patch`: validated and redacted.
+    fn prepare_update(
+        &self,
+        ns: &Namespace,
+        who: &Principal,
+        old: &Memory,
+        patch: &MemoryPatch,
+    ) -> Result<Memory, ServiceError> {
         let actor = who.actor();
         let mut check = NewMemory {
             content: patch.content.clone().unwrap_or_else(|| old.content.clone()),
@@ -970,7 +1173,7 @@ impl Service {
         let mut next = old.clone();
         let mut redactions = old.redactions.clone();
         if let Some(content) = &patch.content {
-            let (redacted, counts) = self.redact(&ns, content)?;
+            let (redacted, counts) = self.redact(ns, content)?;
             redactions = counts;
             next.content = match ns.settings.redaction {
                 RedactionMode::StoreRedacted => redacted,
@@ -981,7 +1184,7 @@ impl Service {
             next.title = if title.is_empty() {
                 None
             } else {
-                Some(self.redact(&ns, title)?.0)
+                Some(self.redact(ns, title)?.0)
             };
         }
         let now = model::now_ms();
@@ -998,15 +1201,29 @@ impl Service {
         next.version = old.version + 1;
         next.updated_at = now;
         next.updated_by = Some(actor.agent_id.clone());
+        Ok(next)
+    }
 
+    /// Write `next` over `old` (governed already), with `exec` when an
+    /// approval runs it.
+    fn commit_update(
+        &self,
+        who: &Principal,
+        ns: &Namespace,
+        old: Memory,
+        next: Memory,
+        ttl_seconds: Option<u64>,
+        exec: Option<Execution>,
+    ) -> Result<Memory, ServiceError> {
+        let key = self.data_key(ns)?;
+        let id = &old.id;
         let head = head_key(&ns.id, id);
-        let new_expiry = patch
-            .ttl_seconds
+        let new_expiry = ttl_seconds
             .and(next.expires_at)
             .map(|at| expiry_key(at, &ns.id, id));
         let history = version_key(&ns.id, id, old.version);
         let sealed_head = seal_json(&key, "memories", &head, &next)?;
-        let terms = self.terms(&ns, &key, &next)?;
+        let terms = self.terms(ns, &key, &next)?;
         let ns_row = self.namespace_row(&ns.name)?;
         let ns_name = ns.name.clone();
         let system = self.system_key()?;
@@ -1028,7 +1245,9 @@ impl Service {
         let raced = format!("memory {id} changed while it was being updated; retry");
         let record = Record::by(who, "memory.update").ns(&ns.name).target(id);
         let audit = self.audit.clone();
+        let exec_in = exec.clone();
         let entry = self.store.write_blocking(move |txn, t| {
+            approvals::apply(&exec_in, txn, t)?;
             // The version read above must still be current: no lost updates.
             let current = get_in(txn, t.memories, &head)?;
             if current.is_none() {
@@ -1067,14 +1286,15 @@ impl Service {
             }
             audit.append(txn, t, &record)
         })?;
+        approvals::emit(&exec);
         crate::audit::emit(&entry);
         self.vectors.remove(
             ns.vector_space(),
             &memory_id,
             next_version.saturating_sub(1),
         );
-        let next = self.with_status(&ns, next)?;
-        self.egress(&ns, next)
+        let next = self.with_status(ns, next)?;
+        self.egress(ns, next)
     }
 
     /// Every version of a memory, oldest first, ending with the current one.
@@ -1141,7 +1361,12 @@ impl Service {
                     let m: Memory = open_json(&*self.data_key(ns)?, "memories", &head, &sealed)?;
                     // An update may have moved the expiry: only the current one counts.
                     if m.expired(now) {
-                        self.remove(ns, &m, Record::by(&Principal::system(), "memory.expire"))?;
+                        self.remove(
+                            ns,
+                            &m,
+                            Record::by(&Principal::system(), "memory.expire"),
+                            None,
+                        )?;
                         purged += 1;
                     }
                 }
@@ -1157,6 +1382,7 @@ impl Service {
 
     /// Forget a memory: its current version, its history and its dedup
     /// entry. Writers may forget only what they wrote; admins anything.
+    /// Governed: the policy sees the memory's tags and redaction labels.
     pub fn forget(&self, who: &Principal, namespace: &str, id: &Uuid) -> Result<(), ServiceError> {
         self.authorize(
             who,
@@ -1168,7 +1394,18 @@ impl Service {
         let ns = self.find_namespace(namespace)?;
         let current = self.load(&ns, id)?;
         self.owns(who, &ns, &current, "memory.forget")?;
-        self.remove(&ns, &current, Record::by(who, "memory.forget"))
+        self.govern(
+            who,
+            Proposal {
+                ns: &ns,
+                target: Some((*id, current.version)),
+                tags: current.tags.clone(),
+                labels: current.redactions.keys().cloned().collect(),
+                payload: Payload::Forget,
+                audit_action: "memory.forget",
+            },
+        )?;
+        self.remove(&ns, &current, Record::by(who, "memory.forget"), None)
     }
 
     /// A writer changes only its own memories; an admin any.
@@ -1195,8 +1432,16 @@ impl Service {
         ))
     }
 
-    /// Delete every row of `current` (any expiry), audited as `record`.
-    fn remove(&self, ns: &Namespace, current: &Memory, record: Record) -> Result<(), ServiceError> {
+    /// Delete every row of `current` (any expiry), audited as `record`,
+    /// with `exec` when an approval runs it. Open approvals that target it
+    /// are superseded.
+    fn remove(
+        &self,
+        ns: &Namespace,
+        current: &Memory,
+        record: Record,
+        exec: Option<Execution>,
+    ) -> Result<(), ServiceError> {
         let key = self.data_key(ns)?;
         let id = &current.id;
         let digest = Sha256::digest(current.content.as_bytes());
@@ -1207,7 +1452,10 @@ impl Service {
         let record = record.ns(&ns.name).target(id);
         let audit = self.audit.clone();
         let raced = format!("memory {id} changed while it was being forgotten; retry");
-        let entry = self.store.write_blocking(move |txn, t| {
+        let ledger = self.ledger()?;
+        let exec_in = exec.clone();
+        let entries = self.store.write_blocking(move |txn, t| {
+            approvals::apply(&exec_in, txn, t)?;
             // The version checked (and, for a writer, found to be its own)
             // must still be the current one.
             let still = get_in(txn, t.memories, &prefix)?
@@ -1230,8 +1478,12 @@ impl Service {
                 txn.del(t.memories, &row, None)?;
             }
             lexical::remove(txn, t, &ns_id, &memory_id)?;
+            // A newer memory with the same content may own the dedup row
+            // (this one had expired): leave it to that one.
+            if get_in(txn, t.dedup, &dedup_row)?.as_deref() == Some(memory_id.as_bytes()) {
+                txn.del(t.dedup, &dedup_row, None)?;
+            }
             for (db, row) in [
-                (t.dedup, dedup_row.clone()),
                 (t.vectors, vector::row_key(&ns_id, &memory_id)),
                 (t.jobs, vector::job_key(&ns_id, &memory_id)),
             ] {
@@ -1240,9 +1492,20 @@ impl Service {
                     Err(e) => return Err(e.into()),
                 }
             }
-            audit.append(txn, t, &record)
+            let mut entries = vec![audit.append(txn, t, &record)?];
+            entries.extend(approvals::supersede_in(
+                &ledger,
+                &audit,
+                txn,
+                t,
+                &ns_id,
+                |i| i.target_id == Some(memory_id),
+                "its memory was forgotten",
+            )?);
+            Ok(entries)
         })?;
-        crate::audit::emit(&entry);
+        approvals::emit(&exec);
+        entries.iter().for_each(crate::audit::emit);
         // Forgotten for good: no version of it counts again.
         self.vectors.remove(ns.vector_space(), &memory_id, u32::MAX);
         Ok(())

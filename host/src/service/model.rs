@@ -5,15 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Namespace names: 1–63 characters, lowercase letters, digits, `.`, `_`,
-/// `-`, starting with a letter or digit.
-pub fn valid_namespace_name(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-}
+pub use crate::auth::{Actor, valid_namespace_name};
+pub use crate::clock::now_ms;
 
 /// Size and count limits on a memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,9 +58,19 @@ pub struct NamespaceSettings {
     /// The redactor plugin's id.
     #[serde(default = "default_redactor")]
     pub redactor: String,
-    /// The governance rule the policy plugin reads.
+    /// The governance rule the policy plugin reads (`allow`,
+    /// `single:<agent-type>`, `consensus:<n>`, or per action kind:
+    /// `store=allow; forget=single:human; *=consensus:2`).
     #[serde(default = "default_policy")]
     pub policy: String,
+    /// The policy plugin that decides every change here (default
+    /// `policy-standard`).
+    #[serde(default = "default_policy_plugin")]
+    pub policy_plugin: String,
+    /// How long an action held for approval waits before it expires, in
+    /// seconds (default 24 h, at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ttl_seconds: Option<u64>,
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -87,12 +90,37 @@ fn default_policy() -> String {
     "allow".into()
 }
 
+/// The policy plugin a namespace uses unless its settings name another.
+pub const DEFAULT_POLICY_PLUGIN: &str = "policy-standard";
+
+fn default_policy_plugin() -> String {
+    DEFAULT_POLICY_PLUGIN.into()
+}
+
+/// How long a held action waits by default, in seconds.
+pub const DEFAULT_APPROVAL_TTL: u64 = 24 * 3600;
+/// The longest a namespace may let a held action wait, in seconds.
+pub const MAX_APPROVAL_TTL: u64 = 30 * 24 * 3600;
+
+impl NamespaceSettings {
+    /// How long an action held here waits, in milliseconds.
+    pub fn approval_ttl_ms(&self) -> i64 {
+        let secs = self
+            .approval_ttl_seconds
+            .unwrap_or(DEFAULT_APPROVAL_TTL)
+            .min(MAX_APPROVAL_TTL);
+        i64::try_from(secs).unwrap_or(0) * 1000
+    }
+}
+
 impl Default for NamespaceSettings {
     fn default() -> Self {
         NamespaceSettings {
             redaction: RedactionMode::default(),
             redactor: default_redactor(),
             policy: default_policy(),
+            policy_plugin: default_policy_plugin(),
+            approval_ttl_seconds: None,
             description: None,
             embedder: None,
             dimensions: None,
@@ -124,25 +152,6 @@ impl Namespace {
             ns: self.id,
             generation: self.index_generation,
             dims: self.settings.dimensions.unwrap_or(0) as usize,
-        }
-    }
-}
-
-/// Who wrote something, from the caller's credential.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actor {
-    /// Agent id.
-    pub agent_id: String,
-    /// Agent type.
-    pub agent_type: String,
-}
-
-impl Actor {
-    /// The local operator (used until credentials exist).
-    pub fn local_operator() -> Actor {
-        Actor {
-            agent_id: "local-operator".into(),
-            agent_type: "human".into(),
         }
     }
 }
@@ -204,14 +213,6 @@ impl Memory {
     pub fn expired(&self, now: i64) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
-}
-
-/// Now, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date.

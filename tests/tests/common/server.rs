@@ -331,9 +331,11 @@ pub fn pii_config(dir: &Path, extra: &str) -> PathBuf {
 }
 
 /// A config serving the staged `plugins` from `dir/plugins`, plus `extra`.
+/// `policy-standard` is always served: every change is decided by a
+/// namespace's policy plugin.
 pub fn plugins_config(dir: &Path, staged: &[&str], extra: &str) -> PathBuf {
     let plugins = dir.join("plugins");
-    for id in staged {
+    for id in staged.iter().chain(&["policy-standard"]) {
         copy_dir(&super::staged(id), &plugins.join(id));
     }
     let config = dir.join("memhost.toml");
@@ -369,7 +371,23 @@ pub fn setup_plugins(
     env: &[(&str, &str)],
     namespaces: &[&str],
 ) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
+    setup_in(
+        tempfile::tempdir().unwrap(),
+        plugins,
+        extra,
+        env,
+        namespaces,
+    )
+}
+
+/// [`setup_plugins`] in `tmp`, whose `plugins/` may already hold more.
+pub fn setup_in(
+    tmp: tempfile::TempDir,
+    plugins: &[&str],
+    extra: &str,
+    env: &[(&str, &str)],
+    namespaces: &[&str],
+) -> Setup {
     let data = tmp.path().join("data");
     let server = Server::start_with(&data, &plugins_config(tmp.path(), plugins, extra), env);
     let admin = server.client();

@@ -49,8 +49,21 @@ fn caller(
     Ok((who, parts))
 }
 
-/// A tool error with the REST problem document of `e`.
+/// A tool error with the REST problem document of `e` — except a change
+/// held for approval, which is a normal result saying nothing was written.
 fn failed(e: &ServiceError) -> CallToolResult {
+    if let ServiceError::Held(item) = e {
+        let mut value = crate::api::rest::held_body(item);
+        value["approval_id"] = item.id.to_string().into();
+        let text = format!(
+            "Nothing was written yet: the namespace's policy holds this {} for approval ({}). Approval id {}; it expires at {} unless decided. Check it with memory_approval_status.",
+            item.kind.as_str(),
+            item.requirement.summary,
+            item.id,
+            crate::service::model::iso8601(item.expires_at)
+        );
+        return done(value, text);
+    }
     let p = Problem::from(e);
     CallToolResult::structured_error(json!({
         "type": p.kind,
@@ -293,6 +306,77 @@ pub struct ReindexArgs {
 pub struct NamespaceRef {
     /// The namespace.
     pub namespace: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRef {
+    /// The approval id (approval_id of a held change).
+    pub approval_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsArgs {
+    /// Only this namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Only this state: pending, executed, failed, rejected, expired, cancelled, superseded.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// "approver": open items this key may vote on; "requester": what this key's agent asked for.
+    #[serde(default)]
+    pub r#as: Option<String>,
+    /// Continue after this approval id (next_cursor of the previous page).
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoteArgs {
+    /// The approval id.
+    pub approval_id: String,
+    /// "approve" or "reject".
+    pub decision: String,
+    /// The payload_hash of the approval as you read it (memory_approval_status).
+    pub payload_hash: String,
+    /// Why, in a few words.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// An approval id argument.
+fn approval_id(id: &str) -> Result<Uuid, CallToolResult> {
+    Uuid::parse_str(id).map_err(|_| failed(&ServiceError::NoApproval(id.to_string())))
+}
+
+/// One line about an approval.
+fn approval_line(v: &crate::service::approvals::ApprovalView) -> String {
+    let i = &v.item;
+    let mut text = format!(
+        "{} {} in {} by {} — {} ({}; hash {})",
+        i.id,
+        i.kind.as_str(),
+        i.namespace,
+        i.requester.agent_id,
+        i.state.as_str(),
+        i.requirement.summary,
+        i.payload_hash
+    );
+    if let Some(r) = &i.reason {
+        text.push_str(&format!(": {r}"));
+    }
+    text
+}
+
+/// Tools listed only to keys with a role on a namespace whose changes are
+/// governed by more than plain `allow`: the ones that can vote somewhere.
+fn for_voters(tool: &str) -> bool {
+    matches!(
+        tool,
+        "memory_approvals" | "memory_approval_vote" | "memory_approval_cancel"
+    )
 }
 
 /// The least role a tool needs on some namespace to be listed.
@@ -750,6 +834,170 @@ impl Tools {
         })
     }
     #[tool(
+        description = "Where a change held for approval stands: pending (with what it needs and what it would do), executed, failed, rejected, expired, cancelled or superseded.",
+        annotations(
+            title = "Approval status",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_approval_status(
+        &self,
+        Parameters(a): Parameters<ApprovalRef>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let id = match approval_id(&a.approval_id) {
+            Ok(id) => id,
+            Err(e) => return Ok(e),
+        };
+        let s = self.service.clone();
+        Ok(match run(move || s.approval(&who, &id)).await {
+            Ok(v) => done(to_value(&v), approval_line(&v)),
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "List changes held for approval that this key may see; as=approver lists the open ones it may vote on.",
+        annotations(
+            title = "List approvals",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_approvals(
+        &self,
+        Parameters(a): Parameters<ApprovalsArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        use crate::governance::State;
+        use crate::service::approvals::{ApprovalQuery, Perspective};
+        let (who, _) = caller(&context)?;
+        let bad = |field: &str, detail: &str| {
+            failed(&ServiceError::Invalid {
+                field: field.into(),
+                detail: detail.into(),
+            })
+        };
+        let state = match a.state.as_deref() {
+            None => None,
+            Some(t) => match State::parse(t) {
+                Some(st) => Some(st),
+                None => {
+                    return Ok(bad(
+                        "state",
+                        "one of pending, executed, failed, rejected, expired, cancelled, superseded",
+                    ));
+                }
+            },
+        };
+        let role = match a.r#as.as_deref() {
+            None => None,
+            Some("approver") => Some(Perspective::Approver),
+            Some("requester") => Some(Perspective::Requester),
+            Some(_) => return Ok(bad("as", "approver or requester")),
+        };
+        let cursor = match a.cursor.as_deref().map(Uuid::parse_str) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(_)) => return Ok(bad("cursor", "not an approval id")),
+        };
+        let q = ApprovalQuery {
+            namespace: a.namespace,
+            state,
+            role,
+            cursor,
+            limit: None,
+        };
+        let s = self.service.clone();
+        Ok(match run(move || s.approvals(&who, &q)).await {
+            Ok(page) => {
+                let mut text: Vec<String> = page.approvals.iter().map(approval_line).collect();
+                if text.is_empty() {
+                    text.push("No approvals.".into());
+                }
+                done(to_value(&page), text.join("\n"))
+            }
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "Approve or reject a change held for approval. Send the payload_hash you read with memory_approval_status; the requester cannot vote on its own change. When the votes suffice, the change runs at once.",
+        annotations(
+            title = "Vote on an approval",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_approval_vote(
+        &self,
+        Parameters(a): Parameters<VoteArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        use crate::service::approvals::{NewVote, VoteDecision};
+        let (who, _) = caller(&context)?;
+        let id = match approval_id(&a.approval_id) {
+            Ok(id) => id,
+            Err(e) => return Ok(e),
+        };
+        let decision = match a.decision.as_str() {
+            "approve" => VoteDecision::Approve,
+            "reject" => VoteDecision::Reject,
+            _ => {
+                return Ok(failed(&ServiceError::Invalid {
+                    field: "decision".into(),
+                    detail: "approve or reject".into(),
+                }));
+            }
+        };
+        let vote = NewVote {
+            decision,
+            comment: a.comment,
+            payload_hash: a.payload_hash,
+        };
+        let s = self.service.clone();
+        Ok(match run(move || s.vote(&who, &id, vote)).await {
+            Ok(v) => done(to_value(&v), approval_line(&v)),
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
+        description = "Withdraw a change held for approval (its requester or a namespace admin).",
+        annotations(
+            title = "Cancel an approval",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_approval_cancel(
+        &self,
+        Parameters(a): Parameters<ApprovalRef>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let id = match approval_id(&a.approval_id) {
+            Ok(id) => id,
+            Err(e) => return Ok(e),
+        };
+        let s = self.service.clone();
+        Ok(match run(move || s.cancel_approval(&who, &id)).await {
+            Ok(v) => done(to_value(&v), approval_line(&v)),
+            Err(e) => e,
+        })
+    }
+
+    #[tool(
         description = "Create a namespace (admin profile). Its embedder is fixed once created.",
         annotations(
             title = "Create a namespace",
@@ -872,12 +1120,20 @@ impl ServerHandler for Tools {
         let (who, parts) = caller(&context)?;
         let strongest = who.strongest_role();
         let admin = admin_profile(&parts);
+        let s = self.service.clone();
+        let me = who.clone();
+        let voter = tokio::task::spawn_blocking(move || s.governed_somewhere(&me))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
         let tools: Vec<Tool> = self
             .tool_router
             .list_all()
             .into_iter()
             .filter(|t| strongest.is_some_and(|r| r >= needs(&t.name)))
             .filter(|t| admin || !in_admin_profile(&t.name))
+            .filter(|t| voter || !for_voters(&t.name))
             .collect();
         Ok(ListToolsResult::with_all_items(tools))
     }

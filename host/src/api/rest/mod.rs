@@ -21,7 +21,15 @@
 //! | `POST /v1/admin/keys` | create a key (201; the key is in the body, shown once) |
 //! | `DELETE /v1/admin/keys/{id}` | revoke a key |
 //! | `GET /v1/admin/audit` | audit entries: `after` (sequence number), `limit` (global admins) |
+//! | `GET /v1/approvals` | approvals the caller may see: `namespace`, `state`, `as=requester\|approver`, `cursor`, `limit` |
+//! | `GET /v1/approvals/{id}` | one approval, with what it would do while open |
+//! | `POST /v1/approvals/{id}/votes` | approve or reject (`payload_hash` as seen); an approving tally runs the action |
+//! | `POST /v1/approvals/{id}/cancel` | withdraw it (requester or namespace admin) |
 //! | `GET /v1/openapi.json` | this API as OpenAPI 3.1 |
+//!
+//! Every change (store, bulk items, update, forget, settings, delete,
+//! reindex) may answer `202` with `Location: /v1/approvals/{id}` when the
+//! namespace's policy holds it: nothing was written yet.
 //!
 //! Every route needs `Authorization: Bearer <key>` (see `auth`); what each
 //! role may do is decided in `crate::service`, the same for REST and MCP.
@@ -38,6 +46,8 @@ use warp::reply::Response;
 
 use crate::auth::Principal;
 use crate::auth::keys::KeyInfo;
+use crate::governance::{PendingAction, State};
+use crate::service::approvals::{ApprovalQuery, NewVote, Perspective};
 use crate::service::recall::RecallQuery;
 use crate::service::{
     Filters, ListQuery, Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory,
@@ -197,9 +207,59 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
+        Ok(Err(ServiceError::Held(item))) => Err(held(&item)),
         Ok(Err(e)) => Err(Problem::from(&e).reply()),
         Err(e) => Err(Problem::from(&ServiceError::Internal(e.to_string())).reply()),
     }
+}
+
+/// The `Idempotency-Key` header, checked: a retried change that a policy
+/// held answers with the same approval.
+fn idempotency_key() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("idempotency-key").and_then(|key: Option<String>| async move {
+        match key {
+            Some(k) if !Principal::valid_idempotency_key(&k) => {
+                Err(warp::reject::custom(ProblemRejection(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad-idempotency-key",
+                    "Bad Idempotency-Key",
+                    "Idempotency-Key must be 1-255 visible ASCII characters",
+                ))))
+            }
+            other => Ok(other),
+        }
+    })
+}
+
+/// What a held change answers: its approval, in brief.
+pub fn held_body(item: &PendingAction) -> serde_json::Value {
+    serde_json::json!({
+        "status": "pending_approval",
+        "approval": {
+            "id": item.id,
+            "state": item.state,
+            "kind": item.kind,
+            "namespace": item.namespace,
+            "requirement": item.requirement,
+            "expires_at": item.expires_at,
+            "payload_hash": item.payload_hash,
+        },
+    })
+}
+
+/// `202 Accepted` with `Location: /v1/approvals/{id}`: nothing was written
+/// yet.
+fn held(item: &PendingAction) -> Response {
+    let mut r = json(StatusCode::ACCEPTED, &held_body(item));
+    if let Ok(v) = warp::http::HeaderValue::from_str(&format!("/v1/approvals/{}", item.id)) {
+        r.headers_mut().insert(warp::http::header::LOCATION, v);
+    }
+    r
+}
+
+/// An approval id from the path; anything that is not a UUID names none.
+fn approval_id(id: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(id).map_err(|_| Problem::from(&ServiceError::NoApproval(id.to_string())))
 }
 
 /// A memory id from the path; anything that is not a UUID names no memory.
@@ -225,6 +285,10 @@ struct CreateNamespace {
     #[serde(default)]
     policy: Option<String>,
     #[serde(default)]
+    policy_plugin: Option<String>,
+    #[serde(default)]
+    approval_ttl_seconds: Option<u64>,
+    #[serde(default)]
     description: Option<String>,
 }
 
@@ -239,6 +303,10 @@ struct NamespaceSettingsInput {
     #[serde(default)]
     policy: Option<String>,
     #[serde(default)]
+    policy_plugin: Option<String>,
+    #[serde(default)]
+    approval_ttl_seconds: Option<u64>,
+    #[serde(default)]
     description: Option<String>,
 }
 
@@ -252,6 +320,12 @@ impl NamespaceSettingsInput {
         }
         if let Some(p) = self.policy {
             base.policy = p;
+        }
+        if let Some(p) = self.policy_plugin {
+            base.policy_plugin = p;
+        }
+        if self.approval_ttl_seconds.is_some() {
+            base.approval_ttl_seconds = self.approval_ttl_seconds;
         }
         if self.description.is_some() {
             base.description = self.description;
@@ -344,6 +418,16 @@ struct CreatedKey<'a> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ApprovalParams {
+    namespace: Option<String>,
+    state: Option<String>,
+    r#as: Option<Perspective>,
+    cursor: Option<Uuid>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AuditParams {
     after: Option<u64>,
     limit: Option<usize>,
@@ -365,6 +449,8 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
                     redaction: body.redaction,
                     redactor: body.redactor,
                     policy: body.policy,
+                    policy_plugin: body.policy_plugin,
+                    approval_ttl_seconds: body.approval_ttl_seconds,
                     description: body.description,
                 }
                 .apply(NamespaceSettings::default());
@@ -508,6 +594,11 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
                             "memory": stored.memory,
                             "duplicate": !stored.created,
                         }),
+                        Err(ServiceError::Held(item)) => {
+                            let mut body = held_body(&item);
+                            body["status"] = 202.into();
+                            body
+                        }
                         Err(e) => serde_json::to_value(Problem::from(&e)).unwrap_or_default(),
                     })
                     .collect();
@@ -691,7 +782,7 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .and(warp::path("audit"))
         .and(warp::path::end())
         .and(warp::get())
-        .and(svc)
+        .and(svc.clone())
         .and(warp::query::<AuditParams>())
         .map(|s: Service, p: AuditParams| {
             act(move |who| async move {
@@ -703,6 +794,81 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
                     StatusCode::OK,
                     &serde_json::json!({ "entries": entries }),
                 ))
+            })
+        });
+
+    let approvals_root = warp::path("approvals");
+
+    let list_approvals = approvals_root
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc.clone())
+        .and(warp::query::<ApprovalParams>())
+        .map(|s: Service, p: ApprovalParams| {
+            act(move |who| async move {
+                let state = match p.state.as_deref() {
+                    None => None,
+                    Some(text) => Some(State::parse(text).ok_or_else(|| {
+                        Problem::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad-query",
+                            "Bad query",
+                            format!("state \"{text}\" is not one of pending, executed, failed, rejected, expired, cancelled, superseded"),
+                        )
+                        .reply()
+                    })?),
+                };
+                let q = ApprovalQuery {
+                    namespace: p.namespace,
+                    state,
+                    role: p.r#as,
+                    cursor: p.cursor,
+                    limit: p.limit,
+                };
+                let page = blocking(move || s.approvals(&who, &q)).await?;
+                Ok(json(StatusCode::OK, &page))
+            })
+        });
+
+    let get_approval = approvals_root
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc.clone())
+        .map(|id: String, s: Service| {
+            act(move |who| async move {
+                let id = approval_id(&id).map_err(|p| p.reply())?;
+                let view = blocking(move || s.approval(&who, &id)).await?;
+                Ok(json(StatusCode::OK, &view))
+            })
+        });
+
+    let vote = approvals_root
+        .and(warp::path::param::<String>())
+        .and(warp::path("votes"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .and(json_body::<NewVote>())
+        .map(|id: String, s: Service, body: NewVote| {
+            act(move |who| async move {
+                let id = approval_id(&id).map_err(|p| p.reply())?;
+                let view = blocking(move || s.vote(&who, &id, body)).await?;
+                Ok(json(StatusCode::OK, &view))
+            })
+        });
+
+    let cancel = approvals_root
+        .and(warp::path::param::<String>())
+        .and(warp::path("cancel"))
+        .and(warp::path::end())
+        .and(warp::post())
+        .and(svc.clone())
+        .map(|id: String, s: Service| {
+            act(move |who| async move {
+                let id = approval_id(&id).map_err(|p| p.reply())?;
+                let view = blocking(move || s.cancel_approval(&who, &id)).await?;
+                Ok(json(StatusCode::OK, &view))
             })
         });
 
@@ -744,10 +910,18 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
     all = all.or(create_key).unify().boxed();
     all = all.or(revoke_key).unify().boxed();
     all = all.or(audit).unify().boxed();
+    all = all.or(list_approvals).unify().boxed();
+    all = all.or(get_approval).unify().boxed();
+    all = all.or(vote).unify().boxed();
+    all = all.or(cancel).unify().boxed();
     warp::path("v1")
         .and(auth::principal(gate))
+        .and(idempotency_key())
         .and(all)
-        .then(|who: Principal, action: Action| action(who))
+        .then(|mut who: Principal, key: Option<String>, action: Action| {
+            who.idempotency_key = key;
+            action(who)
+        })
         .recover(problem::recover)
         .unify()
         .boxed()

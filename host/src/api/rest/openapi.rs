@@ -13,6 +13,8 @@ use super::problem::Problem;
 use crate::audit::Entry;
 use crate::auth::keys::{KeyFields, KeyInfo, Rate};
 use crate::auth::{Grant, Role};
+use crate::governance::{Kind, PendingAction, PolicySnapshot, Requester, Requirement, State, Vote};
+use crate::service::approvals::{ApprovalView, NewVote, VoteDecision};
 use crate::service::recall::{Fusion, Hit, RecallMode, RecallQuery};
 use crate::service::{
     Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, RedactionMode,
@@ -46,15 +48,15 @@ fn list_namespaces() {}
 fn get_namespace() {}
 
 #[utoipa::path(patch, path = "/v1/namespaces/{ns}", params(("ns" = String, Path)), request_body = NamespaceSettings,
-    responses((status = 200, body = Namespace), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 202, description = "held for approval by the namespace's policy: `{status: pending_approval, approval: {id, state, requirement, expires_at, payload_hash}}`, `Location: /v1/approvals/{id}`; nothing was written yet"), (status = 403, body = Problem, description = "`policy-denied`"), (status = 200, body = Namespace), (status = 404, body = Problem), (status = 422, body = Problem)))]
 fn patch_namespace() {}
 
 #[utoipa::path(delete, path = "/v1/namespaces/{ns}", params(("ns" = String, Path)),
-    responses((status = 204, description = "deleted with every memory in it; its data key is gone"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 202, description = "held for approval by the namespace's policy: `{status: pending_approval, approval: {id, state, requirement, expires_at, payload_hash}}`, `Location: /v1/approvals/{id}`; nothing was written yet"), (status = 403, body = Problem, description = "`policy-denied`"), (status = 204, description = "deleted with every memory in it; its data key is gone"), (status = 403, body = Problem), (status = 404, body = Problem)))]
 fn delete_namespace() {}
 
 #[utoipa::path(post, path = "/v1/namespaces/{ns}/memories", params(("ns" = String, Path), ("wait" = Option<String>, Query, description = "`indexed`: answer once the memory is searchable by meaning (at most 30 s)")), request_body = NewMemory,
-    responses((status = 201, body = Memory, description = "stored; also `created`, `duplicate`"),
+    responses((status = 202, description = "held for approval by the namespace's policy: `{status: pending_approval, approval: {id, state, requirement, expires_at, payload_hash}}`, `Location: /v1/approvals/{id}`; nothing was written yet"), (status = 403, body = Problem, description = "`policy-denied`"), (status = 201, body = Memory, description = "stored; also `created`, `duplicate`"),
         (status = 200, body = Memory, description = "identical content already stored (`duplicate: true`)"),
         (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
 fn store_memory() {}
@@ -74,11 +76,11 @@ fn list_memories() {}
 fn get_memory() {}
 
 #[utoipa::path(patch, path = "/v1/namespaces/{ns}/memories/{id}", params(("ns" = String, Path), ("id" = String, Path)),
-    request_body = MemoryPatch, responses((status = 200, body = Memory), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    request_body = MemoryPatch, responses((status = 202, description = "held for approval by the namespace's policy: `{status: pending_approval, approval: {id, state, requirement, expires_at, payload_hash}}`, `Location: /v1/approvals/{id}`; nothing was written yet"), (status = 403, body = Problem, description = "`policy-denied`"), (status = 200, body = Memory), (status = 404, body = Problem), (status = 409, body = Problem)))]
 fn patch_memory() {}
 
 #[utoipa::path(delete, path = "/v1/namespaces/{ns}/memories/{id}", params(("ns" = String, Path), ("id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)))]
+    responses((status = 202, description = "held for approval by the namespace's policy: `{status: pending_approval, approval: {id, state, requirement, expires_at, payload_hash}}`, `Location: /v1/approvals/{id}`; nothing was written yet"), (status = 403, body = Problem, description = "`policy-denied`"), (status = 204), (status = 404, body = Problem)))]
 fn forget_memory() {}
 
 #[utoipa::path(get, path = "/v1/namespaces/{ns}/memories/{id}/history", params(("ns" = String, Path), ("id" = String, Path)),
@@ -115,6 +117,29 @@ fn revoke_key() {}
 #[utoipa::path(get, path = "/v1/admin/audit", params(("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
     responses((status = 200, description = "`{entries: [Entry]}`, oldest first"), (status = 403, body = Problem)))]
 fn audit_log() {}
+
+#[utoipa::path(get, path = "/v1/approvals",
+    params(("namespace" = Option<String>, Query), ("state" = Option<String>, Query, description = "pending, executed, failed, rejected, expired, cancelled or superseded"),
+        ("as" = Option<String>, Query, description = "`requester`: what the caller's agent asked for; `approver`: open items it may vote on"),
+        ("cursor" = Option<String>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "`{approvals: [ApprovalView], next_cursor}`: the approvals the caller may see, oldest first"), (status = 400, body = Problem)))]
+fn list_approvals() {}
+
+#[utoipa::path(get, path = "/v1/approvals/{approval_id}", params(("approval_id" = String, Path)),
+    responses((status = 200, body = ApprovalView), (status = 404, body = Problem)))]
+fn get_approval() {}
+
+#[utoipa::path(post, path = "/v1/approvals/{approval_id}/votes", params(("approval_id" = String, Path)), request_body = NewVote,
+    responses((status = 200, body = ApprovalView, description = "the vote counted (a repeat is not counted); `executed` when it decided"),
+        (status = 403, body = Problem, description = "`self-approval`, `not-an-approver`"),
+        (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "`approval-closed`, `approval-expired`, `stale-approval`"),
+        (status = 503, body = Problem, description = "`policy-failed`: the vote was not counted")))]
+fn vote_approval() {}
+
+#[utoipa::path(post, path = "/v1/approvals/{approval_id}/cancel", params(("approval_id" = String, Path)),
+    responses((status = 200, body = ApprovalView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+fn cancel_approval() {}
 
 #[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "this document")))]
 fn openapi_document() {}
@@ -156,6 +181,10 @@ impl utoipa::Modify for BearerAuth {
         create_key,
         revoke_key,
         audit_log,
+        list_approvals,
+        get_approval,
+        vote_approval,
+        cancel_approval,
         openapi_document
     ),
     modifiers(&BearerAuth),
@@ -180,7 +209,17 @@ impl utoipa::Modify for BearerAuth {
         Grant,
         Role,
         Rate,
-        Entry
+        Entry,
+        ApprovalView,
+        PendingAction,
+        NewVote,
+        VoteDecision,
+        State,
+        Kind,
+        Requester,
+        Requirement,
+        PolicySnapshot,
+        Vote
     ))
 )]
 pub struct ApiDoc;

@@ -20,6 +20,14 @@
 //! | `conflict` | 409 | the name is taken, or a concurrent update won |
 //! | `redaction-failed` | 503 | the namespace's redactor is missing or failed; nothing was stored |
 //! | `unavailable` | 503 | a plugin the request needs (the namespace's embedder) is not loaded or failed |
+//! | `policy-denied` | 403 | the namespace's policy refused the change (audited; nothing was written) |
+//! | `policy-failed` | 503 | the namespace's policy plugin is missing or failed, so the change was denied; the detail names the plugin |
+//! | `approval-not-found` | 404 | no approval with that id that the caller may see |
+//! | `self-approval` | 403 | the requester voted on its own action |
+//! | `not-an-approver` | 403 | the voter's agent type (or role) does not count for this approval |
+//! | `approval-closed` | 409 | the approval is already executed, failed, rejected, cancelled or superseded |
+//! | `approval-expired` | 409 | the approval expired before it was decided; it was not run |
+//! | `stale-approval` | 409 | the vote names a payload hash the approval does not hold |
 //! | `storage-full` | 507 | the database reached `[store] max_map_size_mb`; nothing was stored |
 //! | `internal` | 500 | anything else (details in the server log) |
 
@@ -145,6 +153,63 @@ impl From<&ServiceError> for Problem {
                 StatusCode::INSUFFICIENT_STORAGE,
                 "storage-full",
                 "Storage full",
+                detail,
+            ),
+            ServiceError::Held(item) => {
+                // Not a problem: the REST layer answers 202 with the item.
+                Problem::new(
+                    StatusCode::ACCEPTED,
+                    "pending-approval",
+                    "Held for approval",
+                    format!("held for approval {}: nothing was written yet", item.id),
+                )
+            }
+            ServiceError::PolicyDenied(_) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "policy-denied",
+                "Denied by policy",
+                detail,
+            ),
+            ServiceError::PolicyFailed { .. } => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "policy-failed",
+                "Policy failed",
+                detail,
+            ),
+            ServiceError::NoApproval(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "approval-not-found",
+                "No such approval",
+                detail,
+            ),
+            ServiceError::SelfApproval(_) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "self-approval",
+                "Self-approval",
+                detail,
+            ),
+            ServiceError::NotAnApprover(_) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "not-an-approver",
+                "Not an approver",
+                detail,
+            ),
+            ServiceError::ApprovalClosed { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "approval-closed",
+                "Approval closed",
+                detail,
+            ),
+            ServiceError::ApprovalExpired(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "approval-expired",
+                "Approval expired",
+                detail,
+            ),
+            ServiceError::StaleApproval(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "stale-approval",
+                "Stale approval",
                 detail,
             ),
             ServiceError::Internal(_) => {
