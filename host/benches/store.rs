@@ -224,6 +224,25 @@ fn main() -> anyhow::Result<()> {
         us(pct(&mut samples, 99))
     );
 
+    // The same call from 64 threads at once, as under the write burst above.
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            let (policy, action) = (&policy, &action);
+            s.spawn(move || {
+                for _ in 0..100 {
+                    let _ = policy.evaluate(action);
+                }
+            });
+        }
+    });
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "policy evaluate, 64 threads (calls/s)",
+        format!("{:.0}/s", 6400.0 / start.elapsed().as_secs_f64()),
+        ""
+    );
+
     // From the deciding vote to the executed answer: tally, rebuild the
     // memory from its sealed payload, one transaction with the vote.
     service.create_namespace(

@@ -21,6 +21,10 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+/// Bytes of each pooled memory and table slot kept resident between
+/// instances (see `Runtime::new`).
+const KEEP_RESIDENT: usize = 2 << 20;
+
 pub use cache::{CacheOutcome, ComponentCache};
 pub use error::{CallError, CallErrorKind};
 pub use limits::MemoryCapExceeded;
@@ -121,7 +125,14 @@ impl Runtime {
                 .total_core_instances(config.max_instances.saturating_mul(4))
                 .total_memories(config.max_instances.saturating_mul(2))
                 .total_tables(config.max_instances.saturating_mul(4))
-                .max_memory_size(max_bytes);
+                .max_memory_size(max_bytes)
+                // A slot's first pages are zeroed by hand when it is reused
+                // instead of given back with madvise: fresh stores per call
+                // (a policy on every write) from many threads otherwise
+                // serialise on the process's memory map, and so does every
+                // LMDB page fault with them.
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT);
             pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
             match Engine::new(&pooled) {
                 Ok(engine) => (engine, true),
