@@ -371,6 +371,20 @@ fn changing_the_policy_is_governed_and_supersedes_what_waits() {
         Some(r#"{"name":"typo","policy":"consensus:zero"}"#),
     );
     assert_eq!(status, 422, "{body}");
+    let (status, body) = curl(
+        &s.admin,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"forever","policy":"consensus:2","approval_ttl_seconds":99999999}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("approval_ttl_seconds"),
+        "{body}"
+    );
     audit_verifies(d);
 }
 
@@ -836,4 +850,96 @@ fn the_example_policies_decide_from_labels_and_tags_end_to_end() {
         "{body}"
     );
     assert_eq!(memories(a, "py").len(), 2);
+}
+
+#[test]
+fn over_mcp_a_held_change_is_a_result_and_voters_get_the_approval_tools() {
+    let s = governed(&[
+        r#"{"name":"held","policy":"single:reviewer","embedder":"none"}"#,
+        r#"{"name":"open","embedder":"none"}"#,
+    ]);
+    let writer = agent(&s, "bot", "assistant", &["held=writer"]);
+    let rita = agent(&s, "rita", "reviewer", &["held=reader"]);
+    let plain = agent(&s, "plain", "assistant", &["open=writer"]);
+    let names = |c: &Client| -> Vec<String> {
+        mcp(c, "tools/list", None, json!({}))["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let theirs = names(&plain);
+    assert!(
+        theirs.contains(&"memory_approval_status".to_string()),
+        "{theirs:?}"
+    );
+    assert!(
+        !theirs.contains(&"memory_approval_vote".to_string()),
+        "{theirs:?}"
+    );
+    let hers = names(&rita);
+    for tool in [
+        "memory_approvals",
+        "memory_approval_vote",
+        "memory_approval_cancel",
+    ] {
+        assert!(hers.contains(&tool.to_string()), "{tool}: {hers:?}");
+    }
+
+    let call = |c: &Client, name: &str, args: Value| {
+        mcp(
+            c,
+            "tools/call",
+            Some(name),
+            json!({ "name": name, "arguments": args }),
+        )
+    };
+    let r = call(
+        &writer,
+        "memory_store",
+        json!({ "namespace": "held", "content": "waits for Rita" }),
+    );
+    assert_eq!(r["isError"], false, "{r}");
+    let approval = r["structuredContent"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hash = r["structuredContent"]["approval"]["payload_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        r["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Nothing was written yet"),
+        "{r}"
+    );
+    assert!(memories(&s.admin, "held").is_empty());
+    let r = call(
+        &writer,
+        "memory_approval_status",
+        json!({ "approval_id": approval }),
+    );
+    assert_eq!(r["structuredContent"]["state"], "pending", "{r}");
+    let r = call(
+        &writer,
+        "memory_approval_vote",
+        json!({ "approval_id": approval, "decision": "approve", "payload_hash": hash }),
+    );
+    assert_eq!(problem(&r["structuredContent"]), "self-approval", "{r}");
+    let r = call(&rita, "memory_approvals", json!({ "as": "approver" }));
+    assert_eq!(
+        r["structuredContent"]["approvals"][0]["id"],
+        approval.as_str(),
+        "{r}"
+    );
+    let r = call(
+        &rita,
+        "memory_approval_vote",
+        json!({ "approval_id": approval, "decision": "approve", "payload_hash": hash }),
+    );
+    assert_eq!(r["structuredContent"]["state"], "executed", "{r}");
+    assert_eq!(memories(&s.admin, "held").len(), 1);
 }

@@ -1,0 +1,367 @@
+//! Namespace use cases: create, read, list, change settings (governed),
+//! delete (governed). Reindex lives with the index it rebuilds
+//! (`indexing.rs`).
+
+use uuid::Uuid;
+
+use super::approvals::{self, Execution, Payload, Proposal};
+use super::{
+    DEFAULT_EMBEDDER, NO_EMBEDDER, Namespace, NamespaceSettings, Service, ServiceError, indexing,
+    invalid, model, ns_key_id, open_json, seal_json,
+};
+use crate::audit::Record;
+use crate::auth::{Principal, Role};
+use crate::index::vector;
+use crate::store::keyring::Keyring;
+use crate::store::{StoreError, WriteFlags, get_in};
+
+impl Service {
+    /// Create a namespace with its own data key. Needs admin over the name.
+    pub fn create_namespace(
+        &self,
+        who: &Principal,
+        name: &str,
+        settings: NamespaceSettings,
+    ) -> Result<Namespace, ServiceError> {
+        if !who.admin_over(name) {
+            return Err(self.deny(
+                Record::by(who, "namespace.create")
+                    .ns(name)
+                    .outcome("denied", None),
+                format!(
+                    "key {} may create only namespaces it administers, not \"{name}\"",
+                    who.key_id
+                ),
+            ));
+        }
+        if !model::valid_namespace_name(name) {
+            return Err(invalid(
+                "name",
+                format!(
+                    "\"{name}\" is not a valid namespace name: 1-63 characters, lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+                ),
+            ));
+        }
+        let mut settings = settings;
+        let snapshot = self.plugins.snapshot();
+        match settings.embedder.as_deref() {
+            Some(NO_EMBEDDER) => settings.embedder = None,
+            None if snapshot.embedder(DEFAULT_EMBEDDER).is_some() => {
+                settings.embedder = Some(DEFAULT_EMBEDDER.into());
+            }
+            _ => {}
+        }
+        validate_settings(&settings)?;
+        self.check_policy(name, &settings)?;
+        settings.dimensions = match &settings.embedder {
+            None => None,
+            Some(id) => Some(
+                snapshot
+                    .embedder(id)
+                    .ok_or_else(|| {
+                        invalid(
+                            "embedder",
+                            format!("\"{id}\" is not a loaded embedder plugin"),
+                        )
+                    })?
+                    .model()
+                    .dimensions,
+            ),
+        };
+        let ns = Namespace {
+            id: Uuid::now_v7(),
+            name: name.to_string(),
+            created_at: model::now_ms(),
+            settings,
+            index_generation: 0,
+        };
+        let row = self.namespace_row(name)?;
+        let sealed = seal_json(&*self.system_key()?, "namespaces", &row, &ns)?;
+        let (data_key, wrapped) = self.keyring.new_key()?;
+        let key_id = ns_key_id(&ns.id);
+        let conflict = format!("namespace \"{name}\" already exists");
+        let kid = key_id.clone();
+        let record = Record::by(who, "namespace.create").ns(name);
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
+            if get_in(txn, t.namespaces, &row)?.is_some() {
+                return Err(StoreError::Rejected(conflict.clone()));
+            }
+            txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
+            Keyring::put_wrapped(txn, t, &kid, &wrapped)?;
+            audit.append(txn, t, &record)
+        })?;
+        crate::audit::emit(&entry);
+        self.keyring.remember(&key_id, data_key);
+        Ok(ns)
+    }
+
+    /// The namespace called `name`, for a caller with any role on it.
+    pub fn namespace(&self, who: &Principal, name: &str) -> Result<Namespace, ServiceError> {
+        self.authorize(who, name, Role::Reader, "namespace.get", None)?;
+        self.find_namespace(name)
+    }
+
+    pub(super) fn find_namespace(&self, name: &str) -> Result<Namespace, ServiceError> {
+        if !model::valid_namespace_name(name) {
+            return Err(ServiceError::NoNamespace(name.to_string()));
+        }
+        let row = self.namespace_row(name)?;
+        let sealed = self
+            .store
+            .get(|t| t.namespaces, &row)?
+            .ok_or_else(|| ServiceError::NoNamespace(name.to_string()))?;
+        open_json(&*self.system_key()?, "namespaces", &row, &sealed)
+    }
+
+    /// Every namespace `who` holds a role on, by name.
+    pub fn namespaces(&self, who: &Principal) -> Result<Vec<Namespace>, ServiceError> {
+        let mut all = self.all_namespaces()?;
+        all.retain(|ns| who.role_in(&ns.name).is_some());
+        Ok(all)
+    }
+
+    pub(super) fn all_namespaces(&self) -> Result<Vec<Namespace>, ServiceError> {
+        let rows = self.store.rows(|t| t.namespaces, &[], |_| true)?;
+        let key = self.system_key()?;
+        let mut all = rows
+            .iter()
+            .map(|(k, v)| open_json::<Namespace>(&key, "namespaces", k, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// Change a namespace's settings (`change` gets the current ones).
+    /// Needs admin on the namespace; governed by its current policy. A
+    /// change of the policy supersedes the namespace's open approvals.
+    pub fn update_namespace(
+        &self,
+        who: &Principal,
+        name: &str,
+        change: impl FnOnce(NamespaceSettings) -> NamespaceSettings,
+    ) -> Result<Namespace, ServiceError> {
+        self.authorize(who, name, Role::Admin, "namespace.update", None)?;
+        let ns = self.find_namespace(name)?;
+        let settings = change(ns.settings.clone());
+        self.check_settings_change(&ns, &settings)?;
+        self.govern(
+            who,
+            Proposal::namespace(
+                &ns,
+                Payload::Configure {
+                    settings: settings.clone(),
+                },
+                "namespace.update",
+            ),
+        )?;
+        self.commit_namespace_update(who, ns, settings, None)
+    }
+
+    /// Can `ns` take `settings`?
+    pub(super) fn check_settings_change(
+        &self,
+        ns: &Namespace,
+        settings: &NamespaceSettings,
+    ) -> Result<(), ServiceError> {
+        let name = &ns.name;
+        validate_settings(settings)?;
+        let redaction_changed = (settings.redaction, &settings.redactor)
+            != (ns.settings.redaction, &ns.settings.redactor);
+        let prefix = *ns.id.as_bytes();
+        if redaction_changed
+            && !self
+                .store
+                .rows_max(|t| t.memories, &prefix, |k| k.starts_with(&prefix), 1)?
+                .is_empty()
+        {
+            // Redaction applies when a memory is written, and the word and
+            // meaning indexes hold the text as it was then shown: changing
+            // the rules would leave both under the old ones.
+            return Err(invalid(
+                "redaction",
+                format!(
+                    "namespace \"{name}\" already holds memories written and indexed under its current redaction settings; create a new namespace for different ones"
+                ),
+            ));
+        }
+        if (&settings.embedder, settings.dimensions)
+            != (&ns.settings.embedder, ns.settings.dimensions)
+        {
+            return Err(invalid(
+                "embedder",
+                "a namespace keeps the embedder it was created with: vectors of different models never mix",
+            ));
+        }
+        if (&settings.policy, &settings.policy_plugin)
+            != (&ns.settings.policy, &ns.settings.policy_plugin)
+        {
+            self.check_policy(name, settings)?;
+        }
+        Ok(())
+    }
+
+    /// Write new settings for `ns` (governed already), with `exec` when an
+    /// approval runs it.
+    pub(super) fn commit_namespace_update(
+        &self,
+        who: &Principal,
+        mut ns: Namespace,
+        settings: NamespaceSettings,
+        exec: Option<Execution>,
+    ) -> Result<Namespace, ServiceError> {
+        if exec.is_some() {
+            // Approved later: what was valid then must still be.
+            self.check_settings_change(&ns, &settings)?;
+        }
+        let name = ns.name.clone();
+        let policy_changed = (&settings.policy, &settings.policy_plugin)
+            != (&ns.settings.policy, &ns.settings.policy_plugin);
+        ns.settings = settings;
+        let row = self.namespace_row(&name)?;
+        let system = self.system_key()?;
+        let sealed = seal_json(&system, "namespaces", &row, &ns)?;
+        let record = Record::by(who, "namespace.update").ns(&name);
+        let audit = self.audit.clone();
+        let ledger = self.ledger()?;
+        let generation = ns.index_generation;
+        let ns_id = ns.id;
+        let raced = format!("namespace \"{name}\" was reindexed meanwhile; retry");
+        let exec_in = exec.clone();
+        let entries = self.store.write_blocking(move |txn, t| {
+            approvals::apply(&exec_in, txn, t)?;
+            // A reindex since it was read would be undone by this write.
+            if indexing::generation_in(txn, t, &system, &row)? != Some(generation) {
+                return Err(StoreError::Rejected(raced.clone()));
+            }
+            txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
+            let mut entries = vec![audit.append(txn, t, &record)?];
+            if policy_changed {
+                entries.extend(approvals::supersede_in(
+                    &ledger,
+                    &audit,
+                    txn,
+                    t,
+                    &ns_id,
+                    |_| true,
+                    "its namespace's policy changed",
+                )?);
+            }
+            Ok(entries)
+        })?;
+        approvals::emit(&exec);
+        entries.iter().for_each(crate::audit::emit);
+        Ok(ns)
+    }
+
+    /// Delete a namespace and everything in it. Its data key goes first, in
+    /// one transaction with the namespace row and the audit entry: from that
+    /// commit on nothing left of it can be read, even from a copy of the
+    /// file taken later. The sealed rows are then removed in batches.
+    /// Needs admin on the namespace; governed (the policy sees `purge`).
+    /// Its open approvals are superseded. Returns how many memories it held.
+    pub fn delete_namespace(&self, who: &Principal, name: &str) -> Result<usize, ServiceError> {
+        self.authorize(who, name, Role::Admin, "namespace.delete", None)?;
+        let ns = self.find_namespace(name)?;
+        self.govern(
+            who,
+            Proposal::namespace(&ns, Payload::DeleteNamespace, "namespace.delete"),
+        )?;
+        self.commit_delete_namespace(who, &ns, None)
+    }
+
+    pub(super) fn commit_delete_namespace(
+        &self,
+        who: &Principal,
+        ns: &Namespace,
+        exec: Option<Execution>,
+    ) -> Result<usize, ServiceError> {
+        let name = ns.name.as_str();
+        let row = self.namespace_row(name)?;
+        let key_id = ns_key_id(&ns.id);
+        let record = Record::by(who, "namespace.delete").ns(name);
+        let audit = self.audit.clone();
+        let ledger = self.ledger()?;
+        let kid = key_id.clone();
+        let ns_id = ns.id;
+        let gone = format!("namespace \"{name}\" no longer exists");
+        let exec_in = exec.clone();
+        let entries = self.store.write_blocking(move |txn, t| {
+            approvals::apply(&exec_in, txn, t)?;
+            if get_in(txn, t.namespaces, &row)?.is_none() {
+                return Err(StoreError::Rejected(gone.clone()));
+            }
+            txn.del(t.namespaces, &row, None)?;
+            match txn.del(t.keys, &kid, None) {
+                Ok(()) | Err(lmdb::Error::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let mut entries = vec![audit.append(txn, t, &record)?];
+            entries.extend(approvals::supersede_in(
+                &ledger,
+                &audit,
+                txn,
+                t,
+                &ns_id,
+                |_| true,
+                "its namespace was deleted",
+            )?);
+            Ok(entries)
+        })?;
+        approvals::emit(&exec);
+        entries.iter().for_each(crate::audit::emit);
+        self.keyring.forget(&key_id);
+        crate::index::lexical::drop_namespace(&self.store, &ns.id)?;
+        self.vectors.drop_namespace(&ns.id);
+        let jobs = [vector::JOB_PREFIX, ns.id.as_bytes()].concat();
+        self.store.delete_prefix(|t| t.jobs, &jobs, |_| false)?;
+        let prefix = ns.id.as_bytes();
+        self.store.delete_prefix(|t| t.dedup, prefix, |_| false)?;
+        self.store.delete_prefix(|t| t.vectors, prefix, |_| false)?;
+        self.store
+            .delete_prefix(|t| t.segments, prefix, |_| false)?;
+        // Heads are namespace id + memory id; history rows add a version.
+        let memories = self
+            .store
+            .delete_prefix(|t| t.memories, prefix, |k| k.len() == 32)?;
+        Ok(memories)
+    }
+}
+
+pub(super) fn validate_settings(s: &NamespaceSettings) -> Result<(), ServiceError> {
+    if !crate::plugins::manifest::valid_id(&s.redactor) {
+        return Err(invalid(
+            "redactor",
+            format!("\"{}\" is not a plugin id", s.redactor),
+        ));
+    }
+    if let Some(e) = &s.embedder
+        && !crate::plugins::manifest::valid_id(e)
+    {
+        return Err(invalid("embedder", format!("\"{e}\" is not a plugin id")));
+    }
+    if let Some(ttl) = s.approval_ttl_seconds
+        && !(1..=model::MAX_APPROVAL_TTL).contains(&ttl)
+    {
+        return Err(invalid(
+            "approval_ttl_seconds",
+            format!(
+                "must be 1-{} (30 days); held changes must not wait forever",
+                model::MAX_APPROVAL_TTL
+            ),
+        ));
+    }
+    if !crate::plugins::manifest::valid_id(&s.policy_plugin) {
+        return Err(invalid(
+            "policy_plugin",
+            format!("\"{}\" is not a plugin id", s.policy_plugin),
+        ));
+    }
+    if s.policy.trim().is_empty() || s.policy.len() > 256 {
+        return Err(invalid(
+            "policy",
+            "must be 1-256 characters, e.g. allow, single:reviewer, consensus:2, or store=allow; forget=single:human",
+        ));
+    }
+    Ok(())
+}
