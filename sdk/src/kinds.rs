@@ -134,7 +134,12 @@ pub trait Policy: Sized + 'static {
     /// Count `votes` on an action this policy required approval for.
     fn tally(&self, action: &Action, votes: &[Vote]) -> Result<Outcome> {
         Ok(match self.evaluate(action)? {
-            Decision::Allow => Outcome::Approved,
+            // Allowed now (the policy changed since the action was held):
+            // a rejection still rejects.
+            Decision::Allow => match votes.iter().find(|v| !v.approve) {
+                Some(no) => Outcome::Rejected(format!("rejected by {}", no.voter.agent_id)),
+                None => Outcome::Approved,
+            },
             Decision::Deny(reason) => Outcome::Rejected(reason),
             Decision::RequireApproval(requirement) => standard_tally(&requirement, votes),
         })

@@ -943,3 +943,260 @@ fn over_mcp_a_held_change_is_a_result_and_voters_get_the_approval_tools() {
     assert_eq!(r["structuredContent"]["state"], "executed", "{r}");
     assert_eq!(memories(&s.admin, "held").len(), 1);
 }
+
+#[test]
+fn no_way_around_the_policy_through_minted_keys_ttls_bulk_retries_or_borrowed_names() {
+    let s = governed(&[
+        r#"{"name":"guarded","policy":"forget=single:reviewer; *=allow","embedder":"none"}"#,
+        r#"{"name":"held","policy":"single:reviewer","embedder":"none"}"#,
+    ]);
+    let d = &s.data;
+    // An admin of the namespace asks, then mints itself a reviewer.
+    let boss = agent(&s, "boss", "human", &["held=admin"]);
+    let (id, hash) = held_store(&boss, "held", "the boss wants this in", &[]);
+    let (status, minted) = curl(
+        &boss,
+        "POST",
+        "/v1/admin/keys",
+        Some(
+            r#"{"agent_id":"puppet","agent_type":"reviewer","grants":[{"pattern":"held","role":"reader"}]}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{minted}");
+    let puppet = s.admin.as_key(minted["key"].as_str());
+    let (status, body) = vote(&puppet, &id, "approve", &hash);
+    assert_eq!((status, problem(&body)), (403, "self-approval"), "{body}");
+    assert!(memories(&s.admin, "held").is_empty());
+
+    // A TTL on an update schedules a forget: the forget rule holds it.
+    let writer = agent(&s, "bot", "assistant", &["guarded=writer", "held=writer"]);
+    let (_, m) = curl(
+        &writer,
+        "POST",
+        "/v1/namespaces/guarded/memories",
+        Some(r#"{"content":"keep me"}"#),
+    );
+    let mid = m["id"].as_str().unwrap().to_string();
+    let (status, body) = curl(
+        &writer,
+        "PATCH",
+        &format!("/v1/namespaces/guarded/memories/{mid}"),
+        Some(r#"{"ttl_seconds":1}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["approval"]["requirement"]["approver_types"],
+        json!(["reviewer"])
+    );
+    let (status, body) = curl(
+        &writer,
+        "PATCH",
+        &format!("/v1/namespaces/guarded/memories/{mid}"),
+        Some(r#"{"tags":["fine"]}"#),
+    );
+    assert_eq!(status, 200, "an update without a TTL is an update: {body}");
+
+    // A bulk store retried with one Idempotency-Key: each item keeps its own.
+    let bulk = |key: &str| {
+        curl_full(
+            &writer,
+            "POST",
+            "/v1/namespaces/held/memories/bulk",
+            Some(r#"{"memories":[{"content":"first"},{"content":"second"}]}"#),
+            &[&format!("idempotency-key: {key}")],
+        )
+        .body
+    };
+    let (one, again) = (bulk("batch-1"), bulk("batch-1"));
+    let ids = |b: &Value| -> Vec<String> {
+        b["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["approval"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&one).len(), 2);
+    assert_ne!(ids(&one)[0], ids(&one)[1], "{one}");
+    assert_eq!(ids(&one), ids(&again));
+
+    // Another namespace's key under the requester's agent name sees nothing.
+    let namesake = agent(&s, "bot", "assistant", &["elsewhere=admin"]);
+    let (status, _) = curl(
+        &namesake,
+        "GET",
+        &format!("/v1/approvals/{}", ids(&one)[0]),
+        None,
+    );
+    assert_eq!(status, 404);
+    let (status, _) = curl(
+        &namesake,
+        "POST",
+        &format!("/v1/approvals/{}/cancel", ids(&one)[0]),
+        None,
+    );
+    assert_eq!(status, 404);
+    let (_, listed) = curl(&namesake, "GET", "/v1/approvals?as=requester", None);
+    assert!(
+        listed["approvals"].as_array().unwrap().is_empty(),
+        "{listed}"
+    );
+    audit_verifies(d);
+}
+
+#[test]
+fn revoked_requesters_forgotten_targets_and_deleted_namespaces_close_what_waits() {
+    let s = governed(&[
+        r#"{"name":"work","policy":"store=single:reviewer; update=single:reviewer; *=allow","embedder":"none"}"#,
+        r#"{"name":"doomed","policy":"store=single:reviewer; *=allow","embedder":"none"}"#,
+    ]);
+    let d = &s.data;
+    let rita = agent(&s, "rita", "reviewer", &["*=reader"]);
+    let leaver_key = key(d, "leaver", "assistant", &["work=writer"]);
+    let leaver = s.admin.as_key(Some(&leaver_key));
+    let (id, hash) = held_store(&leaver, "work", "asked before leaving", &[]);
+    let (code, _, err) = memhost(&[
+        "keys",
+        "revoke",
+        &leaver_key[4..20],
+        "--data",
+        d.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (status, body) = vote(&rita, &id, "approve", &hash);
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("failed")),
+        "{body}"
+    );
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("requester_revoked"),
+        "{body}"
+    );
+    assert!(memories(&s.admin, "work").is_empty());
+
+    // An update waiting on a memory that is then forgotten: superseded.
+    let writer = agent(&s, "writer", "assistant", &["*=writer"]);
+    let (status, m) = curl(
+        &agent(&s, "w2", "assistant", &["doomed=writer"]),
+        "POST",
+        "/v1/namespaces/doomed/memories",
+        Some(r#"{"content":"in the doomed namespace"}"#),
+    );
+    assert_eq!(status, 202, "{m}");
+    let doomed_item = m["approval"]["id"].as_str().unwrap().to_string();
+    // The admin (requester of nothing here) stores directly in work under
+    // an update rule, then the memory is forgotten while an update waits.
+    let (status, stored) = curl(
+        &s.admin,
+        "POST",
+        "/v1/namespaces/work/memories",
+        Some(r#"{"content":"target"}"#),
+    );
+    assert_eq!(status, 202, "{stored}");
+    let (id, hash) = (
+        stored["approval"]["id"].as_str().unwrap().to_string(),
+        stored["approval"]["payload_hash"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let (_, done) = vote(&rita, &id, "approve", &hash);
+    assert_eq!(done["state"], "executed", "{done}");
+    let target = memories(&s.admin, "work")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, waiting) = curl(
+        &writer,
+        "PATCH",
+        &format!("/v1/namespaces/work/memories/{target}"),
+        Some(r#"{"tags":["x"]}"#),
+    );
+    assert_eq!(status, 403, "a writer changes only its own: {waiting}");
+    let (status, waiting) = curl(
+        &s.admin,
+        "PATCH",
+        &format!("/v1/namespaces/work/memories/{target}"),
+        Some(r#"{"tags":["x"]}"#),
+    );
+    assert_eq!(status, 202, "{waiting}");
+    let waiting = waiting["approval"]["id"].as_str().unwrap().to_string();
+    let (status, _) = curl(
+        &s.admin,
+        "DELETE",
+        &format!("/v1/namespaces/work/memories/{target}"),
+        None,
+    );
+    assert_eq!(status, 204);
+    let (_, view) = curl(&rita, "GET", &format!("/v1/approvals/{waiting}"), None);
+    assert_eq!(view["state"], "superseded", "{view}");
+
+    // A namespace admin cancels another's item.
+    let (other, _) = held_store(&writer, "work", "withdrawn by the admin", &[]);
+    let (status, body) = curl(
+        &s.admin,
+        "POST",
+        &format!("/v1/approvals/{other}/cancel"),
+        None,
+    );
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("cancelled")),
+        "{body}"
+    );
+
+    // Deleting the namespace supersedes what waits there, and keeps
+    // nothing of it.
+    let (status, _) = curl(&s.admin, "DELETE", "/v1/namespaces/doomed", None);
+    assert_eq!(status, 204);
+    let (status, view) = curl(
+        &s.admin,
+        "GET",
+        &format!("/v1/approvals/{doomed_item}"),
+        None,
+    );
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["state"], "superseded", "{view}");
+    assert!(view["tags"].as_array().unwrap().is_empty());
+    audit_verifies(d);
+}
+
+#[test]
+fn two_held_settings_changes_never_undo_each_other() {
+    let s = governed(&[
+        r#"{"name":"cfg","policy":"configure=single:reviewer; *=allow","embedder":"none"}"#,
+    ]);
+    let rita = agent(&s, "rita", "reviewer", &["cfg=reader"]);
+    let patch = |body: &str| {
+        let (status, held) = curl(&s.admin, "PATCH", "/v1/namespaces/cfg", Some(body));
+        assert_eq!(status, 202, "{held}");
+        (
+            held["approval"]["id"].as_str().unwrap().to_string(),
+            held["approval"]["payload_hash"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let first = patch(r#"{"description":"first"}"#);
+    let second = patch(r#"{"approval_ttl_seconds":600}"#);
+    let (_, done) = vote(&rita, &second.0, "approve", &second.1);
+    assert_eq!(done["state"], "executed", "{done}");
+    // The first was asked against settings that no longer hold.
+    let (_, stale) = vote(&rita, &first.0, "approve", &first.1);
+    assert_eq!(stale["state"], "failed", "{stale}");
+    assert!(
+        stale["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("stale_target"),
+        "{stale}"
+    );
+    let (_, ns) = curl(&s.admin, "GET", "/v1/namespaces/cfg", None);
+    assert_eq!(ns["settings"]["approval_ttl_seconds"], 600, "{ns}");
+    assert!(ns["settings"]["description"].is_null(), "{ns}");
+}

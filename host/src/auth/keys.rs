@@ -56,6 +56,11 @@ pub struct KeyFields {
     /// Key id it was created with (`cli` for the command line).
     #[serde(default)]
     pub created_by_key: Option<String>,
+    /// The agents whose keys minted this one, up the chain, nearest last
+    /// (the operator at the command line is not listed). An agent never
+    /// approves through a key it minted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub minted_by: Vec<String>,
     /// Unix ms; none = never.
     pub expires_at: Option<i64>,
     /// Unix ms, once revoked.
@@ -118,6 +123,12 @@ impl ApiKey {
             agent_type: f.agent_type.clone(),
             grants: f.grants.clone(),
             expires_at: f.expires_at,
+            minted_by: if f.minted_by.is_empty() && f.created_by_key.as_deref() != Some("cli") {
+                // Keys minted before lineage was recorded: their maker.
+                vec![f.created_by.clone()]
+            } else {
+                f.minted_by.clone()
+            },
             idempotency_key: None,
             _slot: None,
         }
@@ -193,6 +204,7 @@ mod tests {
             created_at: 0,
             created_by: "op".into(),
             created_by_key: None,
+            minted_by: Vec::new(),
             expires_at,
             revoked_at: None,
             rate: None,

@@ -191,6 +191,9 @@ pub struct Principal {
     /// When the credential stops working (Unix ms); keys it creates may
     /// not outlive it.
     pub expires_at: Option<i64>,
+    /// The agents whose keys minted this one, up the chain (empty for the
+    /// operator's keys and the command line).
+    pub minted_by: Vec<String>,
     /// Request-scoped: the `Idempotency-Key` the request carried. A
     /// retried change that a policy held returns the same approval.
     pub idempotency_key: Option<String>,
@@ -206,6 +209,7 @@ impl Principal {
             agent_type: agent_type.into(),
             grants,
             expires_at: None,
+            minted_by: Vec::new(),
             idempotency_key: None,
             _slot: None,
         }

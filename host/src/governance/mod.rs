@@ -229,6 +229,15 @@ pub struct PendingAction {
     pub closed_at: Option<i64>,
     /// Bumped by every transition.
     pub revision: u32,
+    /// For a change of the namespace itself: sha256 (hex) of its settings
+    /// and index generation when it was asked for. It runs only against
+    /// those: two held changes of one namespace never undo each other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_hash: Option<String>,
+    /// The kind the policy was asked about when it is not `kind`'s own (an
+    /// update that sets a TTL answers to the forget rule when stricter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_kind: Option<Kind>,
     /// Its `i/` row when it was submitted with an `Idempotency-Key`.
     #[serde(skip)]
     pub idempotency_row: Option<Vec<u8>>,
@@ -441,6 +450,13 @@ impl Ledger {
         if current.revision + 1 != next.revision || current.state != State::Pending {
             return Err(StoreError::Rejected(RACED.into()));
         }
+        // Past its expiry an item can only expire (or be superseded): a
+        // vote that began in time and commits late runs nothing.
+        if crate::clock::now_ms() >= current.expires_at
+            && !matches!(next.state, State::Expired | State::Superseded)
+        {
+            return Err(StoreError::Rejected(RACED.into()));
+        }
         txn.put(
             t.pending,
             &item_row(&next.id),
@@ -488,8 +504,10 @@ impl Ledger {
     }
 
     /// Mark every open item of namespace `ns` that `which` selects
-    /// superseded, with `reason`, inside the caller's transaction. Returns
-    /// the items as they are now, for the caller's audit entries.
+    /// superseded, with `reason`, inside the caller's transaction; `scrub`
+    /// also drops the tags and labels they recorded. Returns the items as
+    /// they are now, for the caller's audit entries.
+    #[allow(clippy::too_many_arguments)]
     pub fn supersede_in(
         &self,
         txn: &mut RwTransaction<'_>,
@@ -497,12 +515,17 @@ impl Ledger {
         ns: &Uuid,
         which: impl Fn(&PendingAction) -> bool,
         reason: &str,
+        scrub: bool,
         now: i64,
     ) -> Result<Vec<PendingAction>, StoreError> {
         let mut out = Vec::new();
         for item in self.open_in(txn, t, ns)? {
             if item.state == State::Pending && which(&item) {
-                let next = item.closed(State::Superseded, Some(reason.to_string()), now);
+                let mut next = item.closed(State::Superseded, Some(reason.to_string()), now);
+                if scrub {
+                    next.tags.clear();
+                    next.labels.clear();
+                }
                 self.transition(txn, t, &next)?;
                 out.push(next);
             }

@@ -76,6 +76,13 @@ impl Service {
         }
     }
 
+    /// Does key `id` exist and work now (not revoked, not expired)?
+    pub(super) fn key_usable(&self, id: &str) -> Result<bool, ServiceError> {
+        Ok(self
+            .load_key(id)?
+            .is_some_and(|k| k.state(model::now_ms()).is_ok()))
+    }
+
     /// The key a bearer token stands for, if it is valid now. Reads the
     /// store on every call, so a key created or revoked by another process
     /// (`memhost keys …`) counts at once.
@@ -181,6 +188,17 @@ impl Service {
                 created_at: now,
                 created_by: who.agent_id.clone(),
                 created_by_key: Some(who.key_id.clone()),
+                // The command line's operator holds the master key: keys it
+                // mints start a chain of their own.
+                minted_by: if who.key_id == "cli" {
+                    Vec::new()
+                } else {
+                    who.minted_by
+                        .iter()
+                        .cloned()
+                        .chain(std::iter::once(who.agent_id.clone()))
+                        .collect()
+                },
                 expires_at,
                 revoked_at: None,
                 rate: new.rate,

@@ -37,6 +37,9 @@ use crate::governance::{
 use crate::plugins::facade::{self, ActionKind, Decision, Outcome};
 use crate::store::{RwTransaction, StoreError, Tables};
 
+/// How a failure says the requester's key no longer works.
+const REQUESTER_GONE: &str = "the requester's key";
+
 /// The most approvals a requirement may ask for.
 pub const MAX_APPROVALS: u32 = 100;
 /// The most agent types a requirement may name.
@@ -101,6 +104,9 @@ pub(super) struct Proposal<'a> {
     pub payload: Payload,
     /// The audit action name of the change (`memory.store`, …).
     pub audit_action: &'static str,
+    /// Also ask the policy about the change as this kind, and hold to the
+    /// stricter answer: an update that sets a TTL schedules a forget.
+    pub also_as: Option<Kind>,
 }
 
 impl<'a> Proposal<'a> {
@@ -113,6 +119,7 @@ impl<'a> Proposal<'a> {
             labels: Vec::new(),
             payload,
             audit_action,
+            also_as: None,
         }
     }
 }
@@ -256,7 +263,7 @@ fn action_kind(kind: Kind) -> ActionKind {
 /// The record the policy sees: never content.
 fn wit_action(item: &PendingAction) -> facade::Action {
     facade::Action {
-        kind: action_kind(item.kind),
+        kind: action_kind(item.policy_kind.unwrap_or(item.kind)),
         actor: facade::Actor {
             agent_id: item.requester.agent_id.clone(),
             agent_type: item.requester.agent_type.clone(),
@@ -350,6 +357,12 @@ impl Service {
             closed_at: None,
             revision: 0,
             idempotency_row: None,
+            policy_kind: None,
+            namespace_hash: matches!(
+                p.payload.kind(),
+                Kind::Configure | Kind::DeleteNamespace | Kind::Reindex
+            )
+            .then(|| namespace_hash(ns)),
         };
         let refused = |outcome: &str, detail: String| {
             let mut r = Record::by(who, p.audit_action)
@@ -366,16 +379,39 @@ impl Service {
                 detail: "it is not loaded".into(),
             });
         };
-        let decision = match policy.evaluate(&wit_action(&item)) {
-            Ok(d) => d,
-            Err(e) => {
-                self.record_event(refused("denied", format!("policy failed closed: {e}")));
-                return Err(ServiceError::PolicyFailed {
-                    plugin: plugin_id,
-                    detail: e.kind.to_string(),
-                });
+        let mut asked = vec![None];
+        asked.extend(p.also_as.map(Some));
+        let mut decision = Decision::Allow;
+        for kind in asked {
+            let mut probe = item.clone();
+            probe.policy_kind = kind;
+            let answer = match policy.evaluate(&wit_action(&probe)) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.record_event(refused("denied", format!("policy failed closed: {e}")));
+                    return Err(ServiceError::PolicyFailed {
+                        plugin: plugin_id,
+                        detail: e.kind.to_string(),
+                    });
+                }
+            };
+            // The stricter answer holds: deny over approval over allow, and
+            // of two requirements the one needing more approvals; the
+            // tally is asked as the kind whose requirement holds.
+            let stricter = match (&decision, &answer) {
+                (Decision::Deny(_), _) => false,
+                (_, Decision::Deny(_)) => true,
+                (Decision::Allow, Decision::RequireApproval(_)) => true,
+                (Decision::RequireApproval(a), Decision::RequireApproval(b)) => {
+                    b.approvals_needed >= a.approvals_needed
+                }
+                _ => false,
+            };
+            if stricter {
+                decision = answer;
+                item.policy_kind = kind;
             }
-        };
+        }
         let requirement = match decision {
             Decision::Allow => return Ok(()),
             Decision::Deny(reason) => {
@@ -508,8 +544,9 @@ impl Service {
             .store
             .read(|txn, t| ledger.get_in(txn, t, id))?
             .ok_or_else(|| ServiceError::NoApproval(id.to_string()))?;
-        // Not found and not yours look the same.
-        if who.role_in(&item.namespace).is_none() && who.agent_id != item.requester.agent_id {
+        // Only members of its namespace see an item (its requester was one
+        // when it asked); not found and not yours look the same.
+        if who.role_in(&item.namespace).is_none() {
             return Err(ServiceError::NoApproval(id.to_string()));
         }
         Ok(item)
@@ -553,10 +590,13 @@ impl Service {
                 memory.title = Some(self.shown_text(&ns, t)?);
             }
         }
-        if let Payload::Update { patch } = &mut payload
-            && let Some(c) = &patch.content
-        {
-            patch.content = Some(self.shown_text(&ns, c)?);
+        if let Payload::Update { patch } = &mut payload {
+            if let Some(c) = &patch.content {
+                patch.content = Some(self.shown_text(&ns, c)?);
+            }
+            if let Some(t) = &patch.title {
+                patch.title = Some(self.shown_text(&ns, t)?);
+            }
         }
         Ok(serde_json::to_value(&payload).ok())
     }
@@ -671,6 +711,16 @@ impl Service {
                     ServiceError::SelfApproval(format!(
                         "agent \"{}\" asked for approval {id} and may not vote on it",
                         who.agent_id
+                    )),
+                ));
+            }
+            if who.minted_by.contains(&item.requester.agent_id) {
+                return Err(self.refuse_vote(
+                    who,
+                    &item,
+                    ServiceError::SelfApproval(format!(
+                        "key {} was minted through agent \"{}\", which asked for approval {id}: an agent never approves through keys it made",
+                        who.key_id, item.requester.agent_id
                     )),
                 ));
             }
@@ -830,6 +880,32 @@ impl Service {
                 self.close(&next, vec![vote_record, closed])?;
                 self.view(who, next)
             }
+            // The host counts too: an `approved` without an approving vote
+            // that decides, or without enough distinct eligible approvals,
+            // is a broken policy, and a broken policy never runs anything.
+            Outcome::Approved
+                if !approve
+                    || u32::try_from(
+                        next.votes
+                            .iter()
+                            .filter(|v| v.approve && item.accepts(&v.agent_type))
+                            .count(),
+                    )
+                    .unwrap_or(0)
+                        < item.requirement.approvals_needed =>
+            {
+                Err(ServiceError::PolicyFailed {
+                    plugin: plugin_id,
+                    detail: format!(
+                        "its tally approved with {} eligible approvals of the {} it asked for; the vote was not counted",
+                        next.votes
+                            .iter()
+                            .filter(|v| v.approve && item.accepts(&v.agent_type))
+                            .count(),
+                        item.requirement.approvals_needed
+                    ),
+                })
+            }
             Outcome::Approved => {
                 let executed = PendingAction {
                     state: State::Executed,
@@ -852,10 +928,12 @@ impl Service {
                 match self.execute(&ns, &item, exec) {
                     Ok(()) => self.view(who, executed),
                     Err(e) if precondition_failed(&e) => {
-                        let reason = if matches!(e, ServiceError::NoNamespace(_)) {
-                            format!("namespace_gone: {e}")
-                        } else {
-                            format!("stale_target: {e}")
+                        let reason = match &e {
+                            ServiceError::NoNamespace(_) => format!("namespace_gone: {e}"),
+                            ServiceError::Conflict(m) if m.starts_with(REQUESTER_GONE) => {
+                                format!("requester_revoked: {e}")
+                            }
+                            _ => format!("stale_target: {e}"),
                         };
                         let failed = PendingAction {
                             state: State::Failed,
@@ -885,6 +963,23 @@ impl Service {
         exec: Execution,
     ) -> Result<(), ServiceError> {
         let who = Principal::requester(&item.requester);
+        // It runs as its requester: one whose key is gone runs nothing.
+        if !matches!(who.key_id.as_str(), "cli" | "no-auth" | "system")
+            && !self.key_usable(&who.key_id)?
+        {
+            return Err(ServiceError::Conflict(format!(
+                "{REQUESTER_GONE} (key {}) was revoked or expired",
+                who.key_id
+            )));
+        }
+        if let Some(then) = &item.namespace_hash
+            && *then != namespace_hash(ns)
+        {
+            return Err(ServiceError::Conflict(format!(
+                "namespace \"{}\" changed since this was asked for",
+                ns.name
+            )));
+        }
         // A payload is removed when its item closes: another vote closed it
         // since it was read. Read the item again.
         let payload = self
@@ -1006,9 +1101,12 @@ impl Service {
                     .rows_max(|t| t.pending, &from, |k| k.starts_with(ITEM_PREFIX), 256)?;
             let exhausted = rows.len() < 256;
             for (k, v) in &rows {
-                let item = ledger.open(k, v)?;
-                let visible = who.role_in(&item.namespace).is_some()
-                    || who.agent_id == item.requester.agent_id;
+                from = [k.clone(), vec![0]].concat();
+                let Ok(item) = ledger.open(k, v) else {
+                    tracing::error!("an approval row does not open; not listed");
+                    continue;
+                };
+                let visible = who.role_in(&item.namespace).is_some();
                 let state = item.state_at(now);
                 let keep = visible
                     && q.namespace.as_ref().is_none_or(|n| n == &item.namespace)
@@ -1032,7 +1130,6 @@ impl Service {
                     last = Some(item.id);
                     out.push(self.view(who, item)?);
                 }
-                from = [k.clone(), vec![0]].concat();
             }
             if exhausted {
                 break;
@@ -1063,7 +1160,14 @@ impl Service {
             .rows(|t| t.pending, ITEM_PREFIX, |k| k.starts_with(ITEM_PREFIX))?;
         let (mut expired, mut purged) = (0, 0);
         for (k, v) in rows {
-            let item = ledger.open(&k, &v)?;
+            let item = match ledger.open(&k, &v) {
+                Ok(item) => item,
+                Err(e) => {
+                    // One unreadable row must not stop every other expiry.
+                    tracing::error!(error = %e, "an approval row does not open; skipped");
+                    continue;
+                }
+            };
             if item.state == State::Pending && now >= item.expires_at {
                 if self.expire_if_due(item)?.state == State::Expired {
                     expired += 1;
@@ -1074,16 +1178,17 @@ impl Service {
             {
                 let id = item.id;
                 let ledger = ledger.clone();
-                self.store.write_blocking(move |txn, t| {
+                let done = self.store.write_blocking(move |txn, t| {
                     // Still closed: purge it.
                     if let Some(i) = ledger.get_in(txn, t, &id)?
                         && i.state != State::Pending
                     {
                         ledger.purge(txn, t, &i)?;
+                        return Ok(true);
                     }
-                    Ok(())
+                    Ok(false)
                 })?;
-                purged += 1;
+                purged += usize::from(done);
             }
         }
         Ok((expired, purged))
@@ -1105,7 +1210,10 @@ impl Service {
 }
 
 /// Supersede, inside a write transaction, the open items of `ns_id` that
-/// `which` selects, with their audit entries.
+/// `which` selects, with their audit entries; `scrub` (a deleted
+/// namespace) drops their tags and labels too: nothing of its memories
+/// stays behind.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn supersede_in(
     ledger: &Ledger,
     audit: &AuditLog,
@@ -1114,12 +1222,19 @@ pub(super) fn supersede_in(
     ns_id: &Uuid,
     which: impl Fn(&PendingAction) -> bool,
     reason: &str,
+    scrub: bool,
 ) -> Result<Vec<Entry>, StoreError> {
-    let items = ledger.supersede_in(txn, t, ns_id, which, reason, model::now_ms())?;
+    let items = ledger.supersede_in(txn, t, ns_id, which, reason, scrub, model::now_ms())?;
     Service::supersede_records(&items, reason)
         .iter()
         .map(|r| audit.append(txn, t, r))
         .collect()
+}
+
+/// sha256 (hex) of a namespace's settings and index generation.
+fn namespace_hash(ns: &Namespace) -> String {
+    let bytes = serde_json::to_vec(&(&ns.settings, ns.index_generation)).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
 }
 
 /// A requirement the host can honour: 1–100 approvals, valid agent types.

@@ -43,7 +43,7 @@ pub struct IndexProgress {
 }
 
 /// Namespace row `row` as it is in `txn`.
-fn namespace_in(
+pub(super) fn namespace_in(
     txn: &impl Transaction,
     t: &Tables,
     system: &DataKey,
@@ -51,6 +51,35 @@ fn namespace_in(
 ) -> Result<Option<Namespace>, StoreError> {
     Ok(get_in(txn, t.namespaces, row)?
         .and_then(|sealed| super::open_json::<Namespace>(system, "namespaces", row, &sealed).ok()))
+}
+
+/// Refuse, inside a write, when namespace `read` changed since it was read
+/// (another settings change, a policy change, a reindex, a delete): the
+/// write was decided — by its policy too — against what was read.
+pub(super) fn unchanged_in(
+    txn: &impl Transaction,
+    t: &Tables,
+    system: &DataKey,
+    row: &[u8],
+    read: &Namespace,
+) -> Result<(), StoreError> {
+    match namespace_in(txn, t, system, row)? {
+        Some(now)
+            if now.id == read.id
+                && now.settings == read.settings
+                && now.index_generation == read.index_generation =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(StoreError::Rejected(format!(
+            "namespace \"{}\" changed while this was being decided; retry",
+            read.name
+        ))),
+        None => Err(StoreError::Rejected(format!(
+            "namespace \"{}\" no longer exists",
+            read.name
+        ))),
+    }
 }
 
 /// The index generation recorded in namespace row `row`, read in `txn`.
@@ -390,6 +419,7 @@ impl Service {
         let name = ns.name.clone();
         let name = name.as_str();
         let (id, dimensions) = self.reindex_binding(&ns, embedder)?;
+        let read = ns.clone();
         ns.settings.dimensions = dimensions;
         let was = ns.settings.embedder.clone();
         let read_generation = ns.index_generation;
@@ -417,6 +447,7 @@ impl Service {
             if generation_in(txn, t, &system, &row)? != Some(read_generation) {
                 return Err(StoreError::Rejected(raced.clone()));
             }
+            unchanged_in(txn, t, &system, &row, &read)?;
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
             let prefix = ns_id.as_bytes();
             let keys = |txn: &lmdb::RwTransaction<'_>, db| -> Result<Vec<Vec<u8>>, StoreError> {

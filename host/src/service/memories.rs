@@ -188,8 +188,11 @@ impl Service {
                 target: None,
                 tags: memory.tags.clone(),
                 labels: memory.redactions.keys().cloned().collect(),
+                // Held as submitted (sealed under the namespace key, removed
+                // when the item closes): it runs exactly as it was asked.
                 payload: Payload::Store { memory: new },
                 audit_action: "memory.store",
+                also_as: None,
             },
         )?;
         self.commit_store(who, &ns, memory, None)
@@ -205,9 +208,17 @@ impl Service {
     ) -> Result<Memory, ServiceError> {
         self.validate(&new)?;
         let actor = who.actor();
-        let (redacted, counts) = self.redact(ns, &new.content)?;
+        let (redacted, mut counts) = self.redact(ns, &new.content)?;
         let title = match &new.title {
-            Some(t) => Some(self.redact(ns, t)?.0),
+            Some(t) => {
+                // What the title holds counts too: a policy deciding on
+                // labels must see a secret wherever it was put.
+                let (shown, found) = self.redact(ns, t)?;
+                for (label, n) in found {
+                    *counts.entry(label).or_insert(0) += n;
+                }
+                Some(shown)
+            }
             None => None,
         };
         let content = match ns.settings.redaction {
@@ -272,11 +283,13 @@ impl Service {
         let twin_key = key.clone();
         let exec_in = exec.clone();
         let gone = format!("namespace \"{}\" no longer exists", ns.name);
+        let read = ns.clone();
         let (existing, indexing, entry) = self.store.write_blocking(move |txn, t| {
             approvals::apply(&exec_in, txn, t)?;
             if get_in(txn, t.namespaces, &ns_row)?.is_none() {
                 return Err(StoreError::Rejected(gone.clone()));
             }
+            indexing::unchanged_in(txn, t, &system, &ns_row, &read)?;
             let embeds = indexing::embeds_in(txn, t, &system, &ns_row, &ns_id, &ns_name)?;
             if let Some(prior) = get_in(txn, t.dedup, &dedup_row)?
                 && let Ok(prior_id) = Uuid::from_slice(&prior)
@@ -340,10 +353,15 @@ impl Service {
         self.find_namespace(namespace)?;
         Ok(items
             .into_iter()
-            .map(|item| {
+            .enumerate()
+            .map(|(i, item)| {
                 let new: NewMemory =
                     serde_json::from_value(item).map_err(|e| invalid("memory", e.to_string()))?;
-                self.store(who, namespace, new)
+                // One Idempotency-Key for the request: one per item, so a
+                // retried bulk returns each item's own approval.
+                let mut who = who.clone();
+                who.idempotency_key = who.idempotency_key.map(|k| format!("{k}#{i}"));
+                self.store(&who, namespace, new)
             })
             .collect())
     }
@@ -478,6 +496,8 @@ impl Service {
                     patch: patch.clone(),
                 },
                 audit_action: "memory.update",
+                // A TTL schedules a forget: the forget rule applies too.
+                also_as: patch.ttl_seconds.map(|_| crate::governance::Kind::Forget),
             },
         )?;
         self.commit_update(who, &ns, old, next, patch.ttl_seconds, None)
@@ -522,7 +542,11 @@ impl Service {
             next.title = if title.is_empty() {
                 None
             } else {
-                Some(self.redact(ns, title)?.0)
+                let (shown, found) = self.redact(ns, title)?;
+                for (label, n) in found {
+                    *redactions.entry(label).or_insert(0) += n;
+                }
+                Some(shown)
             };
         }
         let now = model::now_ms();
@@ -584,8 +608,10 @@ impl Service {
         let record = Record::by(who, "memory.update").ns(&ns.name).target(id);
         let audit = self.audit.clone();
         let exec_in = exec.clone();
+        let read = ns.clone();
         let entry = self.store.write_blocking(move |txn, t| {
             approvals::apply(&exec_in, txn, t)?;
+            indexing::unchanged_in(txn, t, &system, &ns_row, &read)?;
             // The version read above must still be current: no lost updates.
             let current = get_in(txn, t.memories, &head)?;
             if current.is_none() {
@@ -741,6 +767,7 @@ impl Service {
                 labels: current.redactions.keys().cloned().collect(),
                 payload: Payload::Forget,
                 audit_action: "memory.forget",
+                also_as: None,
             },
         )?;
         self.remove(&ns, &current, Record::by(who, "memory.forget"), None)
@@ -792,8 +819,12 @@ impl Service {
         let raced = format!("memory {id} changed while it was being forgotten; retry");
         let ledger = self.ledger()?;
         let exec_in = exec.clone();
+        let system = self.system_key()?;
+        let ns_row = self.namespace_row(&ns.name)?;
+        let read = ns.clone();
         let entries = self.store.write_blocking(move |txn, t| {
             approvals::apply(&exec_in, txn, t)?;
+            indexing::unchanged_in(txn, t, &system, &ns_row, &read)?;
             // The version checked (and, for a writer, found to be its own)
             // must still be the current one.
             let still = get_in(txn, t.memories, &prefix)?
@@ -839,6 +870,7 @@ impl Service {
                 &ns_id,
                 |i| i.target_id == Some(memory_id),
                 "its memory was forgotten",
+                false,
             )?);
             Ok(entries)
         })?;

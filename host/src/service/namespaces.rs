@@ -217,6 +217,7 @@ impl Service {
         let name = ns.name.clone();
         let policy_changed = (&settings.policy, &settings.policy_plugin)
             != (&ns.settings.policy, &ns.settings.policy_plugin);
+        let read = ns.clone();
         ns.settings = settings;
         let row = self.namespace_row(&name)?;
         let system = self.system_key()?;
@@ -234,6 +235,9 @@ impl Service {
             if indexing::generation_in(txn, t, &system, &row)? != Some(generation) {
                 return Err(StoreError::Rejected(raced.clone()));
             }
+            // So would any other change of the settings (a policy change
+            // above all).
+            indexing::unchanged_in(txn, t, &system, &row, &read)?;
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
             let mut entries = vec![audit.append(txn, t, &record)?];
             if policy_changed {
@@ -245,6 +249,7 @@ impl Service {
                     &ns_id,
                     |_| true,
                     "its namespace's policy changed",
+                    false,
                 )?);
             }
             Ok(entries)
@@ -285,12 +290,15 @@ impl Service {
         let kid = key_id.clone();
         let ns_id = ns.id;
         let gone = format!("namespace \"{name}\" no longer exists");
+        let system = self.system_key()?;
+        let read = ns.clone();
         let exec_in = exec.clone();
         let entries = self.store.write_blocking(move |txn, t| {
             approvals::apply(&exec_in, txn, t)?;
             if get_in(txn, t.namespaces, &row)?.is_none() {
                 return Err(StoreError::Rejected(gone.clone()));
             }
+            indexing::unchanged_in(txn, t, &system, &row, &read)?;
             txn.del(t.namespaces, &row, None)?;
             match txn.del(t.keys, &kid, None) {
                 Ok(()) | Err(lmdb::Error::NotFound) => {}
@@ -305,6 +313,7 @@ impl Service {
                 &ns_id,
                 |_| true,
                 "its namespace was deleted",
+                true,
             )?);
             Ok(entries)
         })?;

@@ -13,8 +13,9 @@
 //! Per kind: `store=allow; forget=single:human; configure=consensus:2;
 //! *=single:reviewer`. Kinds are `store`, `update`, `forget`, `purge`
 //! (deleting the namespace) and `configure` (its settings, policy and
-//! reindex); `*` is every kind not named. A kind that is not named, with no
-//! `*`, is allowed.
+//! reindex); `*` is every kind not named, and must be given unless every
+//! kind is: a forgotten kind — `configure` above all, which could replace
+//! the policy itself — is never allowed by omission.
 //!
 //! Anything else is a configuration error naming the bad part, which the
 //! host refuses when the namespace is created or changed, and turns into a
@@ -162,10 +163,25 @@ impl Rules {
             }
             by_kind.push((known, rule));
         }
-        Ok(Rules {
-            by_kind,
-            rest: rest.unwrap_or(Rule::Allow),
-        })
+        let rest = match rest {
+            Some(rule) => rule,
+            None if by_kind.len() == KINDS.len() => Rule::Deny,
+            None => {
+                let missing: Vec<&str> = KINDS
+                    .iter()
+                    .filter(|k| !by_kind.iter().any(|(named, _)| named == *k))
+                    .copied()
+                    .collect();
+                return Err(config_error(
+                    config,
+                    format!(
+                        "{} not named and there is no *=rule for them",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        };
+        Ok(Rules { by_kind, rest })
     }
 
     /// The rule for `kind`.
@@ -266,14 +282,13 @@ mod tests {
             Decision::RequireApproval(r) => assert_eq!(r.approver_types, ["reviewer"]),
             other => panic!("{other:?}"),
         }
-        // No `*`: what is not named runs.
         assert!(matches!(
-            p.evaluate(&action(ActionKind::Store, "purge=deny"))
+            p.evaluate(&action(ActionKind::Store, "purge=deny; *=allow"))
                 .unwrap(),
             Decision::Allow
         ));
         assert!(matches!(
-            p.evaluate(&action(ActionKind::Purge, "purge=deny"))
+            p.evaluate(&action(ActionKind::Purge, "purge=deny; *=allow"))
                 .unwrap(),
             Decision::Deny(_)
         ));
@@ -296,6 +311,11 @@ mod tests {
             ("store=allow; store=deny", "\"store\" is given twice"),
             ("store=allow; forget", "\"forget\" is not kind=rule"),
             ("store=often", "\"often\" is not a rule"),
+            // Nothing is allowed by omission.
+            (
+                "forget=single:human",
+                "store, update, purge, configure not named",
+            ),
         ] {
             let err = Rules::parse(bad).unwrap_err();
             assert!(
