@@ -280,7 +280,10 @@ fn wit_action(item: &PendingAction) -> facade::Action {
 /// submitted) rather than a passing fault (storage, a missing plugin)?
 fn precondition_failed(e: &ServiceError) -> bool {
     match e {
-        ServiceError::Conflict(m) => m != RACED,
+        ServiceError::Conflict(_) => !raced(e),
+        // A policy plugin missing for a moment (a reload) is a passing
+        // fault: the vote is not counted and can be cast again.
+        ServiceError::Invalid { field, .. } if field == "policy_plugin" => false,
         ServiceError::NoMemory { .. }
         | ServiceError::NoNamespace(_)
         | ServiceError::Invalid { .. }
@@ -289,8 +292,10 @@ fn precondition_failed(e: &ServiceError) -> bool {
     }
 }
 
+/// Did the item, or what it acts on, move under this attempt? Read again
+/// and retry: a lost race is not a verdict.
 fn raced(e: &ServiceError) -> bool {
-    matches!(e, ServiceError::Conflict(m) if m == RACED)
+    matches!(e, ServiceError::Conflict(m) if m == RACED || m.ends_with("; retry"))
 }
 
 impl Principal {
