@@ -2,7 +2,9 @@
 //! `memhost plugin new --kind policy` scaffolds a plugin that builds and
 //! passes its own test as it stands; built for wasm32-wasip2 and dropped in
 //! the plugin directory it is loaded by a running server, a namespace
-//! points at it, and from then on it decides that namespace's changes.
+//! points at it, and from then on it decides that namespace's changes. The
+//! Python scaffold passes its own tests, builds with componentize-py and
+//! loads.
 
 use std::process::Command;
 
@@ -110,4 +112,58 @@ fn a_scaffolded_policy_builds_hot_loads_and_governs_a_namespace() {
     );
     assert_eq!(view["policy"]["plugin"], "team-rules");
     assert_eq!(view["policy"]["version"], "0.1.0");
+}
+
+#[test]
+fn a_scaffolded_python_policy_passes_its_tests_builds_and_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = memhost(&[
+        "plugin",
+        "new",
+        "--kind",
+        "policy",
+        "--lang",
+        "python",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+        "py-rules",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let project = tmp.path().join("py-rules");
+    let run = |program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(&project)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let tested = run("python3", &["-m", "unittest"]);
+    assert!(tested.contains("OK"), "{tested}");
+    run(
+        "componentize-py",
+        &[
+            "-d",
+            "wit",
+            "-w",
+            "memhost:plugin/policy-plugin",
+            "componentize",
+            "app",
+            "-o",
+            "py_rules.wasm",
+        ],
+    );
+    let (code, out, err) = memhost(&["plugin", "check", project.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("policy"), "{out}");
 }
