@@ -533,3 +533,149 @@ impl Ledger {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+    use std::sync::Arc;
+
+    fn item(ns: Uuid, expires_at: i64) -> PendingAction {
+        PendingAction {
+            id: Uuid::now_v7(),
+            kind: Kind::Store,
+            namespace: "team".into(),
+            namespace_id: ns,
+            target_id: None,
+            target_version: None,
+            requester: Requester {
+                key_id: "k".into(),
+                agent_id: "bot".into(),
+                agent_type: "assistant".into(),
+            },
+            tags: vec!["t".into()],
+            labels: vec!["email".into()],
+            requirement: Requirement {
+                summary: "one".into(),
+                approvals_needed: 1,
+                approver_types: vec![],
+            },
+            policy: PolicySnapshot {
+                plugin: "policy-standard".into(),
+                version: "0.1.0".into(),
+                config: "consensus:1".into(),
+            },
+            payload_hash: "h".into(),
+            state: State::Pending,
+            reason: None,
+            votes: vec![],
+            created_at: 0,
+            expires_at,
+            closed_at: None,
+            revision: 0,
+            namespace_hash: None,
+            policy_kind: None,
+            idempotency_row: None,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Store, Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        (dir, store, Ledger::new(Arc::new(DataKey::generate())))
+    }
+
+    fn insert(store: &Store, ledger: &Ledger, it: &PendingAction) {
+        let (l, i) = (ledger.clone(), it.clone());
+        store
+            .write_blocking(move |txn, t| l.insert(txn, t, &i, b"sealed payload"))
+            .unwrap();
+    }
+
+    fn transition(store: &Store, ledger: &Ledger, next: &PendingAction) -> Result<(), StoreError> {
+        let (l, n) = (ledger.clone(), next.clone());
+        store.write_blocking(move |txn, t| l.transition(txn, t, &n))
+    }
+
+    #[test]
+    fn a_transition_applies_once_and_a_closed_item_drops_its_payload() {
+        let (_d, store, ledger) = open();
+        let ns = Uuid::now_v7();
+        let it = item(ns, i64::MAX);
+        insert(&store, &ledger, &it);
+        let executed = it.closed(State::Executed, None, 1);
+        transition(&store, &ledger, &executed).unwrap();
+        // The same transition again, or any other from the old revision: raced.
+        assert!(matches!(
+            transition(&store, &ledger, &executed),
+            Err(StoreError::Rejected(m)) if m == RACED
+        ));
+        let cancelled = it.closed(State::Cancelled, None, 2);
+        assert!(transition(&store, &ledger, &cancelled).is_err());
+        let stored = store
+            .read(|txn, t| ledger.get_in(txn, t, &it.id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.state, State::Executed);
+        assert_eq!(stored.namespace_id, ns);
+        assert!(
+            store
+                .get(|t| t.pending, &payload_row(&it.id))
+                .unwrap()
+                .is_none()
+        );
+        let open = store.read(|txn, t| ledger.open_in(txn, t, &ns)).unwrap();
+        assert!(open.is_empty());
+    }
+
+    #[test]
+    fn past_its_expiry_an_item_can_only_expire() {
+        let (_d, store, ledger) = open();
+        let it = item(Uuid::now_v7(), 1);
+        insert(&store, &ledger, &it);
+        assert!(transition(&store, &ledger, &it.closed(State::Executed, None, 2)).is_err());
+        transition(&store, &ledger, &it.closed(State::Expired, None, 2)).unwrap();
+    }
+
+    #[test]
+    fn a_repeated_idempotency_key_names_the_first_item_and_writes_nothing() {
+        let (_d, store, ledger) = open();
+        let ns = Uuid::now_v7();
+        let row = idempotency_row(&ns, &[7; 32]);
+        let mut first = item(ns, i64::MAX);
+        first.idempotency_row = Some(row.clone());
+        insert(&store, &ledger, &first);
+        let mut retry = item(ns, i64::MAX);
+        retry.idempotency_row = Some(row);
+        let (l, r) = (ledger.clone(), retry.clone());
+        let earlier = store
+            .write_blocking(move |txn, t| l.insert(txn, t, &r, b"p"))
+            .unwrap();
+        assert_eq!(earlier, Some(first.id));
+        assert!(
+            store
+                .read(|txn, t| ledger.get_in(txn, t, &retry.id))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn superseding_a_deleted_namespace_scrubs_what_it_recorded() {
+        let (_d, store, ledger) = open();
+        let ns = Uuid::now_v7();
+        let it = item(ns, i64::MAX);
+        insert(&store, &ledger, &it);
+        let l = ledger.clone();
+        let closed = store
+            .write_blocking(move |txn, t| l.supersede_in(txn, t, &ns, |_| true, "gone", true, 5))
+            .unwrap();
+        assert_eq!(closed.len(), 1);
+        let stored = store
+            .read(|txn, t| ledger.get_in(txn, t, &it.id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.state, State::Superseded);
+        assert!(stored.tags.is_empty() && stored.labels.is_empty());
+    }
+}
