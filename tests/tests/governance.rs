@@ -58,6 +58,17 @@ fn memories(c: &Client, ns: &str) -> Vec<Value> {
     page["memories"].as_array().unwrap().clone()
 }
 
+/// The (id, payload hash) of the approval a held change answered with.
+fn approval_of(body: &Value) -> (String, String) {
+    let field = |name: &str| {
+        body["approval"][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no approval {name} in {body}"))
+            .to_string()
+    };
+    (field("id"), field("payload_hash"))
+}
+
 /// Store `content` in `ns` as `c`, expecting it held: (id, payload hash).
 fn held_store(c: &Client, ns: &str, content: &str, tags: &[&str]) -> (String, String) {
     let r = curl_full(
@@ -69,18 +80,12 @@ fn held_store(c: &Client, ns: &str, content: &str, tags: &[&str]) -> (String, St
     );
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.body["status"], "pending_approval");
-    let id = r.body["approval"]["id"].as_str().unwrap().to_string();
+    let (id, hash) = approval_of(&r.body);
     assert_eq!(
         r.header("location").as_deref(),
         Some(format!("/v1/approvals/{id}").as_str())
     );
-    (
-        id,
-        r.body["approval"]["payload_hash"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    )
+    (id, hash)
 }
 
 fn audit_verifies(data: &Path) {
@@ -232,11 +237,7 @@ fn a_stale_target_fails_an_expired_item_refuses_votes_and_cancel_withdraws() {
         &[],
     );
     assert_eq!(r.status, 202, "{}", r.body);
-    let id = r.body["approval"]["id"].as_str().unwrap().to_string();
-    let hash = r.body["approval"]["payload_hash"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, hash) = approval_of(&r.body);
     let (status, _) = curl(
         &writer,
         "PATCH",
@@ -287,11 +288,7 @@ fn a_stale_target_fails_an_expired_item_refuses_votes_and_cancel_withdraws() {
         None,
         &[],
     );
-    let id = r.body["approval"]["id"].as_str().unwrap().to_string();
-    let hash = r.body["approval"]["payload_hash"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, hash) = approval_of(&r.body);
     let (status, _) = curl(&other, "POST", &format!("/v1/approvals/{id}/cancel"), None);
     assert_eq!(status, 403);
     let (status, body) = curl(&writer, "POST", &format!("/v1/approvals/{id}/cancel"), None);
@@ -1097,13 +1094,7 @@ fn revoked_requesters_forgotten_targets_and_deleted_namespaces_close_what_waits(
         Some(r#"{"content":"target"}"#),
     );
     assert_eq!(status, 202, "{stored}");
-    let (id, hash) = (
-        stored["approval"]["id"].as_str().unwrap().to_string(),
-        stored["approval"]["payload_hash"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    );
+    let (id, hash) = approval_of(&stored);
     let (_, done) = vote(&rita, &id, "approve", &hash);
     assert_eq!(done["state"], "executed", "{done}");
     let target = memories(&s.admin, "work")[0]["id"]
@@ -1174,13 +1165,7 @@ fn two_held_settings_changes_never_undo_each_other() {
     let patch = |body: &str| {
         let (status, held) = curl(&s.admin, "PATCH", "/v1/namespaces/cfg", Some(body));
         assert_eq!(status, 202, "{held}");
-        (
-            held["approval"]["id"].as_str().unwrap().to_string(),
-            held["approval"]["payload_hash"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        )
+        approval_of(&held)
     };
     let first = patch(r#"{"description":"first"}"#);
     let second = patch(r#"{"approval_ttl_seconds":600}"#);

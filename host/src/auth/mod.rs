@@ -238,6 +238,13 @@ impl Principal {
         )
     }
 
+    /// A principal as an earlier request recorded it (the requester of a
+    /// held change, when an approval runs it): its identity without roles,
+    /// for what was authorized when it asked.
+    pub fn recorded(key_id: &str, agent_id: &str, agent_type: &str) -> Principal {
+        Principal::with(key_id, agent_id, agent_type, Vec::new())
+    }
+
     /// The host itself (the expiry sweep).
     pub fn system() -> Principal {
         Principal::with("system", "memhost", "system", Principal::everything())

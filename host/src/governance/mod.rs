@@ -34,6 +34,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::audit::{AuditLog, Entry, Record};
+use crate::auth::Principal;
 use crate::crypto::DataKey;
 use crate::store::{RwTransaction, StoreError, Tables, WriteFlags, get_in};
 
@@ -326,10 +328,13 @@ pub fn idempotency_row(ns: &Uuid, token: &[u8; 32]) -> Vec<u8> {
 /// The prefix of every item row.
 pub const ITEM_PREFIX: &[u8] = b"a/";
 
-/// The bookkeeping of held actions, sealed under the system key.
+/// The bookkeeping of held actions, sealed under the system key, and the
+/// audit entries of their transitions (the log is chained under the same
+/// key).
 #[derive(Clone)]
 pub struct Ledger {
     system: std::sync::Arc<DataKey>,
+    audit: AuditLog,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -339,7 +344,10 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 impl Ledger {
     /// A ledger sealed under the system data key.
     pub fn new(system: std::sync::Arc<DataKey>) -> Ledger {
-        Ledger { system }
+        Ledger {
+            audit: AuditLog::new(system.clone()),
+            system,
+        }
     }
 
     /// Seal `item` for its row.
@@ -436,26 +444,29 @@ impl Ledger {
     }
 
     /// Replace item `next.id`, which must still be at revision
-    /// `next.revision - 1` (else [`RACED`]). A terminal `next` drops its
-    /// payload and its open-index row.
+    /// `next.revision - 1` (else [`RACED`]), and append `records` to the
+    /// audit log in the same transaction; returns their entries, to emit
+    /// after commit. A terminal `next` drops its payload and its open-index
+    /// row.
     pub fn transition(
         &self,
         txn: &mut RwTransaction<'_>,
         t: &Tables,
         next: &PendingAction,
-    ) -> Result<(), StoreError> {
+        records: &[Record],
+    ) -> Result<Vec<Entry>, StoreError> {
         let current = self
             .get_in(txn, t, &next.id)?
-            .ok_or_else(|| StoreError::Rejected(RACED.into()))?;
+            .ok_or_else(|| StoreError::Raced(RACED.into()))?;
         if current.revision + 1 != next.revision || current.state != State::Pending {
-            return Err(StoreError::Rejected(RACED.into()));
+            return Err(StoreError::Raced(RACED.into()));
         }
         // Past its expiry an item can only expire (or be superseded): a
         // vote that began in time and commits late runs nothing.
         if crate::clock::now_ms() >= current.expires_at
             && !matches!(next.state, State::Expired | State::Superseded)
         {
-            return Err(StoreError::Rejected(RACED.into()));
+            return Err(StoreError::Raced(RACED.into()));
         }
         txn.put(
             t.pending,
@@ -474,7 +485,10 @@ impl Ledger {
                 }
             }
         }
-        Ok(())
+        records
+            .iter()
+            .map(|r| self.audit.append(txn, t, r))
+            .collect()
     }
 
     /// The open items of namespace `ns` inside a transaction.
@@ -504,10 +518,10 @@ impl Ledger {
     }
 
     /// Mark every open item of namespace `ns` that `which` selects
-    /// superseded, with `reason`, inside the caller's transaction; `scrub`
-    /// also drops the tags and labels they recorded. Returns the items as
-    /// they are now, for the caller's audit entries.
-    #[allow(clippy::too_many_arguments)]
+    /// superseded, with `reason`, inside the caller's transaction, each with
+    /// its audit entry (returned, to emit after commit). `scrub` (a deleted
+    /// namespace) also drops the tags and labels they recorded: nothing of
+    /// its memories stays behind.
     pub fn supersede_in(
         &self,
         txn: &mut RwTransaction<'_>,
@@ -516,9 +530,9 @@ impl Ledger {
         which: impl Fn(&PendingAction) -> bool,
         reason: &str,
         scrub: bool,
-        now: i64,
-    ) -> Result<Vec<PendingAction>, StoreError> {
-        let mut out = Vec::new();
+    ) -> Result<Vec<Entry>, StoreError> {
+        let now = crate::clock::now_ms();
+        let mut entries = Vec::new();
         for item in self.open_in(txn, t, ns)? {
             if item.state == State::Pending && which(&item) {
                 let mut next = item.closed(State::Superseded, Some(reason.to_string()), now);
@@ -526,11 +540,14 @@ impl Ledger {
                     next.tags.clear();
                     next.labels.clear();
                 }
-                self.transition(txn, t, &next)?;
-                out.push(next);
+                let record = Record::by(&Principal::system(), "approval.superseded")
+                    .ns(&item.namespace)
+                    .target(item.id)
+                    .outcome("superseded", Some(reason.into()));
+                entries.extend(self.transition(txn, t, &next, &[record])?);
             }
         }
-        Ok(out)
+        Ok(entries)
     }
 }
 
@@ -594,7 +611,7 @@ mod tests {
 
     fn transition(store: &Store, ledger: &Ledger, next: &PendingAction) -> Result<(), StoreError> {
         let (l, n) = (ledger.clone(), next.clone());
-        store.write_blocking(move |txn, t| l.transition(txn, t, &n))
+        store.write_blocking(move |txn, t| l.transition(txn, t, &n, &[]).map(|_| ()))
     }
 
     #[test]
@@ -608,7 +625,7 @@ mod tests {
         // The same transition again, or any other from the old revision: raced.
         assert!(matches!(
             transition(&store, &ledger, &executed),
-            Err(StoreError::Rejected(m)) if m == RACED
+            Err(StoreError::Raced(_))
         ));
         let cancelled = it.closed(State::Cancelled, None, 2);
         assert!(transition(&store, &ledger, &cancelled).is_err());
@@ -667,10 +684,10 @@ mod tests {
         let it = item(ns, i64::MAX);
         insert(&store, &ledger, &it);
         let l = ledger.clone();
-        let closed = store
-            .write_blocking(move |txn, t| l.supersede_in(txn, t, &ns, |_| true, "gone", true, 5))
+        let entries = store
+            .write_blocking(move |txn, t| l.supersede_in(txn, t, &ns, |_| true, "gone", true))
             .unwrap();
-        assert_eq!(closed.len(), 1);
+        assert_eq!(entries.len(), 1, "one audit entry per superseded item");
         let stored = store
             .read(|txn, t| ledger.get_in(txn, t, &it.id))
             .unwrap()

@@ -290,7 +290,7 @@ impl Service {
         let audit = self.audit.clone();
         let entry = self.store.write_blocking(move |txn, t| {
             if get_in(txn, t.principals, &row)?.is_none() {
-                return Err(StoreError::Rejected("the key disappeared; retry".into()));
+                return Err(StoreError::Raced("the key disappeared; retry".into()));
             }
             txn.put(t.principals, &row, &sealed, WriteFlags::empty())?;
             audit.append(txn, t, &record)

@@ -17,8 +17,9 @@
 //! | who | may |
 //! |---|---|
 //! | any role on the namespace | see its items, vote when the requirement accepts its agent type |
-//! | the requester (its agent) | see, cancel; never vote on its own item |
+//! | the requester (its agent, while a member) | cancel; never vote on its own item, nor through a key minted through it |
 //! | a namespace admin | cancel |
+//! | anyone else | nothing: its items answer 404 |
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{MemoryPatch, Namespace, NamespaceSettings, NewMemory, Service, ServiceError, model};
-use crate::audit::{AuditLog, Entry, Record};
+use crate::audit::{Entry, Record};
 use crate::auth::{Principal, Role};
 use crate::governance::{
     ITEM_PREFIX, Kind, Ledger, PendingAction, PolicySnapshot, RACED, RETENTION_MS, Requester,
@@ -37,8 +38,14 @@ use crate::governance::{
 use crate::plugins::facade::{self, ActionKind, Decision, Outcome};
 use crate::store::{RwTransaction, StoreError, Tables};
 
-/// How a failure says the requester's key no longer works.
-const REQUESTER_GONE: &str = "the requester's key";
+/// What running an approved item came to.
+enum Ran {
+    /// It ran, in the transaction that closed the item.
+    Executed,
+    /// It can no longer run as submitted (why, prefixed `stale_target:`,
+    /// `namespace_gone:` or `requester_revoked:`); nothing changed.
+    Failed(String),
+}
 
 /// The most approvals a requirement may ask for.
 pub const MAX_APPROVALS: u32 = 100;
@@ -204,7 +211,6 @@ pub(crate) struct Execution {
     ledger: Ledger,
     next: PendingAction,
     records: Vec<Record>,
-    audit: AuditLog,
     entries: Arc<Mutex<Vec<Entry>>>,
 }
 
@@ -212,11 +218,7 @@ impl Execution {
     /// Flip the item to its next state and append its audit entries, in the
     /// caller's transaction; fails with [`RACED`] if the item moved.
     pub(crate) fn apply(&self, txn: &mut RwTransaction<'_>, t: &Tables) -> Result<(), StoreError> {
-        self.ledger.transition(txn, t, &self.next)?;
-        let mut out = Vec::with_capacity(self.records.len());
-        for r in &self.records {
-            out.push(self.audit.append(txn, t, r)?);
-        }
+        let out = self.ledger.transition(txn, t, &self.next, &self.records)?;
         if let Ok(mut e) = self.entries.lock() {
             *e = out;
         }
@@ -280,7 +282,7 @@ fn wit_action(item: &PendingAction) -> facade::Action {
 /// submitted) rather than a passing fault (storage, a missing plugin)?
 fn precondition_failed(e: &ServiceError) -> bool {
     match e {
-        ServiceError::Conflict(_) => !raced(e),
+        ServiceError::Conflict(_) => true,
         // A policy plugin missing for a moment (a reload) is a passing
         // fault: the vote is not counted and can be cast again.
         ServiceError::Invalid { field, .. } if field == "policy_plugin" => false,
@@ -295,20 +297,7 @@ fn precondition_failed(e: &ServiceError) -> bool {
 /// Did the item, or what it acts on, move under this attempt? Read again
 /// and retry: a lost race is not a verdict.
 fn raced(e: &ServiceError) -> bool {
-    matches!(e, ServiceError::Conflict(m) if m == RACED || m.ends_with("; retry"))
-}
-
-impl Principal {
-    /// The requester of a held action, acting when it runs: its key and
-    /// agent as recorded (its roles were checked when it asked).
-    fn requester(r: &Requester) -> Principal {
-        let mut p = Principal::system();
-        p.key_id = r.key_id.clone();
-        p.agent_id = r.agent_id.clone();
-        p.agent_type = r.agent_type.clone();
-        p.grants = Vec::new();
-        p
-    }
+    matches!(e, ServiceError::Raced(_))
 }
 
 impl Service {
@@ -446,7 +435,7 @@ impl Service {
         let sealed_payload = super::seal_json(&key, "pending", &payload_row(&item.id), &p.payload)?;
         let ledger = self.ledger()?;
         let audit = self.audit.clone();
-        let mut record = Record::by(who, "approval.request")
+        let record = Record::by(who, "approval.request")
             .ns(&ns.name)
             .target(item.id)
             .outcome(
@@ -457,7 +446,6 @@ impl Service {
                     item.requirement.summary
                 )),
             );
-        record.action = "approval.request".into();
         if let Some(k) = &who.idempotency_key {
             // Per requester and namespace: another agent's key, or the same
             // key on another namespace, is another change.
@@ -664,15 +652,10 @@ impl Service {
     /// Write `next` (checked against its revision) with `records`.
     fn close(&self, next: &PendingAction, records: Vec<Record>) -> Result<(), ServiceError> {
         let ledger = self.ledger()?;
-        let audit = self.audit.clone();
         let next = next.clone();
-        let entries = self.store.write_blocking(move |txn, t| {
-            ledger.transition(txn, t, &next)?;
-            records
-                .iter()
-                .map(|r| audit.append(txn, t, r))
-                .collect::<Result<Vec<_>, _>>()
-        })?;
+        let entries = self
+            .store
+            .write_blocking(move |txn, t| ledger.transition(txn, t, &next, &records))?;
         entries.iter().for_each(crate::audit::emit);
         Ok(())
     }
@@ -695,39 +678,13 @@ impl Service {
         // Concurrent voters race on the item's revision; the loser reads
         // the item again. Bounded: each round some transition won.
         for _ in 0..64 {
+            // Only members of its namespace find it (`find_item`).
             let item = self.find_item(who, id)?;
-            if who.role_in(&item.namespace).is_none() {
-                return Err(self.refuse_vote(
-                    who,
-                    &item,
-                    ServiceError::NotAnApprover(format!(
-                        "key {} has no role on namespace \"{}\"; only its members vote",
-                        who.key_id, item.namespace
-                    )),
-                ));
-            }
             if item.voted(&who.agent_id).is_some() {
                 return self.view(who, item);
             }
-            if item.requester.agent_id == who.agent_id {
-                return Err(self.refuse_vote(
-                    who,
-                    &item,
-                    ServiceError::SelfApproval(format!(
-                        "agent \"{}\" asked for approval {id} and may not vote on it",
-                        who.agent_id
-                    )),
-                ));
-            }
-            if who.minted_by.contains(&item.requester.agent_id) {
-                return Err(self.refuse_vote(
-                    who,
-                    &item,
-                    ServiceError::SelfApproval(format!(
-                        "key {} was minted through agent \"{}\", which asked for approval {id}: an agent never approves through keys it made",
-                        who.key_id, item.requester.agent_id
-                    )),
-                ));
+            if let Some(refusal) = not_a_voter(who, &item) {
+                return Err(self.refuse_vote(who, &item, refusal));
             }
             let item = self.expire_if_due(item)?;
             match item.state {
@@ -741,18 +698,6 @@ impl Service {
                     });
                 }
             }
-            if !item.accepts(&who.agent_type) {
-                return Err(self.refuse_vote(
-                    who,
-                    &item,
-                    ServiceError::NotAnApprover(format!(
-                        "approval {id} needs votes from {}; agent \"{}\" is of type \"{}\"",
-                        item.requirement.approver_types.join(" or "),
-                        who.agent_id,
-                        who.agent_type
-                    )),
-                ));
-            }
             if vote.payload_hash != item.payload_hash {
                 return Err(ServiceError::StaleApproval(format!(
                     "approval {id} holds payload {}, not the {} the vote names: read it again before voting",
@@ -764,9 +709,24 @@ impl Service {
                 other => return other,
             }
         }
-        Err(ServiceError::Conflict(format!(
+        Err(ServiceError::Raced(format!(
             "approval {id} is changing too fast; retry"
         )))
+    }
+
+    /// Close `item` as superseded (`why`), answering that it is closed.
+    fn supersede(&self, item: &PendingAction, why: &str) -> Result<ApprovalView, ServiceError> {
+        let next = item.closed(State::Superseded, Some(why.into()), model::now_ms());
+        let record = Record::by(&Principal::system(), "approval.superseded")
+            .ns(&item.namespace)
+            .target(item.id)
+            .outcome("superseded", Some(why.into()));
+        self.close(&next, vec![record])?;
+        Err(ServiceError::ApprovalClosed {
+            id: item.id.to_string(),
+            state: "superseded".into(),
+            reason: why.into(),
+        })
     }
 
     fn refuse_vote(&self, who: &Principal, item: &PendingAction, e: ServiceError) -> ServiceError {
@@ -806,36 +766,17 @@ impl Service {
         // The namespace as it is now: gone, or under another policy, and
         // the item is superseded (normally done when that happened).
         let ns = match self.find_namespace(&item.namespace) {
-            Ok(ns) if ns.id == item.namespace_id => Some(ns),
-            Ok(_) | Err(ServiceError::NoNamespace(_)) => None,
+            Ok(ns) if ns.id == item.namespace_id => ns,
+            Ok(_) | Err(ServiceError::NoNamespace(_)) => {
+                return self.supersede(&item, "its namespace no longer exists");
+            }
             Err(e) => return Err(e),
         };
-        let changed = match &ns {
-            None => Some("its namespace no longer exists"),
-            Some(ns)
-                if (&ns.settings.policy_plugin, &ns.settings.policy)
-                    != (&item.policy.plugin, &item.policy.config) =>
-            {
-                Some("its namespace's policy changed")
-            }
-            Some(_) => None,
-        };
-        if let Some(why) = changed {
-            let next = item.closed(State::Superseded, Some(why.into()), now);
-            let record = Record::by(&Principal::system(), "approval.superseded")
-                .ns(&item.namespace)
-                .target(item.id)
-                .outcome("superseded", Some(why.into()));
-            self.close(&next, vec![record])?;
-            return Err(ServiceError::ApprovalClosed {
-                id: item.id.to_string(),
-                state: "superseded".into(),
-                reason: why.into(),
-            });
+        if (&ns.settings.policy_plugin, &ns.settings.policy)
+            != (&item.policy.plugin, &item.policy.config)
+        {
+            return self.supersede(&item, "its namespace's policy changed");
         }
-        let Some(ns) = ns else {
-            return Err(ServiceError::NoApproval(item.id.to_string()));
-        };
         let plugin_id = item.policy.plugin.clone();
         let policy = self.plugins.snapshot().policy(&plugin_id).ok_or_else(|| {
             ServiceError::PolicyFailed {
@@ -860,6 +801,8 @@ impl Service {
                 detail: format!("{}; the vote was not counted", e.kind),
             }
         })?;
+        // Every recorded vote was checked eligible when it was cast.
+        let approvals = u32::try_from(votes.iter().filter(|v| v.approve).count()).unwrap_or(0);
         let mut next = PendingAction {
             votes,
             revision: item.revision + 1,
@@ -885,28 +828,14 @@ impl Service {
                 self.close(&next, vec![vote_record, closed])?;
                 self.view(who, next)
             }
-            // The host counts too: an `approved` without an approving vote
-            // that decides, or without enough distinct eligible approvals,
-            // is a broken policy, and a broken policy never runs anything.
-            Outcome::Approved
-                if !approve
-                    || u32::try_from(
-                        next.votes
-                            .iter()
-                            .filter(|v| v.approve && item.accepts(&v.agent_type))
-                            .count(),
-                    )
-                    .unwrap_or(0)
-                        < item.requirement.approvals_needed =>
-            {
+            // The host counts too: an `approved` on a rejecting vote, or
+            // with fewer distinct eligible approvals than the item was held
+            // for, is a broken policy, and a broken policy runs nothing.
+            Outcome::Approved if !approve || approvals < item.requirement.approvals_needed => {
                 Err(ServiceError::PolicyFailed {
                     plugin: plugin_id,
                     detail: format!(
-                        "its tally approved with {} eligible approvals of the {} it asked for; the vote was not counted",
-                        next.votes
-                            .iter()
-                            .filter(|v| v.approve && item.accepts(&v.agent_type))
-                            .count(),
+                        "its tally approved with {approvals} eligible approvals of the {} it asked for; the vote was not counted",
                         item.requirement.approvals_needed
                     ),
                 })
@@ -927,19 +856,11 @@ impl Service {
                             .target(item.id)
                             .outcome("executed", Some(item.kind.as_str().into())),
                     ],
-                    audit: self.audit.clone(),
                     entries: Arc::default(),
                 };
-                match self.execute(&ns, &item, exec) {
-                    Ok(()) => self.view(who, executed),
-                    Err(e) if precondition_failed(&e) => {
-                        let reason = match &e {
-                            ServiceError::NoNamespace(_) => format!("namespace_gone: {e}"),
-                            ServiceError::Conflict(m) if m.starts_with(REQUESTER_GONE) => {
-                                format!("requester_revoked: {e}")
-                            }
-                            _ => format!("stale_target: {e}"),
-                        };
+                match self.execute(&ns, &item, exec)? {
+                    Ran::Executed => self.view(who, executed),
+                    Ran::Failed(reason) => {
                         let failed = PendingAction {
                             state: State::Failed,
                             reason: Some(reason.clone()),
@@ -953,43 +874,67 @@ impl Service {
                         self.close(&failed, vec![vote_record, closed])?;
                         self.view(who, failed)
                     }
-                    Err(e) => Err(e),
                 }
             }
         }
     }
 
     /// Run an approved item's payload, as its requester, with `exec` in the
-    /// same transaction.
+    /// same transaction — or say why it can no longer run as submitted.
+    /// Passing faults (storage, a plugin missing, a lost race) are errors:
+    /// the vote is not counted.
     fn execute(
         &self,
         ns: &Namespace,
         item: &PendingAction,
         exec: Execution,
-    ) -> Result<(), ServiceError> {
-        let who = Principal::requester(&item.requester);
+    ) -> Result<Ran, ServiceError> {
+        // It runs as its requester, as recorded: its roles were checked when
+        // it asked.
+        let who = Principal::recorded(
+            &item.requester.key_id,
+            &item.requester.agent_id,
+            &item.requester.agent_type,
+        );
         // It runs as its requester: one whose key is gone runs nothing.
         if !matches!(who.key_id.as_str(), "cli" | "no-auth" | "system")
             && !self.key_usable(&who.key_id)?
         {
-            return Err(ServiceError::Conflict(format!(
-                "{REQUESTER_GONE} (key {}) was revoked or expired",
+            return Ok(Ran::Failed(format!(
+                "requester_revoked: key {} was revoked or expired",
                 who.key_id
             )));
         }
         if let Some(then) = &item.namespace_hash
             && *then != namespace_hash(ns)
         {
-            return Err(ServiceError::Conflict(format!(
-                "namespace \"{}\" changed since this was asked for",
+            return Ok(Ran::Failed(format!(
+                "stale_target: namespace \"{}\" changed since this was asked for",
                 ns.name
             )));
         }
+        match self.run_payload(ns, item, &who, exec) {
+            Ok(()) => Ok(Ran::Executed),
+            Err(e @ ServiceError::NoNamespace(_)) => {
+                Ok(Ran::Failed(format!("namespace_gone: {e}")))
+            }
+            Err(e) if precondition_failed(&e) => Ok(Ran::Failed(format!("stale_target: {e}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn run_payload(
+        &self,
+        ns: &Namespace,
+        item: &PendingAction,
+        who: &Principal,
+        exec: Execution,
+    ) -> Result<(), ServiceError> {
         // A payload is removed when its item closes: another vote closed it
         // since it was read. Read the item again.
         let payload = self
             .load_payload(ns, &item.id)?
-            .ok_or_else(|| ServiceError::Conflict(RACED.into()))?;
+            .ok_or_else(|| ServiceError::Raced(RACED.into()))?;
         let exec = Some(exec);
         let target = || {
             let id = item.target_id.ok_or_else(|| {
@@ -1007,25 +952,25 @@ impl Service {
         };
         match payload {
             Payload::Store { memory } => {
-                let prepared = self.prepare_store(ns, &who, memory)?;
-                self.commit_store(&who, ns, prepared, exec).map(|_| ())
+                let prepared = self.prepare_store(ns, who, memory)?;
+                self.commit_store(who, ns, prepared, exec).map(|_| ())
             }
             Payload::Update { patch } => {
                 let old = target()?;
-                let next = self.prepare_update(ns, &who, &old, &patch)?;
-                self.commit_update(&who, ns, old, next, patch.ttl_seconds, exec)
+                let next = self.prepare_update(ns, who, &old, &patch)?;
+                self.commit_update(who, ns, old, next, patch.ttl_seconds, exec)
                     .map(|_| ())
             }
             Payload::Forget => {
                 let current = target()?;
-                self.remove(ns, &current, Record::by(&who, "memory.forget"), exec)
+                self.remove(ns, &current, Record::by(who, "memory.forget"), exec)
             }
             Payload::Configure { settings } => self
-                .commit_namespace_update(&who, ns.clone(), settings, exec)
+                .commit_namespace_update(who, ns.clone(), settings, exec)
                 .map(|_| ()),
-            Payload::DeleteNamespace => self.commit_delete_namespace(&who, ns, exec).map(|_| ()),
+            Payload::DeleteNamespace => self.commit_delete_namespace(who, ns, exec).map(|_| ()),
             Payload::Reindex { embedder } => self
-                .commit_reindex(&who, ns.clone(), embedder.as_deref(), exec)
+                .commit_reindex(who, ns.clone(), embedder.as_deref(), exec)
                 .map(|_| ()),
         }
     }
@@ -1079,7 +1024,7 @@ impl Service {
                 Err(e) => return Err(e),
             }
         }
-        Err(ServiceError::Conflict(format!(
+        Err(ServiceError::Raced(format!(
             "approval {id} is changing too fast; retry"
         )))
     }
@@ -1121,10 +1066,8 @@ impl Service {
                         Some(Perspective::Requester) => who.agent_id == item.requester.agent_id,
                         Some(Perspective::Approver) => {
                             state == State::Pending
-                                && who.role_in(&item.namespace).is_some()
-                                && who.agent_id != item.requester.agent_id
-                                && item.accepts(&who.agent_type)
                                 && item.voted(&who.agent_id).is_none()
+                                && not_a_voter(who, &item).is_none()
                         }
                     };
                 if keep {
@@ -1198,42 +1141,34 @@ impl Service {
         }
         Ok((expired, purged))
     }
-
-    /// Supersede, in the caller's transaction, the open items of namespace
-    /// `ns` that `which` selects; returns the audit records to append.
-    pub(super) fn supersede_records(items: &[PendingAction], reason: &str) -> Vec<Record> {
-        items
-            .iter()
-            .map(|i| {
-                Record::by(&Principal::system(), "approval.superseded")
-                    .ns(&i.namespace)
-                    .target(i.id)
-                    .outcome("superseded", Some(reason.into()))
-            })
-            .collect()
-    }
 }
 
-/// Supersede, inside a write transaction, the open items of `ns_id` that
-/// `which` selects, with their audit entries; `scrub` (a deleted
-/// namespace) drops their tags and labels too: nothing of its memories
-/// stays behind.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn supersede_in(
-    ledger: &Ledger,
-    audit: &AuditLog,
-    txn: &mut RwTransaction<'_>,
-    t: &Tables,
-    ns_id: &Uuid,
-    which: impl Fn(&PendingAction) -> bool,
-    reason: &str,
-    scrub: bool,
-) -> Result<Vec<Entry>, StoreError> {
-    let items = ledger.supersede_in(txn, t, ns_id, which, reason, scrub, model::now_ms())?;
-    Service::supersede_records(&items, reason)
-        .iter()
-        .map(|r| audit.append(txn, t, r))
-        .collect()
+/// Why `who` (a member of the item's namespace) may not vote on `item`,
+/// if it may not: it is the requester's agent, holds a key minted through
+/// the requester, or is of a type the requirement does not accept.
+fn not_a_voter(who: &Principal, item: &PendingAction) -> Option<ServiceError> {
+    let id = item.id;
+    if item.requester.agent_id == who.agent_id {
+        return Some(ServiceError::SelfApproval(format!(
+            "agent \"{}\" asked for approval {id} and may not vote on it",
+            who.agent_id
+        )));
+    }
+    if who.minted_by.contains(&item.requester.agent_id) {
+        return Some(ServiceError::SelfApproval(format!(
+            "key {} was minted through agent \"{}\", which asked for approval {id}: an agent never approves through keys it made",
+            who.key_id, item.requester.agent_id
+        )));
+    }
+    if !item.accepts(&who.agent_type) {
+        return Some(ServiceError::NotAnApprover(format!(
+            "approval {id} needs votes from {}; agent \"{}\" is of type \"{}\"",
+            item.requirement.approver_types.join(" or "),
+            who.agent_id,
+            who.agent_type
+        )));
+    }
+    None
 }
 
 /// sha256 (hex) of a namespace's settings and index generation.

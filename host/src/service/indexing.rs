@@ -71,7 +71,7 @@ pub(super) fn unchanged_in(
         {
             Ok(())
         }
-        Some(_) => Err(StoreError::Rejected(format!(
+        Some(_) => Err(StoreError::Raced(format!(
             "namespace \"{}\" changed while this was being decided; retry",
             read.name
         ))),
@@ -445,7 +445,7 @@ impl Service {
             super::approvals::apply(&exec_in, txn, t)?;
             // Another reindex (or a delete) since it was read: not this one.
             if generation_in(txn, t, &system, &row)? != Some(read_generation) {
-                return Err(StoreError::Rejected(raced.clone()));
+                return Err(StoreError::Raced(raced.clone()));
             }
             unchanged_in(txn, t, &system, &row, &read)?;
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;

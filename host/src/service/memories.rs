@@ -615,11 +615,11 @@ impl Service {
             // The version read above must still be current: no lost updates.
             let current = get_in(txn, t.memories, &head)?;
             if current.is_none() {
-                return Err(StoreError::Rejected(raced.clone()));
+                return Err(StoreError::Raced(raced.clone()));
             }
             txn.put(t.memories, &history, &sealed_old, WriteFlags::NO_OVERWRITE)
                 .map_err(|e| match e {
-                    lmdb::Error::KeyExist => StoreError::Rejected(raced.clone()),
+                    lmdb::Error::KeyExist => StoreError::Raced(raced.clone()),
                     other => other.into(),
                 })?;
             txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
@@ -831,7 +831,7 @@ impl Service {
                 .and_then(|sealed| open_json::<Memory>(&key, "memories", &prefix, &sealed).ok())
                 .is_some_and(|m| m.version == version);
             if !still {
-                return Err(StoreError::Rejected(raced.clone()));
+                return Err(StoreError::Raced(raced.clone()));
             }
             // The head and every history row, whatever their numbers.
             let rows: Vec<Vec<u8>> = {
@@ -862,9 +862,7 @@ impl Service {
                 }
             }
             let mut entries = vec![audit.append(txn, t, &record)?];
-            entries.extend(approvals::supersede_in(
-                &ledger,
-                &audit,
+            entries.extend(ledger.supersede_in(
                 txn,
                 t,
                 &ns_id,

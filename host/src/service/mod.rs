@@ -78,9 +78,12 @@ pub enum ServiceError {
     /// No API key with that id (that the caller may see).
     #[error("API key {0} does not exist")]
     NoKey(String),
-    /// Something with that name exists.
+    /// Something with that name exists, or the change no longer applies.
     #[error("{0}")]
     Conflict(String),
+    /// A concurrent change won; the same request may succeed if retried.
+    #[error("{0}")]
+    Raced(String),
     /// The namespace's redactor failed or is missing: the write is refused.
     #[error("redaction failed, nothing was stored: {0}")]
     Redaction(String),
@@ -139,6 +142,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Rejected(m) => ServiceError::Conflict(m),
+            StoreError::Raced(m) => ServiceError::Raced(m),
             full @ StoreError::Full { .. } => ServiceError::StorageFull(full.to_string()),
             other => ServiceError::Internal(other.to_string()),
         }

@@ -233,7 +233,7 @@ impl Service {
             approvals::apply(&exec_in, txn, t)?;
             // A reindex since it was read would be undone by this write.
             if indexing::generation_in(txn, t, &system, &row)? != Some(generation) {
-                return Err(StoreError::Rejected(raced.clone()));
+                return Err(StoreError::Raced(raced.clone()));
             }
             // So would any other change of the settings (a policy change
             // above all).
@@ -241,9 +241,7 @@ impl Service {
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
             let mut entries = vec![audit.append(txn, t, &record)?];
             if policy_changed {
-                entries.extend(approvals::supersede_in(
-                    &ledger,
-                    &audit,
+                entries.extend(ledger.supersede_in(
                     txn,
                     t,
                     &ns_id,
@@ -305,9 +303,7 @@ impl Service {
                 Err(e) => return Err(e.into()),
             }
             let mut entries = vec![audit.append(txn, t, &record)?];
-            entries.extend(approvals::supersede_in(
-                &ledger,
-                &audit,
+            entries.extend(ledger.supersede_in(
                 txn,
                 t,
                 &ns_id,

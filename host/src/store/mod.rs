@@ -65,6 +65,10 @@ pub enum StoreError {
     /// A write was refused by its own logic; carried back to the caller.
     #[error("{0}")]
     Rejected(String),
+    /// What a write was checked against changed under it (a concurrent
+    /// write won): reading again and retrying may succeed.
+    #[error("{0}")]
+    Raced(String),
 }
 
 impl From<lmdb::Error> for StoreError {

@@ -24,7 +24,7 @@
 //! | `policy-failed` | 503 | the namespace's policy plugin is missing or failed, so the change was denied; the detail names the plugin |
 //! | `approval-not-found` | 404 | no approval with that id that the caller may see |
 //! | `self-approval` | 403 | the requester voted on its own action |
-//! | `not-an-approver` | 403 | the voter's agent type (or role) does not count for this approval |
+//! | `not-an-approver` | 403 | the voter's agent type is not one the approval accepts |
 //! | `approval-closed` | 409 | the approval is already executed, failed, rejected, cancelled or superseded |
 //! | `approval-expired` | 409 | the approval expired before it was decided; it was not run |
 //! | `stale-approval` | 409 | the vote names a payload hash the approval does not hold |
@@ -134,7 +134,7 @@ impl From<&ServiceError> for Problem {
                 "No such key",
                 detail,
             ),
-            ServiceError::Conflict(_) => {
+            ServiceError::Conflict(_) | ServiceError::Raced(_) => {
                 Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
             }
             ServiceError::Redaction(_) => Problem::new(
