@@ -496,42 +496,6 @@ fn held_content_is_sealed_at_rest() {
     );
 }
 
-/// Call an MCP tool with a plain JSON-RPC request (stateless Streamable
-/// HTTP, protocol 2026-07-28), as `c`, on `/mcp?profile=admin`.
-fn mcp(c: &Client, method: &str, name: Option<&str>, params: Value) -> Value {
-    let body = json!({
-        "jsonrpc": "2.0", "id": 1, "method": method,
-        "params": {
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        },
-    });
-    let mut body = body;
-    if let (Some(obj), Some(extra)) = (body["params"].as_object_mut(), params.as_object()) {
-        obj.extend(extra.clone());
-    }
-    let mut headers = vec![
-        "accept: application/json, text/event-stream".to_string(),
-        "mcp-protocol-version: 2026-07-28".to_string(),
-        format!("mcp-method: {method}"),
-    ];
-    if let Some(n) = name {
-        headers.push(format!("mcp-name: {n}"));
-    }
-    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-    let r = curl_full(
-        c,
-        "POST",
-        "/mcp?profile=admin",
-        Some(&body.to_string()),
-        &headers,
-    );
-    assert_eq!(r.status, 200, "{method} {name:?}: {}", r.body);
-    r.body["result"].clone()
-}
-
 #[test]
 fn every_mutating_route_and_tool_goes_through_the_policy() {
     let s = governed(&[r#"{"name":"locked","embedder":"none"}"#]);

@@ -20,6 +20,7 @@ mod plugin_kinds;
 mod plugin_new;
 mod precompile_cache;
 mod recall;
+mod refusals;
 mod rest_api;
 mod sandbox_deadline;
 mod sandbox_fuel;

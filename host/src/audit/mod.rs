@@ -104,7 +104,34 @@ impl Record {
         self.detail = detail;
         self
     }
+
+    /// Every field cut to its bound, control characters escaped: a caller
+    /// decides what some fields say (a namespace or memory id it asked
+    /// for) but not how much of the chain, which is never trimmed, it
+    /// takes up.
+    fn bounded(&self) -> Record {
+        let cut = |s: &Option<String>, max| {
+            s.as_deref()
+                .map(|s| crate::logging::untrusted(s, max).into_owned())
+        };
+        Record {
+            key_id: cut(&self.key_id, MAX_FIELD),
+            agent_id: cut(&self.agent_id, MAX_FIELD),
+            agent_type: cut(&self.agent_type, MAX_FIELD),
+            action: crate::logging::untrusted(&self.action, MAX_FIELD).into_owned(),
+            namespace: cut(&self.namespace, MAX_FIELD),
+            target: cut(&self.target, MAX_FIELD),
+            outcome: crate::logging::untrusted(&self.outcome, MAX_FIELD).into_owned(),
+            detail: cut(&self.detail, MAX_DETAIL),
+            source: cut(&self.source, MAX_FIELD),
+        }
+    }
 }
+
+/// Longest field of an entry, in bytes, before the mark of a cut.
+const MAX_FIELD: usize = 256;
+/// Longest `detail`.
+const MAX_DETAIL: usize = 1024;
 
 /// One link of the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -212,7 +239,7 @@ impl AuditLog {
         let mut entry = Entry {
             seq: head.seq + 1,
             time: crate::clock::now_ms(),
-            record: record.clone(),
+            record: record.bounded(),
             prev: head.mac,
             mac: String::new(),
         };
@@ -457,6 +484,26 @@ mod tests {
             Err(Broken::At { seq: 3, why }) => assert!(why.contains("MAC"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_caller_sized_field_takes_a_bounded_place_in_the_chain() {
+        let (_d, store, log) = open();
+        let huge = "x".repeat(1 << 20);
+        let entry = log
+            .record(
+                &store,
+                record(0)
+                    .ns(&huge)
+                    .target(format!("id\n{huge}"))
+                    .outcome("denied", Some(huge.clone())),
+            )
+            .unwrap();
+        let stored = serde_json::to_vec(&log.after(&store, 0, 1).unwrap()[0]).unwrap();
+        assert!(stored.len() < 4096, "{} bytes", stored.len());
+        assert_eq!(log.after(&store, 0, 1).unwrap()[0], entry);
+        assert!(entry.record.namespace.unwrap().ends_with("(1048576 bytes)"));
+        assert_eq!(log.verify(&store), Ok(1));
     }
 
     #[test]

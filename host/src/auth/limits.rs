@@ -324,6 +324,72 @@ impl Limiter {
     }
 }
 
+/// How many refusals of one key reach the audit log. Every refusal is an
+/// fsync'd append to a chain that is never trimmed, so a key that keeps
+/// asking for what it may not have gets a budget: the first refusals are
+/// written, then one per second; the ones over it are counted and the
+/// count is written with the next entry.
+#[derive(Debug, Default)]
+pub struct RefusalBudget {
+    keys: Mutex<HashMap<String, (Bucket, u64)>>,
+}
+
+/// Whether to write a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audited {
+    /// Write it; `unwritten` refusals of the key were over the budget since
+    /// its last written one.
+    Write {
+        /// Refusals left out since the last written one.
+        unwritten: u64,
+    },
+    /// Over the budget: count it only. `first` is the first one left out
+    /// since the key was last in good standing (log that one).
+    Skip {
+        /// The first one left out of this episode.
+        first: bool,
+    },
+}
+
+/// Refusals of one key written at once, then per second.
+const AUDITED_REFUSALS_BURST: f64 = 30.0;
+const AUDITED_REFUSALS_PER_SECOND: f64 = 1.0;
+
+impl RefusalBudget {
+    /// Count a refusal of key `key_id`.
+    pub fn admit(&self, key_id: &str) -> Audited {
+        let Ok(mut keys) = self.keys.lock() else {
+            return Audited::Write { unwritten: 0 };
+        };
+        if keys.len() >= MAX_SOURCES && !keys.contains_key(key_id) {
+            keys.retain(|_, (b, unwritten)| {
+                b.refill(AUDITED_REFUSALS_PER_SECOND, AUDITED_REFUSALS_BURST);
+                b.tokens < AUDITED_REFUSALS_BURST || *unwritten > 0
+            });
+            if keys.len() >= MAX_SOURCES {
+                let drop: Vec<String> = keys.keys().step_by(2).cloned().collect();
+                for k in drop {
+                    keys.remove(&k);
+                }
+            }
+        }
+        let (bucket, unwritten) = keys
+            .entry(key_id.to_string())
+            .or_insert_with(|| (Bucket::full(AUDITED_REFUSALS_BURST), 0));
+        match bucket.take(AUDITED_REFUSALS_PER_SECOND, AUDITED_REFUSALS_BURST, "") {
+            Ok(()) => Audited::Write {
+                unwritten: std::mem::take(unwritten),
+            },
+            Err(refused) => {
+                *unwritten += 1;
+                Audited::Skip {
+                    first: refused.first,
+                }
+            }
+        }
+    }
+}
+
 /// Most failed authentications per second written to the audit log, from
 /// all sources together.
 const AUDITED_FAILURES_PER_SECOND: f64 = 20.0;
@@ -382,6 +448,20 @@ mod tests {
         assert!(!limiter.admit("k", rate).unwrap_err().first);
         // Another key has its own bucket.
         assert!(limiter.admit("other", rate).is_ok());
+    }
+
+    #[test]
+    fn refusals_past_a_keys_budget_are_counted_and_reported_with_the_next() {
+        let budget = RefusalBudget::default();
+        for _ in 0..AUDITED_REFUSALS_BURST as usize {
+            assert_eq!(budget.admit("k"), Audited::Write { unwritten: 0 });
+        }
+        assert_eq!(budget.admit("k"), Audited::Skip { first: true });
+        assert_eq!(budget.admit("k"), Audited::Skip { first: false });
+        // Another key has its own budget.
+        assert_eq!(budget.admit("other"), Audited::Write { unwritten: 0 });
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(budget.admit("k"), Audited::Write { unwritten: 2 });
     }
 
     #[test]

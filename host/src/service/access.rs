@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::{Service, ServiceError, invalid, model};
 use crate::audit::{Broken, Entry, Record};
 use crate::auth::keys::{self, ApiKey, KeyFields, KeyInfo, KeyState, Rate};
+use crate::auth::limits::Audited;
 use crate::auth::{Grant, Principal, Role};
 use crate::store::{StoreError, WriteFlags, get_in};
 
@@ -341,8 +342,35 @@ impl Service {
 
     /// Refuse: write the audit entry and return the error for the caller.
     pub(super) fn deny(&self, record: Record, detail: String) -> ServiceError {
-        self.record_event(record);
+        self.record_refusal(record);
         ServiceError::Forbidden(detail)
+    }
+
+    /// Write a refusal to the audit log, within the key's budget: past it
+    /// refusals are counted, and the count goes with the next one written.
+    pub(super) fn record_refusal(&self, mut record: Record) {
+        let key = record.key_id.clone().unwrap_or_default();
+        match self.refusals.admit(&key) {
+            Audited::Write { unwritten: 0 } => {}
+            Audited::Write { unwritten } => {
+                let said = record.detail.take().unwrap_or_default();
+                record.detail = Some(format!(
+                    "{said} (and {unwritten} earlier refusals of this key not written: over its audit budget)"
+                ));
+            }
+            Audited::Skip { first } => {
+                if first {
+                    tracing::warn!(
+                        target: "audit",
+                        key_id = %crate::logging::untrusted(&key, 64),
+                        action = %record.action,
+                        "refusals of this key are over its audit budget: counted, not written, until it recovers"
+                    );
+                }
+                return;
+            }
+        }
+        self.record_event(record);
     }
 
     /// Check that `who` holds at least `needed` on `ns`; refuse (audited)
@@ -356,6 +384,9 @@ impl Service {
         action: &str,
         target: Option<String>,
     ) -> Result<(), ServiceError> {
+        // Before anything is recorded: a name that cannot exist is the
+        // caller's mistake, not a refusal worth a place in the audit log.
+        check_namespace_name("namespace", ns)?;
         match who.role_in(ns) {
             Some(role) if role >= needed => Ok(()),
             held => {
@@ -374,4 +405,19 @@ impl Service {
             }
         }
     }
+}
+
+/// Refuse a namespace name that cannot exist (field `field`), quoting at
+/// most a bounded part of it.
+pub(super) fn check_namespace_name(field: &str, name: &str) -> Result<(), ServiceError> {
+    if model::valid_namespace_name(name) {
+        return Ok(());
+    }
+    Err(invalid(
+        field,
+        format!(
+            "\"{}\" is not a valid namespace name: 1-63 characters, lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",
+            crate::logging::untrusted(name, 80)
+        ),
+    ))
 }

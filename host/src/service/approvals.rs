@@ -367,7 +367,7 @@ impl Service {
         };
         let Some(policy) = snapshot.policy(&plugin_id) else {
             let detail = format!("policy plugin \"{plugin_id}\" is not loaded");
-            self.record_event(refused("denied", format!("policy failed closed: {detail}")));
+            self.record_refusal(refused("denied", format!("policy failed closed: {detail}")));
             return Err(ServiceError::PolicyFailed {
                 plugin: plugin_id,
                 detail: "it is not loaded".into(),
@@ -382,7 +382,7 @@ impl Service {
             let answer = match policy.evaluate(&wit_action(&probe)) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.record_event(refused("denied", format!("policy failed closed: {e}")));
+                    self.record_refusal(refused("denied", format!("policy failed closed: {e}")));
                     return Err(ServiceError::PolicyFailed {
                         plugin: plugin_id,
                         detail: e.kind.to_string(),
@@ -410,13 +410,13 @@ impl Service {
             Decision::Allow => return Ok(()),
             Decision::Deny(reason) => {
                 let reason: String = reason.chars().take(500).collect();
-                self.record_event(refused("denied", format!("policy: {reason}")));
+                self.record_refusal(refused("denied", format!("policy: {reason}")));
                 return Err(ServiceError::PolicyDenied(reason));
             }
             Decision::RequireApproval(r) => r,
         };
         if let Err(why) = check_requirement(&requirement) {
-            self.record_event(refused(
+            self.record_refusal(refused(
                 "denied",
                 format!("policy failed closed: it asked for {why}"),
             ));
@@ -730,7 +730,7 @@ impl Service {
     }
 
     fn refuse_vote(&self, who: &Principal, item: &PendingAction, e: ServiceError) -> ServiceError {
-        self.record_event(
+        self.record_refusal(
             Record::by(who, "approval.vote")
                 .ns(&item.namespace)
                 .target(item.id)

@@ -278,6 +278,8 @@ pub struct Service {
     plugins: Arc<PluginRegistry>,
     limits: Limits,
     audit: AuditLog,
+    /// How many of each key's refusals reach the audit log.
+    refusals: Arc<crate::auth::limits::RefusalBudget>,
     vectors: vector::VectorCache,
     /// Where the indexing worker's next round starts (it moves on, so jobs
     /// that cannot run now do not hold up the others).
@@ -361,6 +363,7 @@ impl Service {
             plugins,
             limits: Limits::default(),
             audit,
+            refusals: Arc::default(),
             vectors: vector::VectorCache::default(),
             index_cursor: Arc::default(),
         })

@@ -23,6 +23,7 @@ impl Service {
         name: &str,
         settings: NamespaceSettings,
     ) -> Result<Namespace, ServiceError> {
+        super::access::check_namespace_name("name", name)?;
         if !who.admin_over(name) {
             return Err(self.deny(
                 Record::by(who, "namespace.create")
@@ -31,14 +32,6 @@ impl Service {
                 format!(
                     "key {} may create only namespaces it administers, not \"{name}\"",
                     who.key_id
-                ),
-            ));
-        }
-        if !model::valid_namespace_name(name) {
-            return Err(invalid(
-                "name",
-                format!(
-                    "\"{name}\" is not a valid namespace name: 1-63 characters, lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
                 ),
             ));
         }

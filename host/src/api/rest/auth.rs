@@ -15,6 +15,7 @@ use super::problem::{Problem, ProblemRejection};
 use crate::audit::Record;
 use crate::auth::Principal;
 use crate::auth::limits::{Limiter, Refused};
+use crate::logging::Sampled;
 use crate::service::{AuthFailure, Service};
 
 /// How requests are authenticated.
@@ -24,6 +25,8 @@ pub struct Gate {
     limiter: Arc<Limiter>,
     /// `--no-auth`: requests without a key act as the local operator.
     no_auth: bool,
+    /// Failed authentications over the audit budget, logged by sample.
+    unaudited: Arc<Sampled>,
 }
 
 impl Gate {
@@ -34,6 +37,7 @@ impl Gate {
             service,
             limiter,
             no_auth,
+            unaudited: Arc::new(Sampled::every(std::time::Duration::from_secs(1))),
         }
     }
 }
@@ -179,8 +183,8 @@ impl Gate {
                 record = record.outcome("rate-limited", Some(r.reason.clone()));
             }
             self.service.record_event(record);
-        } else {
-            tracing::warn!(target: "audit", source = src.as_deref().unwrap_or("-"), reason = %why, "authentication failed (not written to the audit log: over its rate)");
+        } else if let Some(left_out) = self.unaudited.take() {
+            tracing::warn!(target: "audit", source = src.as_deref().unwrap_or("-"), reason = %why, left_out, "authentication failed (not written to the audit log: over its rate; `left_out` more since the last such line)");
         }
         if let Some(r) = refused {
             return too_many(&r);
