@@ -5,6 +5,10 @@
 //! listen = "127.0.0.1:7077"
 //! mcp_allowed_origins = ["https://app.example.com:443"]   # browsers allowed at /mcp
 //!
+//! [server.connections]             # see api::listener
+//! max_connections = 1024
+//! header_timeout_seconds = 10
+//!
 //! [store]
 //! map_size_mb = 1024               # grows when full ...
 //! max_map_size_mb = 1048576        # ... up to this
@@ -87,6 +91,8 @@ pub struct ServerSettings {
     /// pages may call `/mcp`. A request with any other `Origin` gets 403;
     /// MCP clients that are not browsers send none.
     pub mcp_allowed_origins: Vec<String>,
+    /// `[server.connections]`: how many at once, how long each may take.
+    pub connections: crate::api::listener::ConnectionSettings,
 }
 
 /// A configuration file that could not be used.
@@ -110,6 +116,7 @@ impl HostConfig {
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let mut config: HostConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         config.limits.validate().map_err(err)?;
+        config.server.connections.validate().map_err(err)?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(dir) = &config.plugins.dir {
             config.plugins.dir = Some(base.join(dir));

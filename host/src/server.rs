@@ -192,11 +192,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         "memhost {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
     );
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown_signal())
-        .run()
-        .await;
+    crate::api::listener::serve(
+        listener,
+        routes,
+        opts.config.server.connections,
+        shutdown_signal(),
+        Duration::from_secs(10),
+    )
+    .await;
     let _ = std::fs::remove_file(opts.data.pid_file());
     store.close();
     tracing::info!("memhost stopped");

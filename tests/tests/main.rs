@@ -30,3 +30,4 @@ mod sandbox_wasi;
 mod semantic;
 mod serve_cli;
 mod service_memories;
+mod slow_clients;

@@ -1,5 +1,6 @@
 //! The network faces of memhost: thin adapters over `crate::service`. No
 //! business rules live here.
 
+pub mod listener;
 pub mod mcp;
 pub mod rest;

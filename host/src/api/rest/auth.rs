@@ -5,6 +5,7 @@
 //! The source address is the TCP peer. `X-Forwarded-For` is not read: a
 //! proxy in front must do its own limiting; memhost trusts no address.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use super::problem::{Problem, ProblemRejection};
+use crate::api::listener::ClientAddr;
 use crate::audit::Record;
 use crate::auth::Principal;
 use crate::auth::limits::{Limiter, Refused};
@@ -198,6 +200,11 @@ impl Gate {
     }
 }
 
+/// The client's address, as the listener noted it.
+fn client_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<ClientAddr>().map(|a: Option<ClientAddr>| a.map(|a| a.0))
+}
+
 /// The authenticated principal of a request, or a 401/429 problem.
 pub fn principal(
     gate: Gate,
@@ -205,7 +212,7 @@ pub fn principal(
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("host"))
         .and(warp::header::optional::<String>("origin"))
-        .and(warp::addr::remote())
+        .and(client_addr())
         .and(
             warp::query::raw()
                 .or(warp::any().map(String::new))
