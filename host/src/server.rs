@@ -89,7 +89,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || data.open_store_with(&store_options)).await??;
     tracing::info!(master_key = %keyring.fingerprint(), db = %opts.data.db().display(), "store open");
     let registry = Arc::new(plugin_registry(&opts.data, &opts.config)?);
-    let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone())?;
+    let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone())?
+        .with_limits(crate::service::Limits {
+            namespaces: opts.config.limits.max_namespaces,
+            ..crate::service::Limits::default()
+        });
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
         status_path: opts.data.plugin_status(),

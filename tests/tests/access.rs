@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::common::server::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The least a caller needs for a route.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -554,6 +554,78 @@ fn keys_change_while_the_server_runs_and_are_shown_once() {
     assert_eq!(problem["type"], "https://memhost.dev/problems/key-in-query");
     // /health stays open.
     assert!(server.get("/health").contains("\"status\":\"ok\""));
+}
+
+#[test]
+fn revoking_a_key_revokes_every_key_minted_under_it() {
+    let s = setup("", &[], &[r#"{"name":"team-a","embedder":"none"}"#]);
+    let mint = |by: &Client, agent: &str, role: &str| -> (String, Client) {
+        let body = format!(
+            r#"{{"agent_id":"{agent}","agent_type":"bot","grants":[{{"pattern":"team-a","role":"{role}"}}]}}"#
+        );
+        let (status, created) = curl(by, "POST", "/v1/admin/keys", Some(&body));
+        assert_eq!(status, 201, "{created}");
+        let key = created["key"].as_str().unwrap().to_string();
+        (key_id(&key).to_string(), s.admin.as_key(Some(&key)))
+    };
+    // A leaked team admin key, what it minted, and what that minted.
+    let leaked = s.admin.as_key(Some(&create_key(
+        &s.data,
+        "lead",
+        "human",
+        &["team-*=admin"],
+        &[],
+    )));
+    let (child_id, child) = mint(&leaked, "deputy", "admin");
+    let (grandchild_id, grandchild) = mint(&child, "helper", "writer");
+    // Keys the global admin minted are not under it.
+    let (_, bystander) = mint(&s.admin, "bystander", "reader");
+    let works = |c: &Client| curl(c, "GET", "/v1/namespaces/team-a/memories", None).0;
+    for c in [&leaked, &child, &grandchild, &bystander] {
+        assert_eq!(works(c), 200);
+    }
+    let leaked_id = key_id(leaked.key.as_deref().unwrap()).to_string();
+    let (status, revoked) = curl(
+        &s.admin,
+        "DELETE",
+        &format!("/v1/admin/keys/{leaked_id}"),
+        None,
+    );
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["status"], "revoked");
+    let mut also: Vec<&str> = revoked["also_revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    also.sort();
+    let mut expected = vec![child_id.as_str(), grandchild_id.as_str()];
+    expected.sort();
+    assert_eq!(also, expected);
+    for c in [&leaked, &child, &grandchild] {
+        assert_eq!(works(c), 401);
+    }
+    assert_eq!(works(&bystander), 200);
+    // The audit log names each key and why.
+    let (_, audit) = curl(&s.admin, "GET", "/v1/admin/audit?limit=1000", None);
+    let revokes: Vec<&Value> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "key.revoke")
+        .collect();
+    assert_eq!(revokes.len(), 3, "{revokes:?}");
+    assert!(
+        revokes
+            .iter()
+            .filter(|e| e["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("minted under revoked key {leaked_id}")))
+            .count()
+            == 2
+    );
 }
 
 #[test]

@@ -271,6 +271,35 @@ fn the_admin_profile_adds_namespace_tools_for_admins_who_ask() {
 }
 
 #[test]
+fn without_a_key_the_servers_own_loopback_origin_is_served_and_no_other() {
+    let s = setup(
+        "",
+        &[("MEMHOST_NO_AUTH", "true")],
+        &[r#"{"name": "team", "embedder": "none"}"#],
+    );
+    let anonymous = s.admin.as_key(None);
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let call = |origin: Option<String>| {
+        let mut headers = vec![
+            "accept: application/json, text/event-stream".to_string(),
+            "mcp-protocol-version: 2026-07-28".to_string(),
+            "mcp-method: tools/list".to_string(),
+        ];
+        headers.extend(origin.map(|o| format!("origin: {o}")));
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        curl_full(&anonymous, "POST", "/mcp", Some(list), &headers).status
+    };
+    let port = s.server.addr.rsplit(':').next().unwrap().to_string();
+    // A client that is no browser, and a page of this server itself.
+    assert_eq!(call(None), 200);
+    assert_eq!(call(Some(format!("http://127.0.0.1:{port}"))), 200);
+    // Any other page, another local port included: 403.
+    assert_eq!(call(Some("https://evil.example".into())), 403);
+    assert_eq!(call(Some("http://127.0.0.1:1".into())), 403);
+    assert_eq!(call(Some("null".into())), 403);
+}
+
+#[test]
 fn the_transport_refuses_what_the_specification_says() {
     let Setup {
         admin,

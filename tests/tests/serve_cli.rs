@@ -27,13 +27,20 @@ fn plugin_check_prints_what_a_plugin_would_be_granted() {
     let tmp = tempfile::tempdir().unwrap();
     let config = write_config(tmp.path(), tmp.path(), false);
     let dir = staged("redact-keywords");
-    let (code, out, err) = memhost(&[
-        "plugin",
-        "check",
-        dir.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let check = |json: bool| {
+        let mut args = vec![
+            "plugin",
+            "check",
+            dir.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        memhost(&args)
+    };
+    let (code, out, err) = check(false);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("ok: plugin \"redact-keywords\" 0.1.0"),
@@ -42,6 +49,15 @@ fn plugin_check_prints_what_a_plugin_would_be_granted() {
     assert!(out.contains("config      terms"), "{out}");
     assert!(out.contains("outbound    none"), "{out}");
     assert!(out.contains("timeout     200 ms per call"), "{out}");
+    // As JSON: the keys it may read, never their values (often secrets).
+    let (code, out, err) = check(true);
+    assert_eq!(code, 0, "{err}");
+    let checked: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        checked["effective"]["config_keys"],
+        serde_json::json!(["terms"])
+    );
+    assert!(!out.contains("falcon"), "{out}");
 
     // Without the grant, the check says what was asked for and not granted.
     let (code, out, _) = memhost(&["plugin", "check", dir.to_str().unwrap()]);

@@ -8,8 +8,10 @@ use crate::common::*;
 use memhost::auth::Principal;
 use memhost::crypto::MasterKey;
 use memhost::plugins::PluginSettings;
+
 use memhost::service::{
-    ListQuery, MemoryPatch, NamespaceSettings, NewMemory, RedactionMode, Service, ServiceError,
+    Filters, LIST_SCAN_BUDGET, ListQuery, MemoryPatch, NamespaceSettings, NewMemory, RedactionMode,
+    Service, ServiceError,
 };
 use memhost::store::keyring::Keyring;
 use memhost::store::{Store, StoreOptions};
@@ -200,6 +202,63 @@ fn a_missing_redactor_refuses_the_write_and_stores_nothing() {
 }
 
 #[test]
+fn a_filter_that_matches_nothing_costs_a_bounded_scan_per_page() {
+    let f = fixture(false);
+    let s = &f.service;
+    s.create_namespace(&op(), "big", settings(RedactionMode::Off))
+        .unwrap();
+    let total = LIST_SCAN_BUDGET + 300;
+    // Stored from several threads: their writes share commits.
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            scope.spawn(move || {
+                for i in (t..total).step_by(8) {
+                    s.store(&op(), "big", memory(&format!("entry {i}")))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let never = |filters: Filters| ListQuery {
+        filters,
+        limit: Some(1),
+        ..ListQuery::default()
+    };
+    // A tag nobody has: each page opens at most the budget, ends short and
+    // hands back a cursor; following it reaches the end.
+    let mut q = never(Filters {
+        tags: vec!["nope".into()],
+        ..Filters::default()
+    });
+    let mut pages = 0;
+    loop {
+        let page = s.list(&op(), "big", &q).unwrap();
+        assert!(page.memories.is_empty());
+        pages += 1;
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2);
+    // Time filters seek: before the first memory or after the last, the
+    // answer is at once empty and final.
+    for filters in [
+        Filters {
+            until: Some(0),
+            ..Filters::default()
+        },
+        Filters {
+            since: Some(memhost::clock::now_ms() + 3_600_000),
+            ..Filters::default()
+        },
+    ] {
+        let page = s.list(&op(), "big", &never(filters)).unwrap();
+        assert!(page.memories.is_empty() && page.next_cursor.is_none());
+    }
+}
+
+#[test]
 fn list_pages_filters_and_ttl() {
     let f = fixture(false);
     let s = &f.service;
@@ -350,19 +409,41 @@ fn updates_make_versions_and_keep_history() {
     assert_eq!(second.created_at, first.created_at);
     assert_eq!(second.redactions.get("email"), Some(&1));
     assert_eq!(s.get(&op(), "n", &first.id).unwrap(), second);
-    let history = s.history(&op(), "n", &first.id).unwrap();
+    let (history, next) = s.history(&op(), "n", &first.id, 0, None).unwrap();
     assert_eq!(
         history.iter().map(|m| m.version).collect::<Vec<_>>(),
         [1, 2]
     );
+    assert_eq!(next, None);
     assert_eq!(history[0].content, "call me at [PHONE]");
+    // Paged: however many versions, one page is read at a time.
+    for n in 3..=7 {
+        let patch = MemoryPatch {
+            content: Some(format!("version {n}")),
+            ..MemoryPatch::default()
+        };
+        s.update(&op(), "n", &first.id, patch).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let (page, next) = s.history(&op(), "n", &first.id, after, Some(2)).unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|m| m.version));
+        match next {
+            Some(v) => after = v,
+            None => break,
+        }
+    }
+    assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7]);
+    let second = s.get(&op(), "n", &first.id).unwrap();
     // The list shows the current version only.
     let page = s.list(&op(), "n", &ListQuery::default()).unwrap();
     assert_eq!(page.memories, vec![second.clone()]);
     // Forget removes every version.
     s.forget(&op(), "n", &first.id).unwrap();
     assert!(matches!(
-        s.history(&op(), "n", &first.id),
+        s.history(&op(), "n", &first.id, 0, None),
         Err(ServiceError::NoMemory { .. })
     ));
     assert!(!contains(&db_bytes(&f), "eve@example.com"));

@@ -48,6 +48,7 @@ const FIXTURES: &[&str] = &[
     "loop",
     "bomb",
     "panic",
+    "chatty",
     "sleep",
     "probe",
     "http-embedder",

@@ -89,6 +89,16 @@ pub struct KeyInfo {
     pub status: String,
 }
 
+/// The answer to a revocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Revocation {
+    /// The revoked key.
+    #[serde(flatten)]
+    pub key: KeyInfo,
+    /// The keys minted with it, or under one of those, revoked with it.
+    pub also_revoked: Vec<String>,
+}
+
 impl ApiKey {
     /// The public view at time `now`.
     pub fn info(&self, now: i64) -> KeyInfo {
@@ -178,6 +188,32 @@ pub fn parse(token: &str) -> Option<(&str, &str)> {
     (hex_of(id, 16) && hex_of(secret, 64)).then_some((id, secret))
 }
 
+/// `id` if it is the form of a key's public id (16 hex digits): the
+/// command line, the system and `--no-auth` act under other names.
+pub fn parse_id(id: &str) -> Option<&str> {
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+}
+
+/// The ids of every key minted with key `root` or, transitively, with a
+/// key minted under it: what revoking `root` revokes too. A leaked key's
+/// children are as leaked as it is.
+pub fn minted_under<'a>(all: &'a [ApiKey], root: &str) -> Vec<&'a ApiKey> {
+    let mut found: Vec<&ApiKey> = Vec::new();
+    let mut frontier = vec![root.to_string()];
+    while let Some(parent) = frontier.pop() {
+        for k in all {
+            if k.fields.created_by_key.as_deref() == Some(parent.as_str())
+                && k.fields.id != root
+                && !found.iter().any(|f| f.fields.id == k.fields.id)
+            {
+                frontier.push(k.fields.id.clone());
+                found.push(k);
+            }
+        }
+    }
+    found
+}
+
 /// Agent ids: 1–128 printable characters.
 pub fn valid_agent_id(s: &str) -> bool {
     (1..=128).contains(&s.len()) && !s.chars().any(char::is_control)
@@ -232,6 +268,32 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn minted_under_follows_the_chain_and_nothing_beside_it() {
+        let key = |id: &str, by: Option<&str>| ApiKey {
+            fields: KeyFields {
+                created_by_key: by.map(str::to_string),
+                ..fields(id, None)
+            },
+            secret_sha256: String::new(),
+        };
+        let all = [
+            key("root", Some("cli")),
+            key("child", Some("root")),
+            key("grandchild", Some("child")),
+            key("sibling", Some("cli")),
+            key("nephew", Some("sibling")),
+            key("other-child", Some("root")),
+        ];
+        let mut ids: Vec<&str> = minted_under(&all, "root")
+            .iter()
+            .map(|k| k.fields.id.as_str())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["child", "grandchild", "other-child"]);
+        assert!(minted_under(&all, "nephew").is_empty());
     }
 
     #[test]

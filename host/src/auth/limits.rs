@@ -7,6 +7,7 @@
 //! burst = 100                     # per key, at once
 //! concurrent_requests = 16        # per key, in flight
 //! auth_failures_per_minute = 10   # per source address
+//! max_namespaces = 10000           # on the whole server
 //! [limits.roles.reader]           # per role (a key's strongest role)
 //! requests_per_second = 20
 //! burst = 40
@@ -40,6 +41,8 @@ pub struct LimitSettings {
     pub auth_failures_per_minute: u32,
     /// Per-role rates.
     pub roles: BTreeMap<Role, RoleRate>,
+    /// Namespaces the server holds at most.
+    pub max_namespaces: usize,
 }
 
 /// `[limits.roles.<role>]`.
@@ -60,6 +63,7 @@ impl Default for LimitSettings {
             concurrent_requests: 16,
             auth_failures_per_minute: 10,
             roles: BTreeMap::new(),
+            max_namespaces: 10_000,
         }
     }
 }
@@ -72,6 +76,9 @@ impl LimitSettings {
             return Err(
                 "[limits] requests_per_second must be a number above 0 and burst at least 1".into(),
             );
+        }
+        if self.max_namespaces == 0 {
+            return Err("[limits] max_namespaces must be at least 1".into());
         }
         if self.concurrent_requests == 0 || self.auth_failures_per_minute == 0 {
             return Err(

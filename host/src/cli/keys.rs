@@ -176,11 +176,18 @@ pub(crate) fn run(cmd: KeysCommand) -> anyhow::Result<i32> {
         KeysCommand::Revoke { id, data } => {
             let id = id.strip_prefix(crate::auth::keys::PREFIX).unwrap_or(&id);
             let id = id.split('_').next().unwrap_or(id).to_string();
-            let info = super::offline_service(data)?.revoke_key(&Principal::operator(), &id)?;
+            let done = super::offline_service(data)?.revoke_key(&Principal::operator(), &id)?;
             eprintln!(
                 "revoked key {} (agent {}); it stops working at once",
-                info.key.id, info.key.agent_id
+                done.key.key.id, done.key.key.agent_id
             );
+            if !done.also_revoked.is_empty() {
+                eprintln!(
+                    "also revoked {} keys minted under it: {}",
+                    done.also_revoked.len(),
+                    done.also_revoked.join(", ")
+                );
+            }
         }
         KeysCommand::RotateMaster { data } => return rotate(&DataDir::new(data)),
     }

@@ -207,6 +207,25 @@ pub fn remove(
 /// Memories of namespace `ns` matching `query`, best first, with BM25
 /// scores. Reads one posting list per distinct query word.
 pub fn search(store: &Store, key: &DataKey, ns: &Uuid, query: &str) -> Result<Ranked, StoreError> {
+    search_within(store, key, ns, query, MAX_POSTINGS)
+}
+
+/// Most postings of one word read in full per question. A word in more
+/// memories than this is common: its idf is small, so it only adds to the
+/// scores of the memories the rarer words found (one lookup each), or, in
+/// a question of common words only, is read this far and no further.
+pub const MAX_POSTINGS: usize = 10_000;
+
+/// Most memories a common word is looked up for.
+const MAX_CANDIDATES: usize = 1_000;
+
+fn search_within(
+    store: &Store,
+    key: &DataKey,
+    ns: &Uuid,
+    query: &str,
+    cap: usize,
+) -> Result<Ranked, StoreError> {
     let mut distinct: Vec<[u8; 32]> = words(query).iter().map(|w| blind(key, w)).collect();
     distinct.sort_unstable();
     distinct.dedup();
@@ -215,30 +234,65 @@ pub fn search(store: &Store, key: &DataKey, ns: &Uuid, query: &str) -> Result<Ra
         return Ok(Ranked::default());
     }
     let avg = total as f32 / docs as f32;
+    let idf = |df: f32| (1.0 + (docs as f32 - df + 0.5) / (df + 0.5)).ln();
+    let weight = |idf: f32, v: &[u8]| -> Option<f32> {
+        let tf = u32::from_be_bytes(v.get(..4)?.try_into().ok()?) as f32;
+        let len = u32::from_be_bytes(v.get(4..8)?.try_into().ok()?) as f32;
+        let norm = K1 * (1.0 - B + B * len / avg.max(1.0));
+        Some(idf * tf * (K1 + 1.0) / (tf + norm))
+    };
     let mut scores: HashMap<Uuid, f32> = HashMap::new();
     let mut best_possible = 0.0;
+    let mut common = Vec::new();
     for token in distinct {
         let prefix = [ns.as_bytes().as_slice(), b"p", &token].concat();
-        let rows = store.rows(|t| t.terms, &prefix, |k| k.starts_with(&prefix))?;
-        let df = rows.len() as f32;
-        let idf = (1.0 + (docs as f32 - df + 0.5) / (df + 0.5)).ln();
+        let rows = store.rows_max(|t| t.terms, &prefix, |k| k.starts_with(&prefix), cap + 1)?;
+        if rows.len() > cap {
+            common.push((prefix, rows));
+            continue;
+        }
+        let idf = idf(rows.len() as f32);
         // A memory holding this word many times, in a short text.
         best_possible += idf * (K1 + 1.0);
         for (k, v) in rows {
-            let (Some(id), Some(tf), Some(len)) = (
+            if let (Some(id), Some(w)) = (
                 k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok()),
-                v.get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes),
-                v.get(4..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes),
-            ) else {
-                continue;
-            };
-            let tf = tf as f32;
-            let norm = K1 * (1.0 - B + B * len as f32 / avg.max(1.0));
-            *scores.entry(id).or_insert(0.0) += idf * tf * (K1 + 1.0) / (tf + norm);
+                weight(idf, &v),
+            ) {
+                *scores.entry(id).or_insert(0.0) += w;
+            }
+        }
+    }
+    for (prefix, rows) in common {
+        // At least `cap + 1` memories hold it: its idf is at most this.
+        let idf = idf((cap + 1) as f32);
+        best_possible += idf * (K1 + 1.0);
+        if scores.is_empty() {
+            for (k, v) in rows.into_iter().take(cap) {
+                if let (Some(id), Some(w)) = (
+                    k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok()),
+                    weight(idf, &v),
+                ) {
+                    *scores.entry(id).or_insert(0.0) += w;
+                }
+            }
+            continue;
+        }
+        let mut candidates: Vec<(Uuid, f32)> = scores.iter().map(|(id, s)| (*id, *s)).collect();
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        candidates.truncate(MAX_CANDIDATES);
+        let found: Vec<(Uuid, f32)> = store.read(|txn, t| {
+            let mut found = Vec::new();
+            for (id, _) in &candidates {
+                let row = [prefix.as_slice(), id.as_bytes()].concat();
+                if let Some(w) = get_in(txn, t.terms, &row)?.and_then(|v| weight(idf, &v)) {
+                    found.push((*id, w));
+                }
+            }
+            Ok(found)
+        })?;
+        for (id, w) in found {
+            *scores.entry(id).or_insert(0.0) += w;
         }
     }
     let mut hits: Vec<(Uuid, f32)> = scores.into_iter().collect();
@@ -336,5 +390,42 @@ mod tests {
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [ids[1]]);
         assert_eq!(store.read(|txn, t| stats(txn, t, &ns)).unwrap().0, 3);
         assert!(search(&store, &key, &ns, "").unwrap().hits.is_empty());
+    }
+
+    #[test]
+    fn a_common_word_is_read_no_further_than_the_cap_and_adds_to_what_rarer_words_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &crate::store::StoreOptions::default()).unwrap();
+        let key = std::sync::Arc::new(DataKey::generate());
+        let ns = Uuid::now_v7();
+        let mut ids = Vec::new();
+        for n in 0..60 {
+            let id = Uuid::now_v7();
+            let text = match n {
+                7 => "zebra meeting".to_string(),
+                8 => "zebra sighting near the old river bank".to_string(),
+                _ => format!("meeting number {n}"),
+            };
+            let terms = Terms::of(&key, &text);
+            store
+                .write_blocking(move |txn, t| put(txn, t, &ns, &id, &terms))
+                .unwrap();
+            ids.push(id);
+        }
+        // "meeting" is in 59 memories, over a cap of 20: alone, it is read
+        // 20 postings deep.
+        let alone = search_within(&store, &key, &ns, "meeting", 20).unwrap();
+        assert_eq!(alone.hits.len(), 20);
+        // With a rare word, it only ranks what the rare word found: the
+        // memory holding both comes first.
+        let both = search_within(&store, &key, &ns, "zebra meeting", 20).unwrap();
+        assert_eq!(
+            both.hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+            [ids[7], ids[8]]
+        );
+        assert!(both.hits.iter().all(|h| h.1 < both.best_possible));
+        // Under the cap, nothing changes.
+        let full = search_within(&store, &key, &ns, "meeting", 100).unwrap();
+        assert_eq!(full.hits.len(), 59);
     }
 }

@@ -64,17 +64,21 @@ use crate::runtime::StoreState;
 
 /// Longest log line a plugin may write; the rest is cut.
 const MAX_LOG_LINE: usize = 2048;
+/// Most `log` lines a plugin may write in one call; the rest are dropped,
+/// like printed output past its cap.
+const MAX_LOG_LINES: u32 = 64;
 
 impl host::Host for StoreState {
     fn log(&mut self, level: host::LogLevel, message: String) {
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
+        self.log_lines = self.log_lines.saturating_add(1);
+        if self.log_lines > MAX_LOG_LINES {
+            if self.log_lines == MAX_LOG_LINES + 1 {
+                tracing::warn!(target: "memhost::plugin", plugin = %self.identity.id, version = %self.identity.version, "more than {MAX_LOG_LINES} log lines in one call: the rest of this call's are dropped");
             }
-            message.truncate(cut);
+            return;
         }
+        // Escaped: a newline in a message cannot forge a line of the log.
+        let message = crate::logging::untrusted(&message, MAX_LOG_LINE);
         let (id, version) = (&self.identity.id, &self.identity.version);
         match level {
             host::LogLevel::Trace => {

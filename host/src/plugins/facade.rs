@@ -83,7 +83,8 @@ fn finish<R>(
         )),
         Err(e) => {
             let err = CallError::from_wasm(&spec.identity, &e, timeout, &output.stderr);
-            tracing::warn!(plugin = %spec.identity.id, version = %spec.identity.version, error = %err.kind, "plugin call failed");
+            tracing::warn!(plugin = %spec.identity.id, version = %spec.identity.version, error = %err.kind.without_words(), "plugin call failed");
+            tracing::debug!(plugin = %spec.identity.id, error = %crate::logging::untrusted(&err.kind.to_string(), 1024), "plugin call failed (in its own words)");
             Err(err)
         }
     }

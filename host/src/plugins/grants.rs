@@ -108,7 +108,9 @@ pub struct Effective {
     pub timeout_ms: u64,
     /// Memory cap, in MiB.
     pub memory_mb: u64,
-    /// Configuration values it can read.
+    /// Configuration values it can read. Shown (`plugin check --json`, the
+    /// status file) by key only: values are often secrets (an `api_key`).
+    #[serde(rename = "config_keys", serialize_with = "keys_only")]
     pub config: BTreeMap<String, String>,
     /// Read-only mounts (guest path, host path).
     pub read_only_dirs: Vec<(String, PathBuf)>,
@@ -121,6 +123,13 @@ pub struct Effective {
     /// Things asked for but not granted, or granted but not asked for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+fn keys_only<S: serde::Serializer>(
+    config: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(config.keys())
 }
 
 impl Effective {

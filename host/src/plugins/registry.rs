@@ -395,10 +395,12 @@ impl PluginRegistry {
             )));
         }
         let effective = Effective::compute(&manifest, settings).map_err(&fail)?;
+        // The config values too: the serialised form shows only their keys.
         let fingerprint = format!(
-            "{sha}|{}|{}",
+            "{sha}|{}|{}|{}",
             serde_json::to_string(&manifest).unwrap_or_default(),
-            serde_json::to_string(&effective).unwrap_or_default()
+            serde_json::to_string(&effective).unwrap_or_default(),
+            serde_json::to_string(&effective.config).unwrap_or_default()
         );
         if let Some(existing) = old.get(&id)
             && existing.fingerprint == fingerprint

@@ -10,7 +10,10 @@
 //! Empty list = every request denied. After a rule matches, the host name is
 //! resolved and every address is checked: loopback, private, link-local
 //! (which holds the cloud metadata address), carrier-grade NAT, unique-local,
-//! multicast and unspecified addresses are refused unless the matching rule
+//! site-local, multicast and unspecified addresses — and the IPv6 forms that
+//! carry an IPv4 address to a translator or tunnel (IPv4-compatible
+//! `::a.b.c.d`, NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`,
+//! Teredo `2001::/32`) — are refused unless the matching rule
 //! names that address literally (`http://127.0.0.1:8080`), names
 //! `localhost` for a loopback address, or the operator set
 //! `allow_private_network` for the plugin. Denials are logged with target
@@ -239,12 +242,22 @@ fn is_special_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_special_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local, including fd00:ec2::254 (metadata)
         || (first & 0xffc0) == 0xfe80 // link-local
+        || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed inside some sites)
+        // Addresses that carry an IPv4 address and reach it through a
+        // translator or tunnel: judged by no rule but a literal grant, since
+        // the IPv4 inside may be private.
+        || s[..6] == [0; 6] // IPv4-compatible ::a.b.c.d
+        || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] // NAT64 64:ff9b::/96
+        || (s[0], s[1]) == (0x64, 0xff9b) // local-use NAT64 64:ff9b:1::/48 and the rest
+        || first == 0x2002 // 6to4 2002::/16
+        || (s[0], s[1]) == (0x2001, 0) // Teredo 2001::/32
 }
 
 /// The `wasi:http` hooks of one store: the allow-list check, then the
@@ -435,6 +448,13 @@ mod tests {
             "fe80::1",
             "fd00:ec2::254",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:a9fe:a9fe::1",
+            "::169.254.169.254",
+            "::127.0.0.1",
+            "fec0::1",
+            "2001:0:4136:e378::1",
         ] {
             assert!(is_special(ip.parse().unwrap()), "{ip}");
         }

@@ -58,6 +58,24 @@ pub enum CallErrorKind {
 }
 
 impl CallErrorKind {
+    /// What happened, without the plugin's or the guest's own words (a
+    /// panic message, an error text), which may quote its input: for logs.
+    pub fn without_words(&self) -> String {
+        match self {
+            CallErrorKind::Panic(_) => "panicked".into(),
+            CallErrorKind::Trap(_) => "trapped".into(),
+            CallErrorKind::Returned(m) => match m.split_once(':') {
+                // The contract's fixed variants, named; `other` is words.
+                Some((variant @ ("invalid input" | "configuration" | "unavailable"), _)) => {
+                    format!("returned an error ({variant})")
+                }
+                _ => "returned an error".into(),
+            },
+            CallErrorKind::InvalidOutput(_) => "returned invalid output".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// The kind alone, without the plugin's own words (which may quote its
     /// input): for what is stored.
     pub fn summary(&self) -> &'static str {

@@ -85,6 +85,8 @@ pub struct StoreState {
     /// When the current call must be over; host-side waits are cut to it.
     deadline: Option<Instant>,
     deadline_cut: bool,
+    /// `host.log` lines written during the current call.
+    pub(crate) log_lines: u32,
     /// Capabilities refused during the current call (shared with the
     /// egress hooks, which run on another task).
     denied: Arc<Mutex<Option<String>>>,
@@ -119,14 +121,18 @@ impl StoreState {
             denied: self.denied.lock().ok().and_then(|mut d| d.take()),
             deadline_cut: std::mem::take(&mut self.deadline_cut),
         };
+        self.log_lines = 0;
+        // At debug only: what a plugin prints may quote the text it was
+        // given, and memory text does not belong in the host's log.
         for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(
+                tracing::debug!(
                     target: "memhost::plugin",
                     plugin = %self.identity.id,
                     version = %self.identity.version,
                     stream,
-                    "{line}"
+                    "{}",
+                    crate::logging::untrusted(line, 2048)
                 );
             }
         }
@@ -185,6 +191,7 @@ impl Runtime {
             stderr,
             deadline: None,
             deadline_cut: false,
+            log_lines: 0,
             denied,
         };
         let mut store = Store::new(self.engine(), state);

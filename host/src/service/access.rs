@@ -5,10 +5,10 @@ use serde::Deserialize;
 
 use super::{Service, ServiceError, invalid, model};
 use crate::audit::{Broken, Entry, Record};
-use crate::auth::keys::{self, ApiKey, KeyFields, KeyInfo, KeyState, Rate};
+use crate::auth::keys::{self, ApiKey, KeyFields, KeyInfo, KeyState, Rate, Revocation};
 use crate::auth::limits::Audited;
 use crate::auth::{Grant, Principal, Role};
-use crate::store::{StoreError, WriteFlags, get_in};
+use crate::store::{StoreError, WriteFlags, get_in, rows_in};
 
 /// A key to create, as an admin sends it.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -216,10 +216,31 @@ impl Service {
             )),
         );
         let audit = self.audit.clone();
+        // The minting key is checked again inside the write: revoking it
+        // (which revokes what it minted, in one write) cannot miss a key
+        // it is minting at that moment.
+        let minter = keys::parse_id(&who.key_id).map(keys::row);
+        let system = self.system_key()?;
         let entry = self.store.write_blocking(move |txn, t| {
+            if let Some(minter) = &minter {
+                let usable = get_in(txn, t.principals, minter)?
+                    .and_then(|sealed| {
+                        super::open_json::<ApiKey>(&system, "principals", minter, &sealed).ok()
+                    })
+                    .is_some_and(|k| k.state(now).is_ok());
+                if !usable {
+                    return Ok(None);
+                }
+            }
             txn.put(t.principals, &row, &sealed, WriteFlags::NO_OVERWRITE)?;
-            audit.append(txn, t, &record)
+            audit.append(txn, t, &record).map(Some)
         })?;
+        let Some(entry) = entry else {
+            return Err(ServiceError::Forbidden(format!(
+                "key {} was revoked or expired: it mints no more keys",
+                who.key_id
+            )));
+        };
         crate::audit::emit(&entry);
         Ok((token, key.info(now)))
     }
@@ -262,13 +283,18 @@ impl Service {
         Ok(out)
     }
 
-    /// Revoke key `id` at once. Only an admin over all of its grants may.
-    /// Revoking a revoked key changes nothing and succeeds.
-    pub fn revoke_key(&self, who: &Principal, id: &str) -> Result<KeyInfo, ServiceError> {
+    /// Revoke key `id` at once, and with it every key minted with it or
+    /// under one of those: a leaked key's children are as leaked as it is.
+    /// Only an admin over all of its grants may (its children hold no more
+    /// than it did). Revoking a revoked key revokes what is still active
+    /// under it, and succeeds.
+    pub fn revoke_key(&self, who: &Principal, id: &str) -> Result<Revocation, ServiceError> {
         let missing = || ServiceError::NoKey(id.to_string());
-        let valid_id = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
-        let key = if valid_id { self.load_key(id)? } else { None };
-        let Some(mut key) = key.filter(|k| who.may_grant(&k.fields.grants)) else {
+        let key = match keys::parse_id(id) {
+            Some(id) => self.load_key(id)?,
+            None => None,
+        };
+        if key.filter(|k| who.may_grant(&k.fields.grants)).is_none() {
             // Not found and not yours look the same: ids are not an oracle.
             if !who.is_global_admin() {
                 return Err(self.deny(
@@ -279,25 +305,74 @@ impl Service {
                 ));
             }
             return Err(missing());
-        };
-        let now = model::now_ms();
-        if key.fields.revoked_at.is_some() {
-            return Ok(key.info(now));
         }
-        key.fields.revoked_at = Some(now);
-        let row = keys::row(id);
-        let sealed = super::seal_json(&*self.system_key()?, "principals", &row, &key)?;
-        let record = Record::by(who, "key.revoke").target(id);
+        let now = model::now_ms();
+        let system = self.system_key()?;
         let audit = self.audit.clone();
-        let entry = self.store.write_blocking(move |txn, t| {
-            if get_in(txn, t.principals, &row)?.is_none() {
-                return Err(StoreError::Raced("the key disappeared; retry".into()));
+        let by = Record::by(who, "key.revoke");
+        let root = id.to_string();
+        let internal = |e: ServiceError| StoreError::Lmdb(e.to_string());
+        // Read and revoke in one write: a key minted by the root while it
+        // is being revoked is either seen here or refused by create_key.
+        let (entries, revocation) = self.store.write_blocking(move |txn, t| {
+            let mut all = Vec::new();
+            for (row, sealed) in rows_in(txn, t.principals, b"key/")? {
+                all.push(
+                    super::open_json::<ApiKey>(&system, "principals", &row, &sealed)
+                        .map_err(internal)?,
+                );
             }
-            txn.put(t.principals, &row, &sealed, WriteFlags::empty())?;
-            audit.append(txn, t, &record)
+            let Some(target) = all.iter().find(|k| k.fields.id == root) else {
+                return Err(StoreError::Raced("the key disappeared; retry".into()));
+            };
+            let under: Vec<ApiKey> = keys::minted_under(&all, &root)
+                .into_iter()
+                .filter(|k| k.fields.revoked_at.is_none())
+                .cloned()
+                .collect();
+            let mut revoked_root = target.clone();
+            let mut entries = Vec::new();
+            if revoked_root.fields.revoked_at.is_none() {
+                revoked_root.fields.revoked_at = Some(now);
+                let row = keys::row(&root);
+                let sealed = super::seal_json(&system, "principals", &row, &revoked_root)
+                    .map_err(internal)?;
+                txn.put(t.principals, &row, &sealed, WriteFlags::empty())?;
+                let detail = (!under.is_empty())
+                    .then(|| format!("and {} keys minted under it", under.len()));
+                entries.push(audit.append(
+                    txn,
+                    t,
+                    &by.clone().target(&root).outcome("ok", detail),
+                )?);
+            }
+            for mut k in under.clone() {
+                k.fields.revoked_at = Some(now);
+                let row = keys::row(&k.fields.id);
+                let sealed = super::seal_json(&system, "principals", &row, &k).map_err(internal)?;
+                txn.put(t.principals, &row, &sealed, WriteFlags::empty())?;
+                entries.push(
+                    audit.append(
+                        txn,
+                        t,
+                        &by.clone()
+                            .target(&k.fields.id)
+                            .outcome("ok", Some(format!("minted under revoked key {root}"))),
+                    )?,
+                );
+            }
+            Ok((
+                entries,
+                Revocation {
+                    key: revoked_root.info(now),
+                    also_revoked: under.into_iter().map(|k| k.fields.id).collect(),
+                },
+            ))
         })?;
-        crate::audit::emit(&entry);
-        Ok(key.info(now))
+        for entry in &entries {
+            crate::audit::emit(entry);
+        }
+        Ok(revocation)
     }
 
     /// Audit entries after sequence number `after`, oldest first. Global

@@ -5,7 +5,7 @@
 //! (DESIGN: embedder → retry, then leave the job queued).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -192,7 +192,8 @@ impl Service {
             match self.index_batch(ns, &jobs) {
                 Ok(n) => settled += n,
                 Err(e) => {
-                    tracing::warn!(namespace = %ns.name, error = %e, jobs = jobs.len(), "indexing failed; the jobs stay queued")
+                    tracing::warn!(namespace = %ns.name, jobs = jobs.len(), "indexing failed; the jobs stay queued (why, at debug level: MEMHOST_LOG=memhost=debug)");
+                    tracing::debug!(namespace = %ns.name, error = %crate::logging::untrusted(&e.to_string(), 1024), "indexing failed")
                 }
             }
         }
@@ -267,9 +268,9 @@ impl Service {
                                 // message: that could quote the text, and
                                 // job rows are not sealed (the log has it).
                                 job.failed = Some(one.kind.summary().to_string());
-                                tracing::warn!(namespace = %ns.name, memory = %id, error = %one, attempts = job.attempts, "cannot embed this memory; giving up (status failed)");
+                                tracing::warn!(namespace = %ns.name, memory = %id, plugin = %one.plugin.id, error = %one.kind.without_words(), attempts = job.attempts, "cannot embed this memory; giving up (status failed)");
                             } else {
-                                tracing::warn!(namespace = %ns.name, memory = %id, error = %one, attempts = job.attempts, "cannot embed this memory; it stays queued");
+                                tracing::warn!(namespace = %ns.name, memory = %id, plugin = %one.plugin.id, error = %one.kind.without_words(), attempts = job.attempts, "cannot embed this memory; it stays queued");
                             }
                             given_up.push((id, job));
                         }
@@ -449,6 +450,7 @@ impl Service {
             }
             unchanged_in(txn, t, &system, &row, &read)?;
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
+            super::namespaces::namespaces_changed(txn, t)?;
             let prefix = ns_id.as_bytes();
             let keys = |txn: &lmdb::RwTransaction<'_>, db| -> Result<Vec<Vec<u8>>, StoreError> {
                 let mut cursor = txn.open_ro_cursor(db)?;
@@ -580,33 +582,20 @@ impl Service {
         Ok(embedder)
     }
 
-    /// Wait until memory `id` of `namespace` is indexed or given up on, at
-    /// most `timeout`; true when it is (or its namespace has no embedder).
-    pub fn wait_indexed(
-        &self,
-        namespace: &str,
-        id: &Uuid,
-        timeout: Duration,
-    ) -> Result<bool, ServiceError> {
+    /// Is memory `id` of `namespace` indexed or given up on (or is there no
+    /// embedder to wait for)? One read: callers that wait poll it without
+    /// holding a thread meanwhile.
+    pub fn indexed(&self, namespace: &str, id: &Uuid) -> Result<bool, ServiceError> {
         let ns = self.find_namespace(namespace)?;
         if ns.settings.embedder.is_none() {
             return Ok(true);
         }
-        let job = vector::job_key(&ns.id, id);
-        let until = Instant::now() + timeout;
-        loop {
-            match self.store.get(|t| t.jobs, &job)? {
-                None => return Ok(true),
-                Some(row) if Job::decode(&row).is_some_and(|j| j.failed.is_some()) => {
-                    return Ok(true);
-                }
-                Some(_) => {}
-            }
-            if Instant::now() >= until {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Ok(
+            match self.store.get(|t| t.jobs, &vector::job_key(&ns.id, id))? {
+                None => true,
+                Some(row) => Job::decode(&row).is_some_and(|j| j.failed.is_some()),
+            },
+        )
     }
 
     /// Run indexing worker `worker` of `workers` on this thread, for

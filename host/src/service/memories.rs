@@ -18,7 +18,7 @@ use crate::auth::{Principal, Role};
 use crate::crypto::DataKey;
 use crate::index::{lexical, vector};
 use crate::plugins::apply_findings;
-use crate::store::{StoreError, Transaction, WriteFlags, get_in};
+use crate::store::{StoreError, WriteFlags, get_in};
 
 impl Service {
     /// The blind terms a memory is found by: its text as readers see it
@@ -94,9 +94,20 @@ impl Service {
         &self,
         ns: &Namespace,
         text: &str,
-    ) -> Result<(String, BTreeMap<String, u32>), ServiceError> {
+    ) -> Result<(String, Labels), ServiceError> {
+        let (findings, counts) = self.findings(ns, text)?;
+        Ok((apply_findings(text, &findings), counts))
+    }
+
+    /// What the namespace's redactor finds in `text` (nothing when the
+    /// namespace does not redact), and the labels counted.
+    fn findings(
+        &self,
+        ns: &Namespace,
+        text: &str,
+    ) -> Result<(Vec<crate::plugins::Finding>, Labels), ServiceError> {
         if ns.settings.redaction == RedactionMode::Off || text.is_empty() {
-            return Ok((text.to_string(), BTreeMap::new()));
+            return Ok((Vec::new(), BTreeMap::new()));
         }
         let redactor = self
             .plugins
@@ -115,7 +126,71 @@ impl Service {
         for f in &findings {
             *counts.entry(f.label.clone()).or_insert(0) += 1;
         }
-        Ok((apply_findings(text, &findings), counts))
+        Ok((findings, counts))
+    }
+
+    /// Redact the title, the tags and every string in the metadata (at any
+    /// depth) in one call of the namespace's redactor: they are stored and
+    /// indexed as readers see them, in `egress` mode too. Returns the
+    /// labels found. Metadata keys are left as written.
+    pub(super) fn redact_fields(
+        &self,
+        ns: &Namespace,
+        title: Option<&mut String>,
+        tags: &mut Vec<String>,
+        metadata: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Labels, ServiceError> {
+        if ns.settings.redaction == RedactionMode::Off {
+            return Ok(BTreeMap::new());
+        }
+        let mut pieces: Vec<&mut String> = Vec::new();
+        pieces.extend(title);
+        pieces.extend(tags.iter_mut());
+        fn strings<'a>(v: &'a mut serde_json::Value, out: &mut Vec<&'a mut String>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s),
+                serde_json::Value::Array(items) => {
+                    items.iter_mut().for_each(|v| strings(v, out));
+                }
+                serde_json::Value::Object(map) => {
+                    map.values_mut().for_each(|v| strings(v, out));
+                }
+                _ => {}
+            }
+        }
+        metadata.values_mut().for_each(|v| strings(v, &mut pieces));
+        // One text, one call: pieces apart by a blank line, so no finding
+        // of a well-behaved redactor spans two; one that does is cut at
+        // the pieces' edges and applied to each.
+        const GAP: &str = "\n\n";
+        let mut joined = String::new();
+        let mut spans = Vec::with_capacity(pieces.len());
+        for p in &pieces {
+            if !joined.is_empty() {
+                joined.push_str(GAP);
+            }
+            spans.push((joined.len(), joined.len() + p.len()));
+            joined.push_str(p);
+        }
+        let (findings, counts) = self.findings(ns, &joined)?;
+        for (piece, (start, end)) in pieces.into_iter().zip(spans) {
+            let mine: Vec<crate::plugins::Finding> = findings
+                .iter()
+                .filter(|f| (f.start as usize) < end && (f.end as usize) > start)
+                .map(|f| crate::plugins::Finding {
+                    start: (f.start as usize).max(start).saturating_sub(start) as u32,
+                    end: ((f.end as usize).min(end) - start) as u32,
+                    ..f.clone()
+                })
+                .collect();
+            if !mine.is_empty() {
+                *piece = apply_findings(piece, &mine);
+            }
+        }
+        // Two tags may have become one.
+        let mut seen = std::collections::HashSet::new();
+        tags.retain(|t| !t.is_empty() && seen.insert(t.clone()));
+        Ok(counts)
     }
 
     pub(super) fn validate(&self, m: &NewMemory) -> Result<(), ServiceError> {
@@ -209,36 +284,32 @@ impl Service {
         self.validate(&new)?;
         let actor = who.actor();
         let (redacted, mut counts) = self.redact(ns, &new.content)?;
-        let title = match &new.title {
-            Some(t) => {
-                // What the title holds counts too: a policy deciding on
-                // labels must see a secret wherever it was put.
-                let (shown, found) = self.redact(ns, t)?;
-                for (label, n) in found {
-                    *counts.entry(label).or_insert(0) += n;
-                }
-                Some(shown)
-            }
-            None => None,
-        };
-        let content = match ns.settings.redaction {
-            RedactionMode::StoreRedacted => redacted,
-            RedactionMode::Egress | RedactionMode::Off => new.content.clone(),
-        };
-        let now = model::now_ms();
+        let mut title = new.title;
         let mut tags: Vec<String> = Vec::new();
         for t in new.tags {
             if !tags.contains(&t) {
                 tags.push(t);
             }
         }
+        let mut metadata = new.metadata;
+        // What the title, tags and metadata hold counts too: a policy
+        // deciding on labels must see a secret wherever it was put.
+        let found = self.redact_fields(ns, title.as_mut(), &mut tags, &mut metadata)?;
+        for (label, n) in found {
+            *counts.entry(label).or_insert(0) += n;
+        }
+        let content = match ns.settings.redaction {
+            RedactionMode::StoreRedacted => redacted,
+            RedactionMode::Egress | RedactionMode::Off => new.content.clone(),
+        };
+        let now = model::now_ms();
         Ok(Memory {
             id: Uuid::now_v7(),
             namespace: ns.name.clone(),
             content,
             title,
             tags,
-            metadata: new.metadata,
+            metadata,
             agent_id: actor.agent_id.clone(),
             agent_type: actor.agent_type.clone(),
             updated_by: Some(actor.agent_id.clone()),
@@ -265,8 +336,7 @@ impl Service {
         exec: Option<Execution>,
     ) -> Result<Stored, ServiceError> {
         let key = self.data_key(ns)?;
-        let digest = Sha256::digest(memory.content.as_bytes());
-        let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
+        let dedup_row = dedup_row(ns, &key, &memory);
         let head = head_key(&ns.id, &memory.id);
         let sealed = seal_json(&key, "memories", &head, &memory)?;
         let terms = self.terms(ns, &key, &memory)?;
@@ -370,9 +440,9 @@ impl Service {
     pub(super) fn egress(&self, ns: &Namespace, mut m: Memory) -> Result<Memory, ServiceError> {
         if ns.settings.redaction == RedactionMode::Egress {
             m.content = self.redact(ns, &m.content)?.0;
-            if let Some(t) = &m.title {
-                m.title = Some(self.redact(ns, t)?.0);
-            }
+            // Stored redacted already; again for what was written before
+            // they were.
+            self.redact_fields(ns, m.title.as_mut(), &mut m.tags, &mut m.metadata)?;
         }
         Ok(m)
     }
@@ -420,18 +490,32 @@ impl Service {
         let ns = self.find_namespace(namespace)?;
         let key = self.data_key(&ns)?;
         let limit = q.limit.unwrap_or(50).clamp(1, 200);
-        let start = match q.cursor {
+        // Ids are UUIDv7, so rows are in creation order: `since` seeks and
+        // `until` stops the scan (a second of slack each way: an id and its
+        // `created_at` are two reads of the clock; `keeps` is exact).
+        let f = &q.filters;
+        let seek = f
+            .since
+            .map(|since| head_key(&ns.id, &model::first_id_at(since.saturating_sub(1000))));
+        let stop = f.until.map(|until| until.saturating_add(1000));
+        let start = match (q.cursor, seek) {
             // Just past the cursor's head and its history rows.
-            Some(c) => [head_key(&ns.id, &c), vec![0xff; 5]].concat(),
-            None => ns.id.as_bytes().to_vec(),
+            (Some(c), seek) => {
+                let past = [head_key(&ns.id, &c), vec![0xff; 5]].concat();
+                seek.map_or(past.clone(), |s| s.max(past))
+            }
+            (None, Some(seek)) => seek,
+            (None, None) => ns.id.as_bytes().to_vec(),
         };
         let now = model::now_ms();
         let mut out = Vec::new();
         let mut last_seen = None;
         let mut more = false;
+        let mut opened = 0usize;
         let prefix = *ns.id.as_bytes();
         // Read in chunks: filters may skip rows, but a page never costs a
-        // scan of the whole namespace.
+        // scan of the whole namespace — past the budget the page ends
+        // short (even empty) and its cursor continues the scan.
         let mut from = start;
         'chunks: loop {
             let chunk =
@@ -442,10 +526,17 @@ impl Service {
                 if k.len() != 32 {
                     continue;
                 }
-                if out.len() == limit {
+                if let (Some(stop), Some(id)) =
+                    (stop, k.get(16..).and_then(|b| Uuid::from_slice(b).ok()))
+                    && model::id_time(&id).is_some_and(|t| t >= stop)
+                {
+                    break 'chunks;
+                }
+                if out.len() == limit || opened == LIST_SCAN_BUDGET {
                     more = true;
                     break 'chunks;
                 }
+                opened += 1;
                 let m: Memory = open_json(&key, "memories", &k, &v)?;
                 last_seen = Some(m.id);
                 if q.filters.keeps(&m, now) {
@@ -538,21 +629,28 @@ impl Service {
                 _ => content.clone(),
             };
         }
-        if let Some(title) = &patch.title {
-            next.title = if title.is_empty() {
-                None
-            } else {
-                let (shown, found) = self.redact(ns, title)?;
-                for (label, n) in found {
-                    *redactions.entry(label).or_insert(0) += n;
-                }
-                Some(shown)
-            };
-        }
-        let now = model::now_ms();
+        next.title = check.title.clone();
         check.tags.dedup();
         next.tags = check.tags;
         next.metadata = check.metadata;
+        // The fields of the new version as a whole, unchanged ones too:
+        // the labels describe this version.
+        let found =
+            self.redact_fields(ns, next.title.as_mut(), &mut next.tags, &mut next.metadata)?;
+        if patch.content.is_some() {
+            for (label, n) in found {
+                *redactions.entry(label).or_insert(0) += n;
+            }
+        } else {
+            // The content's own counts are kept (stored redacted, they
+            // cannot be found again); a label found in the fields is
+            // counted at least as often as it is there now.
+            for (label, n) in found {
+                let have = redactions.entry(label).or_insert(0);
+                *have = (*have).max(n);
+            }
+        }
+        let now = model::now_ms();
         next.importance = check.importance.unwrap_or(old.importance);
         if let Some(ttl) = patch.ttl_seconds {
             next.expires_at = Some(
@@ -593,16 +691,8 @@ impl Service {
         let ns_id = ns.id;
         let memory_id = *id;
         let sealed_old = seal_json(&key, "memories", &history, &old)?;
-        let old_dedup = [
-            ns.id.as_bytes().as_slice(),
-            &key.blind("content", &Sha256::digest(old.content.as_bytes())),
-        ]
-        .concat();
-        let new_dedup = [
-            ns.id.as_bytes().as_slice(),
-            &key.blind("content", &Sha256::digest(next.content.as_bytes())),
-        ]
-        .concat();
+        let old_dedup = dedup_row(ns, &key, &old);
+        let new_dedup = dedup_row(ns, &key, &next);
         let id_bytes = *id.as_bytes();
         let raced = format!("memory {id} changed while it was being updated; retry");
         let record = Record::by(who, "memory.update").ns(&ns.name).target(id);
@@ -661,13 +751,17 @@ impl Service {
         self.egress(ns, next)
     }
 
-    /// Every version of a memory, oldest first, ending with the current one.
+    /// The versions of a memory after version `after`, oldest first, at
+    /// most `limit` (1–100, default 50) of them; the current version comes
+    /// last. Also the version to pass as `after` for the next page, if any.
     pub fn history(
         &self,
         who: &Principal,
         namespace: &str,
         id: &Uuid,
-    ) -> Result<Vec<Memory>, ServiceError> {
+        after: u32,
+        limit: Option<usize>,
+    ) -> Result<(Vec<Memory>, Option<u32>), ServiceError> {
         self.authorize(
             who,
             namespace,
@@ -678,18 +772,29 @@ impl Service {
         let ns = self.find_namespace(namespace)?;
         let current = self.load(&ns, id)?;
         let key = self.data_key(&ns)?;
+        let limit = limit.unwrap_or(50).clamp(1, 100);
         let prefix = head_key(&ns.id, id);
-        let rows = self
-            .store
-            .rows(|t| t.memories, &prefix, |k| k.starts_with(&prefix))?;
+        let from = version_key(&ns.id, id, after.saturating_add(1));
+        // History rows are keyed by version, in order: one page is read,
+        // however many versions the memory has.
+        let rows =
+            self.store
+                .rows_max(|t| t.memories, &from, |k| k.starts_with(&prefix), limit + 1)?;
         let mut versions = Vec::new();
         for (k, v) in rows.iter().filter(|(k, _)| k.len() == 36) {
             let m: Memory = open_json(&key, "memories", k, v)?;
-            versions.push(self.egress(&ns, m)?);
+            if m.version < current.version {
+                versions.push(self.egress(&ns, m)?);
+            }
         }
-        versions.sort_by_key(|m| m.version);
-        versions.push(self.egress(&ns, current)?);
-        Ok(versions)
+        if current.version > after {
+            versions.push(self.egress(&ns, current)?);
+        }
+        let next = (versions.len() > limit).then(|| {
+            versions.truncate(limit);
+            versions.last().map_or(after, |m| m.version)
+        });
+        Ok((versions, next))
     }
 
     /// Delete every memory whose expiry has passed; returns how many. Expired
@@ -809,8 +914,7 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let key = self.data_key(ns)?;
         let id = &current.id;
-        let digest = Sha256::digest(current.content.as_bytes());
-        let dedup_row = [ns.id.as_bytes().as_slice(), &key.blind("content", &digest)].concat();
+        let dedup_row = dedup_row(ns, &key, current);
         let prefix = head_key(&ns.id, id);
         let version = current.version;
         let (ns_id, memory_id) = (ns.id, *id);
@@ -834,16 +938,7 @@ impl Service {
                 return Err(StoreError::Raced(raced.clone()));
             }
             // The head and every history row, whatever their numbers.
-            let rows: Vec<Vec<u8>> = {
-                let mut cursor = txn.open_ro_cursor(t.memories)?;
-                lmdb::Cursor::iter_from(&mut cursor, &prefix)
-                    .map_while(|item| item.ok())
-                    .map(|(k, _)| k)
-                    .take_while(|k| k.starts_with(&prefix))
-                    .map(<[u8]>::to_vec)
-                    .collect()
-            };
-            for row in rows {
+            for (row, _) in crate::store::rows_in(txn, t.memories, &prefix)? {
                 txn.del(t.memories, &row, None)?;
             }
             lexical::remove(txn, t, &ns_id, &memory_id)?;
@@ -879,3 +974,28 @@ impl Service {
         Ok(())
     }
 }
+
+/// The `dedup` row of `m`: a blind token of its content as stored. In
+/// `egress` mode content is stored as written, and a writer who could ask
+/// "is this text here?" of everyone's memories would learn what readers
+/// only see redacted; there duplicates are found among one author's own
+/// memories, which tell the author nothing new.
+fn dedup_row(ns: &Namespace, key: &DataKey, m: &Memory) -> Vec<u8> {
+    let mut digest = Sha256::new();
+    if ns.settings.redaction == RedactionMode::Egress {
+        digest.update((m.agent_id.len() as u64).to_be_bytes());
+        digest.update(m.agent_id.as_bytes());
+    }
+    digest.update(m.content.as_bytes());
+    [
+        ns.id.as_bytes().as_slice(),
+        &key.blind("content", &digest.finalize()),
+    ]
+    .concat()
+}
+
+/// Most memories one page of a list opens, matching or not.
+pub const LIST_SCAN_BUDGET: usize = 2000;
+
+/// Redaction labels and how often each was found.
+type Labels = BTreeMap<String, u32>;

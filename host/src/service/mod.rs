@@ -21,6 +21,7 @@ pub mod approvals;
 pub mod indexing;
 mod leftovers;
 mod memories;
+pub use memories::LIST_SCAN_BUDGET;
 pub mod model;
 mod namespaces;
 pub mod recall;
@@ -270,6 +271,10 @@ pub struct Page {
     pub next_cursor: Option<Uuid>,
 }
 
+/// Every namespace, by name, and the version of the namespaces table it
+/// was read at.
+type NamespaceList = (u64, Arc<Vec<Namespace>>);
+
 /// The service.
 #[derive(Clone)]
 pub struct Service {
@@ -280,6 +285,8 @@ pub struct Service {
     audit: AuditLog,
     /// How many of each key's refusals reach the audit log.
     refusals: Arc<crate::auth::limits::RefusalBudget>,
+    /// Every namespace, as of a version of the namespaces table.
+    namespace_cache: Arc<std::sync::Mutex<Option<NamespaceList>>>,
     vectors: vector::VectorCache,
     /// Where the indexing worker's next round starts (it moves on, so jobs
     /// that cannot run now do not hold up the others).
@@ -364,6 +371,7 @@ impl Service {
             limits: Limits::default(),
             audit,
             refusals: Arc::default(),
+            namespace_cache: Arc::default(),
             vectors: vector::VectorCache::default(),
             index_cursor: Arc::default(),
         })
@@ -372,6 +380,12 @@ impl Service {
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// With these limits instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Service {
+        self.limits = limits;
+        self
     }
 
     fn system_key(&self) -> Result<Arc<DataKey>, ServiceError> {

@@ -21,6 +21,8 @@ pub struct Limits {
     pub tag_bytes: usize,
     /// Metadata, serialised, in bytes.
     pub metadata_bytes: usize,
+    /// Namespaces on the server.
+    pub namespaces: usize,
 }
 
 impl Default for Limits {
@@ -31,6 +33,7 @@ impl Default for Limits {
             tags: 32,
             tag_bytes: 64,
             metadata_bytes: 16 * 1024,
+            namespaces: 10_000,
         }
     }
 }
@@ -248,9 +251,41 @@ pub fn iso8601(ms: i64) -> String {
     )
 }
 
+/// The smallest UUIDv7 of Unix ms `at`: where ids made at `at` start.
+pub fn first_id_at(at: i64) -> Uuid {
+    let ms = u64::try_from(at.max(0)).unwrap_or(0) & 0xffff_ffff_ffff;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    bytes[6] = 0x70;
+    bytes[8] = 0x80;
+    Uuid::from_bytes(bytes)
+}
+
+/// The Unix ms a UUIDv7 was made at.
+pub fn id_time(id: &Uuid) -> Option<i64> {
+    let b = id.as_bytes();
+    (id.get_version_num() == 7).then(|| {
+        let mut ms = [0u8; 8];
+        ms[2..].copy_from_slice(&b[..6]);
+        i64::try_from(u64::from_be_bytes(ms)).unwrap_or(i64::MAX)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_at_a_time_sort_after_its_first_id() {
+        let now = crate::clock::now_ms();
+        let id = Uuid::now_v7();
+        let t = id_time(&id).unwrap();
+        assert!((t - now).abs() < 1000, "{t} vs {now}");
+        assert!(first_id_at(t) <= id);
+        assert!(first_id_at(t + 1) > id);
+        assert_eq!(id_time(&first_id_at(t)), Some(t));
+        assert_eq!(id_time(&Uuid::nil()), None);
+    }
 
     #[test]
     fn times_print_as_utc() {

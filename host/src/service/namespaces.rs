@@ -2,6 +2,8 @@
 //! delete (governed). Reindex lives with the index it rebuilds
 //! (`indexing.rs`).
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use super::approvals::{self, Execution, Payload, Proposal};
@@ -34,6 +36,12 @@ impl Service {
                     who.key_id
                 ),
             ));
+        }
+        let held = self.all_namespaces()?.len();
+        if held >= self.limits.namespaces {
+            return Err(ServiceError::Conflict(format!(
+                "this server holds its most namespaces ({held}); delete one, or raise [limits] max_namespaces"
+            )));
         }
         let mut settings = settings;
         let snapshot = self.plugins.snapshot();
@@ -81,6 +89,7 @@ impl Service {
                 return Err(StoreError::Rejected(conflict.clone()));
             }
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
+            namespaces_changed(txn, t)?;
             Keyring::put_wrapped(txn, t, &kid, &wrapped)?;
             audit.append(txn, t, &record)
         })?;
@@ -114,14 +123,33 @@ impl Service {
         Ok(all)
     }
 
+    /// Every namespace, by name. Kept in memory while the namespaces table
+    /// is unchanged (one small read tells, whichever process wrote it):
+    /// listing, cross-namespace recall, the sweeper and every indexing
+    /// round use it, and must not unseal every row each time.
     pub(super) fn all_namespaces(&self) -> Result<Vec<Namespace>, ServiceError> {
-        let rows = self.store.rows(|t| t.namespaces, &[], |_| true)?;
+        let version = self.store.read(|txn, t| namespaces_version(txn, t))?;
+        if let Ok(cache) = self.namespace_cache.lock()
+            && let Some((at, all)) = cache.as_ref()
+            && *at == version
+        {
+            return Ok(all.as_ref().clone());
+        }
+        let (version, rows) = self.store.read(|txn, t| {
+            Ok((
+                namespaces_version(txn, t)?,
+                crate::store::rows_in(txn, t.namespaces, &[])?,
+            ))
+        })?;
         let key = self.system_key()?;
         let mut all = rows
             .iter()
             .map(|(k, v)| open_json::<Namespace>(&key, "namespaces", k, v))
             .collect::<Result<Vec<_>, _>>()?;
         all.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Ok(mut cache) = self.namespace_cache.lock() {
+            *cache = Some((version, Arc::new(all.clone())));
+        }
         Ok(all)
     }
 
@@ -232,6 +260,7 @@ impl Service {
             // above all).
             indexing::unchanged_in(txn, t, &system, &row, &read)?;
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
+            namespaces_changed(txn, t)?;
             let mut entries = vec![audit.append(txn, t, &record)?];
             if policy_changed {
                 entries.extend(ledger.supersede_in(
@@ -291,6 +320,7 @@ impl Service {
             }
             indexing::unchanged_in(txn, t, &system, &row, &read)?;
             txn.del(t.namespaces, &row, None)?;
+            namespaces_changed(txn, t)?;
             match txn.del(t.keys, &kid, None) {
                 Ok(()) | Err(lmdb::Error::NotFound) => {}
                 Err(e) => return Err(e.into()),
@@ -326,6 +356,9 @@ impl Service {
     }
 }
 
+/// Longest namespace description, in bytes.
+pub const MAX_DESCRIPTION: usize = 1024;
+
 pub(super) fn validate_settings(s: &NamespaceSettings) -> Result<(), ServiceError> {
     if !crate::plugins::manifest::valid_id(&s.redactor) {
         return Err(invalid(
@@ -355,11 +388,49 @@ pub(super) fn validate_settings(s: &NamespaceSettings) -> Result<(), ServiceErro
             format!("\"{}\" is not a plugin id", s.policy_plugin),
         ));
     }
+    if let Some(d) = &s.description
+        && (d.len() > MAX_DESCRIPTION || d.chars().any(|c| c.is_control() && c != '\n'))
+    {
+        return Err(invalid(
+            "description",
+            format!(
+                "must be at most {MAX_DESCRIPTION} bytes, without control characters but newlines"
+            ),
+        ));
+    }
     if s.policy.trim().is_empty() || s.policy.len() > 256 {
         return Err(invalid(
             "policy",
             "must be 1-256 characters, e.g. allow, single:reviewer, consensus:2, or store=allow; forget=single:human",
         ));
     }
+    Ok(())
+}
+
+/// The `meta` row counting writes to the `namespaces` table.
+const NAMESPACES_VERSION: &[u8] = b"namespaces_version";
+
+fn namespaces_version<T: crate::store::Transaction>(
+    txn: &T,
+    t: &crate::store::Tables,
+) -> Result<u64, StoreError> {
+    Ok(get_in(txn, t.meta, NAMESPACES_VERSION)?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// Note a write to the `namespaces` table, inside its transaction: every
+/// put or delete there calls this, or cached lists go stale.
+pub(super) fn namespaces_changed(
+    txn: &mut crate::store::RwTransaction<'_>,
+    t: &crate::store::Tables,
+) -> Result<(), StoreError> {
+    let next = namespaces_version(txn, t)?.wrapping_add(1);
+    txn.put(
+        t.meta,
+        &NAMESPACES_VERSION,
+        &next.to_be_bytes(),
+        WriteFlags::empty(),
+    )?;
     Ok(())
 }

@@ -180,7 +180,19 @@ impl Service {
                     format!("at most {MAX_NAMESPACES} namespaces per question"),
                 ));
             }
-            Some(names) => (names.clone(), true),
+            // Each namespace once, however often it is named: a question
+            // costs what it asks, not what it repeats.
+            Some(names) => {
+                let mut seen = std::collections::HashSet::new();
+                (
+                    names
+                        .iter()
+                        .filter(|n| seen.insert(n.as_str()))
+                        .cloned()
+                        .collect::<Vec<String>>(),
+                    true,
+                )
+            }
             None => (
                 self.namespaces(who)?.into_iter().map(|n| n.name).collect(),
                 false,

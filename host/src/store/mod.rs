@@ -302,23 +302,7 @@ impl Store {
         keep: impl Fn(&[u8]) -> bool,
         max: usize,
     ) -> Result<Vec<Row>, StoreError> {
-        self.read(|txn, t| {
-            let mut cursor = txn.open_ro_cursor(pick(t))?;
-            let mut out = Vec::new();
-            let iter = if start.is_empty() {
-                lmdb::Cursor::iter_start(&mut cursor)
-            } else {
-                lmdb::Cursor::iter_from(&mut cursor, start)
-            };
-            for item in iter {
-                let (k, v) = item?;
-                if !keep(k) || out.len() >= max {
-                    break;
-                }
-                out.push((k.to_vec(), v.to_vec()));
-            }
-            Ok(out)
-        })
+        self.read(|txn, t| scan(txn, pick(t), start, keep, max))
     }
 
     /// The distinct first `len` bytes of the keys of a table that start
@@ -478,6 +462,43 @@ pub fn get_in<T: Transaction>(
         Err(lmdb::Error::NotFound) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Every row of `db` whose key starts with `prefix`, within a
+/// transaction, in key order.
+pub fn rows_in<T: Transaction>(
+    txn: &T,
+    db: Database,
+    prefix: &[u8],
+) -> Result<Vec<Row>, StoreError> {
+    scan(txn, db, prefix, |k| k.starts_with(prefix), usize::MAX)
+}
+
+/// The rows of `db` from `start` on while `keep(key)` holds, at most `max`.
+fn scan<T: Transaction>(
+    txn: &T,
+    db: Database,
+    start: &[u8],
+    keep: impl Fn(&[u8]) -> bool,
+    max: usize,
+) -> Result<Vec<Row>, StoreError> {
+    let mut cursor = txn.open_ro_cursor(db)?;
+    let mut out = Vec::new();
+    // LMDB refuses an empty key to seek to: the whole table starts at the
+    // start.
+    let iter = if start.is_empty() {
+        lmdb::Cursor::iter_start(&mut cursor)
+    } else {
+        lmdb::Cursor::iter_from(&mut cursor, start)
+    };
+    for item in iter {
+        let (k, v) = item?;
+        if !keep(k) || out.len() >= max {
+            break;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    Ok(out)
 }
 
 fn finish<R: 'static>(

@@ -93,25 +93,46 @@ struct Request {
 
 /// In `--no-auth` mode only a local client may act as the operator: the
 /// `Host` must name loopback (a web page rebinding its own domain to
-/// 127.0.0.1 sends its own name) and a browser's cross-site `Origin` is
-/// refused.
+/// 127.0.0.1 sends its own name) and a browser's `Origin`, if any, must be
+/// this server itself — a loopback origin on the `Host`'s port — so a page
+/// from anywhere else, another local port included, is refused.
 fn local_only(host: Option<&str>, origin: Option<&str>) -> Result<(), &'static str> {
-    let name = host.map(|h| {
-        match h.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => h.split(':').next().unwrap_or(""),
-        }
-        .to_ascii_lowercase()
-    });
-    if !matches!(name.as_deref(), Some("localhost" | "127.0.0.1" | "::1")) {
+    let (name, port) = host.map(host_and_port).unwrap_or_default();
+    if !is_loopback_name(&name) {
         return Err("without a key (--no-auth) only requests to localhost are served");
     }
-    if origin.is_some() {
-        return Err(
-            "without a key (--no-auth) requests from web pages (with an Origin) are refused",
-        );
+    if let Some(origin) = origin {
+        let same = origin
+            .split_once("://")
+            .filter(|(scheme, _)| matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https"))
+            .map(|(_, authority)| host_and_port(authority))
+            .is_some_and(|(o_name, o_port)| is_loopback_name(&o_name) && o_port == port);
+        if !same {
+            return Err(
+                "without a key (--no-auth) requests from web pages of another origin are refused",
+            );
+        }
     }
     Ok(())
+}
+
+/// `name[:port]` or `[v6][:port]`, the name lowercased.
+fn host_and_port(authority: &str) -> (String, Option<String>) {
+    let (name, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (name, rest) = v6.split_once(']').unwrap_or((v6, ""));
+            (name, rest.strip_prefix(':'))
+        }
+        None => match authority.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (authority, None),
+        },
+    };
+    (name.to_ascii_lowercase(), port.map(str::to_string))
+}
+
+fn is_loopback_name(name: &str) -> bool {
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
 impl Gate {
@@ -288,5 +309,29 @@ mod tests {
         assert!(key_in_query("q=mhk_0123"));
         assert!(!key_in_query("limit=5&tags=a,b"));
         assert!(!key_in_query(""));
+    }
+
+    #[test]
+    fn without_a_key_only_this_servers_own_loopback_origin_is_served() {
+        use super::local_only;
+        for (host, origin) in [
+            ("localhost:7077", None),
+            ("localhost:7077", Some("http://localhost:7077")),
+            ("127.0.0.1:7077", Some("http://127.0.0.1:7077")),
+            ("[::1]:7077", Some("http://[::1]:7077")),
+            ("localhost", Some("http://localhost")),
+        ] {
+            assert_eq!(local_only(Some(host), origin), Ok(()), "{host} {origin:?}");
+        }
+        for (host, origin) in [
+            ("evil.example:7077", None),
+            ("localhost:7077", Some("https://evil.example")),
+            ("localhost:7077", Some("http://localhost:3000")),
+            ("localhost:7077", Some("http://localhost")),
+            ("localhost:7077", Some("null")),
+            ("localhost:7077", Some("file://localhost:7077")),
+        ] {
+            assert!(local_only(Some(host), origin).is_err(), "{host} {origin:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@
 //! | `GET /v1/namespaces/{ns}/memories/{id}` | one memory |
 //! | `PATCH /v1/namespaces/{ns}/memories/{id}` | a new version |
 //! | `DELETE /v1/namespaces/{ns}/memories/{id}` | forget it (204) |
-//! | `GET /v1/namespaces/{ns}/memories/{id}/history` | every version |
+//! | `GET /v1/namespaces/{ns}/memories/{id}/history` | its versions, oldest first, paged: `after` (a version), `limit` |
 //! | `POST /v1/namespaces/{ns}/recall` | the memories that best match a question |
 //! | `GET /v1/admin/keys` | the keys the caller administers |
 //! | `POST /v1/admin/keys` | create a key (201; the key is in the body, shown once) |
@@ -389,6 +389,18 @@ struct MemoryPage<'a> {
 #[derive(Serialize)]
 struct Versions<'a> {
     versions: &'a [Memory],
+    /// Pass as `after` for the next page; null on the last.
+    next_after: Option<u32>,
+}
+
+/// `GET …/history` paging.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    /// Versions after this one (default 0: from the first).
+    after: Option<u32>,
+    /// At most this many (1–100, default 50).
+    limit: Option<usize>,
 }
 
 /// A matched route, waiting for the caller's principal. Routes are matched
@@ -542,15 +554,25 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .map(
             |ns: String, s: Service, params: StoreParams, body: NewMemory| {
                 act(move |who| async move {
-                    let stored = blocking(move || {
-                        let mut stored = s.store(&who, &ns, body)?;
-                        if stored.indexing && params.wait == Some(WaitFor::Indexed) {
-                            s.wait_indexed(&ns, &stored.memory.id, WAIT_INDEXED)?;
+                    let (svc, name) = (s.clone(), ns.clone());
+                    let mut stored = blocking(move || svc.store(&who, &name, body)).await?;
+                    if stored.indexing && params.wait == Some(WaitFor::Indexed) {
+                        // Polled between sleeps: a waiting request holds no
+                        // thread of the blocking pool, which authentication
+                        // and every other request share.
+                        let until = tokio::time::Instant::now() + WAIT_INDEXED;
+                        let id = stored.memory.id;
+                        loop {
+                            let (svc, name) = (s.clone(), ns.clone());
+                            if blocking(move || svc.indexed(&name, &id)).await?
+                                || tokio::time::Instant::now() >= until
+                            {
+                                break;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                         }
-                        stored.memory = s.current_status(&ns, stored.memory)?;
-                        Ok(stored)
-                    })
-                    .await?;
+                    }
+                    stored.memory = blocking(move || s.current_status(&ns, stored.memory)).await?;
                     let status = if stored.created {
                         StatusCode::CREATED
                     } else {
@@ -721,14 +743,18 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .and(warp::path::end())
         .and(warp::get())
         .and(svc.clone())
-        .map(|ns: String, id: String, s: Service| {
+        .and(warp::query::<HistoryParams>())
+        .map(|ns: String, id: String, s: Service, p: HistoryParams| {
             act(move |who| async move {
                 let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
-                let versions = blocking(move || s.history(&who, &ns, &id)).await?;
+                let (versions, next_after) =
+                    blocking(move || s.history(&who, &ns, &id, p.after.unwrap_or(0), p.limit))
+                        .await?;
                 Ok(json(
                     StatusCode::OK,
                     &Versions {
                         versions: &versions,
+                        next_after,
                     },
                 ))
             })

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use super::ReindexBody;
 use super::problem::Problem;
 use crate::audit::Entry;
-use crate::auth::keys::{KeyFields, KeyInfo, Rate};
+use crate::auth::keys::{KeyFields, KeyInfo, Rate, Revocation};
 use crate::auth::{Grant, Role};
 use crate::governance::{Kind, PendingAction, PolicySnapshot, Requester, Requirement, State, Vote};
 use crate::service::approvals::{ApprovalView, NewVote, VoteDecision};
@@ -83,8 +83,10 @@ fn patch_memory() {}
     responses((status = 202, description = "held for approval by the namespace's policy: `{status: pending_approval, approval: {id, state, requirement, expires_at, payload_hash}}`, `Location: /v1/approvals/{id}`; nothing was written yet"), (status = 403, body = Problem, description = "`policy-denied`"), (status = 204), (status = 404, body = Problem)))]
 fn forget_memory() {}
 
-#[utoipa::path(get, path = "/v1/namespaces/{ns}/memories/{id}/history", params(("ns" = String, Path), ("id" = String, Path)),
-    responses((status = 200, description = "`{versions: [Memory]}`"), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/memories/{id}/history", params(("ns" = String, Path), ("id" = String, Path),
+        ("after" = Option<u32>, Query, description = "versions after this one (default 0)"),
+        ("limit" = Option<u32>, Query, description = "at most this many, 1-100 (default 50)")),
+    responses((status = 200, description = "`{versions: [Memory], next_after}`: oldest first, the current version last; pass `next_after` as `after` for the next page (null on the last)"), (status = 404, body = Problem)))]
 fn memory_history() {}
 
 #[utoipa::path(post, path = "/v1/namespaces/{ns}/recall", params(("ns" = String, Path)), request_body = RecallQuery,
@@ -111,7 +113,7 @@ fn list_keys() {}
 fn create_key() {}
 
 #[utoipa::path(delete, path = "/v1/admin/keys/{key_id}", params(("key_id" = String, Path)),
-    responses((status = 200, body = KeyInfo, description = "revoked (at once)"), (status = 403, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = Revocation, description = "revoked at once, with every key minted under it (`also_revoked`)"), (status = 403, body = Problem), (status = 404, body = Problem)))]
 fn revoke_key() {}
 
 #[utoipa::path(get, path = "/v1/admin/audit", params(("after" = Option<u64>, Query), ("limit" = Option<usize>, Query)),
@@ -200,6 +202,7 @@ impl utoipa::Modify for BearerAuth {
         CreateNamespace,
         NewKey,
         KeyInfo,
+        Revocation,
         KeyFields,
         RecallQuery,
         ReindexBody,
