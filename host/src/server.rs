@@ -178,12 +178,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         gate.clone(),
         opts.config.server.mcp_allowed_origins.clone(),
     );
-    let routes = health
-        .map(warp::Reply::into_response)
-        .or(mcp)
-        .unify()
-        .or(crate::api::rest::routes(service, gate))
-        .unify()
+    let routes = warp::path::full()
+        .and(
+            health
+                .map(warp::Reply::into_response)
+                .or(mcp)
+                .unify()
+                .or(crate::api::rest::routes(service, gate))
+                .unify(),
+        )
+        .map(with_allow)
         .with(warp::log::custom(|info| {
         tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");
     }));
@@ -208,6 +212,22 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     store.close();
     tracing::info!("memhost stopped");
     Ok(())
+}
+
+/// A 405 says which methods the path takes (RFC 9110).
+fn with_allow(
+    path: warp::path::FullPath,
+    mut response: warp::reply::Response,
+) -> warp::reply::Response {
+    use warp::http::{HeaderValue, StatusCode, header::ALLOW};
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key(ALLOW)
+        && let Some(methods) = crate::api::rest::openapi::allowed_methods(path.as_str())
+        && let Ok(value) = HeaderValue::from_str(&methods)
+    {
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
 }
 
 /// Indexing workers: each embeds its share of the queued memories, in

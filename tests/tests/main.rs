@@ -6,6 +6,7 @@
 mod common;
 
 mod access;
+mod contract;
 
 mod egress;
 mod embed_local;

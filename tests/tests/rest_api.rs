@@ -191,7 +191,7 @@ fn bad_input_gets_the_documented_problem_and_changes_nothing() {
             "POST",
             "/v1/namespaces/n/memories",
             Some(format!(r#"{{"content":"{}"}}"#, "x".repeat(70_000))),
-            413,
+            422,
             "too-large",
         ),
         (

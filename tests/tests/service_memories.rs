@@ -27,6 +27,7 @@ struct Fixture {
     dir: tempfile::TempDir,
     store: Store,
     service: Service,
+    plugins: Arc<memhost::plugins::PluginRegistry>,
 }
 
 fn fixture(with_redactor: bool) -> Fixture {
@@ -43,7 +44,8 @@ fn fixture(with_redactor: bool) -> Fixture {
     Fixture {
         dir,
         store: store.clone(),
-        service: Service::new(store, keyring, plugins).unwrap(),
+        service: Service::new(store, keyring, plugins.clone()).unwrap(),
+        plugins,
     }
 }
 
@@ -76,7 +78,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 
 #[test]
 fn namespaces_are_explicit_named_and_unique() {
-    let f = fixture(false);
+    let f = fixture(true);
     let s = &f.service;
     s.create_namespace(&op(), "team-a", NamespaceSettings::default())
         .unwrap();
@@ -184,10 +186,20 @@ fn egress_mode_stores_as_written_and_redacts_on_read() {
 
 #[test]
 fn a_missing_redactor_refuses_the_write_and_stores_nothing() {
-    let f = fixture(false);
+    let f = fixture(true);
     let s = &f.service;
     s.create_namespace(&op(), "notes", NamespaceSettings::default())
         .unwrap();
+    // Its redactor is unloaded after the namespace was made.
+    f.plugins.apply(vec![staged("policy-standard")]).unwrap();
+    // A new namespace cannot name it: refused now, not at its first write.
+    let err = s
+        .create_namespace(&op(), "later", NamespaceSettings::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ServiceError::Invalid { field, .. } if field == "redactor"),
+        "{err}"
+    );
     let err = s.store(&op(), "notes", memory("hello")).unwrap_err();
     assert!(
         matches!(&err, ServiceError::Redaction(m) if m.contains("redact-pii")),
@@ -376,7 +388,7 @@ fn bad_input_is_refused_naming_the_field() {
             other => panic!("{field}: {other:?}"),
         }
     }
-    let big = memory(&"x".repeat(s.limits().content_bytes + 1));
+    let big = memory(&"x".repeat(s.limits().content_chars + 1));
     assert!(
         matches!(s.store(&op(), "n", big), Err(ServiceError::TooLarge { field, .. }) if field == "content")
     );

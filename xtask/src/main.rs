@@ -131,9 +131,10 @@ fn main() -> Result<()> {
         Some("serve") => serve(&root, &args[1..]),
         Some("test") => test(&root),
         Some("bench") => bench(&root, &args[1..]),
+        Some("soak") => soak(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed>"
+                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed | soak [--seconds N] [--clients N] [--kill-every S]>"
             );
             std::process::exit(2);
         }
@@ -212,14 +213,26 @@ const MCP_SDK: &str = "mcp==2.3.0";
 /// A Python environment under `target/py-mcp` with [`MCP_SDK`], made on
 /// first use (kept apart from the system's packages).
 fn ensure_mcp_sdk(root: &Path) -> Result<()> {
-    let venv = root.join("target/py-mcp");
+    ensure_venv(root, "py-mcp", MCP_SDK, "the MCP tests")
+}
+
+/// The property-based contract check of the OpenAPI document.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+fn ensure_schemathesis(root: &Path) -> Result<()> {
+    ensure_venv(root, "py-st", SCHEMATHESIS, "the OpenAPI contract test")
+}
+
+/// A Python venv `target/<name>` holding `package`, installed once.
+fn ensure_venv(root: &Path, name: &str, package: &str, for_what: &str) -> Result<()> {
+    let venv = root.join("target").join(name);
     let python = venv.join("bin/python");
     let marker = venv.join(".installed");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == MCP_SDK) && python.exists() {
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == package) && python.exists() {
         return Ok(());
     }
     eprintln!(
-        "installing {MCP_SDK} into {} (for the MCP tests)",
+        "installing {package} into {} (for {for_what})",
         venv.display()
     );
     run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
@@ -230,10 +243,10 @@ fn ensure_mcp_sdk(root: &Path) -> Result<()> {
         "install",
         "--quiet",
         "--disable-pip-version-check",
-        MCP_SDK,
+        package,
     ]))
-    .with_context(|| format!("could not install {MCP_SDK} with pip"))?;
-    std::fs::write(&marker, MCP_SDK)?;
+    .with_context(|| format!("could not install {package} with pip"))?;
+    std::fs::write(&marker, package)?;
     Ok(())
 }
 
@@ -512,6 +525,7 @@ fn host_triple() -> Result<String> {
 fn test(root: &Path) -> Result<()> {
     plugins(root)?;
     ensure_mcp_sdk(root)?;
+    ensure_schemathesis(root)?;
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
     run(cargo()
         .current_dir(root.join("plugins"))
@@ -544,7 +558,36 @@ fn test(root: &Path) -> Result<()> {
     run(&mut unit)?;
     // The integration tests drive the real binary; build it once for all.
     run(cargo().current_dir(root).args(["build", "-p", "memhost"]))?;
-    run(cargo().current_dir(root).args(["test", "--workspace"]))
+    // Most integration tests wait on a server or a timeout, not on a core:
+    // three at a time on two cores finish sooner than two.
+    run(cargo()
+        .current_dir(root)
+        .env("RUST_TEST_THREADS", "3")
+        .args(["test", "--workspace"]))?;
+    // A short load-and-faults round (longer ones: `cargo xtask soak`).
+    run(cargo()
+        .current_dir(root)
+        .args([
+            "run",
+            "-q",
+            "-p",
+            "memhost-tests",
+            "--example",
+            "soak",
+            "--",
+        ])
+        .args(["--seconds", "15", "--clients", "32", "--kill-every", "5"]))
+}
+
+/// Load and faults: many clients against a server killed and restarted
+/// while they work (tests/examples/soak.rs); prints its table.
+fn soak(root: &Path, args: &[String]) -> Result<()> {
+    plugins(root)?;
+    run(cargo().current_dir(root).args(["build", "-p", "memhost"]))?;
+    run(cargo()
+        .current_dir(root)
+        .args(["run", "-p", "memhost-tests", "--example", "soak", "--"])
+        .args(args))
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<()> {

@@ -669,10 +669,15 @@ impl Service {
         id: &Uuid,
         vote: NewVote,
     ) -> Result<ApprovalView, ServiceError> {
-        if vote.comment.as_ref().is_some_and(|c| c.len() > MAX_COMMENT) {
+        if vote
+            .comment
+            .as_ref()
+            .is_some_and(|c| c.chars().count() > MAX_COMMENT)
+        {
             return Err(ServiceError::TooLarge {
                 field: "comment".into(),
                 limit: MAX_COMMENT,
+                unit: "characters",
             });
         }
         // Concurrent voters race on the item's revision; the loser reads
@@ -1035,6 +1040,9 @@ impl Service {
         who: &Principal,
         q: &ApprovalQuery,
     ) -> Result<ApprovalPage, ServiceError> {
+        if let Some(ns) = &q.namespace {
+            super::access::check_namespace_name("namespace", ns)?;
+        }
         let limit = q.limit.unwrap_or(50).clamp(1, 200);
         let ledger = self.ledger()?;
         let now = model::now_ms();

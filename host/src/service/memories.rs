@@ -196,30 +196,42 @@ impl Service {
     pub(super) fn validate(&self, m: &NewMemory) -> Result<(), ServiceError> {
         let l = &self.limits;
         if m.content.trim().is_empty() {
-            return Err(invalid("content", "must not be empty"));
+            return Err(invalid(
+                "content",
+                "must hold a character other than whitespace",
+            ));
         }
-        if m.content.len() > l.content_bytes {
+        // Lengths in characters, as JSON Schema (and every client) counts.
+        if m.content.chars().count() > l.content_chars {
             return Err(ServiceError::TooLarge {
                 field: "content".into(),
-                limit: l.content_bytes,
+                limit: l.content_chars,
+                unit: "characters",
             });
         }
-        if m.title.as_ref().is_some_and(|t| t.len() > l.title_bytes) {
+        if m.title
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > l.title_chars)
+        {
             return Err(ServiceError::TooLarge {
                 field: "title".into(),
-                limit: l.title_bytes,
+                limit: l.title_chars,
+                unit: "characters",
             });
         }
         if m.tags.len() > l.tags {
             return Err(invalid("tags", format!("at most {} tags", l.tags)));
         }
         for tag in &m.tags {
-            if tag.is_empty() || tag.len() > l.tag_bytes || tag.chars().any(char::is_control) {
+            if tag.is_empty()
+                || tag.chars().count() > l.tag_chars
+                || tag.chars().any(char::is_control)
+            {
                 return Err(invalid(
                     "tags",
                     format!(
-                        "each tag must be 1-{} bytes without control characters",
-                        l.tag_bytes
+                        "each tag must be 1-{} characters without control characters",
+                        l.tag_chars
                     ),
                 ));
             }
@@ -230,6 +242,7 @@ impl Service {
             return Err(ServiceError::TooLarge {
                 field: "metadata".into(),
                 limit: l.metadata_bytes,
+                unit: "bytes (as JSON)",
             });
         }
         if let Some(i) = m.importance
@@ -237,8 +250,13 @@ impl Service {
         {
             return Err(invalid("importance", "must be between 0 and 1"));
         }
-        if m.ttl_seconds == Some(0) {
-            return Err(invalid("ttl_seconds", "must be at least 1"));
+        if m.ttl_seconds
+            .is_some_and(|t| !(1..=MAX_TTL_SECONDS).contains(&t))
+        {
+            return Err(invalid(
+                "ttl_seconds",
+                format!("must be 1-{MAX_TTL_SECONDS} (100 years)"),
+            ));
         }
         Ok(())
     }
@@ -487,6 +505,7 @@ impl Service {
         q: &ListQuery,
     ) -> Result<Page, ServiceError> {
         self.authorize(who, namespace, Role::Reader, "memory.list", None)?;
+        q.filters.check()?;
         let ns = self.find_namespace(namespace)?;
         let key = self.data_key(&ns)?;
         let limit = q.limit.unwrap_or(50).clamp(1, 200);
@@ -993,6 +1012,9 @@ fn dedup_row(ns: &Namespace, key: &DataKey, m: &Memory) -> Vec<u8> {
     ]
     .concat()
 }
+
+/// The longest time to live, in seconds (100 years).
+pub const MAX_TTL_SECONDS: u64 = 100 * 365 * 24 * 3600;
 
 /// Most memories one page of a list opens, matching or not.
 pub const LIST_SCAN_BUDGET: usize = 2000;

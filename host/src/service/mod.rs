@@ -21,7 +21,8 @@ pub mod approvals;
 pub mod indexing;
 mod leftovers;
 mod memories;
-pub use memories::LIST_SCAN_BUDGET;
+pub use memories::{LIST_SCAN_BUDGET, MAX_TTL_SECONDS};
+pub use namespaces::MAX_DESCRIPTION;
 pub mod model;
 mod namespaces;
 pub mod recall;
@@ -55,12 +56,14 @@ pub enum ServiceError {
         detail: String,
     },
     /// A field is larger than allowed.
-    #[error("{field} is larger than {limit} bytes")]
+    #[error("{field} is longer than {limit} {unit}")]
     TooLarge {
         /// The field.
         field: String,
         /// The limit.
         limit: usize,
+        /// What it is counted in (`characters`, `bytes`).
+        unit: &'static str,
     },
     /// The namespace does not exist.
     #[error("namespace \"{0}\" does not exist")]
@@ -240,7 +243,27 @@ pub struct Filters {
     pub until: Option<i64>,
 }
 
+/// The latest time a filter may name, Unix ms (the end of year 9999).
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// Refuse a time bound outside 0..=[`MAX_TIME_MS`] (field `field`).
+pub(crate) fn check_time(field: &str, t: Option<i64>) -> Result<(), ServiceError> {
+    match t {
+        Some(t) if !(0..=MAX_TIME_MS).contains(&t) => Err(invalid(
+            field,
+            format!("must be a Unix time in ms from 0 to {MAX_TIME_MS}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Filters {
+    /// Refuse bounds no memory can have.
+    pub fn check(&self) -> Result<(), ServiceError> {
+        check_time("since", self.since)?;
+        check_time("until", self.until)
+    }
+
     /// Is `m` live at `now` and does it pass every filter?
     pub fn keeps(&self, m: &Memory, now: i64) -> bool {
         !m.expired(now)

@@ -11,14 +11,14 @@ pub use crate::clock::now_ms;
 /// Size and count limits on a memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Content, in bytes.
-    pub content_bytes: usize,
-    /// Title, in bytes.
-    pub title_bytes: usize,
+    /// Content, in characters.
+    pub content_chars: usize,
+    /// Title, in characters.
+    pub title_chars: usize,
     /// Number of tags.
     pub tags: usize,
-    /// One tag, in bytes.
-    pub tag_bytes: usize,
+    /// One tag, in characters.
+    pub tag_chars: usize,
     /// Metadata, serialised, in bytes.
     pub metadata_bytes: usize,
     /// Namespaces on the server.
@@ -28,10 +28,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            content_bytes: 64 * 1024,
-            title_bytes: 512,
+            content_chars: 64 * 1024,
+            title_chars: 512,
             tags: 32,
-            tag_bytes: 64,
+            tag_chars: 64,
             metadata_bytes: 16 * 1024,
             namespaces: 10_000,
         }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::approvals::{self, Execution, Payload, Proposal};
 use super::{
-    DEFAULT_EMBEDDER, NO_EMBEDDER, Namespace, NamespaceSettings, Service, ServiceError, indexing,
-    invalid, model, ns_key_id, open_json, seal_json,
+    DEFAULT_EMBEDDER, NO_EMBEDDER, Namespace, NamespaceSettings, RedactionMode, Service,
+    ServiceError, indexing, invalid, model, ns_key_id, open_json, seal_json,
 };
 use crate::audit::Record;
 use crate::auth::{Principal, Role};
@@ -54,6 +54,7 @@ impl Service {
         }
         validate_settings(&settings)?;
         self.check_policy(name, &settings)?;
+        self.check_redactor(&settings)?;
         settings.dimensions = match &settings.embedder {
             None => None,
             Some(id) => Some(
@@ -179,6 +180,27 @@ impl Service {
         self.commit_namespace_update(who, ns, settings, None)
     }
 
+    /// A namespace that redacts needs its redactor loaded: found now, not
+    /// by the first write (which it would refuse).
+    fn check_redactor(&self, settings: &NamespaceSettings) -> Result<(), ServiceError> {
+        if settings.redaction == RedactionMode::Off
+            || self
+                .plugins
+                .snapshot()
+                .redactor(&settings.redactor)
+                .is_some()
+        {
+            return Ok(());
+        }
+        Err(invalid(
+            "redactor",
+            format!(
+                "\"{}\" is not a loaded redactor plugin (load it, or set \"redaction\": \"off\")",
+                settings.redactor
+            ),
+        ))
+    }
+
     /// Can `ns` take `settings`?
     pub(super) fn check_settings_change(
         &self,
@@ -187,6 +209,10 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let name = &ns.name;
         validate_settings(settings)?;
+        if settings.redactor != ns.settings.redactor || settings.redaction != ns.settings.redaction
+        {
+            self.check_redactor(settings)?;
+        }
         let redaction_changed = (settings.redaction, &settings.redactor)
             != (ns.settings.redaction, &ns.settings.redactor);
         let prefix = *ns.id.as_bytes();
@@ -356,7 +382,7 @@ impl Service {
     }
 }
 
-/// Longest namespace description, in bytes.
+/// Longest namespace description, in characters.
 pub const MAX_DESCRIPTION: usize = 1024;
 
 pub(super) fn validate_settings(s: &NamespaceSettings) -> Result<(), ServiceError> {
@@ -389,12 +415,12 @@ pub(super) fn validate_settings(s: &NamespaceSettings) -> Result<(), ServiceErro
         ));
     }
     if let Some(d) = &s.description
-        && (d.len() > MAX_DESCRIPTION || d.chars().any(|c| c.is_control() && c != '\n'))
+        && (d.chars().count() > MAX_DESCRIPTION || d.chars().any(|c| c.is_control() && c != '\n'))
     {
         return Err(invalid(
             "description",
             format!(
-                "must be at most {MAX_DESCRIPTION} bytes, without control characters but newlines"
+                "must be at most {MAX_DESCRIPTION} characters, without control characters but newlines"
             ),
         ));
     }

@@ -89,14 +89,20 @@ pub struct RecallQuery {
 impl RecallQuery {
     fn check(&self) -> Result<usize, ServiceError> {
         if self.query.trim().is_empty() {
-            return Err(invalid("query", "must not be empty"));
+            return Err(invalid(
+                "query",
+                "must hold a character other than whitespace",
+            ));
         }
-        if self.query.len() > MAX_QUERY {
+        if self.query.chars().count() > MAX_QUERY {
             return Err(ServiceError::TooLarge {
                 field: "query".into(),
                 limit: MAX_QUERY,
+                unit: "characters",
             });
         }
+        super::check_time("since", self.since)?;
+        super::check_time("until", self.until)?;
         let k = self.k.unwrap_or(10);
         if !(1..=100).contains(&k) {
             return Err(invalid("k", "must be between 1 and 100"));

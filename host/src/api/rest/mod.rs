@@ -95,6 +95,7 @@ fn too_deep(body: &[u8]) -> bool {
 fn parse<T: serde::de::DeserializeOwned>(
     content_type: Option<String>,
     body: &[u8],
+    accept_null: bool,
 ) -> Result<T, Problem> {
     let json = content_type
         .as_deref()
@@ -116,47 +117,88 @@ fn parse<T: serde::de::DeserializeOwned>(
             format!("JSON nests deeper than {MAX_DEPTH} levels"),
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        use serde_json::error::Category;
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            e.to_string(),
+        )
+    })?;
+    // `3.0` is the integer 3 to JSON Schema, and so to every generated
+    // client: read it as one.
+    integral(&mut value);
+    if value.is_null() && accept_null {
+        value = serde_json::json!({});
+    }
+    // Every body is an object: serde would read a struct from an array too.
+    if !value.is_object() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid field",
+            "the body must be a JSON object",
+        ));
+    }
+    T::deserialize(value).map_err(|e| {
         let text = e.to_string();
-        match e.classify() {
-            // The seed systems' gap: a peer could write under any identity
-            // it claimed. Here the identity is the key's; say so.
-            Category::Data
-                if text.starts_with("unknown field `agent_id`")
-                    || text.starts_with("unknown field `agent_type`") =>
-            {
-                Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation",
-                    "Invalid field",
-                    "agent_id and agent_type come from your API key, not from the body: remove them",
-                )
-            }
-            Category::Data => Problem::new(
+        // The seed systems' gap: a peer could write under any identity
+        // it claimed. Here the identity is the key's; say so.
+        if text.starts_with("unknown field `agent_id`")
+            || text.starts_with("unknown field `agent_type`")
+        {
+            return Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation",
                 "Invalid field",
-                text,
-            ),
-            _ => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                e.to_string(),
-            ),
+                "agent_id and agent_type come from your API key, not from the body: remove them",
+            );
         }
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid field",
+            text,
+        )
     })
+}
+
+/// Numbers with no fraction, written as floats (`3.0`), as integers.
+fn integral(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+            {
+                if f >= 0.0 && f < u64::MAX as f64 {
+                    *value = serde_json::Value::from(f as u64);
+                } else if f < 0.0 && f >= i64::MIN as f64 {
+                    *value = serde_json::Value::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral),
+        _ => {}
+    }
 }
 
 /// A JSON body of type `T`, size-capped.
 fn json_body<T: serde::de::DeserializeOwned + Send>()
 -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
+    body_of::<T>(false)
+}
+
+/// A JSON body of type `T`; `accept_null`: `null` reads as `{}`.
+fn body_of<T: serde::de::DeserializeOwned + Send>(
+    accept_null: bool,
+) -> impl Filter<Extract = (T,), Error = warp::Rejection> + Clone {
     warp::body::content_length_limit(MAX_BODY)
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::bytes())
-        .and_then(|ct: Option<String>, body: bytes::Bytes| async move {
-            parse::<T>(ct, &body).map_err(|p| warp::reject::custom(ProblemRejection(p)))
+        .and_then(move |ct: Option<String>, body: bytes::Bytes| async move {
+            parse::<T>(ct, &body, accept_null)
+                .map_err(|p| warp::reject::custom(ProblemRejection(p)))
         })
 }
 
@@ -173,7 +215,7 @@ fn json_body_or_default<T: serde::de::DeserializeOwned + Default + Send>()
             Err(warp::reject())
         }
     });
-    none.or(json_body::<T>()).unify()
+    none.or(body_of::<T>(true)).unify()
 }
 
 /// `POST /v1/namespaces/{ns}/reindex`.
@@ -293,7 +335,8 @@ struct CreateNamespace {
 }
 
 /// Settings as sent: all optional; what is absent stays as it was.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = NamespaceSettingsPatch)]
 #[serde(deny_unknown_fields)]
 struct NamespaceSettingsInput {
     #[serde(default)]
@@ -345,9 +388,13 @@ struct ListParams {
     limit: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST …/memories/bulk` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BulkStore {
+    /// Up to 100 memories, each as `POST …/memories` takes it; each is
+    /// stored or refused on its own.
+    #[schema(value_type = Vec<NewMemory>)]
     memories: Vec<serde_json::Value>,
 }
 
@@ -398,7 +445,7 @@ struct Versions<'a> {
 #[serde(deny_unknown_fields)]
 struct HistoryParams {
     /// Versions after this one (default 0: from the first).
-    after: Option<u32>,
+    after: Option<u64>,
     /// At most this many (1–100, default 50).
     limit: Option<usize>,
 }
@@ -747,9 +794,10 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .map(|ns: String, id: String, s: Service, p: HistoryParams| {
             act(move |who| async move {
                 let id = memory_id(&ns, &id).map_err(|p| p.reply())?;
+                // No version is past u32::MAX: a larger `after` is past them all.
+                let after = u32::try_from(p.after.unwrap_or(0)).unwrap_or(u32::MAX);
                 let (versions, next_after) =
-                    blocking(move || s.history(&who, &ns, &id, p.after.unwrap_or(0), p.limit))
-                        .await?;
+                    blocking(move || s.history(&who, &ns, &id, after, p.limit)).await?;
                 Ok(json(
                     StatusCode::OK,
                     &Versions {

@@ -8,8 +8,8 @@ use utoipa::OpenApi;
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use super::ReindexBody;
 use super::problem::Problem;
+use super::{BulkStore, NamespaceSettingsInput, ReindexBody};
 use crate::audit::Entry;
 use crate::auth::keys::{KeyFields, KeyInfo, Rate, Revocation};
 use crate::auth::{Grant, Role};
@@ -31,6 +31,10 @@ struct CreateNamespace {
     redactor: Option<String>,
     /// Governance rule (default `allow`).
     policy: Option<String>,
+    /// Policy plugin id (default `policy-standard`).
+    policy_plugin: Option<String>,
+    /// How long a held change waits, in seconds (default 24 h).
+    approval_ttl_seconds: Option<u64>,
     /// Embedder plugin id (bound for good; its dimensions are recorded).
     embedder: Option<String>,
     description: Option<String>,
@@ -47,7 +51,7 @@ fn list_namespaces() {}
     responses((status = 200, body = Namespace), (status = 404, body = Problem)))]
 fn get_namespace() {}
 
-#[utoipa::path(patch, path = "/v1/namespaces/{ns}", params(("ns" = String, Path)), request_body = NamespaceSettings,
+#[utoipa::path(patch, path = "/v1/namespaces/{ns}", params(("ns" = String, Path)), request_body = NamespaceSettingsInput,
     responses((status = 202, description = "held for approval by the namespace's policy: `{status: pending_approval, approval: {id, state, requirement, expires_at, payload_hash}}`, `Location: /v1/approvals/{id}`; nothing was written yet"), (status = 403, body = Problem, description = "`policy-denied`"), (status = 200, body = Namespace), (status = 404, body = Problem), (status = 422, body = Problem)))]
 fn patch_namespace() {}
 
@@ -61,7 +65,7 @@ fn delete_namespace() {}
         (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
 fn store_memory() {}
 
-#[utoipa::path(post, path = "/v1/namespaces/{ns}/memories/bulk", params(("ns" = String, Path)),
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/memories/bulk", params(("ns" = String, Path)), request_body = BulkStore,
     responses((status = 200, description = "`{results: [...]}`, one status or problem per item"), (status = 404, body = Problem)))]
 fn bulk_store() {}
 
@@ -206,6 +210,8 @@ impl utoipa::Modify for BearerAuth {
         KeyFields,
         RecallQuery,
         ReindexBody,
+        BulkStore,
+        NamespaceSettingsInput,
         RecallMode,
         Fusion,
         Hit,
@@ -227,7 +233,372 @@ impl utoipa::Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
-/// The document as JSON.
+/// The document as JSON: the routes and types, then what every route
+/// can answer besides success and the constraints the server enforces,
+/// taken from the same constants the checks use.
 pub fn document() -> serde_json::Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    complete_responses(&mut doc);
+    constrain(&mut doc);
+    doc
+}
+
+/// The methods the document lists for `path` (a request path, matched
+/// against the templates), as an `Allow` header value; `None` for a path
+/// it does not list.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    static ROUTES: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> =
+        std::sync::LazyLock::new(|| {
+            let doc = document();
+            let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) else {
+                return Vec::new();
+            };
+            paths
+                .iter()
+                .map(|(template, item)| {
+                    let segments = template.split('/').map(str::to_string).collect();
+                    let methods = item
+                        .as_object()
+                        .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                        .unwrap_or_default();
+                    (segments, methods)
+                })
+                .collect()
+        });
+    let asked: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    ROUTES.iter().find_map(|(template, methods)| {
+        let fits = template.len() == asked.len()
+            && template
+                .iter()
+                .zip(&asked)
+                .all(|(t, a)| t.starts_with('{') || t == a);
+        fits.then(|| methods.join(", "))
+    })
+}
+
+/// Problem answers any route can give, and why.
+const ANY_ROUTE: &[(&str, &str)] = &[
+    (
+        "400",
+        "`bad-request` or `bad-query`: the body is not JSON, nests too deep, or a query parameter does not parse",
+    ),
+    (
+        "401",
+        "`unauthorized`: no key, or one that is unknown, revoked or expired",
+    ),
+    (
+        "403",
+        "`forbidden`: the key's roles do not reach this; `policy-denied`: the namespace's policy said no",
+    ),
+    (
+        "429",
+        "`rate-limited`: over the key's rate or concurrency (see `Retry-After`)",
+    ),
+    ("500", "`internal`: see the server log"),
+    (
+        "503",
+        "`policy-failed` or `unavailable`: a plugin the answer needs is missing or failing",
+    ),
+];
+
+/// Problem answers of routes that take a body.
+const WITH_BODY: &[(&str, &str)] = &[
+    ("408", "`request-timeout`: the body did not arrive in time"),
+    (
+        "413",
+        "`too-large`: the body or a field is larger than allowed",
+    ),
+    ("415", "`unsupported-media-type`: send `application/json`"),
+    (
+        "422",
+        "`validation`: a field is missing, unknown, of the wrong type or out of range",
+    ),
+];
+
+/// Every operation answers the problems it can give, as
+/// `application/problem+json`.
+fn complete_responses(doc: &mut serde_json::Value) {
+    let problem = serde_json::json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        let open = path == "/v1/openapi.json";
+        for (_, op) in item.iter_mut() {
+            let has_body = op.get("requestBody").is_some();
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                continue;
+            };
+            // A problem is a problem, whatever the route says it holds.
+            for (status, response) in responses.iter_mut() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    response["content"] = problem.clone();
+                }
+            }
+            let mut add = |status: &str, why: &str| {
+                responses.entry(status.to_string()).or_insert_with(
+                    || serde_json::json!({"description": why, "content": problem.clone()}),
+                );
+            };
+            if open {
+                add("500", "`internal`: see the server log");
+                continue;
+            }
+            for (status, why) in ANY_ROUTE {
+                add(status, why);
+            }
+            if path.contains('{') {
+                add(
+                    "404",
+                    "`*-not-found`: no such namespace, memory, key or approval (or not one the key may see)",
+                );
+            }
+            if has_body {
+                for (status, why) in WITH_BODY {
+                    add(status, why);
+                }
+            } else {
+                add("422", "`validation`: a path or query value is out of range");
+            }
+        }
+    }
+}
+
+/// `name`: what the server takes as a namespace name.
+const NAMESPACE_NAME: &str = "^[a-z0-9][a-z0-9._-]{0,62}$";
+/// A plugin id.
+const PLUGIN_ID: &str = "^[a-z][a-z0-9-]{0,63}$";
+/// Holds a character that is not whitespace (Unicode White_Space, as the
+/// server trims).
+const NOT_BLANK: &str = "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+/// No control characters.
+const NO_CONTROL: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// No control characters but newlines.
+const NO_CONTROL_BUT_NEWLINE: &str = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f]*$";
+
+/// Put the constraints the server enforces into the schemas and
+/// parameters, so a request the document allows is one the server takes.
+fn constrain(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let limits = crate::service::Limits::default();
+    let set = |doc: &mut serde_json::Value, schema: &str, field: &str, add: serde_json::Value| {
+        if let Some(prop) = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
+            .and_then(|p| p.as_object_mut())
+            && let Some(add) = add.as_object()
+        {
+            prop.extend(add.clone());
+        }
+    };
+    let text = |max: usize| json!({"minLength": 1, "maxLength": max, "pattern": NOT_BLANK});
+    set(
+        doc,
+        "CreateNamespace",
+        "name",
+        json!({"pattern": NAMESPACE_NAME}),
+    );
+    for schema in ["CreateNamespace", "NamespaceSettingsPatch"] {
+        set(
+            doc,
+            schema,
+            "description",
+            json!({"maxLength": crate::service::MAX_DESCRIPTION, "pattern": NO_CONTROL_BUT_NEWLINE}),
+        );
+        set(doc, schema, "redactor", json!({"pattern": PLUGIN_ID}));
+        set(doc, schema, "policy_plugin", json!({"pattern": PLUGIN_ID}));
+        set(doc, schema, "policy", text(256));
+        set(
+            doc,
+            schema,
+            "approval_ttl_seconds",
+            json!({"minimum": 1, "maximum": crate::service::model::MAX_APPROVAL_TTL}),
+        );
+    }
+    set(doc, "NewMemory", "content", text(limits.content_chars));
+    set(doc, "MemoryPatch", "content", text(limits.content_chars));
+    for schema in ["NewMemory", "MemoryPatch"] {
+        set(
+            doc,
+            schema,
+            "title",
+            json!({"maxLength": limits.title_chars}),
+        );
+        set(
+            doc,
+            schema,
+            "tags",
+            json!({"maxItems": limits.tags, "items": {"type": "string", "minLength": 1, "maxLength": limits.tag_chars, "pattern": NO_CONTROL}}),
+        );
+        set(
+            doc,
+            schema,
+            "importance",
+            json!({"minimum": 0, "maximum": 1}),
+        );
+        set(
+            doc,
+            schema,
+            "ttl_seconds",
+            json!({"minimum": 1, "maximum": crate::service::MAX_TTL_SECONDS}),
+        );
+    }
+    set(
+        doc,
+        "RecallQuery",
+        "query",
+        text(crate::service::recall::MAX_QUERY),
+    );
+    set(
+        doc,
+        "RecallQuery",
+        "k",
+        json!({"minimum": 1, "maximum": 100}),
+    );
+    for field in ["since", "until"] {
+        set(
+            doc,
+            "RecallQuery",
+            field,
+            json!({"minimum": 0, "maximum": crate::service::MAX_TIME_MS}),
+        );
+    }
+    set(
+        doc,
+        "RecallQuery",
+        "recency_weight",
+        json!({"minimum": 0, "maximum": 1}),
+    );
+    set(
+        doc,
+        "RecallQuery",
+        "half_life_days",
+        json!({"minimum": f32::MIN_POSITIVE, "maximum": f32::MAX}),
+    );
+    set(
+        doc,
+        "RecallQuery",
+        "namespaces",
+        json!({"minItems": 1, "maxItems": crate::service::recall::MAX_NAMESPACES, "items": {"type": "string", "pattern": NAMESPACE_NAME}}),
+    );
+    set(
+        doc,
+        "NewKey",
+        "agent_id",
+        json!({"minLength": 1, "maxLength": 128, "pattern": NO_CONTROL}),
+    );
+    set(
+        doc,
+        "NewKey",
+        "agent_type",
+        json!({"pattern": "^[A-Za-z0-9._-]{1,64}$"}),
+    );
+    set(
+        doc,
+        "NewKey",
+        "grants",
+        json!({"minItems": 1, "maxItems": crate::auth::keys::MAX_GRANTS}),
+    );
+    set(
+        doc,
+        "Grant",
+        "pattern",
+        json!({"pattern": "^(\\*|[a-z0-9][a-z0-9._-]{0,62}\\*?)$"}),
+    );
+    set(doc, "Rate", "per_second", json!({"exclusiveMinimum": 0}));
+    set(doc, "Rate", "burst", json!({"minimum": 1}));
+    set(
+        doc,
+        "NewVote",
+        "comment",
+        json!({"maxLength": crate::service::approvals::MAX_COMMENT}),
+    );
+    set(
+        doc,
+        "BulkStore",
+        "memories",
+        json!({"maxItems": super::MAX_BULK}),
+    );
+    // `namespaces` belongs to the question across namespaces only.
+    if let Some(one) = doc.pointer("/components/schemas/RecallQuery").cloned() {
+        let mut across = one.clone();
+        let mut one = one;
+        if let Some(props) = one.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            props.remove("namespaces");
+        }
+        if let Some(desc) = across.get_mut("description") {
+            *desc =
+                json!("A question across namespaces: `RecallQuery` and the namespaces to search.");
+        }
+        if let Some(schemas) = doc
+            .pointer_mut("/components/schemas")
+            .and_then(|s| s.as_object_mut())
+        {
+            schemas.insert("RecallQuery".into(), one);
+            schemas.insert("RecallAcrossQuery".into(), across);
+        }
+        if let Some(body) =
+            doc.pointer_mut("/paths/~1v1~1recall/post/requestBody/content/application~1json/schema")
+        {
+            *body = json!({"$ref": "#/components/schemas/RecallAcrossQuery"});
+        }
+    }
+    // What a request may hold is what the server reads: no more.
+    for schema in [
+        "CreateNamespace",
+        "NamespaceSettingsPatch",
+        "NewMemory",
+        "MemoryPatch",
+        "RecallQuery",
+        "RecallAcrossQuery",
+        "ReindexBody",
+        "BulkStore",
+        "NewKey",
+        "NewVote",
+        "Grant",
+        "Rate",
+    ] {
+        if let Some(s) = doc
+            .pointer_mut(&format!("/components/schemas/{schema}"))
+            .and_then(|s| s.as_object_mut())
+        {
+            s.insert("additionalProperties".into(), json!(false));
+        }
+    }
+    // Path and query parameters, by name.
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+                continue;
+            };
+            for param in params {
+                let schema = match param["name"].as_str().unwrap_or("") {
+                    "ns" | "namespace" => json!({"type": "string", "pattern": NAMESPACE_NAME}),
+                    "id" | "approval_id" | "cursor" => json!({"type": "string", "format": "uuid"}),
+                    "key_id" => json!({"type": "string", "pattern": "^[0-9a-f]{16}$"}),
+                    "wait" => json!({"type": "string", "enum": ["indexed"]}),
+                    "limit" | "after" => {
+                        json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
+                    }
+                    "as" => json!({"type": "string", "enum": ["requester", "approver"]}),
+                    "state" => json!({"type": "string", "enum": [
+                        "pending", "executed", "failed", "rejected", "expired", "cancelled", "superseded"
+                    ]}),
+                    "since" | "until" => json!({
+                        "type": "integer", "minimum": 0, "maximum": crate::service::MAX_TIME_MS
+                    }),
+                    _ => continue,
+                };
+                param["schema"] = schema;
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! | `malformed-json` | 400 | the body is not JSON, or nests deeper than 32 levels |
 //! | `bad-query` | 400 | unknown or malformed query parameters |
 //! | `validation` | 422 | a field is missing, unknown, of the wrong type or out of range |
-//! | `too-large` | 413 | the body or a field is over its limit |
+//! | `too-large` | 413 | the body is over its limit (422 for a field over its length) |
 //! | `unsupported-media-type` | 415 | a body that is not `application/json` |
 //! | `unauthorized` | 401 | no API key, or one that is unknown, revoked or expired |
 //! | `forbidden` | 403 | the key's roles do not allow this |
@@ -107,8 +107,10 @@ impl From<&ServiceError> for Problem {
                 "Invalid field",
                 detail,
             ),
+            // A field over its length is invalid (422); only a body over
+            // the body cap is "payload too large" (413).
             ServiceError::TooLarge { .. } => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 "too-large",
                 "Too large",
                 detail,
