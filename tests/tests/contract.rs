@@ -12,7 +12,7 @@ use crate::common::root;
 use crate::common::server::*;
 
 /// How long the property-based run may take, in seconds.
-const BUDGET_SECONDS: &str = "90";
+const BUDGET_SECONDS: &str = "60";
 
 #[test]
 fn schemathesis_finds_nothing_the_document_does_not_say() {

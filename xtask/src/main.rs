@@ -132,9 +132,10 @@ fn main() -> Result<()> {
         Some("test") => test(&root),
         Some("bench") => bench(&root, &args[1..]),
         Some("soak") => soak(&root, &args[1..]),
+        Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed | soak [--seconds N] [--clients N] [--kill-every S]>"
+                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed | soak [--seconds N] [--clients N] [--kill-every S] | fuzz [--seconds N] [TARGET...]>"
             );
             std::process::exit(2);
         }
@@ -577,6 +578,57 @@ fn test(root: &Path) -> Result<()> {
             "--",
         ])
         .args(["--seconds", "15", "--clients", "32", "--kill-every", "5"]))
+}
+
+/// The fuzz targets of `fuzz/`, each for a bounded time (default 60 s),
+/// with nightly and cargo-fuzz (installed if missing). New inputs that
+/// reach new code are kept in `fuzz/corpus/`; a crash stops the run with
+/// its input in `fuzz/artifacts/` — make it a regression test.
+fn fuzz(root: &Path, args: &[String]) -> Result<()> {
+    const TARGETS: &[&str] = &[
+        "rest_body",
+        "manifest_config",
+        "plugin_findings",
+        "sealed_rows",
+    ];
+    let mut seconds = "60".to_string();
+    let mut chosen: Vec<&str> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--seconds" => seconds = rest.next().context("--seconds needs a number")?.clone(),
+            t if TARGETS.contains(&t) => {
+                chosen.push(TARGETS[TARGETS.iter().position(|x| *x == t).unwrap_or(0)])
+            }
+            other => bail!(
+                "unknown fuzz target {other:?}; the targets are {}",
+                TARGETS.join(", ")
+            ),
+        }
+    }
+    if chosen.is_empty() {
+        chosen = TARGETS.to_vec();
+    }
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+            .context("could not install cargo-fuzz")?;
+    }
+    for target in chosen {
+        let corpus = root.join("fuzz/corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        run(Command::new("cargo")
+            .current_dir(root)
+            .args(["+nightly", "fuzz", "run", target])
+            .arg(&corpus)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-max_len=65536"))?;
+    }
+    Ok(())
 }
 
 /// Load and faults: many clients against a server killed and restarted

@@ -92,7 +92,10 @@ fn too_deep(body: &[u8]) -> bool {
 
 /// Parse a JSON body into `T`, as problems: not JSON → 400, JSON of the
 /// wrong shape (unknown or missing fields, wrong types) → 422.
-fn parse<T: serde::de::DeserializeOwned>(
+/// A request body as every route reads it: JSON by content type, nesting
+/// bounded, an object (`null` as `{}` when `accept_null`), integral floats
+/// as integers; else the problem to answer. Public for the fuzz targets.
+pub fn read_json_body<T: serde::de::DeserializeOwned>(
     content_type: Option<String>,
     body: &[u8],
     accept_null: bool,
@@ -197,7 +200,7 @@ fn body_of<T: serde::de::DeserializeOwned + Send>(
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::bytes())
         .and_then(move |ct: Option<String>, body: bytes::Bytes| async move {
-            parse::<T>(ct, &body, accept_null)
+            read_json_body::<T>(ct, &body, accept_null)
                 .map_err(|p| warp::reject::custom(ProblemRejection(p)))
         })
 }

@@ -1,0 +1,15 @@
+//! Rows as read back from a database file someone else may have written:
+//! a sealed row of any bytes opens or is refused, a job row decodes or is
+//! refused — never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use memhost::crypto::DataKey;
+use memhost::index::vector::Job;
+
+fuzz_target!(|data: &[u8]| {
+    static KEY: std::sync::LazyLock<DataKey> = std::sync::LazyLock::new(DataKey::generate);
+    let _ = KEY.open("memories", b"row", data);
+    let _ = DataKey::sealed_len(data);
+    let _ = Job::decode(data);
+});
