@@ -37,7 +37,7 @@ use uuid::Uuid;
 use crate::audit::{AuditLog, Entry, Record};
 use crate::auth::Principal;
 use crate::crypto::DataKey;
-use crate::store::{RwTransaction, StoreError, Tables, WriteFlags, get_in};
+use crate::store::{RwTransaction, StoreError, Tables, WriteFlags, del_in, get_in};
 
 /// Terminal items are kept this long after they close, then purged (the
 /// audit log keeps their story).
@@ -435,10 +435,7 @@ impl Ledger {
     ) -> Result<(), StoreError> {
         let rows = [Some(item_row(&item.id)), item.idempotency_row.clone()];
         for row in rows.into_iter().flatten() {
-            match txn.del(t.pending, &row, None) {
-                Ok(()) | Err(lmdb::Error::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
+            del_in(txn, t.pending, &row)?;
         }
         Ok(())
     }
@@ -479,10 +476,7 @@ impl Ledger {
                 payload_row(&next.id),
                 open_row(&next.namespace_id, &next.id),
             ] {
-                match txn.del(t.pending, &row, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                del_in(txn, t.pending, &row)?;
             }
         }
         records

@@ -20,7 +20,7 @@ use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use crate::crypto::DataKey;
-use crate::store::{RwTransaction, Store, StoreError, Tables, WriteFlags, get_in};
+use crate::store::{RwTransaction, Store, StoreError, Tables, WriteFlags, del_in, get_in};
 
 /// BM25 parameters (the usual ones).
 const K1: f32 = 1.2;
@@ -188,10 +188,7 @@ pub fn remove(
         .map_or(0, |b| u32::from_be_bytes(b.try_into().unwrap_or_default()));
     for token in doc.get(4..).unwrap_or_default().chunks_exact(32) {
         let token: [u8; 32] = token.try_into().unwrap_or([0; 32]);
-        match txn.del(t.terms, &posting_key(ns, &token, id), None) {
-            Ok(()) | Err(lmdb::Error::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
+        del_in(txn, t.terms, &posting_key(ns, &token, id))?;
     }
     txn.del(t.terms, &doc_key(ns, id), None)?;
     let (docs, total) = stats(txn, t, ns)?;

@@ -16,7 +16,7 @@ use crate::audit::Record;
 use crate::auth::{Principal, Role};
 use crate::crypto::DataKey;
 use crate::index::vector::{self, Job};
-use crate::store::{StoreError, Tables, Transaction, WriteFlags, get_in};
+use crate::store::{StoreError, Tables, Transaction, WriteFlags, del_in, get_in};
 
 /// What a reindex started.
 #[derive(Debug, Clone, Serialize)]
@@ -208,10 +208,7 @@ impl Service {
         let n = rows.len();
         self.store.write_blocking(move |txn, t| {
             for row in &rows {
-                match txn.del(t.jobs, row, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                del_in(txn, t.jobs, row)?;
             }
             Ok(())
         })?;
@@ -488,10 +485,7 @@ impl Service {
                     )?;
                     queued += 1;
                 } else {
-                    match txn.del(t.jobs, &job, None) {
-                        Ok(()) | Err(lmdb::Error::NotFound) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    del_in(txn, t.jobs, &job)?;
                 }
             }
             Ok((queued, audit.append(txn, t, &record)?))

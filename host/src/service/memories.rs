@@ -18,7 +18,7 @@ use crate::auth::{Principal, Role};
 use crate::crypto::DataKey;
 use crate::index::{lexical, vector};
 use crate::plugins::apply_findings;
-use crate::store::{StoreError, WriteFlags, get_in};
+use crate::store::{StoreError, WriteFlags, del_in, get_in};
 
 impl Service {
     /// The blind terms a memory is found by: its text as readers see it
@@ -735,10 +735,7 @@ impl Service {
             lexical::put(txn, t, &ns_id, &memory_id, &terms)?;
             // The old vector goes with the old text: until the new one is
             // embedded, what was changed away cannot be found by meaning.
-            match txn.del(t.vectors, &vector::row_key(&ns_id, &memory_id), None) {
-                Ok(()) | Err(lmdb::Error::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
+            del_in(txn, t.vectors, &vector::row_key(&ns_id, &memory_id))?;
             if indexing::embeds_in(txn, t, &system, &ns_row, &ns_id, &ns_name)? {
                 txn.put(
                     t.jobs,
@@ -751,10 +748,7 @@ impl Service {
                 txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
             }
             if old_dedup != new_dedup {
-                match txn.del(t.dedup, &old_dedup, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                del_in(txn, t.dedup, &old_dedup)?;
                 txn.put(t.dedup, &new_dedup, &id_bytes, WriteFlags::empty())?;
             }
             audit.append(txn, t, &record)
@@ -970,10 +964,7 @@ impl Service {
                 (t.vectors, vector::row_key(&ns_id, &memory_id)),
                 (t.jobs, vector::job_key(&ns_id, &memory_id)),
             ] {
-                match txn.del(db, &row, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                del_in(txn, db, &row)?;
             }
             let mut entries = vec![audit.append(txn, t, &record)?];
             entries.extend(ledger.supersede_in(

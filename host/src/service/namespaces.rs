@@ -15,7 +15,7 @@ use crate::audit::Record;
 use crate::auth::{Principal, Role};
 use crate::index::vector;
 use crate::store::keyring::Keyring;
-use crate::store::{StoreError, WriteFlags, get_in};
+use crate::store::{StoreError, WriteFlags, del_in, get_in};
 
 impl Service {
     /// Create a namespace with its own data key. Needs admin over the name.
@@ -347,10 +347,7 @@ impl Service {
             indexing::unchanged_in(txn, t, &system, &row, &read)?;
             txn.del(t.namespaces, &row, None)?;
             namespaces_changed(txn, t)?;
-            match txn.del(t.keys, &kid, None) {
-                Ok(()) | Err(lmdb::Error::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
+            del_in(txn, t.keys, &kid)?;
             let mut entries = vec![audit.append(txn, t, &record)?];
             entries.extend(ledger.supersede_in(
                 txn,

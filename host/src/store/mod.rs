@@ -369,10 +369,7 @@ impl Store {
             n += rows.iter().filter(|(k, _)| counted(k)).count();
             self.write_blocking(move |txn, t| {
                 for (k, _) in &rows {
-                    match txn.del(pick(t), k, None) {
-                        Ok(()) | Err(lmdb::Error::NotFound) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    del_in(txn, pick(t), k)?;
                 }
                 Ok(())
             })?;
@@ -460,6 +457,15 @@ pub fn get_in<T: Transaction>(
     match txn.get(db, &key) {
         Ok(v) => Ok(Some(v.to_vec())),
         Err(lmdb::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Delete the row at `key` in `db` within a write transaction, if there is
+/// one: a row already gone is not an error.
+pub fn del_in(txn: &mut RwTransaction<'_>, db: Database, key: &[u8]) -> Result<(), StoreError> {
+    match txn.del(db, &key, None) {
+        Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
