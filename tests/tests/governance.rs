@@ -411,16 +411,12 @@ fn concurrent_approving_votes_execute_the_action_exactly_once() {
     assert_eq!(memories(&s.admin, "race").len(), 1);
     let (_, view) = curl(&s.admin, "GET", &format!("/v1/approvals/{id}"), None);
     assert_eq!(view["state"], "executed");
-    let (_, audit) = curl(&s.admin, "GET", "/v1/admin/audit?limit=1000", None);
-    let executed = audit["entries"]
-        .as_array()
-        .unwrap()
+    let audit = audit_entries(&s.admin);
+    let executed = audit
         .iter()
         .filter(|e| e["action"] == "approval.executed" && e["target"] == id.as_str())
         .count();
-    let stores = audit["entries"]
-        .as_array()
-        .unwrap()
+    let stores = audit
         .iter()
         .filter(|e| e["action"] == "memory.store" && e["outcome"] == "ok")
         .count();

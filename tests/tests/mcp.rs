@@ -159,14 +159,12 @@ fn an_mcp_client_stores_recalls_changes_and_forgets_under_its_key() {
         assert_eq!(seen["forget"]["is_error"], false);
         assert_eq!(status_of(&seen["get_forgotten"]), 404);
         // Audited as REST calls are.
-        let (_, audit) = curl(&admin, "GET", "/v1/admin/audit?limit=1000", None);
-        let forgotten = audit["entries"]
-            .as_array()
-            .unwrap()
+        let audit = audit_entries(&admin);
+        let forgotten = audit
             .iter()
             .filter(|e| e["action"] == "memory.forget" && e["target"] == id)
             .count();
-        assert_eq!(forgotten, 1, "{audit}");
+        assert_eq!(forgotten, 1, "{audit:?}");
     }
 
     // A reader sees only what it may use, and is refused the rest.

@@ -6,26 +6,6 @@
 use crate::common::server::*;
 use serde_json::{Value, json};
 
-/// Every audit entry, oldest first, as the admin reads them.
-fn audit(s: &Setup) -> Vec<Value> {
-    let mut all = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |e: &Value| e["seq"].as_u64().unwrap());
-        let (status, page) = curl(
-            &s.admin,
-            "GET",
-            &format!("/v1/admin/audit?after={after}&limit=1000"),
-            None,
-        );
-        assert_eq!(status, 200, "{page}");
-        let page = page["entries"].as_array().unwrap().clone();
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
-}
-
 #[test]
 fn a_megabyte_namespace_name_is_refused_as_invalid_without_growing_the_audit_log() {
     let s = setup("", &[], &[r#"{"name":"team-a","embedder":"none"}"#]);
@@ -36,7 +16,7 @@ fn a_megabyte_namespace_name_is_refused_as_invalid_without_growing_the_audit_log
         &["team-a=reader"],
         &[],
     )));
-    let before = audit(&s);
+    let before = audit_entries(&s.admin);
     let huge = "a".repeat(900 * 1024);
     for _ in 0..5 {
         let r = mcp(
@@ -69,7 +49,7 @@ fn a_megabyte_namespace_name_is_refused_as_invalid_without_growing_the_audit_log
             "{body}"
         );
     }
-    let after = audit(&s);
+    let after = audit_entries(&s.admin);
     let added: usize = after[before.len()..]
         .iter()
         .map(|e| e.to_string().len())
@@ -102,7 +82,7 @@ fn a_key_refused_over_and_over_gets_a_bounded_number_of_audit_entries_and_the_co
         // Its request rate is not what is tested here.
         &["--rate-per-second", "1000", "--burst", "1000"],
     )));
-    let before = audit(&s).len();
+    let before = audit_entries(&s.admin).len();
     for _ in 0..60 {
         let (status, _) = curl(&reader, "GET", "/v1/namespaces/secret/memories", None);
         assert_eq!(status, 403);
@@ -114,7 +94,7 @@ fn a_key_refused_over_and_over_gets_a_bounded_number_of_audit_entries_and_the_co
             .cloned()
             .collect::<Vec<_>>()
     };
-    let written = denied(&audit(&s)[before..]);
+    let written = denied(&audit_entries(&s.admin)[before..]);
     assert!(
         (20..=40).contains(&written.len()),
         "{} of 60 refusals written",
@@ -124,7 +104,7 @@ fn a_key_refused_over_and_over_gets_a_bounded_number_of_audit_entries_and_the_co
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let (status, _) = curl(&reader, "GET", "/v1/namespaces/secret/memories", None);
     assert_eq!(status, 403);
-    let last = denied(&audit(&s)).pop().unwrap();
+    let last = denied(&audit_entries(&s.admin)).pop().unwrap();
     let detail = last["detail"].as_str().unwrap();
     assert!(
         detail.contains("earlier refusals of this key not written"),
@@ -140,6 +120,6 @@ fn a_key_refused_over_and_over_gets_a_bounded_number_of_audit_entries_and_the_co
     )));
     let (status, _) = curl(&other, "GET", "/v1/namespaces/secret/memories", None);
     assert_eq!(status, 403);
-    let last = audit(&s).pop().unwrap();
+    let last = audit_entries(&s.admin).pop().unwrap();
     assert_eq!(last["agent_id"], "other", "{last}");
 }

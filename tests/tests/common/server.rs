@@ -443,3 +443,24 @@ pub fn mcp(
     assert_eq!(r.status, 200, "{method} {name:?}: {}", r.body);
     r.body["result"].clone()
 }
+
+/// Every audit entry, oldest first, as `admin` (a global admin) reads
+/// them page by page.
+pub fn audit_entries(admin: &Client) -> Vec<serde_json::Value> {
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |e| e["seq"].as_u64().unwrap());
+        let (status, page) = curl(
+            admin,
+            "GET",
+            &format!("/v1/admin/audit?after={after}&limit=1000"),
+            None,
+        );
+        assert_eq!(status, 200, "{page}");
+        let page = page["entries"].as_array().unwrap().clone();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
