@@ -187,7 +187,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 .or(crate::api::rest::routes(service, gate))
                 .unify(),
         )
-        .map(with_allow)
+        .map(crate::api::rest::with_allow)
         .with(warp::log::custom(|info| {
         tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");
     }));
@@ -212,22 +212,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     store.close();
     tracing::info!("memhost stopped");
     Ok(())
-}
-
-/// A 405 says which methods the path takes (RFC 9110).
-fn with_allow(
-    path: warp::path::FullPath,
-    mut response: warp::reply::Response,
-) -> warp::reply::Response {
-    use warp::http::{HeaderValue, StatusCode, header::ALLOW};
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED
-        && !response.headers().contains_key(ALLOW)
-        && let Some(methods) = crate::api::rest::openapi::allowed_methods(path.as_str())
-        && let Ok(value) = HeaderValue::from_str(&methods)
-    {
-        response.headers_mut().insert(ALLOW, value);
-    }
-    response
 }
 
 /// Indexing workers: each embeds its share of the queued memories, in

@@ -19,9 +19,9 @@ fn hold(addr: &str, bytes: &str) -> TcpStream {
     s
 }
 
-/// How long until the server closes `s` (reading what it sends first);
-/// `None` if it is still open after `within`.
-fn closed_within(s: &mut TcpStream, within: Duration) -> Option<(Duration, String)> {
+/// What the server sent before closing `s`; `None` if it is still open
+/// after `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> Option<String> {
     let start = Instant::now();
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -29,14 +29,14 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> Option<(Duration, Strin
     let mut buf = [0u8; 4096];
     while start.elapsed() < within {
         match s.read(&mut buf) {
-            Ok(0) => return Some((start.elapsed(), String::from_utf8_lossy(&seen).into())),
+            Ok(0) => return Some(String::from_utf8_lossy(&seen).into()),
             Ok(n) => seen.extend_from_slice(&buf[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) => {}
-            Err(_) => return Some((start.elapsed(), String::from_utf8_lossy(&seen).into())),
+            Err(_) => return Some(String::from_utf8_lossy(&seen).into()),
         }
     }
     None
@@ -64,9 +64,8 @@ fn half_sent_requests_do_not_stop_health_and_are_closed_after_the_header_timeout
         .collect();
     assert_eq!(health(&addr, Duration::from_secs(2)), Some(200));
     for s in &mut held {
-        let (after, _) = closed_within(s, Duration::from_secs(5))
+        closed_within(s, Duration::from_secs(5))
             .expect("a half-sent request is closed after the header timeout");
-        assert!(after < Duration::from_secs(5));
     }
     assert_eq!(health(&addr, Duration::from_secs(2)), Some(200));
 }
@@ -78,7 +77,7 @@ fn an_idle_keep_alive_connection_and_a_trickled_body_are_closed() {
 
     // A full request, answered; then silence.
     let mut idle = hold(&addr, "GET /health HTTP/1.1\r\nhost: x\r\n\r\n");
-    let (_, answer) = closed_within(&mut idle, Duration::from_secs(5))
+    let answer = closed_within(&mut idle, Duration::from_secs(5))
         .expect("an idle keep-alive connection is closed");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
@@ -90,7 +89,7 @@ fn an_idle_keep_alive_connection_and_a_trickled_body_are_closed() {
             "POST /v1/namespaces HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\":"
         ),
     );
-    let (_, answer) = closed_within(&mut trickle, Duration::from_secs(5))
+    let answer = closed_within(&mut trickle, Duration::from_secs(5))
         .expect("a trickled body is cut off after the body timeout");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // Nothing was created from half a body.
@@ -111,8 +110,6 @@ fn past_the_connection_cap_the_server_waits_says_so_and_serves_again() {
     s.server.wait_for("connection cap reached");
     // The next client is queued, not refused: it is served once the held
     // connections time out.
-    let started = Instant::now();
     assert_eq!(health(&addr, Duration::from_secs(10)), Some(200));
-    assert!(started.elapsed() < Duration::from_secs(10));
     drop(held);
 }

@@ -72,10 +72,6 @@ impl ConnectionSettings {
         }
         Ok(())
     }
-
-    fn seconds(v: f64) -> Duration {
-        Duration::from_secs_f64(v)
-    }
 }
 
 /// The client's address, in each request's extensions (read it with
@@ -151,7 +147,7 @@ pub async fn serve<F>(
                 let busy = Busy::start(activity.clone());
                 let (mut parts, body) = req.into_parts();
                 parts.extensions.insert(ClientAddr(addr));
-                let limit = ConnectionSettings::seconds(settings.body_timeout_seconds);
+                let limit = Duration::from_secs_f64(settings.body_timeout_seconds);
                 let body = Deadline::new(body, limit);
                 let expired = body.expired.clone();
                 let req = http::Request::from_parts(parts, body);
@@ -169,10 +165,10 @@ pub async fn serve<F>(
         };
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(ConnectionSettings::seconds(settings.header_timeout_seconds))
+            .header_read_timeout(Duration::from_secs_f64(settings.header_timeout_seconds))
             .keep_alive(true);
         let conn = graceful.watch(http.serve_connection(io, handler));
-        let keep_alive = ConnectionSettings::seconds(settings.keep_alive_seconds);
+        let keep_alive = Duration::from_secs_f64(settings.keep_alive_seconds);
         tokio::spawn(async move {
             tokio::pin!(conn);
             let idle = activity.idle_for(keep_alive);
@@ -340,7 +336,7 @@ impl Deadline {
 /// A body that did not arrive in time.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0:?}")]
-pub struct BodyTimeout(Duration);
+struct BodyTimeout(Duration);
 
 impl Body for Deadline {
     type Data = Bytes;

@@ -33,6 +33,9 @@ pub fn valid_namespace_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
 }
 
+/// The key id of requests served without a key (`--no-auth`).
+const NO_AUTH_KEY: &str = "no-auth";
+
 /// Who wrote something, from the caller's credential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -231,11 +234,16 @@ impl Principal {
     /// Every request in `--no-auth` local development mode.
     pub fn no_auth() -> Principal {
         Principal::with(
-            "no-auth",
+            NO_AUTH_KEY,
             "local-operator",
             "human",
             Principal::everything(),
         )
+    }
+
+    /// Is this the `--no-auth` principal (no key was presented)?
+    pub fn is_no_auth(&self) -> bool {
+        self.key_id == NO_AUTH_KEY
     }
 
     /// A principal as an earlier request recorded it (the requester of a

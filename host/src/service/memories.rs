@@ -517,15 +517,16 @@ impl Service {
             .since
             .map(|since| head_key(&ns.id, &model::first_id_at(since.saturating_sub(1000))));
         let stop = f.until.map(|until| until.saturating_add(1000));
-        let start = match (q.cursor, seek) {
-            // Just past the cursor's head and its history rows.
-            (Some(c), seek) => {
-                let past = [head_key(&ns.id, &c), vec![0xff; 5]].concat();
-                seek.map_or(past.clone(), |s| s.max(past))
-            }
-            (None, Some(seek)) => seek,
-            (None, None) => ns.id.as_bytes().to_vec(),
-        };
+        // Just past the cursor's head and its history rows.
+        let past_cursor = q
+            .cursor
+            .map(|c| [head_key(&ns.id, &c), vec![0xff; 5]].concat());
+        // Whichever starts later; else the namespace's first row.
+        let start = [seek, past_cursor]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or_else(|| ns.id.as_bytes().to_vec());
         let now = model::now_ms();
         let mut out = Vec::new();
         let mut last_seen = None;

@@ -495,6 +495,22 @@ struct AuditParams {
     limit: Option<usize>,
 }
 
+/// A 405 says which methods the path takes (RFC 9110).
+pub fn with_allow(
+    path: warp::path::FullPath,
+    mut response: warp::reply::Response,
+) -> warp::reply::Response {
+    use warp::http::{HeaderValue, StatusCode, header::ALLOW};
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key(ALLOW)
+        && let Some(methods) = openapi::allowed_methods(path.as_str())
+        && let Ok(value) = HeaderValue::from_str(&methods)
+    {
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
+}
+
 /// Every `/v1` route, behind the credential check of `gate`.
 pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<(Response,)> {
     let svc = warp::any().map(move || service.clone());
