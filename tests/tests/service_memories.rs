@@ -622,3 +622,96 @@ fn rows_no_namespace_owns_are_collected_and_nothing_else() {
     assert_eq!(s.get(&op(), "kept", &m.id).unwrap().content, m.content);
     assert_eq!(s.collect_leftovers().unwrap(), 0);
 }
+
+#[test]
+fn a_reindex_replaces_vectors_in_chunks_while_other_namespaces_keep_writing() {
+    let f = fixture(false);
+    f.plugins
+        .apply(vec![staged("policy-standard"), staged("embed-hashing")])
+        .unwrap();
+    // Small chunks, so a namespace a test can fill takes many writes.
+    let s = f.service.clone().with_reindex_chunk(20);
+    s.create_namespace(
+        &op(),
+        "big",
+        NamespaceSettings {
+            redaction: RedactionMode::Off,
+            embedder: Some("embed-hashing".into()),
+            ..NamespaceSettings::default()
+        },
+    )
+    .unwrap();
+    s.create_namespace(&op(), "other", settings(RedactionMode::Off))
+        .unwrap();
+    const N: usize = 1600;
+    std::thread::scope(|scope| {
+        for part in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in (part..N).step_by(4) {
+                    s.store(&op(), "big", memory(&format!("note {i} about the heron")))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    while s.index_pending(512, 0, 1).unwrap().1 > 0 {}
+    let vector_recall = |s: &Service| {
+        s.recall(
+            &op(),
+            "big",
+            &memhost::service::recall::RecallQuery {
+                query: "note 7 about the heron".into(),
+                k: Some(5),
+                mode: memhost::service::recall::RecallMode::Vector,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .len()
+    };
+    assert_eq!(vector_recall(&s), 5, "embedded before the reindex");
+
+    // Another tenant writes for as long as the reindex runs.
+    let running = std::sync::atomic::AtomicBool::new(true);
+    let (reindex, written_meanwhile) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut written = 0;
+            while running.load(std::sync::atomic::Ordering::SeqCst) {
+                s.store(&op(), "other", memory(&format!("other {written}")))
+                    .unwrap();
+                written += 1;
+            }
+            written
+        });
+        // Let the writer get going first.
+        while s
+            .list(&op(), "other", &ListQuery::default())
+            .unwrap()
+            .memories
+            .is_empty()
+        {
+            std::thread::yield_now();
+        }
+        let reindex = s.reindex_namespace(&op(), "big", None).unwrap();
+        running.store(false, std::sync::atomic::Ordering::SeqCst);
+        (reindex, writer.join().unwrap())
+    });
+    assert_eq!(reindex.queued, N, "every memory is queued again");
+    // One write over the whole namespace held every other write back until
+    // it committed; in chunks of 20, the other namespace writes between
+    // them (80 chunks: dozens get through, where one write let about 3).
+    assert!(
+        written_meanwhile >= 40,
+        "only {written_meanwhile} writes to another namespace got through during the reindex"
+    );
+    let progress = s.index_progress(&op(), "big").unwrap();
+    assert_eq!(progress.queued, N);
+    // The old vectors are gone with the pass, not searched alongside new ones.
+    assert_eq!(vector_recall(&s), 0, "nothing re-embedded yet");
+    while s.index_pending(512, 0, 1).unwrap().1 > 0 {}
+    assert_eq!(s.index_progress(&op(), "big").unwrap().queued, 0);
+    assert_eq!(vector_recall(&s), 5, "re-embedded");
+    // A reindex leaves no pass behind: a restart has nothing to finish.
+    assert_eq!(s.resume_reindexes().unwrap(), 0);
+}

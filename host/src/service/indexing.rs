@@ -115,6 +115,184 @@ pub(super) fn embeds_in(
 /// Failed attempts on one memory's own text before it is given up on.
 const MAX_ATTEMPTS: u8 = 3;
 
+/// `jobs` prefix of a reindex's requeue pass that is still under way:
+/// `rx/` + namespace id. A reindex binds the new embedder and starts a new
+/// index generation in one small write; the pass then replaces every
+/// memory's vector with an indexing job, [`REINDEX_CHUNK`] memories per
+/// write, so other namespaces' writes go in between (one write over a whole
+/// namespace stalled every tenant, and could outgrow LMDB's dirty-page
+/// limit). While the row exists the namespace's vectors are not searched
+/// (some are the old embedder's), and a restart finishes a pass a crash
+/// cut short.
+pub const PASS_PREFIX: &[u8] = b"rx/";
+
+/// Memories a requeue pass handles per write.
+pub const REINDEX_CHUNK: usize = 1000;
+
+pub(super) fn pass_key(ns: &Uuid) -> Vec<u8> {
+    [PASS_PREFIX, ns.as_bytes()].concat()
+}
+
+/// Where a requeue pass stands.
+///
+/// Row value: generation (u32 BE), namespace row length (u8), namespace
+/// row, then the last memory id done (16 bytes; absent at the start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequeuePass {
+    /// The namespace's row in `namespaces`.
+    pub row: Vec<u8>,
+    /// The index generation the pass is for.
+    pub generation: u32,
+    /// The last memory done.
+    pub after: Option<Uuid>,
+}
+
+impl RequeuePass {
+    /// The row value.
+    pub fn encode(&self) -> Vec<u8> {
+        let len = u8::try_from(self.row.len()).unwrap_or(u8::MAX);
+        let mut out = self.generation.to_be_bytes().to_vec();
+        out.push(len);
+        out.extend_from_slice(&self.row[..usize::from(len)]);
+        if let Some(after) = &self.after {
+            out.extend_from_slice(after.as_bytes());
+        }
+        out
+    }
+
+    /// Decode a row value.
+    pub fn decode(bytes: &[u8]) -> Option<RequeuePass> {
+        let generation = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+        let len = usize::from(*bytes.get(4)?);
+        let row = bytes.get(5..5 + len)?.to_vec();
+        let after = match bytes.get(5 + len..)? {
+            [] => None,
+            id => Some(Uuid::from_slice(id).ok()?),
+        };
+        Some(RequeuePass {
+            row,
+            generation,
+            after,
+        })
+    }
+}
+
+/// One write of namespace `ns_id`'s requeue pass (row `key`): the next
+/// `chunk` memories lose their vector and get an indexing job (or, words
+/// only now, lose their job too). Returns how many were queued and whether
+/// the pass is over (also when its namespace is gone or reindexed again
+/// under another row).
+fn requeue_chunk(
+    txn: &mut lmdb::RwTransaction<'_>,
+    t: &Tables,
+    system: &DataKey,
+    key: &[u8],
+    ns_id: Uuid,
+    chunk: usize,
+) -> Result<(usize, bool), StoreError> {
+    let Some(mut pass) = get_in(txn, t.jobs, key)?
+        .as_deref()
+        .and_then(RequeuePass::decode)
+    else {
+        del_in(txn, t.jobs, key)?;
+        return Ok((0, true));
+    };
+    let embeds = match namespace_in(txn, t, system, &pass.row)? {
+        Some(ns) if ns.id == ns_id && ns.index_generation == pass.generation => {
+            ns.settings.embedder.is_some()
+        }
+        _ => {
+            txn.del(t.jobs, &key, None)?;
+            return Ok((0, true));
+        }
+    };
+    let prefix = ns_id.as_bytes();
+    let from = match &pass.after {
+        Some(id) => super::head_key(&ns_id, id),
+        None => prefix.to_vec(),
+    };
+    // Heads are namespace id + memory id (32 bytes), each followed by its
+    // history rows (+ version): a memory with a long history must not make
+    // one write unbounded either, so rows seen are counted, not heads.
+    let mut heads = Vec::new();
+    let mut last = None;
+    let mut seen = 0;
+    let mut ended = true;
+    {
+        let mut cursor = txn.open_ro_cursor(t.memories)?;
+        for item in lmdb::Cursor::iter_from(&mut cursor, &from) {
+            let (k, _) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            let Some(id) = k.get(16..32).and_then(|b| Uuid::from_slice(b).ok()) else {
+                continue;
+            };
+            if seen >= chunk * 4 || heads.len() >= chunk {
+                ended = false;
+                break;
+            }
+            seen += 1;
+            if k.len() == 32 && Some(id) != pass.after {
+                heads.push(id);
+            }
+            last = Some(id);
+        }
+    }
+    let mut queued = 0;
+    for id in &heads {
+        del_in(txn, t.vectors, &vector::row_key(&ns_id, id))?;
+        let job = vector::job_key(&ns_id, id);
+        if embeds {
+            let version = get_in(txn, t.jobs, &job)?
+                .as_deref()
+                .and_then(Job::decode)
+                .map_or(0, |j| j.version);
+            txn.put(
+                t.jobs,
+                &job,
+                &Job::queued(version).encode(),
+                WriteFlags::empty(),
+            )?;
+            queued += 1;
+        } else {
+            del_in(txn, t.jobs, &job)?;
+        }
+    }
+    if ended {
+        txn.del(t.jobs, &key, None)?;
+    } else {
+        pass.after = last.or(pass.after);
+        txn.put(t.jobs, &key, &pass.encode(), WriteFlags::empty())?;
+    }
+    Ok((queued, ended))
+}
+
+/// The requeue passes this process is running, so a resume does not run
+/// one twice (it would be safe — each chunk reads where the pass stands in
+/// its own write — but the work would be done twice).
+pub(super) type Requeues = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>;
+
+/// This process runs namespace `ns`'s pass while it is held.
+struct Running<'a>(&'a Requeues, Uuid);
+
+impl<'a> Running<'a> {
+    /// None when this process runs it already.
+    fn claim(set: &'a Requeues, ns: Uuid) -> Option<Running<'a>> {
+        set.lock()
+            .is_ok_and(|mut s| s.insert(ns))
+            .then_some(Running(set, ns))
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.remove(&self.1);
+        }
+    }
+}
+
 impl Service {
     /// Embed up to `max` queued memories of worker `worker`'s share (of
     /// `workers`: jobs are split by memory id, so workers never race for
@@ -436,10 +614,19 @@ impl Service {
             )),
         );
         let audit = self.audit.clone();
-        let ns_id = ns.id;
-        let embeds = ns.settings.embedder.is_some();
+        let pass = RequeuePass {
+            row: row.clone(),
+            generation: ns.index_generation,
+            after: None,
+        }
+        .encode();
+        let pass_row = pass_key(&ns.id);
+        // Claimed before the pass exists, so a resume does not take it up
+        // (one finishing an earlier pass goes on with this one: each chunk
+        // reads where the pass stands in its own write).
+        let _running = Running::claim(&self.requeues, ns.id);
         let exec_in = exec.clone();
-        let (queued, entry) = self.store.write_blocking(move |txn, t| {
+        let entry = self.store.write_blocking(move |txn, t| {
             super::approvals::apply(&exec_in, txn, t)?;
             // Another reindex (or a delete) since it was read: not this one.
             if generation_in(txn, t, &system, &row)? != Some(read_generation) {
@@ -448,51 +635,16 @@ impl Service {
             unchanged_in(txn, t, &system, &row, &read)?;
             txn.put(t.namespaces, &row, &sealed, WriteFlags::empty())?;
             super::namespaces::namespaces_changed(txn, t)?;
-            let prefix = ns_id.as_bytes();
-            let keys = |txn: &lmdb::RwTransaction<'_>, db| -> Result<Vec<Vec<u8>>, StoreError> {
-                let mut cursor = txn.open_ro_cursor(db)?;
-                Ok(lmdb::Cursor::iter_from(&mut cursor, prefix)
-                    .map_while(|item| item.ok())
-                    .map(|(k, _)| k)
-                    .take_while(|k| k.starts_with(prefix))
-                    .map(<[u8]>::to_vec)
-                    .collect())
-            };
-            for k in keys(txn, t.vectors)? {
-                txn.del(t.vectors, &k, None)?;
-            }
-            for k in keys(txn, t.segments)? {
-                txn.del(t.segments, &k, None)?;
-            }
-            // Heads are namespace id + memory id (32 bytes); history rows
-            // add a version.
-            let mut queued = 0;
-            for head in keys(txn, t.memories)?.into_iter().filter(|k| k.len() == 32) {
-                let Ok(id) = Uuid::from_slice(&head[16..]) else {
-                    continue;
-                };
-                let job = vector::job_key(&ns_id, &id);
-                if embeds {
-                    let version = get_in(txn, t.jobs, &job)?
-                        .as_deref()
-                        .and_then(Job::decode)
-                        .map_or(0, |j| j.version);
-                    txn.put(
-                        t.jobs,
-                        &job,
-                        &Job::queued(version).encode(),
-                        WriteFlags::empty(),
-                    )?;
-                    queued += 1;
-                } else {
-                    del_in(txn, t.jobs, &job)?;
-                }
-            }
-            Ok((queued, audit.append(txn, t, &record)?))
+            // The old vectors and jobs are replaced by the pass, in chunks;
+            // the old generation's segments are never loaded again and go
+            // with the leftovers.
+            txn.put(t.jobs, &pass_row, &pass, WriteFlags::empty())?;
+            audit.append(txn, t, &record)
         })?;
         super::approvals::emit(&exec);
         crate::audit::emit(&entry);
         self.vectors.drop_namespace(&ns.id);
+        let queued = self.run_requeue(ns.id)?;
         Ok(Reindex {
             namespace: ns.name,
             embedder: ns.settings.embedder,
@@ -500,6 +652,62 @@ impl Service {
             index_generation: ns.index_generation,
             queued,
         })
+    }
+
+    /// Run namespace `ns_id`'s requeue pass to its end, a chunk per write;
+    /// returns how many memories it queued.
+    fn run_requeue(&self, ns_id: Uuid) -> Result<usize, ServiceError> {
+        let system = self.system_key()?;
+        let chunk = self.reindex_chunk;
+        let key = pass_key(&ns_id);
+        let mut queued = 0;
+        loop {
+            let (system, key) = (system.clone(), key.clone());
+            let (n, done) = self
+                .store
+                .write_blocking(move |txn, t| requeue_chunk(txn, t, &system, &key, ns_id, chunk))?;
+            queued += n;
+            if done {
+                // Loaded while the pass ran, the index may hold vectors of
+                // the old embedder: read it afresh.
+                self.vectors.drop_namespace(&ns_id);
+                return Ok(queued);
+            }
+        }
+    }
+
+    /// Finish the requeue passes a crash (or a failed write) cut short;
+    /// passes this process is running are left to it. Returns how many
+    /// passes were finished.
+    pub fn resume_reindexes(&self) -> Result<usize, ServiceError> {
+        let rows = self.store.rows_max(
+            |t| t.jobs,
+            PASS_PREFIX,
+            |k| k.starts_with(PASS_PREFIX),
+            1024,
+        )?;
+        let mut finished = 0;
+        for (k, _) in rows {
+            let Some(ns_id) = k
+                .get(PASS_PREFIX.len()..)
+                .and_then(|b| Uuid::from_slice(b).ok())
+            else {
+                continue;
+            };
+            let Some(_running) = Running::claim(&self.requeues, ns_id) else {
+                continue;
+            };
+            let queued = self.run_requeue(ns_id)?;
+            tracing::info!(namespace_id = %ns_id, queued, "finished a reindex that was cut short");
+            finished += 1;
+        }
+        Ok(finished)
+    }
+
+    /// Is a reindex of namespace `ns_id` still replacing its vectors? Its
+    /// vectors are not searched meanwhile: some are of the old embedder.
+    pub(super) fn requeue_under_way(&self, ns_id: &Uuid) -> Result<bool, ServiceError> {
+        Ok(self.store.get(|t| t.jobs, &pass_key(ns_id))?.is_some())
     }
 
     /// Namespace `name` and, when it has an embedder, how far its meaning
@@ -584,6 +792,9 @@ impl Service {
         if ns.settings.embedder.is_none() {
             return Ok(true);
         }
+        if self.requeue_under_way(&ns.id)? {
+            return Ok(false);
+        }
         Ok(
             match self.store.get(|t| t.jobs, &vector::job_key(&ns.id, id))? {
                 None => true,
@@ -596,7 +807,14 @@ impl Service {
     /// as long as the process runs.
     pub fn run_indexer(&self, worker: usize, workers: usize) {
         let mut stuck = 0u32;
+        let resume_failed = crate::logging::Sampled::every(Duration::from_secs(60));
         loop {
+            if worker == 0
+                && let Err(e) = self.resume_reindexes()
+                && let Some(left_out) = resume_failed.take()
+            {
+                tracing::warn!(error = %e, left_out, "finishing a reindex failed; retrying");
+            }
             let pause = match self.index_pending(256, worker, workers) {
                 Ok((_, 0)) => Duration::from_millis(50),
                 Ok((0, _)) => {
@@ -616,5 +834,31 @@ impl Service {
             };
             std::thread::sleep(pause);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_row_reads_back_as_written_and_a_broken_one_is_refused() {
+        let start = RequeuePass {
+            row: vec![7; 32],
+            generation: 3,
+            after: None,
+        };
+        let later = RequeuePass {
+            after: Some(Uuid::now_v7()),
+            ..start.clone()
+        };
+        for pass in [&start, &later] {
+            assert_eq!(RequeuePass::decode(&pass.encode()).as_ref(), Some(pass));
+        }
+        let bytes = later.encode();
+        // Cut inside the row, or inside the memory id: not a pass.
+        assert_eq!(RequeuePass::decode(&bytes[..20]), None);
+        assert_eq!(RequeuePass::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(RequeuePass::decode(&[]), None);
     }
 }

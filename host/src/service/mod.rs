@@ -314,6 +314,10 @@ pub struct Service {
     /// Where the indexing worker's next round starts (it moves on, so jobs
     /// that cannot run now do not hold up the others).
     index_cursor: Arc<std::sync::Mutex<HashMap<usize, Vec<u8>>>>,
+    /// Reindex requeue passes this process is running.
+    requeues: indexing::Requeues,
+    /// Memories a requeue pass handles per write.
+    reindex_chunk: usize,
 }
 
 /// The embedder a new namespace is bound to when its settings name none
@@ -397,12 +401,21 @@ impl Service {
             namespace_cache: Arc::default(),
             vectors: vector::VectorCache::default(),
             index_cursor: Arc::default(),
+            requeues: Arc::default(),
+            reindex_chunk: indexing::REINDEX_CHUNK,
         })
     }
 
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// A reindex replaces `chunk` memories' vectors per write (tests; the
+    /// server uses [`indexing::REINDEX_CHUNK`]).
+    pub fn with_reindex_chunk(mut self, chunk: usize) -> Service {
+        self.reindex_chunk = chunk.max(1);
+        self
     }
 
     /// With these limits instead of the defaults.

@@ -348,6 +348,8 @@ impl Service {
             txn.del(t.namespaces, &row, None)?;
             namespaces_changed(txn, t)?;
             del_in(txn, t.keys, &kid)?;
+            // A reindex under way has nothing left to do.
+            del_in(txn, t.jobs, &indexing::pass_key(&ns_id))?;
             let mut entries = vec![audit.append(txn, t, &record)?];
             entries.extend(ledger.supersede_in(
                 txn,

@@ -346,6 +346,9 @@ impl Service {
         depth: usize,
         query_vectors: &mut HashMap<String, Vec<f32>>,
     ) -> Result<Vec<(uuid::Uuid, f32)>, ServiceError> {
+        if self.requeue_under_way(&ns.id)? {
+            return Ok(Vec::new());
+        }
         let embedder = self.embedder_of(ns, embedder_id)?;
         if !query_vectors.contains_key(embedder_id) {
             let v = embedder
