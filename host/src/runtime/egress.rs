@@ -17,15 +17,14 @@
 //! names that address literally (`http://127.0.0.1:8080`), names
 //! `localhost` for a loopback address, or the operator set
 //! `allow_private_network` for the plugin. Denials are logged with target
-//! `audit`. Plain-http connections go to the address that was checked, so a
-//! DNS answer that changes between check and connect cannot redirect them;
-//! https connections are protected by certificate validation.
+//! `audit`. The connection goes to the addresses that were checked (see
+//! [`super::outbound`]): a DNS answer that changes between check and
+//! connect cannot redirect it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::PluginIdentity;
@@ -166,9 +165,10 @@ impl EgressPolicy {
         out
     }
 
-    /// Decide whether `uri` may be fetched. On success returns the address
-    /// to connect to (for plain http) after resolving and checking it.
-    pub async fn check(&self, uri: &http::Uri) -> Result<Option<SocketAddr>, String> {
+    /// Decide whether `uri` may be fetched. On success returns the
+    /// addresses to connect to, resolved and checked — the only ones the
+    /// connection may use.
+    pub async fn check(&self, uri: &http::Uri) -> Result<Vec<SocketAddr>, String> {
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
         let host = uri
             .host()
@@ -204,7 +204,7 @@ impl EgressPolicy {
                 ));
             }
         }
-        Ok(addrs.first().copied())
+        Ok(addrs)
     }
 }
 
@@ -300,12 +300,12 @@ fn bounded(options: Option<RequestOptions>, left: Duration) -> RequestOptions {
     }
 }
 
-type ResponseIo = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+use super::outbound::ResponseIo;
 
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
-        mut request: http::Request<WasiBody>,
+        request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
@@ -320,7 +320,7 @@ impl WasiHttpHooks for EgressHooks {
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(30));
-        let options = Some(bounded(options, left));
+        let options = bounded(options, left);
         Box::new(async move {
             let uri = request.uri().clone();
             let verdict = match &policy {
@@ -345,30 +345,10 @@ impl WasiHttpHooks for EgressHooks {
                     return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
                 }
             };
-            if uri.scheme_str() == Some("http")
-                && let Some(addr) = addr
-            {
-                pin_to_address(&mut request, addr);
-            }
             tracing::debug!(plugin = %identity.id, url = %redact_query(&uri), "outbound request");
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as ResponseIo,
-            ))
+            let (response, io) = super::outbound::send(request, &addr, &options).await?;
+            Ok((response, io))
         })
-    }
-}
-
-/// Point a plain-http request at the checked address; the Host header
-/// (already set from the original URI) keeps the name.
-fn pin_to_address(request: &mut http::Request<WasiBody>, addr: SocketAddr) {
-    let mut parts = request.uri().clone().into_parts();
-    if let Ok(authority) = addr.to_string().parse() {
-        parts.authority = Some(authority);
-        if let Ok(uri) = http::Uri::from_parts(parts) {
-            *request.uri_mut() = uri;
-        }
     }
 }
 

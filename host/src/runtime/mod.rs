@@ -10,6 +10,7 @@ pub mod egress;
 mod error;
 mod limits;
 mod linker;
+mod outbound;
 mod output;
 mod store;
 
