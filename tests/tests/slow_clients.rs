@@ -2,7 +2,8 @@
 //! connection whose headers do not arrive in time, an idle keep-alive
 //! connection and a trickled body are closed after their timeouts; past
 //! the connection cap the server stops accepting, says so in its log, and
-//! serves again as soon as the held connections are gone.
+//! serves again as soon as the held connections are gone. Stores waiting
+//! for their memory to be indexed hold no thread other requests need.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -112,4 +113,71 @@ fn past_the_connection_cap_the_server_waits_says_so_and_serves_again() {
     // connections time out.
     assert_eq!(health(&addr, Duration::from_secs(10)), Some(200));
     drop(held);
+}
+
+#[test]
+fn stores_waiting_to_be_indexed_do_not_hold_the_threads_other_requests_need() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = plugins_config(
+        tmp.path(),
+        &["embed-hashing"],
+        // One key here stands for the many keys it would take under the
+        // default limit of 16 requests in flight per key.
+        "[limits]\nrequests_per_second = 100000\nburst = 100000\nconcurrent_requests = 1000\n",
+    );
+    let server = Server::start(&data, &config);
+    let created = curl(
+        &server.client(),
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"vec","redaction":"off","embedder":"embed-hashing"}"#),
+    );
+    assert_eq!(created.0, 201, "{}", created.1);
+    drop(server);
+    // Without its embedder nothing gets indexed: every `?wait=indexed`
+    // waits its full 30 s.
+    std::fs::remove_dir_all(tmp.path().join("plugins/embed-hashing")).unwrap();
+    let server = Server::start(&data, &config);
+    let admin = server.client();
+    // More waiting requests than the blocking pool, which also
+    // authenticates every request, has threads (512).
+    const WAITING: usize = 560;
+    let waiting: Vec<TcpStream> = (0..WAITING)
+        .map(|i| {
+            let body = format!(r#"{{"content":"waiting note {i}"}}"#);
+            hold(
+                &server.addr,
+                &format!(
+                    "POST /v1/namespaces/vec/memories?wait=indexed HTTP/1.1\r\nhost: memhost\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    server.key,
+                    body.len()
+                ),
+            )
+        })
+        .collect();
+    // Every one is stored and waiting, and a request with a key is
+    // answered meanwhile (when waits held a thread each, it queued behind
+    // them until they timed out).
+    let mut queued = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (status, ns) = curl(&admin, "GET", "/v1/namespaces/vec", None);
+        assert_eq!(status, 200, "{ns}");
+        queued = ns["index"]["queued"].clone();
+        if queued == WAITING {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(queued, WAITING, "every waiting store was taken");
+    let answered = waiting
+        .iter()
+        .filter(|s| {
+            let mut s: &TcpStream = s;
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 64];
+            !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert_eq!(answered, 0, "the waits are still waiting");
 }

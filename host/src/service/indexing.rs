@@ -375,6 +375,9 @@ impl Service {
                 }
             }
         }
+        if settled > 0 {
+            self.index_advanced.notify_waiters();
+        }
         // Jobs given up on are not work: they must not make the worker
         // back off as if it were stuck.
         let open: usize = by_len;
@@ -784,9 +787,16 @@ impl Service {
         Ok(embedder)
     }
 
+    /// Woken whenever this process's indexer settles jobs: who waits for a
+    /// memory to be indexed checks [`Service::indexed`] again then (and now
+    /// and again anyway — another process may have indexed it), holding no
+    /// thread in between.
+    pub fn index_advanced(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.index_advanced.clone()
+    }
+
     /// Is memory `id` of `namespace` indexed or given up on (or is there no
-    /// embedder to wait for)? One read: callers that wait poll it without
-    /// holding a thread meanwhile.
+    /// embedder to wait for)? One read.
     pub fn indexed(&self, namespace: &str, id: &Uuid) -> Result<bool, ServiceError> {
         let ns = self.find_namespace(namespace)?;
         if ns.settings.embedder.is_none() {

@@ -318,6 +318,8 @@ pub struct Service {
     requeues: indexing::Requeues,
     /// Memories a requeue pass handles per write.
     reindex_chunk: usize,
+    /// Woken whenever the indexer settles jobs.
+    index_advanced: Arc<tokio::sync::Notify>,
 }
 
 /// The embedder a new namespace is bound to when its settings name none
@@ -403,6 +405,7 @@ impl Service {
             index_cursor: Arc::default(),
             requeues: Arc::default(),
             reindex_chunk: indexing::REINDEX_CHUNK,
+            index_advanced: Arc::default(),
         })
     }
 

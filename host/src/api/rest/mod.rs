@@ -623,19 +623,25 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
                     let (svc, name) = (s.clone(), ns.clone());
                     let mut stored = blocking(move || svc.store(&who, &name, body)).await?;
                     if stored.indexing && params.wait == Some(WaitFor::Indexed) {
-                        // Polled between sleeps: a waiting request holds no
-                        // thread of the blocking pool, which authentication
-                        // and every other request share.
+                        // Checked when the indexer settles jobs (and once a
+                        // second): a waiting request holds no thread of the
+                        // blocking pool, which authentication and every
+                        // other request share, and costs nothing between
+                        // checks.
                         let until = tokio::time::Instant::now() + WAIT_INDEXED;
                         let id = stored.memory.id;
+                        let advanced = s.index_advanced();
                         loop {
+                            // Made before the check, so progress during it
+                            // is not missed.
+                            let next = advanced.notified();
                             let (svc, name) = (s.clone(), ns.clone());
-                            if blocking(move || svc.indexed(&name, &id)).await?
-                                || tokio::time::Instant::now() >= until
-                            {
+                            let now = tokio::time::Instant::now();
+                            if blocking(move || svc.indexed(&name, &id)).await? || now >= until {
                                 break;
                             }
-                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            let recheck = until.min(now + std::time::Duration::from_secs(1));
+                            let _ = tokio::time::timeout_at(recheck, next).await;
                         }
                     }
                     stored.memory = blocking(move || s.current_status(&ns, stored.memory)).await?;
