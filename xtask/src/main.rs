@@ -587,6 +587,7 @@ fn test(root: &Path) -> Result<()> {
 fn fuzz(root: &Path, args: &[String]) -> Result<()> {
     const TARGETS: &[&str] = &[
         "rest_body",
+        "mcp_message",
         "manifest_config",
         "plugin_findings",
         "sealed_rows",

@@ -106,6 +106,14 @@ impl Segment {
             .collect()
     }
 
+    /// A segment from its opened bytes (as [`seal`] wrote them), or the
+    /// reason they do not decode.
+    pub fn decode(id: u64, bytes: &[u8]) -> Result<Segment, String> {
+        postcard::from_bytes::<HnswMap<Unit, Member>>(bytes)
+            .map(|map| Segment { id, map })
+            .map_err(|e| e.to_string())
+    }
+
     fn serialize(&self) -> Result<Vec<u8>, StoreError> {
         postcard::to_allocvec(&self.map)
             .map_err(|e| StoreError::Lmdb(format!("cannot serialize segment {}: {e}", self.id)))
@@ -327,8 +335,8 @@ pub fn load(store: &Store, key: &DataKey, ns: &Uuid, generation: u32) -> Result<
                             tracing::warn!(namespace = %ns, segment = id, "a segment part does not open; the segment is skipped");
                             return None;
                         }
-                        match postcard::from_bytes::<HnswMap<Unit, Member>>(bytes) {
-                            Ok(map) => Some(Segment { id, map }),
+                        match Segment::decode(id, bytes) {
+                            Ok(segment) => Some(segment),
                             Err(e) => {
                                 tracing::warn!(namespace = %ns, segment = id, error = %e, "segment does not decode; skipped");
                                 None
