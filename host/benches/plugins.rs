@@ -124,7 +124,7 @@ fn main() -> anyhow::Result<()> {
         },
     );
     let registry = PluginRegistry::new(rt.clone(), settings)?;
-    registry.apply(vec![dir])?;
+    registry.apply(vec![dir, staged.join("extract-entities")])?;
     let set = registry.snapshot();
     let redactor = set
         .redactor("redact-keywords")
@@ -179,6 +179,26 @@ fn main() -> anyhow::Result<()> {
         "redact 1 KiB, native Rust (same code)",
         &measure(20_000, || {
             std::hint::black_box(native.find(std::hint::black_box(&text_1k)));
+        }),
+    );
+    let extractor = set
+        .extractor("extract-entities")
+        .ok_or_else(|| anyhow::anyhow!("extract-entities did not load"))?;
+    let memory = "Met Ada Lovelace and Dr. Grace Hopper from the University of \
+        Pennsylvania about PROJ-1423; Ada will mail ada@example.org the draft of \
+        \"Notes on the Analytical Engine\" and push the fix to src/engine/mod.rs \
+        (see https://example.org/engine) before Friday. @ghopper owns the review. \
+        #engine #review";
+    row(
+        "extract entities, ~100-token memory, fresh store",
+        &measure(5_000, || {
+            let _ = extractor.extract(memory);
+        }),
+    );
+    row(
+        "extract entities, same memory, native Rust",
+        &measure(20_000, || {
+            std::hint::black_box(extract_entities::extract(std::hint::black_box(memory)));
         }),
     );
     let findings = session.redact(&text_1k)?;

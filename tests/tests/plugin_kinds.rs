@@ -198,6 +198,35 @@ fn an_extractor_returns_entities_and_tags() {
 }
 
 #[test]
+fn the_shipped_entity_extractor_finds_who_and_what_inside_the_sandbox() {
+    let reg = registry(PluginSettings::default(), None);
+    reg.apply(vec![staged("extract-entities")]).unwrap();
+    let x = reg.snapshot().extractor("extract-entities").unwrap();
+    let out = x
+        .extract(
+            "Remember: Dr. Grace Hopper from the University of Pennsylvania reviews PROJ-42 on Monday. \
+             Mail [EMAIL] or ping @ghopper; the fix is in src/lib.rs. #review",
+        )
+        .unwrap();
+    let found: Vec<(&str, &str)> = out
+        .entities
+        .iter()
+        .map(|e| (e.name.as_str(), e.kind.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("Grace Hopper", "person"),
+            ("University of Pennsylvania", "organization"),
+            ("PROJ-42", "id"),
+            ("@ghopper", "handle"),
+            ("src/lib.rs", "path"),
+        ]
+    );
+    assert_eq!(out.tags, ["review"]);
+}
+
+#[test]
 fn an_embedder_gives_vectors_of_its_declared_dimensions() {
     let mut settings = PluginSettings::default();
     settings.grants.insert(

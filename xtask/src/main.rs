@@ -23,6 +23,7 @@ const STAGED: &[&str] = &[
     "plugins/policy-standard",
     "plugins/redact-pii",
     "plugins/embed-local",
+    "plugins/extract-entities",
     "examples/redact-keywords",
     "examples/extract-hashtags",
     "examples/policy-sensitive-data",
@@ -61,6 +62,7 @@ const FIXTURES: &[&str] = &[
 const PLUGIN_UNIT_TESTS: &[&str] = &[
     "policy-standard",
     "redact-pii",
+    "extract-entities",
     "redact-keywords",
     "extract-hashtags",
     "policy-sensitive-data",
