@@ -715,3 +715,103 @@ fn a_reindex_replaces_vectors_in_chunks_while_other_namespaces_keep_writing() {
     // A reindex leaves no pass behind: a restart has nothing to finish.
     assert_eq!(s.resume_reindexes().unwrap(), 0);
 }
+
+#[test]
+fn the_extractor_names_who_and_what_in_the_background_sealed_and_kept_current() {
+    let f = fixture(true);
+    f.plugins
+        .apply(vec![
+            staged("policy-standard"),
+            staged("redact-pii"),
+            staged("extract-entities"),
+        ])
+        .unwrap();
+    let s = &f.service;
+    let ns = s
+        .create_namespace(&op(), "team", settings(RedactionMode::StoreRedacted))
+        .unwrap();
+    assert_eq!(ns.settings.extractor.as_deref(), Some("extract-entities"));
+    let id = s
+        .store(
+            &op(),
+            "team",
+            memory("Ada Lovelace of the Zebrafish Institute mailed ada@example.org about PROJ-7"),
+        )
+        .unwrap()
+        .memory
+        .id;
+    let entities = |s: &Service| -> Vec<(String, String)> {
+        s.get(&op(), "team", &id)
+            .unwrap()
+            .entities
+            .into_iter()
+            .map(|e| (e.name, e.kind))
+            .collect()
+    };
+    assert!(entities(s).is_empty(), "nothing before the worker ran");
+    assert_eq!(s.extract_pending(100).unwrap(), (1, 1));
+    // The extractor sees what the namespace stores: the address is redacted.
+    assert_eq!(
+        entities(s),
+        [
+            ("Ada Lovelace", "name"),
+            ("Zebrafish Institute", "organization"),
+            ("PROJ-7", "id"),
+        ]
+        .map(|(n, k)| (n.to_string(), k.to_string()))
+    );
+    let raw = db_bytes(&f);
+    assert!(!contains(&raw, "Zebrafish") && !contains(&raw, "organization"));
+
+    // A new version shows no entities until they are extracted from it.
+    s.update(
+        &op(),
+        "team",
+        &id,
+        MemoryPatch {
+            content: Some("Grace Hopper took over PROJ-7".into()),
+            ..MemoryPatch::default()
+        },
+    )
+    .unwrap();
+    assert!(entities(s).is_empty());
+    assert_eq!(s.extract_pending(100).unwrap(), (1, 1));
+    assert_eq!(
+        entities(s),
+        [("Grace Hopper", "name"), ("PROJ-7", "id")].map(|(n, k)| (n.to_string(), k.to_string()))
+    );
+
+    // Forgetting takes what was extracted with it.
+    s.forget(&op(), "team", &id).unwrap();
+    assert!(
+        f.store
+            .rows(|t| t.entities, &[], |_| true)
+            .unwrap()
+            .is_empty()
+    );
+
+    // "none" extracts nothing; an extractor that is not loaded is refused.
+    s.create_namespace(
+        &op(),
+        "plain",
+        NamespaceSettings {
+            extractor: Some("none".into()),
+            ..settings(RedactionMode::Off)
+        },
+    )
+    .unwrap();
+    s.store(&op(), "plain", memory("Ada Lovelace again"))
+        .unwrap();
+    assert_eq!(s.extract_pending(100).unwrap(), (0, 0));
+    let err = s
+        .create_namespace(
+            &op(),
+            "odd",
+            NamespaceSettings {
+                extractor: Some("extract-nothing".into()),
+                ..settings(RedactionMode::Off)
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("extract-nothing"), "{err}");
+}

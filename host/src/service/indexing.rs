@@ -197,10 +197,11 @@ fn requeue_chunk(
         del_in(txn, t.jobs, key)?;
         return Ok((0, true));
     };
-    let embeds = match namespace_in(txn, t, system, &pass.row)? {
-        Some(ns) if ns.id == ns_id && ns.index_generation == pass.generation => {
-            ns.settings.embedder.is_some()
-        }
+    let (embeds, extracts) = match namespace_in(txn, t, system, &pass.row)? {
+        Some(ns) if ns.id == ns_id && ns.index_generation == pass.generation => (
+            ns.settings.embedder.is_some(),
+            ns.settings.extractor.is_some(),
+        ),
         _ => {
             txn.del(t.jobs, &key, None)?;
             return Ok((0, true));
@@ -241,6 +242,14 @@ fn requeue_chunk(
     }
     let mut queued = 0;
     for id in &heads {
+        if extracts {
+            txn.put(
+                t.jobs,
+                &super::extraction::job_key(&ns_id, id),
+                &Job::queued(0).encode(),
+                WriteFlags::empty(),
+            )?;
+        }
         del_in(txn, t.vectors, &vector::row_key(&ns_id, id))?;
         let job = vector::job_key(&ns_id, id);
         if embeds {
@@ -294,6 +303,49 @@ impl Drop for Running<'_> {
 }
 
 impl Service {
+    /// Every namespace, by id (for workers that meet ids in job rows).
+    pub(super) fn namespaces_by_id(&self) -> Result<HashMap<Uuid, Namespace>, ServiceError> {
+        Ok(self
+            .all_namespaces()?
+            .into_iter()
+            .map(|n| (n.id, n))
+            .collect())
+    }
+
+    /// Up to `max` `jobs` rows under `prefix`, starting after where round
+    /// `round`'s last call stopped and wrapping at the end: jobs that
+    /// cannot run now (their plugin is missing) do not hold up the others.
+    pub(super) fn next_jobs(
+        &self,
+        prefix: &[u8],
+        round: usize,
+        max: usize,
+    ) -> Result<Vec<crate::store::Row>, ServiceError> {
+        let after = self
+            .index_cursor
+            .lock()
+            .map(|c| c.get(&round).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        let window = |from: &[u8]| {
+            self.store.rows_max(
+                |t| t.jobs,
+                if from.is_empty() { prefix } else { from },
+                |k| k.starts_with(prefix),
+                max + 1,
+            )
+        };
+        let mut rows = window(&after)?;
+        rows.retain(|(k, _)| k.as_slice() > after.as_slice());
+        if rows.is_empty() && !after.is_empty() {
+            rows = window(&[])?;
+        }
+        rows.truncate(max);
+        if let (Ok(mut cursor), Some((last, _))) = (self.index_cursor.lock(), rows.last()) {
+            cursor.insert(round, last.clone());
+        }
+        Ok(rows)
+    }
+
     /// Embed up to `max` queued memories of worker `worker`'s share (of
     /// `workers`: jobs are split by memory id, so workers never race for
     /// one); returns how many jobs were settled (indexed, or dropped
@@ -305,34 +357,7 @@ impl Service {
         workers: usize,
     ) -> Result<(usize, usize), ServiceError> {
         let workers = workers.max(1);
-        // Start after where this worker's last round stopped; wrap around
-        // at the end.
-        let after = self
-            .index_cursor
-            .lock()
-            .map(|c| c.get(&worker).cloned().unwrap_or_default())
-            .unwrap_or_default();
-        let window = |from: &[u8]| {
-            self.store.rows_max(
-                |t| t.jobs,
-                if from.is_empty() {
-                    vector::JOB_PREFIX
-                } else {
-                    from
-                },
-                |k| k.starts_with(vector::JOB_PREFIX),
-                max + 1,
-            )
-        };
-        let mut rows = window(&after)?;
-        rows.retain(|(k, _)| k.as_slice() > after.as_slice());
-        if rows.is_empty() && !after.is_empty() {
-            rows = window(&[])?;
-        }
-        rows.truncate(max);
-        if let (Ok(mut cursor), Some((last, _))) = (self.index_cursor.lock(), rows.last()) {
-            cursor.insert(worker, last.clone());
-        }
+        let mut rows = self.next_jobs(vector::JOB_PREFIX, worker, max)?;
         rows.retain(|(k, _)| {
             k.last()
                 .is_some_and(|b| usize::from(*b) % workers == worker)
@@ -356,11 +381,7 @@ impl Service {
             }
         }
         let by_len: usize = by_ns.values().map(Vec::len).sum();
-        let namespaces: HashMap<Uuid, Namespace> = self
-            .all_namespaces()?
-            .into_iter()
-            .map(|n| (n.id, n))
-            .collect();
+        let namespaces = self.namespaces_by_id()?;
         let mut settled = 0;
         for (ns_id, jobs) in by_ns {
             let Some(ns) = namespaces.get(&ns_id) else {
@@ -825,6 +846,15 @@ impl Service {
             {
                 tracing::warn!(error = %e, left_out, "finishing a reindex failed; retrying");
             }
+            // Extraction takes microseconds a memory: one worker does it.
+            let extracted = if worker == 0 {
+                self.extract_pending(256).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "extraction round failed");
+                    (0, 0)
+                })
+            } else {
+                (0, 0)
+            };
             let pause = match self.index_pending(256, worker, workers) {
                 Ok((_, 0)) => Duration::from_millis(50),
                 Ok((0, _)) => {
@@ -841,6 +871,12 @@ impl Service {
                     tracing::warn!(error = %e, "indexing round failed");
                     Duration::from_secs(1)
                 }
+            };
+            // More extraction queued: no pause.
+            let pause = if extracted.0 > 0 {
+                Duration::ZERO
+            } else {
+                pause
             };
             std::thread::sleep(pause);
         }

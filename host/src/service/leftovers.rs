@@ -16,7 +16,13 @@ use crate::store::{Database, Tables};
 type Pick = fn(&Tables) -> Database;
 
 /// The tables whose rows start with the namespace id.
-const BY_NAMESPACE: [Pick; 4] = [|t| t.memories, |t| t.dedup, |t| t.terms, |t| t.vectors];
+const BY_NAMESPACE: [Pick; 5] = [
+    |t| t.memories,
+    |t| t.dedup,
+    |t| t.terms,
+    |t| t.vectors,
+    |t| t.entities,
+];
 
 impl Service {
     /// Remove rows of namespaces that no longer exist and vector segments
@@ -31,9 +37,12 @@ impl Service {
             }
         }
         let jobs: Pick = |t| t.jobs;
-        let job_prefixes =
-            self.store
-                .prefixes(jobs, vector::JOB_PREFIX, vector::JOB_PREFIX.len() + 16)?;
+        let mut job_prefixes: Vec<(usize, Vec<u8>)> = Vec::new();
+        for kind in [vector::JOB_PREFIX, super::extraction::EXT_PREFIX] {
+            for p in self.store.prefixes(jobs, kind, kind.len() + 16)? {
+                job_prefixes.push((kind.len(), p));
+            }
+        }
         let segments: Pick = |t| t.segments;
         let built = self.store.prefixes(segments, &[], segment::PREFIX_LEN)?;
         let current: HashMap<Uuid, u32> = self
@@ -48,8 +57,8 @@ impl Service {
                 removed += self.store.delete_prefix(pick, &p, |_| true)?;
             }
         }
-        for p in job_prefixes {
-            if !known(&p[vector::JOB_PREFIX.len()..]) {
+        for (kind, p) in job_prefixes {
+            if !known(&p[kind..]) {
                 removed += self.store.delete_prefix(jobs, &p, |_| true)?;
             }
         }

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::approvals::{self, Execution, Payload, Proposal};
 use super::{
     EXPIRY_PREFIX, ListQuery, Memory, MemoryPatch, Namespace, NewMemory, Page, RedactionMode,
-    Service, ServiceError, Stored, expiry_key, head_key, indexing, invalid, model, ns_key_id,
-    open_json, seal_json, version_key,
+    Service, ServiceError, Stored, expiry_key, extraction, head_key, indexing, invalid, model,
+    ns_key_id, open_json, seal_json, version_key,
 };
 use crate::audit::Record;
 use crate::auth::{Principal, Role};
@@ -39,12 +39,17 @@ impl Service {
         self.with_status(&ns, m)
     }
 
-    /// `m` with its indexing status, in a namespace with an embedder.
+    /// `m` with what the background workers made of it: its indexing
+    /// status (in a namespace with an embedder) and its entities (with an
+    /// extractor).
     pub(crate) fn with_status(
         &self,
         ns: &Namespace,
         mut m: Memory,
     ) -> Result<Memory, ServiceError> {
+        if ns.settings.extractor.is_some() {
+            m.entities = self.entities_of(ns, &m)?;
+        }
         if ns.settings.embedder.is_some() {
             let job = self
                 .store
@@ -341,6 +346,7 @@ impl Service {
             redactions: counts,
             status: None,
             status_reason: None,
+            entities: Vec::new(),
         })
     }
 
@@ -401,6 +407,15 @@ impl Service {
                 txn.put(
                     t.jobs,
                     &vector::job_key(&ns_id, &id),
+                    &1u32.to_be_bytes(),
+                    WriteFlags::empty(),
+                )?;
+            }
+            // The namespace's settings are as read (checked above).
+            if read.settings.extractor.is_some() {
+                txn.put(
+                    t.jobs,
+                    &extraction::job_key(&ns_id, &id),
                     &1u32.to_be_bytes(),
                     WriteFlags::empty(),
                 )?;
@@ -745,6 +760,14 @@ impl Service {
                     WriteFlags::empty(),
                 )?;
             }
+            if read.settings.extractor.is_some() {
+                txn.put(
+                    t.jobs,
+                    &extraction::job_key(&ns_id, &memory_id),
+                    &next_version.to_be_bytes(),
+                    WriteFlags::empty(),
+                )?;
+            }
             if let Some(expiry) = &new_expiry {
                 txn.put(t.jobs, expiry, &[], WriteFlags::empty())?;
             }
@@ -964,6 +987,8 @@ impl Service {
             for (db, row) in [
                 (t.vectors, vector::row_key(&ns_id, &memory_id)),
                 (t.jobs, vector::job_key(&ns_id, &memory_id)),
+                (t.entities, extraction::row_key(&ns_id, &memory_id)),
+                (t.jobs, extraction::job_key(&ns_id, &memory_id)),
             ] {
                 del_in(txn, db, &row)?;
             }

@@ -18,6 +18,7 @@
 
 pub mod access;
 pub mod approvals;
+pub mod extraction;
 pub mod indexing;
 mod leftovers;
 mod memories;
@@ -327,6 +328,11 @@ pub struct Service {
 pub const DEFAULT_EMBEDDER: &str = "embed-local";
 /// `"embedder": "none"`: a namespace searched by words only.
 pub const NO_EMBEDDER: &str = "none";
+/// The extractor a new namespace is bound to when its settings name none
+/// and that plugin is loaded.
+pub const DEFAULT_EXTRACTOR: &str = "extract-entities";
+/// `"extractor": "none"`: a namespace nothing is extracted from.
+pub const NO_EXTRACTOR: &str = "none";
 
 fn ns_key_id(ns: &Uuid) -> Vec<u8> {
     [b"ns/".as_slice(), ns.as_bytes()].concat()

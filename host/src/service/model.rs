@@ -83,6 +83,10 @@ pub struct NamespaceSettings {
     /// Its vectors' dimensions, recorded at creation (never mixed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<u32>,
+    /// The extractor plugin's id, bound at creation (default
+    /// `extract-entities` when it is loaded); none = no entities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extractor: Option<String>,
 }
 
 fn default_redactor() -> String {
@@ -127,6 +131,7 @@ impl Default for NamespaceSettings {
             description: None,
             embedder: None,
             dimensions: None,
+            extractor: None,
         }
     }
 }
@@ -209,6 +214,19 @@ pub struct Memory {
     /// Why indexing failed, with `status: failed`. Shown, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// What the namespace's extractor found in this version (empty until
+    /// it ran). Shown; stored sealed apart from the memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<FoundEntity>,
+}
+
+/// Something a memory names, as its namespace's extractor found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FoundEntity {
+    /// As written, e.g. `Ada Lovelace`.
+    pub name: String,
+    /// What the extractor calls it: `person`, `organization`, `email`…
+    pub kind: String,
 }
 
 impl Memory {

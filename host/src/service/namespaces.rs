@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use super::approvals::{self, Execution, Payload, Proposal};
 use super::{
-    DEFAULT_EMBEDDER, NO_EMBEDDER, Namespace, NamespaceSettings, RedactionMode, Service,
-    ServiceError, indexing, invalid, model, ns_key_id, open_json, seal_json,
+    DEFAULT_EMBEDDER, DEFAULT_EXTRACTOR, NO_EMBEDDER, NO_EXTRACTOR, Namespace, NamespaceSettings,
+    RedactionMode, Service, ServiceError, indexing, invalid, model, ns_key_id, open_json,
+    seal_json,
 };
 use crate::audit::Record;
 use crate::auth::{Principal, Role};
@@ -49,6 +50,19 @@ impl Service {
             Some(NO_EMBEDDER) => settings.embedder = None,
             None if snapshot.embedder(DEFAULT_EMBEDDER).is_some() => {
                 settings.embedder = Some(DEFAULT_EMBEDDER.into());
+            }
+            _ => {}
+        }
+        match settings.extractor.as_deref() {
+            Some(NO_EXTRACTOR) => settings.extractor = None,
+            None if snapshot.extractor(DEFAULT_EXTRACTOR).is_some() => {
+                settings.extractor = Some(DEFAULT_EXTRACTOR.into());
+            }
+            Some(id) if snapshot.extractor(id).is_none() => {
+                return Err(invalid(
+                    "extractor",
+                    format!("\"{id}\" is not a loaded extractor plugin"),
+                ));
             }
             _ => {}
         }
@@ -240,6 +254,12 @@ impl Service {
                 "a namespace keeps the embedder it was created with: vectors of different models never mix",
             ));
         }
+        if settings.extractor != ns.settings.extractor {
+            return Err(invalid(
+                "extractor",
+                "a namespace keeps the extractor it was created with",
+            ));
+        }
         if (&settings.policy, &settings.policy_plugin)
             != (&ns.settings.policy, &ns.settings.policy_plugin)
         {
@@ -368,9 +388,14 @@ impl Service {
         self.vectors.drop_namespace(&ns.id);
         let jobs = [vector::JOB_PREFIX, ns.id.as_bytes()].concat();
         self.store.delete_prefix(|t| t.jobs, &jobs, |_| false)?;
+        let extractions = [super::extraction::EXT_PREFIX, ns.id.as_bytes()].concat();
+        self.store
+            .delete_prefix(|t| t.jobs, &extractions, |_| false)?;
         let prefix = ns.id.as_bytes();
         self.store.delete_prefix(|t| t.dedup, prefix, |_| false)?;
         self.store.delete_prefix(|t| t.vectors, prefix, |_| false)?;
+        self.store
+            .delete_prefix(|t| t.entities, prefix, |_| false)?;
         self.store
             .delete_prefix(|t| t.segments, prefix, |_| false)?;
         // Heads are namespace id + memory id; history rows add a version.
@@ -395,6 +420,11 @@ pub(super) fn validate_settings(s: &NamespaceSettings) -> Result<(), ServiceErro
         && !crate::plugins::manifest::valid_id(e)
     {
         return Err(invalid("embedder", format!("\"{e}\" is not a plugin id")));
+    }
+    if let Some(e) = &s.extractor
+        && !crate::plugins::manifest::valid_id(e)
+    {
+        return Err(invalid("extractor", format!("\"{e}\" is not a plugin id")));
     }
     if let Some(ttl) = s.approval_ttl_seconds
         && !(1..=model::MAX_APPROVAL_TTL).contains(&ttl)

@@ -1,5 +1,5 @@
-//! The entity extractor memhost ships: rules, not a model — microseconds
-//! per memory, nothing to download. What each rule finds is in [`scan`]'s
+//! The entity extractor memhost binds new namespaces to when it is loaded:
+//! rules, not a model — microseconds per memory, nothing to download. What each rule finds is in [`scan`]'s
 //! table.
 
 pub mod scan;

@@ -286,6 +286,10 @@ pub struct CreateNamespaceArgs {
     /// loaded; "none" for words only). Fixed once created.
     #[serde(default)]
     pub embedder: Option<String>,
+    /// The extractor plugin that finds entities in each memory (default:
+    /// extract-entities when loaded; "none" for none). Fixed once created.
+    #[serde(default)]
+    pub extractor: Option<String>,
     /// store-redacted (default), egress or off.
     #[serde(default)]
     pub redaction: Redaction,
@@ -1016,6 +1020,7 @@ impl Tools {
         let settings = NamespaceSettings {
             description: a.description,
             embedder: a.embedder,
+            extractor: a.extractor,
             redaction: match a.redaction {
                 Redaction::StoreRedacted => RedactionMode::StoreRedacted,
                 Redaction::Egress => RedactionMode::Egress,

@@ -324,6 +324,8 @@ struct CreateNamespace {
     #[serde(default)]
     embedder: Option<String>,
     #[serde(default)]
+    extractor: Option<String>,
+    #[serde(default)]
     redaction: Option<crate::service::RedactionMode>,
     #[serde(default)]
     redactor: Option<String>,
@@ -533,6 +535,7 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
                 }
                 .apply(NamespaceSettings::default());
                 settings.embedder = body.embedder;
+                settings.extractor = body.extractor;
                 let ns = blocking(move || s.create_namespace(&who, &body.name, settings)).await?;
                 Ok(json(StatusCode::CREATED, &ns))
             })

@@ -37,6 +37,9 @@ struct CreateNamespace {
     approval_ttl_seconds: Option<u64>,
     /// Embedder plugin id (bound for good; its dimensions are recorded).
     embedder: Option<String>,
+    /// Extractor plugin id (bound for good; default `extract-entities` when
+    /// loaded; `none`: no entities).
+    extractor: Option<String>,
     description: Option<String>,
 }
 

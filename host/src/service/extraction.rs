@@ -1,0 +1,198 @@
+//! Background extraction: a store or update in a namespace with an
+//! extractor queues an extraction job in its write; the indexing worker
+//! runs the extractor on what the namespace stores (redacted text in a
+//! `store-redacted` namespace) and writes what it found, sealed under the
+//! namespace key, next to the memory. A failing extractor is skipped and
+//! logged — the memory stays stored and searchable (DESIGN: extractor →
+//! skip and log); a missing one leaves the jobs queued until it is back.
+//!
+//! | table      | row                                  | value                                     |
+//! |------------|--------------------------------------|-------------------------------------------|
+//! | `jobs`     | `ext/` + namespace id + memory id    | memory version to extract (a [`Job`])     |
+//! | `entities` | namespace id + `m` + memory id       | sealed: the version extracted, entities   |
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::model::FoundEntity;
+use super::{Namespace, Service, ServiceError};
+use crate::index::vector::Job;
+use crate::store::{StoreError, WriteFlags, del_in, get_in};
+
+/// `jobs` prefix of extraction jobs.
+pub const EXT_PREFIX: &[u8] = b"ext/";
+
+/// Where extraction rounds keep their place among the indexing workers'
+/// cursors.
+const EXTRACTION_ROUND: usize = usize::MAX;
+
+/// Most entities kept per memory; longest name and kind kept.
+const MAX_ENTITIES: usize = 64;
+const MAX_NAME: usize = 200;
+const MAX_KIND: usize = 32;
+
+/// The `jobs` row of memory `id`'s extraction job.
+pub fn job_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
+    [EXT_PREFIX, ns.as_bytes(), id.as_bytes()].concat()
+}
+
+/// The `entities` row holding what was extracted from memory `id`.
+pub fn row_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), b"m", id.as_bytes()].concat()
+}
+
+/// What an `entities` row holds (sealed).
+#[derive(Debug, Serialize, Deserialize)]
+struct Extracted {
+    /// The memory version it was extracted from.
+    version: u32,
+    entities: Vec<FoundEntity>,
+}
+
+impl Service {
+    /// Run the extractors on up to `max` queued memories; returns how many
+    /// jobs were settled and how many were seen.
+    pub fn extract_pending(&self, max: usize) -> Result<(usize, usize), ServiceError> {
+        let rows = self.next_jobs(EXT_PREFIX, EXTRACTION_ROUND, max)?;
+        if rows.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut by_ns: BTreeMap<Uuid, Vec<(Uuid, u32)>> = BTreeMap::new();
+        let p = EXT_PREFIX.len();
+        for (k, v) in &rows {
+            if let (Some(ns), Some(id), Some(job)) = (
+                k.get(p..p + 16).and_then(|b| Uuid::from_slice(b).ok()),
+                k.get(p + 16..).and_then(|b| Uuid::from_slice(b).ok()),
+                Job::decode(v),
+            ) {
+                by_ns.entry(ns).or_default().push((id, job.version));
+            }
+        }
+        let namespaces = self.namespaces_by_id()?;
+        let mut settled = 0;
+        for (ns_id, jobs) in by_ns {
+            let ns = namespaces.get(&ns_id);
+            let extractor = ns.and_then(|ns| ns.settings.extractor.as_ref());
+            let (Some(ns), Some(extractor_id)) = (ns, extractor) else {
+                // Its namespace is gone, or extracts nothing now.
+                settled += self.settle(&ns_id, jobs.iter().map(|j| (j.0, j.1, None)))?;
+                continue;
+            };
+            let Some(extractor) = self.plugins.snapshot().extractor(extractor_id) else {
+                // Not loaded now: the jobs wait for it.
+                continue;
+            };
+            let key = self.data_key(ns)?;
+            let mut done = Vec::with_capacity(jobs.len());
+            for (id, queued) in jobs {
+                let m = match self.load(ns, &id) {
+                    Ok(m) => m,
+                    Err(ServiceError::NoMemory { .. }) => {
+                        done.push((id, queued, None));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let text = self.searchable_text(ns, &m)?;
+                let found = match extractor.extract(&text) {
+                    Ok(x) => x
+                        .entities
+                        .into_iter()
+                        .filter(|e| {
+                            !e.name.trim().is_empty()
+                                && e.name.chars().count() <= MAX_NAME
+                                && e.kind.chars().count() <= MAX_KIND
+                        })
+                        .take(MAX_ENTITIES)
+                        .map(|e| FoundEntity {
+                            name: e.name.trim().to_string(),
+                            kind: e.kind.to_lowercase(),
+                        })
+                        .collect(),
+                    Err(e) => {
+                        // Skipped, not retried: an extractor that fails on a
+                        // text fails on it again. What kind of failure, not
+                        // the plugin's words (they could quote the text).
+                        tracing::warn!(namespace = %ns.name, memory = %id, plugin = %e.plugin.id, error = %e.kind.without_words(), "cannot extract entities from this memory; skipped");
+                        tracing::debug!(namespace = %ns.name, memory = %id, error = %crate::logging::untrusted(&e.to_string(), 1024), "extraction failed");
+                        done.push((id, queued.max(m.version), None));
+                        continue;
+                    }
+                };
+                let row = row_key(&ns_id, &id);
+                let sealed = super::seal_json(
+                    &key,
+                    "entities",
+                    &row,
+                    &Extracted {
+                        version: m.version,
+                        entities: found,
+                    },
+                )?;
+                done.push((id, queued.max(m.version), Some(sealed)));
+            }
+            settled += self.settle(&ns_id, done.into_iter())?;
+        }
+        Ok((settled, rows.len()))
+    }
+
+    /// Write what was extracted and drop the jobs — each only if no newer
+    /// version was queued meanwhile (an update's job waits for its turn).
+    fn settle(
+        &self,
+        ns_id: &Uuid,
+        done: impl Iterator<Item = (Uuid, u32, Option<Vec<u8>>)>,
+    ) -> Result<usize, ServiceError> {
+        let ns_id = *ns_id;
+        let done: Vec<(Uuid, u32, Option<Vec<u8>>)> = done.collect();
+        if done.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.store.write_blocking(move |txn, t| {
+            let mut settled = 0;
+            for (id, version, sealed) in &done {
+                let job = job_key(&ns_id, id);
+                let current = get_in(txn, t.jobs, &job)?
+                    .as_deref()
+                    .and_then(Job::decode)
+                    .map(|j| j.version);
+                if current.is_some_and(|queued| queued > *version) {
+                    continue;
+                }
+                if let Some(sealed) = sealed {
+                    txn.put(
+                        t.entities,
+                        &row_key(&ns_id, id),
+                        sealed,
+                        WriteFlags::empty(),
+                    )?;
+                }
+                del_in(txn, t.jobs, &job)?;
+                settled += 1;
+            }
+            Ok::<_, StoreError>(settled)
+        })?)
+    }
+
+    /// What was extracted from `m` as it is now (none until the extractor
+    /// ran on this version).
+    pub(super) fn entities_of(
+        &self,
+        ns: &Namespace,
+        m: &super::Memory,
+    ) -> Result<Vec<FoundEntity>, ServiceError> {
+        let row = row_key(&ns.id, &m.id);
+        let Some(sealed) = self.store.get(|t| t.entities, &row)? else {
+            return Ok(Vec::new());
+        };
+        let key = self.data_key(ns)?;
+        let extracted: Extracted = super::open_json(&key, "entities", &row, &sealed)?;
+        Ok(if extracted.version == m.version {
+            extracted.entities
+        } else {
+            Vec::new()
+        })
+    }
+}
