@@ -56,6 +56,19 @@ fn settings(mode: RedactionMode) -> NamespaceSettings {
     }
 }
 
+/// Create namespace `name` with no extractor (and redaction off).
+fn words_only(s: &Service, name: &str) {
+    s.create_namespace(
+        &op(),
+        name,
+        NamespaceSettings {
+            extractor: Some("none".into()),
+            ..settings(RedactionMode::Off)
+        },
+    )
+    .unwrap();
+}
+
 fn memory(content: &str) -> NewMemory {
     NewMemory {
         content: content.into(),
@@ -672,17 +685,26 @@ fn a_reindex_replaces_vectors_in_chunks_while_other_namespaces_keep_writing() {
     };
     assert_eq!(vector_recall(&s), 5, "embedded before the reindex");
 
-    // Another tenant writes for as long as the reindex runs.
+    // Another tenant writes for as long as the reindex runs, counting the
+    // writes that committed while the reindex was replacing vectors.
+    let pass_under_way = || {
+        let prefix = memhost::service::indexing::PASS_PREFIX;
+        !f.store
+            .rows(|t| t.jobs, prefix, |k| k.starts_with(prefix))
+            .unwrap()
+            .is_empty()
+    };
     let running = std::sync::atomic::AtomicBool::new(true);
     let (reindex, written_meanwhile) = std::thread::scope(|scope| {
         let writer = scope.spawn(|| {
-            let mut written = 0;
+            let (mut written, mut during) = (0, 0);
             while running.load(std::sync::atomic::Ordering::SeqCst) {
                 s.store(&op(), "other", memory(&format!("other {written}")))
                     .unwrap();
                 written += 1;
+                during += usize::from(pass_under_way());
             }
-            written
+            during
         });
         // Let the writer get going first.
         while s
@@ -699,11 +721,11 @@ fn a_reindex_replaces_vectors_in_chunks_while_other_namespaces_keep_writing() {
     });
     assert_eq!(reindex.queued, N, "every memory is queued again");
     // One write over the whole namespace held every other write back until
-    // it committed; in chunks of 20, the other namespace writes between
-    // them (80 chunks: dozens get through, where one write let about 3).
+    // it committed, and left no pass to be seen; in chunks of 20 (80
+    // writes), the other namespace's writes go between them.
     assert!(
-        written_meanwhile >= 40,
-        "only {written_meanwhile} writes to another namespace got through during the reindex"
+        written_meanwhile >= 5,
+        "only {written_meanwhile} writes to another namespace committed while the reindex replaced vectors"
     );
     let progress = s.index_progress(&op(), "big").unwrap();
     assert_eq!(progress.queued, N);
@@ -791,15 +813,7 @@ fn the_extractor_names_who_and_what_in_the_background_sealed_and_kept_current() 
     );
 
     // "none" extracts nothing; an extractor that is not loaded is refused.
-    s.create_namespace(
-        &op(),
-        "plain",
-        NamespaceSettings {
-            extractor: Some("none".into()),
-            ..settings(RedactionMode::Off)
-        },
-    )
-    .unwrap();
+    words_only(s, "plain");
     s.store(&op(), "plain", memory("Ada Lovelace again"))
         .unwrap();
     assert_eq!(s.extract_pending(100).unwrap(), (0, 0));
@@ -814,4 +828,89 @@ fn the_extractor_names_who_and_what_in_the_background_sealed_and_kept_current() 
         )
         .unwrap_err();
     assert!(err.to_string().contains("extract-nothing"), "{err}");
+}
+
+#[test]
+fn recall_filters_by_the_entities_a_memory_names() {
+    let f = fixture(false);
+    f.plugins
+        .apply(vec![staged("policy-standard"), staged("extract-entities")])
+        .unwrap();
+    let s = &f.service;
+    s.create_namespace(&op(), "team", settings(RedactionMode::Off))
+        .unwrap();
+    let mut ids = Vec::new();
+    for text in [
+        "Ada Lovelace reviewed the engine notes",
+        "Grace Hopper reviewed the compiler notes",
+        "Ada Lovelace and Grace Hopper reviewed the release notes together",
+    ] {
+        ids.push(s.store(&op(), "team", memory(text)).unwrap().memory.id);
+    }
+    s.extract_pending(100).unwrap();
+    let recall = |entities: &[&str], any: bool| {
+        let mut found: Vec<_> = s
+            .recall(
+                &op(),
+                "team",
+                &memhost::service::recall::RecallQuery {
+                    query: "reviewed notes".into(),
+                    entities: entities.iter().map(|e| e.to_string()).collect(),
+                    entities_match: if any {
+                        memhost::service::recall::EntitiesMatch::Any
+                    } else {
+                        memhost::service::recall::EntitiesMatch::All
+                    },
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .into_iter()
+            .map(|h| h.memory.id)
+            .collect();
+        found.sort();
+        found
+    };
+    assert_eq!(recall(&[], false), ids, "no filter: all three");
+    assert_eq!(recall(&["ada  LOVELACE"], false), [ids[0], ids[2]]);
+    assert_eq!(recall(&["Ada Lovelace", "Grace Hopper"], false), [ids[2]]);
+    assert_eq!(recall(&["Ada Lovelace", "Grace Hopper"], true), ids);
+    assert!(recall(&["Charles Babbage"], false).is_empty());
+
+    // A new version names what it names once extracted again; until then
+    // it is not taken to name what the old text did.
+    s.update(
+        &op(),
+        "team",
+        &ids[0],
+        MemoryPatch {
+            content: Some("Charles Babbage reviewed the engine notes".into()),
+            ..MemoryPatch::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(recall(&["Ada Lovelace"], false), [ids[2]]);
+    s.extract_pending(100).unwrap();
+    assert_eq!(recall(&["Charles Babbage"], false), [ids[0]]);
+
+    // Bad filters are refused, naming the field.
+    words_only(s, "plain");
+    for (ns, entities) in [
+        ("plain", vec!["Ada".to_string()]),
+        ("team", vec![" ".to_string()]),
+        ("team", (0..21).map(|i| format!("e{i}")).collect()),
+    ] {
+        let err = s
+            .recall(
+                &op(),
+                ns,
+                &memhost::service::recall::RecallQuery {
+                    query: "notes".into(),
+                    entities,
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("entities"), "{err}");
+    }
 }

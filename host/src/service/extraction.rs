@@ -10,6 +10,14 @@
 //! |------------|--------------------------------------|-------------------------------------------|
 //! | `jobs`     | `ext/` + namespace id + memory id    | memory version to extract (a [`Job`])     |
 //! | `entities` | namespace id + `m` + memory id       | sealed: the version extracted, entities   |
+//! | `entities` | namespace id + `e` + blind name + memory id | empty: the entity index              |
+//! | `entities` | namespace id + `r` + memory id       | the memory's blind names, concatenated    |
+//!
+//! A blind name is the HMAC of the name as found — trimmed, lowercase,
+//! spaces collapsed — under a key derived from the namespace key, like the
+//! word index: a copied file shows which memories name the same entity,
+//! never the entity. A new version drops its memory from the index until it
+//! is extracted again.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +26,9 @@ use uuid::Uuid;
 
 use super::model::FoundEntity;
 use super::{Namespace, Service, ServiceError};
+use crate::crypto::DataKey;
 use crate::index::vector::Job;
-use crate::store::{StoreError, WriteFlags, del_in, get_in};
+use crate::store::{StoreError, Tables, WriteFlags, del_in, get_in};
 
 /// `jobs` prefix of extraction jobs.
 pub const EXT_PREFIX: &[u8] = b"ext/";
@@ -42,6 +51,56 @@ pub fn job_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
 pub fn row_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
     [ns.as_bytes().as_slice(), b"m", id.as_bytes()].concat()
 }
+
+/// The index row saying memory `id` names the entity blinded as `name`.
+fn posting_key(ns: &Uuid, name: &[u8; 32], id: &Uuid) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), b"e", name, id.as_bytes()].concat()
+}
+
+/// Where the index rows of the entity blinded as `name` start.
+fn posting_prefix(ns: &Uuid, name: &[u8; 32]) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), b"e", name].concat()
+}
+
+/// The row listing memory `id`'s blind names.
+fn names_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), b"r", id.as_bytes()].concat()
+}
+
+/// An entity name as the index knows it.
+pub(super) fn blind_name(key: &DataKey, name: &str) -> [u8; 32] {
+    let canonical = name
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    key.blind("entity-name", canonical.as_bytes())
+}
+
+/// Drop what was extracted from memory `id` — its sealed row and its index
+/// rows — inside the caller's write (an update, a forget).
+pub(super) fn forget_in(
+    txn: &mut lmdb::RwTransaction<'_>,
+    t: &Tables,
+    ns: &Uuid,
+    id: &Uuid,
+) -> Result<(), StoreError> {
+    if let Some(names) = get_in(txn, t.entities, &names_key(ns, id))? {
+        for name in names.chunks_exact(32) {
+            let name: [u8; 32] = name.try_into().unwrap_or([0; 32]);
+            del_in(txn, t.entities, &posting_key(ns, &name, id))?;
+        }
+        txn.del(t.entities, &names_key(ns, id), None)?;
+    }
+    del_in(txn, t.entities, &row_key(ns, id))
+}
+
+/// Most index rows read for one entity in a recall filter.
+const MAX_POSTINGS: usize = 10_000;
+
+/// What one extraction writes: memory, version extracted, sealed row and
+/// blind names (none when there is nothing to write).
+type Done = (Uuid, u32, Option<(Vec<u8>, Vec<[u8; 32]>)>);
 
 /// What an `entities` row holds (sealed).
 #[derive(Debug, Serialize, Deserialize)]
@@ -96,7 +155,7 @@ impl Service {
                     Err(e) => return Err(e),
                 };
                 let text = self.searchable_text(ns, &m)?;
-                let found = match extractor.extract(&text) {
+                let found: Vec<FoundEntity> = match extractor.extract(&text) {
                     Ok(x) => x
                         .entities
                         .into_iter()
@@ -121,6 +180,8 @@ impl Service {
                         continue;
                     }
                 };
+                let names: Vec<[u8; 32]> =
+                    found.iter().map(|e| blind_name(&key, &e.name)).collect();
                 let row = row_key(&ns_id, &id);
                 let sealed = super::seal_json(
                     &key,
@@ -131,7 +192,7 @@ impl Service {
                         entities: found,
                     },
                 )?;
-                done.push((id, queued.max(m.version), Some(sealed)));
+                done.push((id, queued.max(m.version), Some((sealed, names))));
             }
             settled += self.settle(&ns_id, done.into_iter())?;
         }
@@ -143,10 +204,10 @@ impl Service {
     fn settle(
         &self,
         ns_id: &Uuid,
-        done: impl Iterator<Item = (Uuid, u32, Option<Vec<u8>>)>,
+        done: impl Iterator<Item = Done>,
     ) -> Result<usize, ServiceError> {
         let ns_id = *ns_id;
-        let done: Vec<(Uuid, u32, Option<Vec<u8>>)> = done.collect();
+        let done: Vec<Done> = done.collect();
         if done.is_empty() {
             return Ok(0);
         }
@@ -161,11 +222,26 @@ impl Service {
                 if current.is_some_and(|queued| queued > *version) {
                     continue;
                 }
-                if let Some(sealed) = sealed {
+                if let Some((sealed, names)) = sealed {
+                    forget_in(txn, t, &ns_id, id)?;
                     txn.put(
                         t.entities,
                         &row_key(&ns_id, id),
                         sealed,
+                        WriteFlags::empty(),
+                    )?;
+                    for name in names {
+                        txn.put(
+                            t.entities,
+                            &posting_key(&ns_id, name, id),
+                            &[],
+                            WriteFlags::empty(),
+                        )?;
+                    }
+                    txn.put(
+                        t.entities,
+                        &names_key(&ns_id, id),
+                        &names.concat(),
                         WriteFlags::empty(),
                     )?;
                 }
@@ -174,6 +250,39 @@ impl Service {
             }
             Ok::<_, StoreError>(settled)
         })?)
+    }
+
+    /// The memories of `ns` that name every one of `names` (`all`) or at
+    /// least one (`any`), as their current versions were extracted; at
+    /// most [`MAX_POSTINGS`] read per name.
+    pub(super) fn naming(
+        &self,
+        ns: &Namespace,
+        names: &[String],
+        all: bool,
+    ) -> Result<std::collections::HashSet<Uuid>, ServiceError> {
+        let key = self.data_key(ns)?;
+        let mut found: Option<std::collections::HashSet<Uuid>> = None;
+        for name in names {
+            let prefix = posting_prefix(&ns.id, &blind_name(&key, name));
+            let ids: std::collections::HashSet<Uuid> = self
+                .store
+                .rows_max(
+                    |t| t.entities,
+                    &prefix,
+                    |k| k.starts_with(&prefix),
+                    MAX_POSTINGS,
+                )?
+                .into_iter()
+                .filter_map(|(k, _)| k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok()))
+                .collect();
+            found = Some(match found {
+                None => ids,
+                Some(so_far) if all => so_far.intersection(&ids).copied().collect(),
+                Some(so_far) => so_far.union(&ids).copied().collect(),
+            });
+        }
+        Ok(found.unwrap_or_default())
     }
 
     /// What was extracted from `m` as it is now (none until the extractor

@@ -761,6 +761,8 @@ impl Service {
                 )?;
             }
             if read.settings.extractor.is_some() {
+                // What was found in the old text goes with it.
+                extraction::forget_in(txn, t, &ns_id, &memory_id)?;
                 txn.put(
                     t.jobs,
                     &extraction::job_key(&ns_id, &memory_id),
@@ -987,11 +989,11 @@ impl Service {
             for (db, row) in [
                 (t.vectors, vector::row_key(&ns_id, &memory_id)),
                 (t.jobs, vector::job_key(&ns_id, &memory_id)),
-                (t.entities, extraction::row_key(&ns_id, &memory_id)),
                 (t.jobs, extraction::job_key(&ns_id, &memory_id)),
             ] {
                 del_in(txn, db, &row)?;
             }
+            extraction::forget_in(txn, t, &ns_id, &memory_id)?;
             let mut entries = vec![audit.append(txn, t, &record)?];
             entries.extend(ledger.supersede_in(
                 txn,

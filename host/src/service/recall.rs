@@ -33,6 +33,20 @@ pub enum RecallMode {
     Lexical,
 }
 
+/// How an `entities` filter combines its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EntitiesMatch {
+    /// Every name.
+    #[default]
+    All,
+    /// At least one.
+    Any,
+}
+
+/// Most names in one `entities` filter.
+pub const MAX_ENTITY_FILTER: usize = 20;
+
 /// How `hybrid` combines the channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +79,13 @@ pub struct RecallQuery {
     /// Only memories by this agent.
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// Only memories naming these entities, as the namespace's extractor
+    /// found them (case and spacing do not matter).
+    #[serde(default)]
+    pub entities: Vec<String>,
+    /// `all` (default): every one of `entities`; `any`: at least one.
+    #[serde(default)]
+    pub entities_match: EntitiesMatch,
     /// Created at or after (Unix ms).
     #[serde(default)]
     pub since: Option<i64>,
@@ -103,6 +124,23 @@ impl RecallQuery {
         }
         super::check_time("since", self.since)?;
         super::check_time("until", self.until)?;
+        if self.entities.len() > MAX_ENTITY_FILTER {
+            return Err(ServiceError::TooLarge {
+                field: "entities".into(),
+                limit: MAX_ENTITY_FILTER,
+                unit: "names",
+            });
+        }
+        if self
+            .entities
+            .iter()
+            .any(|e| e.trim().is_empty() || e.chars().count() > 200)
+        {
+            return Err(invalid(
+                "entities",
+                "each name must hold 1-200 characters other than whitespace",
+            ));
+        }
         let k = self.k.unwrap_or(10);
         if !(1..=100).contains(&k) {
             return Err(invalid("k", "must be between 1 and 100"));
@@ -252,8 +290,27 @@ impl Service {
                 ),
             ));
         }
+        let naming = match (&ns.settings.extractor, q.entities.is_empty()) {
+            (_, true) => None,
+            (Some(_), false) => {
+                Some(self.naming(ns, &q.entities, q.entities_match == EntitiesMatch::All)?)
+            }
+            (None, false) if strict => {
+                return Err(invalid(
+                    "entities",
+                    format!(
+                        "namespace \"{namespace}\" has no extractor (bind one at creation): nothing in it is known to name an entity"
+                    ),
+                ));
+            }
+            (None, false) => return Ok(Vec::new()),
+        };
+        if naming.as_ref().is_some_and(|n| n.is_empty()) {
+            return Ok(Vec::new());
+        }
         let key = self.data_key(ns)?;
         let filtered = !q.tags.is_empty()
+            || naming.is_some()
             || q.agent_id.is_some()
             || q.since.is_some()
             || q.until.is_some()
@@ -285,7 +342,10 @@ impl Service {
             }
             _ => Vec::new(),
         };
-        let ranked = fuse(q.mode, q.fusion, words, meaning);
+        let mut ranked = fuse(q.mode, q.fusion, words, meaning);
+        if let Some(naming) = &naming {
+            ranked.retain(|(id, ..)| naming.contains(id));
+        }
         let now = model::now_ms();
         let filters = Filters {
             tags: q.tags.clone(),

@@ -173,6 +173,11 @@ pub struct RecallArgs {
     /// Only memories written by this agent id.
     #[serde(default)]
     pub agent_id: Option<String>,
+    /// Only memories naming every one of these entities (people, places,
+    /// projects, ids… as the namespace's extractor found them; case does
+    /// not matter).
+    #[serde(default)]
+    pub entities: Vec<String>,
     /// Only memories created at or after this time (Unix milliseconds).
     #[serde(default)]
     pub since: Option<i64>,
@@ -521,6 +526,7 @@ impl Tools {
             },
             tags: a.tags,
             agent_id: a.agent_id,
+            entities: a.entities,
             since: a.since,
             until: a.until,
             recency_weight: a.recency_weight,
