@@ -48,6 +48,7 @@ fn needs(method: &str, path: &str) -> Needs {
         ("delete", "/v1/namespaces/{ns}/memories/{id}") => Needs::Writer,
         ("get", "/v1/namespaces/{ns}/memories/{id}/history") => Needs::Reader,
         ("post", "/v1/namespaces/{ns}/recall") => Needs::Reader,
+        ("get", "/v1/namespaces/{ns}/entities") => Needs::Reader,
         ("post", "/v1/namespaces/{ns}/reindex") => Needs::NsAdmin,
         ("post", "/v1/recall") => Needs::AnyKey,
         ("get", "/v1/admin/keys") => Needs::AnyAdmin,

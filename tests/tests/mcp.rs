@@ -89,6 +89,7 @@ fn an_mcp_client_stores_recalls_changes_and_forgets_under_its_key() {
             [
                 "fetch",
                 "memory_approval_status",
+                "memory_entities",
                 "memory_forget",
                 "memory_get",
                 "memory_list",
@@ -175,6 +176,7 @@ fn an_mcp_client_stores_recalls_changes_and_forgets_under_its_key() {
         serde_json::json!([
             "fetch",
             "memory_approval_status",
+            "memory_entities",
             "memory_get",
             "memory_list",
             "memory_namespaces",

@@ -876,6 +876,32 @@ fn recall_filters_by_the_entities_a_memory_names() {
     assert_eq!(recall(&["Ada Lovelace", "Grace Hopper"], false), [ids[2]]);
     assert_eq!(recall(&["Ada Lovelace", "Grace Hopper"], true), ids);
     assert!(recall(&["Charles Babbage"], false).is_empty());
+    // What the namespace's memories name, with counts, a page at a time.
+    let listed = |limit: u64| {
+        let mut all = Vec::new();
+        let mut page: Option<String> = None;
+        loop {
+            let got = s
+                .entities(&op(), "team", page.as_deref(), Some(limit))
+                .unwrap();
+            assert!(got.entities.len() <= limit as usize);
+            all.extend(got.entities.into_iter().map(|e| (e.name, e.memories)));
+            match got.next_page {
+                Some(next) => page = Some(next),
+                None => break,
+            }
+        }
+        all.sort();
+        all
+    };
+    let counted = |pairs: &[(&str, u32)]| -> Vec<(String, u32)> {
+        pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+    };
+    assert_eq!(
+        listed(100),
+        counted(&[("Ada Lovelace", 2), ("Grace Hopper", 2)])
+    );
+    assert_eq!(listed(1), listed(100), "pages of one give the same");
 
     // A new version names what it names once extracted again; until then
     // it is not taken to name what the old text did.
@@ -892,6 +918,16 @@ fn recall_filters_by_the_entities_a_memory_names() {
     assert_eq!(recall(&["Ada Lovelace"], false), [ids[2]]);
     s.extract_pending(100).unwrap();
     assert_eq!(recall(&["Charles Babbage"], false), [ids[0]]);
+    assert_eq!(
+        listed(100),
+        counted(&[
+            ("Ada Lovelace", 1),
+            ("Charles Babbage", 1),
+            ("Grace Hopper", 2)
+        ])
+    );
+    let err = s.entities(&op(), "team", Some("nope"), None).unwrap_err();
+    assert!(err.to_string().contains("page"), "{err}");
 
     // Bad filters are refused, naming the field.
     words_only(s, "plain");

@@ -12,6 +12,7 @@
 //! | `entities` | namespace id + `m` + memory id       | sealed: the version extracted, entities   |
 //! | `entities` | namespace id + `e` + blind name + memory id | empty: the entity index              |
 //! | `entities` | namespace id + `r` + memory id       | the memory's blind names, concatenated    |
+//! | `entities` | namespace id + `c` + blind name      | how many memories name it (u32), then sealed: the name as first found and its kind |
 //!
 //! A blind name is the HMAC of the name as found — trimmed, lowercase,
 //! spaces collapsed — under a key derived from the namespace key, like the
@@ -62,6 +63,32 @@ fn posting_prefix(ns: &Uuid, name: &[u8; 32]) -> Vec<u8> {
     [ns.as_bytes().as_slice(), b"e", name].concat()
 }
 
+/// The namespace's catalogue row of the entity blinded as `name`.
+fn catalogue_key(ns: &Uuid, name: &[u8; 32]) -> Vec<u8> {
+    [ns.as_bytes().as_slice(), b"c", name].concat()
+}
+
+/// An entity of a namespace, with how many memories name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EntityCount {
+    /// As first found.
+    pub name: String,
+    /// What the extractor called it then.
+    pub kind: String,
+    /// Memories whose current version names it.
+    pub memories: u32,
+}
+
+/// A page of a namespace's entities.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntityPage {
+    /// In an order that stays put between pages (not alphabetical: names
+    /// are sealed).
+    pub entities: Vec<EntityCount>,
+    /// Pass as `page` for the next page; null on the last.
+    pub next_page: Option<String>,
+}
+
 /// The row listing memory `id`'s blind names.
 fn names_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
     [ns.as_bytes().as_slice(), b"r", id.as_bytes()].concat()
@@ -89,6 +116,19 @@ pub(super) fn forget_in(
         for name in names.chunks_exact(32) {
             let name: [u8; 32] = name.try_into().unwrap_or([0; 32]);
             del_in(txn, t.entities, &posting_key(ns, &name, id))?;
+            let entry = catalogue_key(ns, &name);
+            if let Some(row) = get_in(txn, t.entities, &entry)? {
+                match row
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                {
+                    Some(n) if n > 1 => {
+                        let row = [&(n - 1).to_be_bytes(), &row[4..]].concat();
+                        txn.put(t.entities, &entry, &row, WriteFlags::empty())?;
+                    }
+                    _ => txn.del(t.entities, &entry, None)?,
+                }
+            }
         }
         txn.del(t.entities, &names_key(ns, id), None)?;
     }
@@ -99,8 +139,16 @@ pub(super) fn forget_in(
 const MAX_POSTINGS: usize = 10_000;
 
 /// What one extraction writes: memory, version extracted, sealed row and
-/// blind names (none when there is nothing to write).
-type Done = (Uuid, u32, Option<(Vec<u8>, Vec<[u8; 32]>)>);
+/// blind names each with its sealed catalogue entry (none when there is
+/// nothing to write).
+type Done = (Uuid, u32, Option<(Vec<u8>, Vec<([u8; 32], Vec<u8>)>)>);
+
+/// A catalogue entry's sealed part.
+#[derive(Debug, Serialize, Deserialize)]
+struct Named {
+    name: String,
+    kind: String,
+}
 
 /// What an `entities` row holds (sealed).
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,8 +228,23 @@ impl Service {
                         continue;
                     }
                 };
-                let names: Vec<[u8; 32]> =
-                    found.iter().map(|e| blind_name(&key, &e.name)).collect();
+                let mut names: Vec<([u8; 32], Vec<u8>)> = Vec::new();
+                for e in &found {
+                    let blind = blind_name(&key, &e.name);
+                    if names.iter().any(|(b, _)| *b == blind) {
+                        continue;
+                    }
+                    let entry = super::seal_json(
+                        &key,
+                        "entities",
+                        &catalogue_key(&ns_id, &blind),
+                        &Named {
+                            name: e.name.clone(),
+                            kind: e.kind.clone(),
+                        },
+                    )?;
+                    names.push((blind, entry));
+                }
                 let row = row_key(&ns_id, &id);
                 let sealed = super::seal_json(
                     &key,
@@ -230,18 +293,29 @@ impl Service {
                         sealed,
                         WriteFlags::empty(),
                     )?;
-                    for name in names {
+                    let mut blind = Vec::with_capacity(names.len() * 32);
+                    for (name, entry) in names {
                         txn.put(
                             t.entities,
                             &posting_key(&ns_id, name, id),
                             &[],
                             WriteFlags::empty(),
                         )?;
+                        let row = catalogue_key(&ns_id, name);
+                        let value = match get_in(txn, t.entities, &row)? {
+                            Some(held) if held.len() > 4 => {
+                                let n = u32::from_be_bytes([held[0], held[1], held[2], held[3]]);
+                                [&n.saturating_add(1).to_be_bytes(), &held[4..]].concat()
+                            }
+                            _ => [&1u32.to_be_bytes(), entry.as_slice()].concat(),
+                        };
+                        txn.put(t.entities, &row, &value, WriteFlags::empty())?;
+                        blind.extend_from_slice(name);
                     }
                     txn.put(
                         t.entities,
                         &names_key(&ns_id, id),
-                        &names.concat(),
+                        &blind,
                         WriteFlags::empty(),
                     )?;
                 }
@@ -283,6 +357,68 @@ impl Service {
             });
         }
         Ok(found.unwrap_or_default())
+    }
+
+    /// The entities `namespace`'s memories name, with how many name each:
+    /// at most `limit` (1–500, default 100) from page `page` (a
+    /// `next_page` this gave). Needs read access.
+    pub fn entities(
+        &self,
+        who: &crate::auth::Principal,
+        namespace: &str,
+        page: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<EntityPage, ServiceError> {
+        self.authorize(
+            who,
+            namespace,
+            crate::auth::Role::Reader,
+            "namespace.entities",
+            None,
+        )?;
+        let ns = self.find_namespace(namespace)?;
+        let limit = usize::try_from(limit.unwrap_or(100).clamp(1, 500)).unwrap_or(500);
+        let prefix = [ns.id.as_bytes().as_slice(), b"c"].concat();
+        let from = match page {
+            None => prefix.clone(),
+            Some(cursor) => {
+                let blind: [u8; 32] = hex::decode(cursor)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| {
+                        super::invalid(
+                            "page",
+                            "is not a next_page this listing gave (64 hex digits)",
+                        )
+                    })?;
+                [catalogue_key(&ns.id, &blind).as_slice(), &[0]].concat()
+            }
+        };
+        let rows =
+            self.store
+                .rows_max(|t| t.entities, &from, |k| k.starts_with(&prefix), limit + 1)?;
+        let key = self.data_key(&ns)?;
+        let mut entities = Vec::with_capacity(limit);
+        for (k, v) in rows.iter().take(limit) {
+            let (Some(count), Some(sealed)) = (v.get(..4), v.get(4..)) else {
+                continue;
+            };
+            let named: Named = super::open_json(&key, "entities", k, sealed)?;
+            entities.push(EntityCount {
+                name: named.name,
+                kind: named.kind,
+                memories: u32::from_be_bytes([count[0], count[1], count[2], count[3]]),
+            });
+        }
+        let next_page = (rows.len() > limit)
+            .then(|| rows.get(limit - 1))
+            .flatten()
+            .and_then(|(k, _)| k.get(prefix.len()..))
+            .map(hex::encode);
+        Ok(EntityPage {
+            entities,
+            next_page,
+        })
     }
 
     /// What was extracted from `m` as it is now (none until the extractor

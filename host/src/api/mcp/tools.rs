@@ -191,6 +191,19 @@ pub struct RecallArgs {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct EntitiesArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// next_page from the previous page.
+    #[serde(default)]
+    pub page: Option<String>,
+    /// How many (1-500, default 100).
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MemoryRef {
     /// The namespace.
     pub namespace: String,
@@ -645,6 +658,45 @@ impl Tools {
             ),
             Err(e) => e,
         })
+    }
+
+    #[tool(
+        description = "List the entities (people, organizations, projects, ids, paths…) a namespace's memories name, with how many memories name each, a page at a time (pass next_page back as page). Filter memory_recall by them with its entities argument.",
+        annotations(
+            title = "List entities",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn memory_entities(
+        &self,
+        Parameters(a): Parameters<EntitiesArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let s = self.service.clone();
+        let ns = a.namespace.clone();
+        Ok(
+            match run(move || s.entities(&who, &ns, a.page.as_deref(), a.limit)).await {
+                Ok(page) => {
+                    let mut text: Vec<String> = page
+                        .entities
+                        .iter()
+                        .map(|e| format!("{} ({}): {} memories", e.name, e.kind, e.memories))
+                        .collect();
+                    if text.is_empty() {
+                        text.push(format!("No entities found in {} yet.", a.namespace));
+                    }
+                    if let Some(p) = &page.next_page {
+                        text.push(format!("More: pass page {p}."));
+                    }
+                    done(to_value(&page), text.join("\n"))
+                }
+                Err(e) => e,
+            },
+        )
     }
 
     #[tool(

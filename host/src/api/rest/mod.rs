@@ -15,6 +15,7 @@
 //! | `GET /v1/namespaces/{ns}/memories/{id}` | one memory |
 //! | `PATCH /v1/namespaces/{ns}/memories/{id}` | a new version |
 //! | `DELETE /v1/namespaces/{ns}/memories/{id}` | forget it (204) |
+//! | `GET /v1/namespaces/{ns}/entities` | what its memories name, with counts, paged: `page`, `limit` |
 //! | `GET /v1/namespaces/{ns}/memories/{id}/history` | its versions, oldest first, paged: `after` (a version), `limit` |
 //! | `POST /v1/namespaces/{ns}/recall` | the memories that best match a question |
 //! | `GET /v1/admin/keys` | the keys the caller administers |
@@ -445,6 +446,16 @@ struct Versions<'a> {
     next_after: Option<u32>,
 }
 
+/// `GET …/entities` paging.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntityParams {
+    /// A `next_page` of the previous page.
+    page: Option<String>,
+    /// At most this many (1–500, default 100).
+    limit: Option<u64>,
+}
+
 /// `GET …/history` paging.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -742,6 +753,21 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
             })
         });
 
+    let entities = ns_root
+        .and(warp::path::param::<String>())
+        .and(warp::path("entities"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(svc.clone())
+        .and(warp::query::<EntityParams>())
+        .map(|ns: String, s: Service, p: EntityParams| {
+            act(move |who| async move {
+                let page =
+                    blocking(move || s.entities(&who, &ns, p.page.as_deref(), p.limit)).await?;
+                Ok(json(StatusCode::OK, &page))
+            })
+        });
+
     let recall = ns_root
         .and(warp::path::param::<String>())
         .and(warp::path("recall"))
@@ -1000,6 +1026,7 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
     all = all.or(delete_ns).unify().boxed();
     all = all.or(reindex_ns).unify().boxed();
     all = all.or(recall).unify().boxed();
+    all = all.or(entities).unify().boxed();
     all = all.or(recall_across).unify().boxed();
     all = all.or(bulk).unify().boxed();
     all = all.or(store).unify().boxed();

@@ -96,6 +96,12 @@ fn forget_memory() {}
     responses((status = 200, description = "`{versions: [Memory], next_after}`: oldest first, the current version last; pass `next_after` as `after` for the next page (null on the last)"), (status = 404, body = Problem)))]
 fn memory_history() {}
 
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/entities", params(("ns" = String, Path),
+        ("page" = Option<String>, Query, description = "the `next_page` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "at most this many, 1-500 (default 100)")),
+    responses((status = 200, description = "`{entities: [{name, kind, memories}], next_page}`: the entities the namespace's extractor found in its memories' current versions, with how many memories name each, in an order that stays put between pages (names are sealed, so not alphabetical); pass `next_page` as `page` for the next page (null on the last)"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+fn namespace_entities() {}
+
 #[utoipa::path(post, path = "/v1/namespaces/{ns}/recall", params(("ns" = String, Path)), request_body = RecallQuery,
     responses((status = 200, description = "`{results: [Hit]}`, best first"), (status = 404, body = Problem), (status = 422, body = Problem)))]
 fn recall() {}
@@ -183,6 +189,7 @@ impl utoipa::Modify for BearerAuth {
         patch_memory,
         forget_memory,
         memory_history,
+        namespace_entities,
         recall,
         recall_across,
         reindex_namespace,
@@ -587,6 +594,7 @@ fn constrain(doc: &mut serde_json::Value) {
                     "ns" | "namespace" => json!({"type": "string", "pattern": NAMESPACE_NAME}),
                     "id" | "approval_id" | "cursor" => json!({"type": "string", "format": "uuid"}),
                     "key_id" => json!({"type": "string", "pattern": "^[0-9a-f]{16}$"}),
+                    "page" => json!({"type": "string", "pattern": "^[0-9a-f]{64}$"}),
                     "wait" => json!({"type": "string", "enum": ["indexed"]}),
                     "limit" | "after" => {
                         json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
