@@ -12,6 +12,7 @@ mod egress;
 mod embed_local;
 mod embed_openai;
 mod embedder_pool;
+mod entities;
 mod governance;
 mod hot_reload;
 mod load_checks;
