@@ -950,3 +950,62 @@ fn recall_filters_by_the_entities_a_memory_names() {
         assert!(err.to_string().contains("entities"), "{err}");
     }
 }
+
+#[test]
+fn an_extractor_that_panics_leaves_the_memory_stored_and_searchable() {
+    let f = fixture(false);
+    let trap = crate::common::plugin_dir(
+        f.dir.path(),
+        "extract-trap",
+        "extractor",
+        &crate::common::fixture("extract-trap"),
+        "",
+    );
+    f.plugins
+        .apply(vec![staged("policy-standard"), trap])
+        .unwrap();
+    let s = &f.service;
+    s.create_namespace(
+        &op(),
+        "team",
+        NamespaceSettings {
+            extractor: Some("extract-trap".into()),
+            ..settings(RedactionMode::Off)
+        },
+    )
+    .unwrap();
+    let bad = s
+        .store(&op(), "team", memory("Ada said boom at the Launch"))
+        .unwrap()
+        .memory
+        .id;
+    let good = s
+        .store(&op(), "team", memory("Grace fixed the Compiler"))
+        .unwrap()
+        .memory
+        .id;
+    // Both settled: one extracted, one skipped (not retried forever).
+    assert_eq!(s.extract_pending(100).unwrap(), (2, 2));
+    assert_eq!(s.extract_pending(100).unwrap(), (0, 0));
+    assert!(s.get(&op(), "team", &bad).unwrap().entities.is_empty());
+    let names: Vec<String> = s
+        .get(&op(), "team", &good)
+        .unwrap()
+        .entities
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["Grace", "Compiler"]);
+    // The memory it failed on is still found by its words.
+    let hits = s
+        .recall(
+            &op(),
+            "team",
+            &memhost::service::recall::RecallQuery {
+                query: "boom launch".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(hits.first().map(|h| h.memory.id), Some(bad));
+}

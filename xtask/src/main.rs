@@ -56,6 +56,7 @@ const FIXTURES: &[&str] = &[
     "future-api",
     "counter",
     "policy-flaky",
+    "extract-trap",
 ];
 
 /// Rust plugin crates with unit tests, run natively.
