@@ -68,6 +68,12 @@ fn catalogue_key(ns: &Uuid, name: &[u8; 32]) -> Vec<u8> {
     [ns.as_bytes().as_slice(), b"c", name].concat()
 }
 
+/// A catalogue row's count and sealed part.
+fn catalogued(row: &[u8]) -> Option<(u32, &[u8])> {
+    let (count, sealed) = row.split_first_chunk::<4>()?;
+    (!sealed.is_empty()).then(|| (u32::from_be_bytes(*count), sealed))
+}
+
 /// An entity of a namespace, with how many memories name it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EntityCount {
@@ -118,12 +124,9 @@ pub(super) fn forget_in(
             del_in(txn, t.entities, &posting_key(ns, &name, id))?;
             let entry = catalogue_key(ns, &name);
             if let Some(row) = get_in(txn, t.entities, &entry)? {
-                match row
-                    .get(..4)
-                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                {
-                    Some(n) if n > 1 => {
-                        let row = [&(n - 1).to_be_bytes(), &row[4..]].concat();
+                match catalogued(&row) {
+                    Some((n, sealed)) if n > 1 => {
+                        let row = [&(n - 1).to_be_bytes(), sealed].concat();
                         txn.put(t.entities, &entry, &row, WriteFlags::empty())?;
                     }
                     _ => txn.del(t.entities, &entry, None)?,
@@ -302,12 +305,12 @@ impl Service {
                             WriteFlags::empty(),
                         )?;
                         let row = catalogue_key(&ns_id, name);
-                        let value = match get_in(txn, t.entities, &row)? {
-                            Some(held) if held.len() > 4 => {
-                                let n = u32::from_be_bytes([held[0], held[1], held[2], held[3]]);
-                                [&n.saturating_add(1).to_be_bytes(), &held[4..]].concat()
+                        let held = get_in(txn, t.entities, &row)?;
+                        let value = match held.as_deref().and_then(catalogued) {
+                            Some((n, sealed)) => {
+                                [&n.saturating_add(1).to_be_bytes(), sealed].concat()
                             }
-                            _ => [&1u32.to_be_bytes(), entry.as_slice()].concat(),
+                            None => [&1u32.to_be_bytes(), entry.as_slice()].concat(),
                         };
                         txn.put(t.entities, &row, &value, WriteFlags::empty())?;
                         blind.extend_from_slice(name);
@@ -400,14 +403,14 @@ impl Service {
         let key = self.data_key(&ns)?;
         let mut entities = Vec::with_capacity(limit);
         for (k, v) in rows.iter().take(limit) {
-            let (Some(count), Some(sealed)) = (v.get(..4), v.get(4..)) else {
+            let Some((memories, sealed)) = catalogued(v) else {
                 continue;
             };
             let named: Named = super::open_json(&key, "entities", k, sealed)?;
             entities.push(EntityCount {
                 name: named.name,
                 kind: named.kind,
-                memories: u32::from_be_bytes([count[0], count[1], count[2], count[3]]),
+                memories,
             });
         }
         let next_page = (rows.len() > limit)
