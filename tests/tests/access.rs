@@ -49,6 +49,8 @@ fn needs(method: &str, path: &str) -> Needs {
         ("get", "/v1/namespaces/{ns}/memories/{id}/history") => Needs::Reader,
         ("post", "/v1/namespaces/{ns}/recall") => Needs::Reader,
         ("get", "/v1/namespaces/{ns}/entities") => Needs::Reader,
+        ("get", "/v1/namespaces/{ns}/gazetteer") => Needs::Reader,
+        ("put", "/v1/namespaces/{ns}/gazetteer") => Needs::NsAdmin,
         ("post", "/v1/namespaces/{ns}/reindex") => Needs::NsAdmin,
         ("post", "/v1/recall") => Needs::AnyKey,
         ("get", "/v1/admin/keys") => Needs::AnyAdmin,
@@ -254,6 +256,7 @@ fn authorization_matrix_covers_every_documented_route() {
                 ("post", _) => Some(json!({ "content": format!("{caller:?} stores") }).to_string()),
                 ("patch", p) if p.ends_with("{id}") => Some(r#"{"tags":["changed"]}"#.into()),
                 ("patch", _) => Some(r#"{"description":"changed"}"#.into()),
+                ("put", _) => Some(r#"{"aliases":{"Bob":"Bob Smith"}}"#.into()),
                 _ => None,
             };
             let client = admin.as_key(key.as_deref());

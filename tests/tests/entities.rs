@@ -90,20 +90,7 @@ fn stored_memories_show_their_entities_and_recall_filters_by_them_over_rest_and_
         "{text}"
     );
 
-    let (status, listed) = curl(&admin, "GET", "/v1/namespaces/team/entities", None);
-    assert_eq!(status, 200, "{listed}");
-    let mut names: Vec<(String, u64)> = listed["entities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap().to_string(),
-                e["memories"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    names.sort();
+    let (names, listed) = listed_counts(&admin);
     assert_eq!(
         names,
         [
@@ -124,4 +111,212 @@ fn stored_memories_show_their_entities_and_recall_filters_by_them_over_rest_and_
         "{r}"
     );
     drop(server);
+}
+
+/// The first page of team's entities as (name, memories), sorted, and the
+/// page as served.
+fn listed_counts(admin: &Client) -> (Vec<(String, u64)>, serde_json::Value) {
+    let (status, listed) = curl(admin, "GET", "/v1/namespaces/team/entities", None);
+    assert_eq!(status, 200, "{listed}");
+    let mut counts: Vec<(String, u64)> = listed["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["memories"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    (counts, listed)
+}
+
+/// The entity names `id` shows once extracted (polled: extraction runs in
+/// the background, in microseconds).
+fn entities_of(admin: &Client, id: &str) -> Vec<String> {
+    for _ in 0..100 {
+        let (status, m) = curl(
+            admin,
+            "GET",
+            &format!("/v1/namespaces/team/memories/{id}"),
+            None,
+        );
+        assert_eq!(status, 200, "{m}");
+        if let Some(found) = m["entities"].as_array() {
+            return found
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_string())
+                .collect();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("memory {id} was never extracted");
+}
+
+/// The ids recall finds for `query` filtered to memories naming `name`.
+fn naming(admin: &Client, name: &str) -> Vec<String> {
+    let body = json!({ "query": "met budget", "k": 10, "entities": [name] }).to_string();
+    let (status, found) = curl(admin, "POST", "/v1/namespaces/team/recall", Some(&body));
+    assert_eq!(status, 200, "{found}");
+    let mut ids: Vec<String> = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_gazetteer_makes_aliases_one_entity_at_once_and_undoing_it_restores_the_spellings() {
+    let Setup {
+        tmp: _tmp,
+        server,
+        admin,
+        data,
+    } = setup_plugins(
+        &["redact-pii", "extract-entities"],
+        "",
+        &[],
+        &[r#"{"name": "team", "embedder": "none"}"#],
+    );
+    let mut ids = Vec::new();
+    for text in [
+        "we met Bob about the budget",
+        "we met Robert about the budget",
+        "we met Bob Smith and Ada about the budget",
+    ] {
+        let body = json!({ "content": text }).to_string();
+        let (status, m) = curl(&admin, "POST", "/v1/namespaces/team/memories", Some(&body));
+        assert_eq!(status, 201, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(entities_of(&admin, &ids[0]), ["Bob"]);
+    assert_eq!(entities_of(&admin, &ids[1]), ["Robert"]);
+    assert_eq!(entities_of(&admin, &ids[2]), ["Bob Smith", "Ada"]);
+    assert_eq!(naming(&admin, "Bob Smith"), [ids[2].clone()]);
+
+    let (status, g) = curl(&admin, "GET", "/v1/namespaces/team/gazetteer", None);
+    assert_eq!((status, g), (200, json!({ "aliases": {} })));
+    let aliases = json!({ "aliases": { "bob": "Robert", "Robert": "Bob Smith" } });
+    let (status, g) = curl(
+        &admin,
+        "PUT",
+        "/v1/namespaces/team/gazetteer",
+        Some(&aliases.to_string()),
+    );
+    assert_eq!((status, &g), (200, &aliases));
+
+    // At once, without extracting again: each spelling reads as the name.
+    assert_eq!(entities_of(&admin, &ids[0]), ["Bob Smith"]);
+    assert_eq!(entities_of(&admin, &ids[1]), ["Bob Smith"]);
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(naming(&admin, "Bob Smith"), all);
+    assert_eq!(
+        naming(&admin, "ROBERT"),
+        all,
+        "an alias filters as its name"
+    );
+    assert_eq!(naming(&admin, "Ada"), [ids[2].clone()]);
+    let (counts, listed) = listed_counts(&admin);
+    assert_eq!(
+        counts,
+        [("Ada".to_string(), 1), ("Bob Smith".to_string(), 3)],
+        "{listed}"
+    );
+    // Paged one by one, the listing shows each name once.
+    let (mut seen, mut page) = (Vec::new(), None::<String>);
+    loop {
+        let path = match &page {
+            None => "/v1/namespaces/team/entities?limit=1".to_string(),
+            Some(p) => format!("/v1/namespaces/team/entities?limit=1&page={p}"),
+        };
+        let (status, listed) = curl(&admin, "GET", &path, None);
+        assert_eq!(status, 200, "{listed}");
+        for e in listed["entities"].as_array().unwrap() {
+            seen.push(e["name"].as_str().unwrap().to_string());
+        }
+        match listed["next_page"].as_str() {
+            Some(p) => page = Some(p.to_string()),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["Ada", "Bob Smith"]);
+
+    // Bad gazetteers are refused by name and change nothing.
+    for (body, says) in [
+        (
+            json!({ "aliases": { "a": "b", "B": "A" } }),
+            "leads back to itself",
+        ),
+        (
+            json!({ "aliases": { "Bob": "Bob Smith", "bob": "Bobby" } }),
+            "same alias for two names",
+        ),
+        (json!({ "aliases": { "Bob": " " } }), "empty"),
+        (json!({ "alias": {} }), "alias"),
+    ] {
+        let (status, refused) = curl(
+            &admin,
+            "PUT",
+            "/v1/namespaces/team/gazetteer",
+            Some(&body.to_string()),
+        );
+        assert_eq!(status, 422, "{body}: {refused}");
+        assert!(
+            refused["detail"].as_str().unwrap().contains(says),
+            "{body}: {refused}"
+        );
+    }
+    let (_, g) = curl(&admin, "GET", "/v1/namespaces/team/gazetteer", None);
+    assert_eq!(g, aliases);
+    // Only admins edit it; readers read it; unknown namespaces are named.
+    let (status, minted) = curl(
+        &admin,
+        "POST",
+        "/v1/admin/keys",
+        Some(
+            r#"{"agent_id":"viewer","agent_type":"assistant","grants":[{"pattern":"team","role":"reader"}]}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{minted}");
+    let reader = admin.as_key(minted["key"].as_str());
+    let (status, g) = curl(&reader, "GET", "/v1/namespaces/team/gazetteer", None);
+    assert_eq!((status, g), (200, aliases.clone()));
+    let (status, refused) = curl(
+        &reader,
+        "PUT",
+        "/v1/namespaces/team/gazetteer",
+        Some(r#"{"aliases": {}}"#),
+    );
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = curl(&admin, "GET", "/v1/namespaces/nowhere/gazetteer", None);
+    assert_eq!(status, 404, "{refused}");
+    assert!(
+        audit_entries(&admin)
+            .iter()
+            .any(|e| e["action"] == "namespace.gazetteer"
+                && e["outcome"] == "ok"
+                && e["namespace"] == "team")
+    );
+
+    // Undone: the spellings read as found again.
+    let (status, _) = curl(
+        &admin,
+        "PUT",
+        "/v1/namespaces/team/gazetteer",
+        Some(r#"{"aliases": {}}"#),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(entities_of(&admin, &ids[1]), ["Robert"]);
+    assert_eq!(naming(&admin, "Bob Smith"), [ids[2].clone()]);
+    drop(server);
+    // Sealed at rest: no alias in clear in the database file.
+    let raw = std::fs::read(data.join("db/data.mdb")).unwrap();
+    assert!(!raw.windows(6).any(|w| w == b"Robert"));
 }

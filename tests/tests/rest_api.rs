@@ -484,7 +484,7 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
     let mut ops = documented_routes(&doc);
     ops.sort_by_key(|(m, p)| (m == "delete", p == "/v1/namespaces/{ns}"));
     // Every route of api/rest/mod.rs, each method counted.
-    assert_eq!(ops.len(), 25, "{ops:?}");
+    assert_eq!(ops.len(), 27, "{ops:?}");
     let key_id = &create_key(
         &tmp.path().join("data"),
         "doc-agent",
@@ -517,6 +517,7 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
             ),
             ("post", false) => Some(r#"{"content":"another"}"#),
             ("patch", _) => Some(r#"{}"#),
+            ("put", _) => Some(r#"{"aliases":{}}"#),
             _ => None,
         };
         let (status, problem) = curl(&a, &method.to_uppercase(), &url, body);

@@ -20,7 +20,7 @@
 //! never the entity. A new version drops its memory from the index until it
 //! is extracted again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -40,7 +40,7 @@ const EXTRACTION_ROUND: usize = usize::MAX;
 
 /// Most entities kept per memory; longest name and kind kept.
 const MAX_ENTITIES: usize = 64;
-const MAX_NAME: usize = 200;
+pub(super) const MAX_NAME: usize = 200;
 const MAX_KIND: usize = 32;
 
 /// The `jobs` row of memory `id`'s extraction job.
@@ -102,12 +102,7 @@ fn names_key(ns: &Uuid, id: &Uuid) -> Vec<u8> {
 
 /// An entity name as the index knows it.
 pub(super) fn blind_name(key: &DataKey, name: &str) -> [u8; 32] {
-    let canonical = name
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    key.blind("entity-name", canonical.as_bytes())
+    key.blind("entity-name", super::gazetteer::normal(name).as_bytes())
 }
 
 /// Drop what was extracted from memory `id` — its sealed row and its index
@@ -145,6 +140,13 @@ const MAX_POSTINGS: usize = 10_000;
 /// blind names each with its sealed catalogue entry (none when there is
 /// nothing to write).
 type Done = (Uuid, u32, Option<(Vec<u8>, Vec<([u8; 32], Vec<u8>)>)>);
+
+/// One entry of an entity listing: a catalogue row, or a name with aliases
+/// and the blind names of its spellings.
+enum Listed<'a> {
+    Row(&'a [u8], &'a [u8]),
+    Group(&'a String, &'a [[u8; 32]]),
+}
 
 /// A catalogue entry's sealed part.
 #[derive(Debug, Serialize, Deserialize)]
@@ -330,29 +332,25 @@ impl Service {
     }
 
     /// The memories of `ns` that name every one of `names` (`all`) or at
-    /// least one (`any`), as their current versions were extracted; at
-    /// most [`MAX_POSTINGS`] read per name.
+    /// least one (`any`), as their current versions were extracted, each
+    /// name under any of its spellings in the gazetteer; at most
+    /// [`MAX_POSTINGS`] read per spelling.
     pub(super) fn naming(
         &self,
         ns: &Namespace,
         names: &[String],
         all: bool,
-    ) -> Result<std::collections::HashSet<Uuid>, ServiceError> {
+    ) -> Result<HashSet<Uuid>, ServiceError> {
         let key = self.data_key(ns)?;
-        let mut found: Option<std::collections::HashSet<Uuid>> = None;
+        let aliases = self.aliases(ns)?;
+        let mut found: Option<HashSet<Uuid>> = None;
         for name in names {
-            let prefix = posting_prefix(&ns.id, &blind_name(&key, name));
-            let ids: std::collections::HashSet<Uuid> = self
-                .store
-                .rows_max(
-                    |t| t.entities,
-                    &prefix,
-                    |k| k.starts_with(&prefix),
-                    MAX_POSTINGS,
-                )?
-                .into_iter()
-                .filter_map(|(k, _)| k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok()))
+            let blinds: Vec<[u8; 32]> = aliases
+                .spellings(name)
+                .iter()
+                .map(|s| blind_name(&key, s))
                 .collect();
+            let ids = self.postings(&ns.id, &blinds)?;
             found = Some(match found {
                 None => ids,
                 Some(so_far) if all => so_far.intersection(&ids).copied().collect(),
@@ -360,6 +358,26 @@ impl Service {
             });
         }
         Ok(found.unwrap_or_default())
+    }
+
+    /// The memories naming any of the entities blinded as `names`.
+    fn postings(&self, ns: &Uuid, names: &[[u8; 32]]) -> Result<HashSet<Uuid>, ServiceError> {
+        let mut ids = HashSet::new();
+        for name in names {
+            let prefix = posting_prefix(ns, name);
+            let rows = self.store.rows_max(
+                |t| t.entities,
+                &prefix,
+                |k| k.starts_with(&prefix),
+                MAX_POSTINGS,
+            )?;
+            ids.extend(
+                rows.into_iter().filter_map(|(k, _)| {
+                    k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok())
+                }),
+            );
+        }
+        Ok(ids)
     }
 
     /// The entities `namespace`'s memories name, with how many name each:
@@ -382,10 +400,10 @@ impl Service {
         let ns = self.find_namespace(namespace)?;
         let limit = usize::try_from(limit.unwrap_or(100).clamp(1, 500)).unwrap_or(500);
         let prefix = [ns.id.as_bytes().as_slice(), b"c"].concat();
-        let from = match page {
-            None => prefix.clone(),
-            Some(cursor) => {
-                let blind: [u8; 32] = hex::decode(cursor)
+        let after: Option<[u8; 32]> = match page {
+            None => None,
+            Some(cursor) => Some(
+                hex::decode(cursor)
                     .ok()
                     .and_then(|b| b.try_into().ok())
                     .ok_or_else(|| {
@@ -393,35 +411,105 @@ impl Service {
                             "page",
                             "is not a next_page this listing gave (64 hex digits)",
                         )
-                    })?;
-                [catalogue_key(&ns.id, &blind).as_slice(), &[0]].concat()
-            }
+                    })?,
+            ),
         };
-        let rows =
-            self.store
-                .rows_max(|t| t.entities, &from, |k| k.starts_with(&prefix), limit + 1)?;
+        let from = match &after {
+            None => prefix.clone(),
+            Some(blind) => [catalogue_key(&ns.id, blind).as_slice(), &[0]].concat(),
+        };
         let key = self.data_key(&ns)?;
-        let mut entities = Vec::with_capacity(limit);
-        for (k, v) in rows.iter().take(limit) {
-            let Some((memories, sealed)) = catalogued(v) else {
-                continue;
-            };
-            let named: Named = super::open_json(&key, "entities", k, sealed)?;
-            entities.push(EntityCount {
-                name: named.name,
-                kind: named.kind,
-                memories,
-            });
+        // A name with aliases is listed once, at its own blind name,
+        // counting the memories that name it under any spelling; the rows
+        // of its spellings are not listed on their own.
+        let groups: BTreeMap<[u8; 32], (String, Vec<[u8; 32]>)> = self
+            .aliases(&ns)?
+            .groups()
+            .into_values()
+            .map(|(name, spellings)| {
+                let blinds = spellings.iter().map(|s| blind_name(&key, s)).collect();
+                (blind_name(&key, &name), (name, blinds))
+            })
+            .collect();
+        let hidden: HashSet<[u8; 32]> = groups.values().flat_map(|g| g.1.clone()).collect();
+        let fetch = limit + hidden.len() + 1;
+        let rows = self
+            .store
+            .rows_max(|t| t.entities, &from, |k| k.starts_with(&prefix), fetch)?;
+        // Rows past the last one read are unknown: no group beyond it yet.
+        let truncated = rows.len() == fetch;
+        let blind_of = |k: &[u8]| -> Option<[u8; 32]> { k.get(prefix.len()..)?.try_into().ok() };
+        let last_read = rows.last().and_then(|(k, _)| blind_of(k));
+        let mut listed: BTreeMap<[u8; 32], Listed<'_>> = BTreeMap::new();
+        for (k, v) in &rows {
+            if let Some(blind) = blind_of(k).filter(|b| !hidden.contains(b)) {
+                listed.insert(blind, Listed::Row(k, v));
+            }
         }
-        let next_page = (rows.len() > limit)
-            .then(|| rows.get(limit - 1))
-            .flatten()
-            .and_then(|(k, _)| k.get(prefix.len()..))
-            .map(hex::encode);
+        for (blind, group) in &groups {
+            let past = |b: &[u8; 32]| after.is_none_or(|a| b > &a);
+            if past(blind) && (!truncated || last_read.is_some_and(|l| *blind <= l)) {
+                listed.insert(*blind, Listed::Group(&group.0, &group.1));
+            }
+        }
+        let mut entities = Vec::with_capacity(limit);
+        let mut more = truncated;
+        let mut last = None;
+        for (blind, item) in &listed {
+            if entities.len() == limit {
+                more = true;
+                break;
+            }
+            let entity = match item {
+                Listed::Row(k, v) => {
+                    let Some((memories, sealed)) = catalogued(v) else {
+                        continue;
+                    };
+                    let named: Named = super::open_json(&key, "entities", k, sealed)?;
+                    EntityCount {
+                        name: named.name,
+                        kind: named.kind,
+                        memories,
+                    }
+                }
+                Listed::Group(name, spellings) => {
+                    let memories = self.postings(&ns.id, spellings)?.len();
+                    if memories == 0 {
+                        continue;
+                    }
+                    EntityCount {
+                        name: (*name).clone(),
+                        kind: self.kind_of(&ns, &key, spellings)?,
+                        memories: u32::try_from(memories).unwrap_or(u32::MAX),
+                    }
+                }
+            };
+            entities.push(entity);
+            last = Some(*blind);
+        }
         Ok(EntityPage {
             entities,
-            next_page,
+            next_page: last.filter(|_| more).map(hex::encode),
         })
+    }
+
+    /// The kind the extractor gave the first of `spellings` it found.
+    fn kind_of(
+        &self,
+        ns: &Namespace,
+        key: &DataKey,
+        spellings: &[[u8; 32]],
+    ) -> Result<String, ServiceError> {
+        for blind in spellings {
+            let row = catalogue_key(&ns.id, blind);
+            if let Some(v) = self.store.get(|t| t.entities, &row)?
+                && let Some((_, sealed)) = catalogued(&v)
+            {
+                let named: Named = super::open_json(key, "entities", &row, sealed)?;
+                return Ok(named.kind);
+            }
+        }
+        Ok(String::new())
     }
 
     /// What was extracted from `m` as it is now (none until the extractor
@@ -437,10 +525,19 @@ impl Service {
         };
         let key = self.data_key(ns)?;
         let extracted: Extracted = super::open_json(&key, "entities", &row, &sealed)?;
-        Ok(if extracted.version == m.version {
-            extracted.entities
-        } else {
-            Vec::new()
-        })
+        if extracted.version != m.version {
+            return Ok(Vec::new());
+        }
+        let aliases = self.aliases(ns)?;
+        let mut seen = HashSet::new();
+        Ok(extracted
+            .entities
+            .into_iter()
+            .filter_map(|e| {
+                let name = aliases.canonical(&e.name).to_string();
+                seen.insert(super::gazetteer::normal(&name))
+                    .then_some(FoundEntity { name, kind: e.kind })
+            })
+            .collect())
     }
 }

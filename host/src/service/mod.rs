@@ -19,6 +19,7 @@
 pub mod access;
 pub mod approvals;
 pub mod extraction;
+pub mod gazetteer;
 pub mod indexing;
 mod leftovers;
 mod memories;
@@ -321,6 +322,8 @@ pub struct Service {
     reindex_chunk: usize,
     /// Woken whenever the indexer settles jobs.
     index_advanced: Arc<tokio::sync::Notify>,
+    /// Each namespace's gazetteer as last opened.
+    gazetteers: gazetteer::Opened,
 }
 
 /// The embedder a new namespace is bound to when its settings name none
@@ -412,6 +415,7 @@ impl Service {
             requeues: Arc::default(),
             reindex_chunk: indexing::REINDEX_CHUNK,
             index_advanced: Arc::default(),
+            gazetteers: Arc::default(),
         })
     }
 

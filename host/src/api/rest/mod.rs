@@ -16,6 +16,8 @@
 //! | `PATCH /v1/namespaces/{ns}/memories/{id}` | a new version |
 //! | `DELETE /v1/namespaces/{ns}/memories/{id}` | forget it (204) |
 //! | `GET /v1/namespaces/{ns}/entities` | what its memories name, with counts, paged: `page`, `limit` |
+//! | `GET /v1/namespaces/{ns}/gazetteer` | its aliases: `{"aliases": {"Bob": "Bob Smith"}}` |
+//! | `PUT /v1/namespaces/{ns}/gazetteer` | replace them (admins); applies at once to entities, filters, listing |
 //! | `GET /v1/namespaces/{ns}/memories/{id}/history` | its versions, oldest first, paged: `after` (a version), `limit` |
 //! | `POST /v1/namespaces/{ns}/recall` | the memories that best match a question |
 //! | `GET /v1/admin/keys` | the keys the caller administers |
@@ -49,6 +51,7 @@ use crate::auth::Principal;
 use crate::auth::keys::KeyInfo;
 use crate::governance::{PendingAction, State};
 use crate::service::approvals::{ApprovalQuery, NewVote, Perspective};
+use crate::service::gazetteer::Gazetteer;
 use crate::service::recall::RecallQuery;
 use crate::service::{
     Filters, ListQuery, Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory,
@@ -768,6 +771,31 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
             })
         });
 
+    let gazetteer = ns_root
+        .and(warp::path::param::<String>())
+        .and(warp::path("gazetteer"))
+        .and(warp::path::end());
+    let get_gazetteer =
+        gazetteer
+            .and(warp::get())
+            .and(svc.clone())
+            .map(|ns: String, s: Service| {
+                act(move |who| async move {
+                    let g = blocking(move || s.gazetteer(&who, &ns)).await?;
+                    Ok(json(StatusCode::OK, &g))
+                })
+            });
+    let put_gazetteer = gazetteer
+        .and(warp::put())
+        .and(svc.clone())
+        .and(json_body::<Gazetteer>())
+        .map(|ns: String, s: Service, g: Gazetteer| {
+            act(move |who| async move {
+                let g = blocking(move || s.set_gazetteer(&who, &ns, g)).await?;
+                Ok(json(StatusCode::OK, &g))
+            })
+        });
+
     let recall = ns_root
         .and(warp::path::param::<String>())
         .and(warp::path("recall"))
@@ -1027,6 +1055,8 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
     all = all.or(reindex_ns).unify().boxed();
     all = all.or(recall).unify().boxed();
     all = all.or(entities).unify().boxed();
+    all = all.or(get_gazetteer).unify().boxed();
+    all = all.or(put_gazetteer).unify().boxed();
     all = all.or(recall_across).unify().boxed();
     all = all.or(bulk).unify().boxed();
     all = all.or(store).unify().boxed();

@@ -15,6 +15,7 @@ use crate::auth::keys::{KeyFields, KeyInfo, Rate, Revocation};
 use crate::auth::{Grant, Role};
 use crate::governance::{Kind, PendingAction, PolicySnapshot, Requester, Requirement, State, Vote};
 use crate::service::approvals::{ApprovalView, NewVote, VoteDecision};
+use crate::service::gazetteer::{Gazetteer, MAX_ALIAS_CHARS, MAX_ALIASES};
 use crate::service::recall::{Fusion, Hit, RecallMode, RecallQuery};
 use crate::service::{
     Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, RedactionMode,
@@ -101,6 +102,14 @@ fn memory_history() {}
         ("limit" = Option<u32>, Query, description = "at most this many, 1-500 (default 100)")),
     responses((status = 200, description = "`{entities: [{name, kind, memories}], next_page}`: the entities the namespace's extractor found in its memories' current versions, with how many memories name each, in an order that stays put between pages (names are sealed, so not alphabetical); pass `next_page` as `page` for the next page (null on the last)"), (status = 404, body = Problem), (status = 422, body = Problem)))]
 fn namespace_entities() {}
+
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/gazetteer", params(("ns" = String, Path)),
+    responses((status = 200, body = Gazetteer, description = "the namespace's aliases as its admin set them (`{aliases: {}}` when none)"), (status = 404, body = Problem)))]
+fn get_gazetteer() {}
+
+#[utoipa::path(put, path = "/v1/namespaces/{ns}/gazetteer", params(("ns" = String, Path)), request_body = Gazetteer,
+    responses((status = 200, body = Gazetteer, description = "the aliases now in force, replacing the previous ones: from now on an alias is read as its name in the memories' `entities`, in recall's `entities` filter and in the entity listing (names compare trimmed, lowercase, spaces collapsed; an alias of an alias resolves to the end of the chain; a cycle is refused)"), (status = 404, body = Problem), (status = 422, body = Problem)))]
+fn put_gazetteer() {}
 
 #[utoipa::path(post, path = "/v1/namespaces/{ns}/recall", params(("ns" = String, Path)), request_body = RecallQuery,
     responses((status = 200, description = "`{results: [Hit]}`, best first"), (status = 404, body = Problem), (status = 422, body = Problem)))]
@@ -190,6 +199,8 @@ impl utoipa::Modify for BearerAuth {
         forget_memory,
         memory_history,
         namespace_entities,
+        get_gazetteer,
+        put_gazetteer,
         recall,
         recall_across,
         reindex_namespace,
@@ -238,7 +249,8 @@ impl utoipa::Modify for BearerAuth {
         Requester,
         Requirement,
         PolicySnapshot,
-        Vote
+        Vote,
+        Gazetteer
     ))
 )]
 pub struct ApiDoc;
@@ -427,6 +439,14 @@ fn constrain(doc: &mut serde_json::Value) {
             json!({"minimum": 1, "maximum": crate::service::model::MAX_APPROVAL_TTL}),
         );
     }
+    set(
+        doc,
+        "Gazetteer",
+        "aliases",
+        json!({"maxProperties": MAX_ALIASES,
+            "propertyNames": {"type": "string", "minLength": 1, "maxLength": MAX_ALIAS_CHARS, "pattern": NOT_BLANK},
+            "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_ALIAS_CHARS, "pattern": NOT_BLANK}}),
+    );
     set(doc, "NewMemory", "content", text(limits.content_chars));
     set(doc, "MemoryPatch", "content", text(limits.content_chars));
     for schema in ["NewMemory", "MemoryPatch"] {
