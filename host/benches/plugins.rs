@@ -192,13 +192,19 @@ fn main() -> anyhow::Result<()> {
     row(
         "extract entities, ~100-token memory, fresh store",
         &measure(5_000, || {
-            let _ = extractor.extract(memory);
+            let _ = extractor.extract(
+                memory,
+                memhost::plugins::ExtractContext {
+                    observed_at: 0,
+                    created_at: 0,
+                },
+            );
         }),
     );
     row(
         "extract entities, same memory, native Rust",
         &measure(20_000, || {
-            std::hint::black_box(extract_entities::extract(std::hint::black_box(memory)));
+            std::hint::black_box(extract_entities::extract(std::hint::black_box(memory), 0));
         }),
     );
     let findings = session.redact(&text_1k)?;

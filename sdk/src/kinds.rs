@@ -4,18 +4,21 @@ use crate::__bindings::{embedder, extractor, policy, redactor};
 use crate::Result;
 
 /// One sensitive span found by a [`Redactor`].
-pub use redactor::exports::memhost::plugin::redactor::Finding;
+pub use redactor::exports::memhost::plugin0_1_0::redactor::Finding;
 
-/// An entity, a fact and everything an [`Extractor`] returns.
-pub use extractor::exports::memhost::plugin::extractor::{Entity, Extraction, Fact};
+/// An entity, a fact, a time and everything an [`Extractor`] returns; the
+/// context it is given.
+pub use extractor::exports::memhost::plugin0_2_0::extractor::{
+    Context as ExtractContext, Entity, EventTime, Extraction, Fact,
+};
 
 /// The records a [`Policy`] works with.
-pub use policy::exports::memhost::plugin::policy::{
+pub use policy::exports::memhost::plugin0_1_0::policy::{
     Action, ActionKind, Actor, Decision, Outcome, Requirement, Vote,
 };
 
 /// What an [`Embedder`] says about its model.
-pub use embedder::exports::memhost::plugin::embedder::ModelInfo;
+pub use embedder::exports::memhost::plugin0_1_0::embedder::ModelInfo;
 
 impl Finding {
     /// A finding for the byte range `start..end` of the input.
@@ -67,6 +70,7 @@ impl Default for Extraction {
             entities: Vec::new(),
             facts: Vec::new(),
             tags: Vec::new(),
+            event_times: Vec::new(),
         }
     }
 }
@@ -109,13 +113,27 @@ pub trait Redactor: Sized + 'static {
     fn redact(&self, text: &str) -> Result<Vec<Finding>>;
 }
 
-/// Extracts entities, facts and tags from a memory's text.
+/// Extracts entities, facts, tags and times from a memory's text.
+///
+/// Implement [`Extractor::extract`] for what the words alone say; implement
+/// [`Extractor::extract_in_context`] instead to place relative times
+/// ("yesterday") from when the memory was said.
 pub trait Extractor: Sized + 'static {
     /// Create the plugin.
     fn new() -> Result<Self>;
 
-    /// Entities, facts and suggested tags in `text`.
-    fn extract(&self, text: &str) -> Result<Extraction>;
+    /// Entities, facts and suggested tags in `text`. Default: nothing.
+    fn extract(&self, text: &str) -> Result<Extraction> {
+        let _ = text;
+        Ok(Extraction::default())
+    }
+
+    /// Everything [`Extractor::extract`] finds, plus the times `text`
+    /// refers to, placed from `context.observed_at`. Default: `extract`.
+    fn extract_in_context(&self, text: &str, context: &ExtractContext) -> Result<Extraction> {
+        let _ = context;
+        self.extract(text)
+    }
 }
 
 /// A governance policy.
@@ -197,7 +215,7 @@ pub trait Embedder: Sized + 'static {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __register {
-    ($world:ident, $export:ident, $ty:ty, { $($methods:tt)* }) => {
+    ($world:ident, $package:ident, $export:ident, $ty:ty, { $($methods:tt)* }) => {
         // Exports exist only in the component; natively (unit tests) the
         // plugin is an ordinary library.
         #[cfg(target_arch = "wasm32")]
@@ -207,7 +225,7 @@ macro_rules! __register {
                 static INSTANCE: ::core::cell::OnceCell<$ty> =
                     const { ::core::cell::OnceCell::new() };
             }
-            impl $crate::__bindings::$world::exports::memhost::plugin::$world::Guest
+            impl $crate::__bindings::$world::exports::memhost::$package::$world::Guest
                 for __MemhostExport
             {
                 $($methods)*
@@ -222,7 +240,7 @@ macro_rules! __register {
 #[macro_export]
 macro_rules! register_redactor {
     ($ty:ty) => {
-        $crate::__register!(redactor, __export_redactor_plugin_impl, $ty, {
+        $crate::__register!(redactor, plugin0_1_0, __export_redactor_plugin_impl, $ty, {
             fn redact(
                 text: ::std::string::String,
             ) -> $crate::Result<::std::vec::Vec<$crate::Finding>> {
@@ -238,13 +256,24 @@ macro_rules! register_redactor {
 #[macro_export]
 macro_rules! register_extractor {
     ($ty:ty) => {
-        $crate::__register!(extractor, __export_extractor_plugin_impl, $ty, {
-            fn extract(text: ::std::string::String) -> $crate::Result<$crate::Extraction> {
-                $crate::__private::with_instance(&INSTANCE, <$ty as $crate::Extractor>::new, |p| {
-                    $crate::Extractor::extract(p, &text)
-                })
+        $crate::__register!(
+            extractor,
+            plugin0_2_0,
+            __export_extractor_plugin_impl,
+            $ty,
+            {
+                fn extract(
+                    text: ::std::string::String,
+                    context: $crate::ExtractContext,
+                ) -> $crate::Result<$crate::Extraction> {
+                    $crate::__private::with_instance(
+                        &INSTANCE,
+                        <$ty as $crate::Extractor>::new,
+                        |p| $crate::Extractor::extract_in_context(p, &text, &context),
+                    )
+                }
             }
-        });
+        );
     };
 }
 
@@ -252,7 +281,7 @@ macro_rules! register_extractor {
 #[macro_export]
 macro_rules! register_policy {
     ($ty:ty) => {
-        $crate::__register!(policy, __export_policy_plugin_impl, $ty, {
+        $crate::__register!(policy, plugin0_1_0, __export_policy_plugin_impl, $ty, {
             fn evaluate(action: $crate::Action) -> $crate::Result<$crate::Decision> {
                 $crate::__private::with_instance(&INSTANCE, <$ty as $crate::Policy>::new, |p| {
                     $crate::Policy::evaluate(p, &action)
@@ -274,7 +303,7 @@ macro_rules! register_policy {
 #[macro_export]
 macro_rules! register_embedder {
     ($ty:ty) => {
-        $crate::__register!(embedder, __export_embedder_plugin_impl, $ty, {
+        $crate::__register!(embedder, plugin0_1_0, __export_embedder_plugin_impl, $ty, {
             fn model() -> $crate::Result<$crate::ModelInfo> {
                 $crate::__private::with_instance(&INSTANCE, <$ty as $crate::Embedder>::new, |p| {
                     $crate::Embedder::model(p)

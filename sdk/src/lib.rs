@@ -27,7 +27,7 @@
 //! memhost_sdk::register_redactor!(NoTickets);
 //! ```
 //!
-//! The crate carries the WIT contract (`memhost:plugin@0.1.0`) and generates
+//! The crate carries the WIT contract (`memhost:plugin@0.2.0`) and generates
 //! its bindings once; plugin authors never depend on `wit-bindgen` themselves.
 //! The register macros also write the contract version into the component
 //! (custom section `memhost:plugin-api`) so the host can say which version a
@@ -52,8 +52,9 @@ pub mod __bindings {
     pub mod redactor {
         wit_bindgen::generate!({
             path: "../wit",
-            world: "memhost:plugin/redactor-plugin",
+            world: "memhost:plugin/redactor-plugin@0.2.0",
             pub_export_macro: true,
+            generate_all,
             additional_derives: [PartialEq],
         });
     }
@@ -61,12 +62,12 @@ pub mod __bindings {
     pub mod extractor {
         wit_bindgen::generate!({
             path: "../wit",
-            world: "memhost:plugin/extractor-plugin",
+            world: "memhost:plugin/extractor-plugin@0.2.0",
             pub_export_macro: true,
             additional_derives: [PartialEq],
             with: {
-                "memhost:plugin/types@0.1.0": crate::__bindings::redactor::memhost::plugin::types,
-                "memhost:plugin/host@0.1.0": crate::__bindings::redactor::memhost::plugin::host,
+                "memhost:plugin/types@0.1.0": crate::__bindings::redactor::memhost::plugin0_1_0::types,
+                "memhost:plugin/host@0.1.0": crate::__bindings::redactor::memhost::plugin0_1_0::host,
             },
         });
     }
@@ -74,12 +75,12 @@ pub mod __bindings {
     pub mod policy {
         wit_bindgen::generate!({
             path: "../wit",
-            world: "memhost:plugin/policy-plugin",
+            world: "memhost:plugin/policy-plugin@0.2.0",
             pub_export_macro: true,
             additional_derives: [PartialEq],
             with: {
-                "memhost:plugin/types@0.1.0": crate::__bindings::redactor::memhost::plugin::types,
-                "memhost:plugin/host@0.1.0": crate::__bindings::redactor::memhost::plugin::host,
+                "memhost:plugin/types@0.1.0": crate::__bindings::redactor::memhost::plugin0_1_0::types,
+                "memhost:plugin/host@0.1.0": crate::__bindings::redactor::memhost::plugin0_1_0::host,
             },
         });
     }
@@ -87,12 +88,12 @@ pub mod __bindings {
     pub mod embedder {
         wit_bindgen::generate!({
             path: "../wit",
-            world: "memhost:plugin/embedder-plugin",
+            world: "memhost:plugin/embedder-plugin@0.2.0",
             pub_export_macro: true,
             generate_all,
             with: {
-                "memhost:plugin/types@0.1.0": crate::__bindings::redactor::memhost::plugin::types,
-                "memhost:plugin/host@0.1.0": crate::__bindings::redactor::memhost::plugin::host,
+                "memhost:plugin/types@0.1.0": crate::__bindings::redactor::memhost::plugin0_1_0::types,
+                "memhost:plugin/host@0.1.0": crate::__bindings::redactor::memhost::plugin0_1_0::host,
             },
         });
     }
@@ -112,7 +113,7 @@ pub use log::{LogLevel, config, debug, error, info, log, require_config, warn};
 /// configuration key is missing or wrong — name the key),
 /// [`Error::Unavailable`] (a dependency is down; the host may retry) or
 /// [`Error::Other`].
-pub use __bindings::redactor::memhost::plugin::types::PluginError as Error;
+pub use __bindings::redactor::memhost::plugin0_1_0::types::PluginError as Error;
 
 /// The result of every plugin entry point.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -125,7 +126,7 @@ impl Error {
 }
 
 /// The version of the WIT contract this SDK implements.
-pub const API_VERSION: &str = "0.1.0";
+pub const API_VERSION: &str = "0.2.0";
 
 /// Support code for the register macros. Not part of the public API.
 #[doc(hidden)]
@@ -136,7 +137,7 @@ pub mod __private {
     /// What the register macros write into the `memhost:plugin-api` custom
     /// section: the contract version and the SDK version.
     pub const API_MARKER_STR: &str = concat!(
-        "memhost:plugin@0.1.0 memhost-sdk@",
+        "memhost:plugin@0.2.0 memhost-sdk@",
         env!("CARGO_PKG_VERSION")
     );
     /// Length of [`API_MARKER_STR`].

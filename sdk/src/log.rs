@@ -1,6 +1,6 @@
 //! The host interface: logging and granted configuration.
 
-use crate::__bindings::redactor::memhost::plugin::host;
+use crate::__bindings::redactor::memhost::plugin0_1_0::host;
 
 /// Severity of a log line.
 pub use host::LogLevel;

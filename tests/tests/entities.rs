@@ -320,3 +320,125 @@ fn a_gazetteer_makes_aliases_one_entity_at_once_and_undoing_it_restores_the_spel
     let raw = std::fs::read(data.join("db/data.mdb")).unwrap();
     assert!(!raw.windows(6).any(|w| w == b"Robert"));
 }
+
+#[test]
+fn memories_keep_their_own_timeline_and_recall_filters_by_the_times_they_refer_to() {
+    let Setup {
+        tmp: _tmp,
+        server,
+        admin,
+        ..
+    } = setup_plugins(
+        &["redact-pii", "extract-entities"],
+        "",
+        &[],
+        &[r#"{"name": "team", "embedder": "none"}"#],
+    );
+    // Imported later: said on Wednesday 2025-03-12 at 15:00 UTC, and on
+    // 2024-01-01.
+    const WEDNESDAY: i64 = 1_741_791_600_000;
+    const DAY: i64 = 86_400_000;
+    let tuesday = WEDNESDAY - WEDNESDAY % DAY - DAY;
+    let mut ids = Vec::new();
+    for (text, observed) in [
+        ("we shipped the release yesterday", WEDNESDAY),
+        ("the release review is next Friday", WEDNESDAY),
+        ("the release notes are in the wiki", 1_704_067_200_000),
+    ] {
+        let body = json!({ "content": text, "observed_at": observed }).to_string();
+        let (status, m) = curl(&admin, "POST", "/v1/namespaces/team/memories", Some(&body));
+        assert_eq!(status, 201, "{m}");
+        assert_eq!(m["observed_at"], observed);
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    let times_of = |id: &str| -> serde_json::Value {
+        for _ in 0..100 {
+            let (_, m) = curl(
+                &admin,
+                "GET",
+                &format!("/v1/namespaces/team/memories/{id}"),
+                None,
+            );
+            if m["event_times"].is_array() {
+                return m["event_times"].clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("no times found in memory {id}");
+    };
+    let shown = json!({ "event_times": times_of(&ids[0]) });
+    assert_eq!(times_of(&ids[1])[0]["text"], "next Friday");
+    assert_eq!(
+        shown["event_times"],
+        json!([{ "text": "yesterday", "start": tuesday, "end": tuesday + DAY }])
+    );
+
+    let window = |since: i64, until: i64| -> Vec<String> {
+        let body =
+            json!({ "query": "release", "event_since": since, "event_until": until }).to_string();
+        let (status, found) = curl(&admin, "POST", "/v1/namespaces/team/recall", Some(&body));
+        assert_eq!(status, 200, "{found}");
+        found["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // What happened on the Tuesday: the release, not the review.
+    assert_eq!(window(tuesday, tuesday + DAY), [ids[0].clone()]);
+    // The Friday after: the review.
+    let friday = tuesday + 10 * DAY;
+    assert_eq!(window(friday, friday + DAY), [ids[1].clone()]);
+    // A memory naming no time counts at the time it was observed.
+    assert_eq!(
+        window(1_704_067_200_000, 1_704_067_200_000 + DAY),
+        [ids[2].clone()]
+    );
+    assert!(window(0, 1_000).is_empty());
+
+    let r = mcp(
+        &admin,
+        "tools/call",
+        Some("memory_recall"),
+        json!({ "name": "memory_recall", "arguments": {
+            "namespace": "team", "query": "release",
+            "event_since": friday, "event_until": friday + DAY
+        }}),
+    );
+    assert_eq!(r["isError"], false, "{r}");
+    let text = r["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("review is next Friday") && !text.contains("shipped"),
+        "{text}"
+    );
+
+    // Bad times are refused by name; nothing is stored.
+    for (path, body, field) in [
+        (
+            "/v1/namespaces/team/recall",
+            json!({ "query": "release", "event_since": 10, "event_until": 10 }),
+            "event_until",
+        ),
+        (
+            "/v1/namespaces/team/recall",
+            json!({ "query": "release", "event_since": -1 }),
+            "event_since",
+        ),
+        (
+            "/v1/namespaces/team/memories",
+            json!({ "content": "never stored", "observed_at": -5 }),
+            "observed_at",
+        ),
+    ] {
+        let (status, refused) = curl(&admin, "POST", path, Some(&body.to_string()));
+        assert_eq!(status, 422, "{body}: {refused}");
+        assert!(
+            refused["detail"].as_str().unwrap().contains(field),
+            "{body}: {refused}"
+        );
+    }
+    let (_, listed) = curl(&admin, "GET", "/v1/namespaces/team/memories", None);
+    assert_eq!(listed["memories"].as_array().unwrap().len(), 3);
+    drop(server);
+}

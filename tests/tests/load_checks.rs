@@ -35,7 +35,7 @@ fn a_component_of_the_wrong_kind_is_refused_naming_both_kinds() {
 #[test]
 fn a_component_built_for_a_future_api_is_refused_naming_both_versions() {
     let tmp = tempfile::tempdir().unwrap();
-    // The manifest lies (says 0.1.0); the component's exports tell the truth.
+    // The manifest lies (says 0.2.0); the component's exports tell the truth.
     let why = refusal(plugin_dir(
         tmp.path(),
         "from-the-future",
@@ -43,13 +43,13 @@ fn a_component_built_for_a_future_api_is_refused_naming_both_versions() {
         &fixture("future-api"),
         "",
     ));
-    assert!(why.contains("built against memhost:plugin@0.2.0"), "{why}");
+    assert!(why.contains("built against memhost:plugin@0.9.0"), "{why}");
     assert!(
-        why.contains("this host supports memhost:plugin@0.1.0"),
+        why.contains("this host supports memhost:plugin@0.1.0 and memhost:plugin@0.2.0"),
         "{why}"
     );
     assert!(
-        why.contains("component marker: memhost:plugin@0.2.0"),
+        why.contains("component marker: memhost:plugin@0.9.0"),
         "{why}"
     );
 
@@ -59,12 +59,12 @@ fn a_component_built_for_a_future_api_is_refused_naming_both_versions() {
         tmp.path(),
         "honest-future",
         "redactor",
-        "0.2.0",
+        "0.9.0",
         &fixture("future-api"),
         "",
     );
     let why = refusal(dir);
-    assert!(why.contains("plugin.toml says api 0.2.0"), "{why}");
+    assert!(why.contains("plugin.toml says api 0.9.0"), "{why}");
     assert!(why.contains("memhost:plugin@0.1.0"), "{why}");
 }
 
@@ -79,7 +79,7 @@ fn the_sdk_marker_is_read_from_the_component() {
         info.api_marker
             .as_deref()
             .unwrap_or("")
-            .starts_with("memhost:plugin@0.1.0 memhost-sdk@"),
+            .starts_with("memhost:plugin@0.2.0 memhost-sdk@"),
         "{:?}",
         info.api_marker
     );

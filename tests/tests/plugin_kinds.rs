@@ -192,9 +192,44 @@ fn an_extractor_returns_entities_and_tags() {
     let reg = registry(PluginSettings::default(), None);
     reg.apply(vec![staged("extract-hashtags")]).unwrap();
     let x = reg.snapshot().extractor("extract-hashtags").unwrap();
-    let out = x.extract("Ask @ada about #Rust and #wasm").unwrap();
+    let out = x
+        .extract("Ask @ada about #Rust and #wasm", said(0))
+        .unwrap();
     assert_eq!(out.tags, ["rust", "wasm"]);
     assert_eq!(out.entities[0].name, "ada");
+}
+
+/// Said at `observed_at` (Unix ms).
+fn said(observed_at: i64) -> memhost::plugins::ExtractContext {
+    memhost::plugins::ExtractContext {
+        observed_at,
+        created_at: observed_at,
+    }
+}
+
+#[test]
+fn an_extractor_built_against_the_0_1_contract_still_loads_and_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = plugin_dir_with_api(
+        tmp.path(),
+        "old-extractor",
+        "extractor",
+        "0.1.0",
+        &fixture("extract-v01"),
+        "",
+    );
+    let reg = registry(PluginSettings::default(), None);
+    reg.apply(vec![dir]).unwrap();
+    let set = reg.snapshot();
+    assert_eq!(set.get("old-extractor").unwrap().info.api, "0.1.0");
+    let out = set
+        .extractor("old-extractor")
+        .unwrap()
+        .extract("met Ada yesterday", said(1_741_791_600_000))
+        .unwrap();
+    let names: Vec<&str> = out.entities.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["Ada"]);
+    assert!(out.event_times.is_empty(), "0.1 finds no times");
 }
 
 #[test]
@@ -202,12 +237,22 @@ fn the_shipped_entity_extractor_finds_who_and_what_inside_the_sandbox() {
     let reg = registry(PluginSettings::default(), None);
     reg.apply(vec![staged("extract-entities")]).unwrap();
     let x = reg.snapshot().extractor("extract-entities").unwrap();
+    // Said on Wednesday 2025-03-12.
     let out = x
         .extract(
             "Remember: Dr. Grace Hopper from the University of Pennsylvania reviews PROJ-42 on Monday. \
              Mail [EMAIL] or ping @ghopper; the fix is in src/lib.rs. #review",
+            said(1_741_791_600_000),
         )
         .unwrap();
+    let monday = 1_741_564_800_000; // 2025-03-10T00:00Z
+    assert_eq!(
+        out.event_times
+            .iter()
+            .map(|t| (t.text.as_str(), t.start, t.end))
+            .collect::<Vec<_>>(),
+        [("on Monday", monday, monday + 86_400_000)]
+    );
     let found: Vec<(&str, &str)> = out
         .entities
         .iter()

@@ -17,7 +17,13 @@ fn probe(settings: PluginSettings, caps: &str) -> Vec<String> {
     let set = reg.snapshot();
     set.extractor("probe")
         .unwrap()
-        .extract("look around")
+        .extract(
+            "look around",
+            memhost::plugins::ExtractContext {
+                observed_at: 0,
+                created_at: 0,
+            },
+        )
         .unwrap()
         .tags
 }

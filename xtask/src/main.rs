@@ -39,8 +39,16 @@ const OPTIONAL: &[&str] = &["plugins/embed-openai"];
 /// builds it for). Each is built to `target/python/<the wasm its
 /// plugin.toml names>` and staged with the others.
 const PYTHON_PLUGINS: &[(&str, &str)] = &[
-    ("examples/redact-python", "memhost:plugin/redactor-plugin"),
-    ("examples/policy-python", "memhost:plugin/policy-plugin"),
+    // Built against the 0.1 contract, as `memhost plugin new --lang python`
+    // scaffolds them.
+    (
+        "examples/redact-python",
+        "memhost:plugin/redactor-plugin@0.1.0",
+    ),
+    (
+        "examples/policy-python",
+        "memhost:plugin/policy-plugin@0.1.0",
+    ),
 ];
 
 /// Test fixtures (directories under tests/fixtures), staged as
@@ -57,6 +65,7 @@ const FIXTURES: &[&str] = &[
     "counter",
     "policy-flaky",
     "extract-trap",
+    "extract-v01",
 ];
 
 /// Rust plugin crates with unit tests, run natively.

@@ -14,19 +14,33 @@
 pub mod redactor {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "memhost:plugin/redactor-plugin",
+        world: "memhost:plugin/redactor-plugin@0.1.0",
         additional_derives: [PartialEq],
     });
 }
 
+/// The 0.1 extractor: text in, no times.
+pub mod extractor_v01 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "memhost:plugin/extractor-plugin@0.1.0",
+        additional_derives: [PartialEq],
+        with: {
+            "memhost:plugin/types@0.1.0": crate::plugins::bindings::redactor::memhost::plugin0_1_0::types,
+            "memhost:plugin/host@0.1.0": crate::plugins::bindings::redactor::memhost::plugin0_1_0::host,
+        },
+    });
+}
+
+/// The 0.2 extractor: text and when it was said in, times out.
 pub mod extractor {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "memhost:plugin/extractor-plugin",
+        world: "memhost:plugin/extractor-plugin@0.2.0",
         additional_derives: [PartialEq],
         with: {
-            "memhost:plugin/types": crate::plugins::bindings::redactor::memhost::plugin::types,
-            "memhost:plugin/host": crate::plugins::bindings::redactor::memhost::plugin::host,
+            "memhost:plugin/types@0.1.0": crate::plugins::bindings::redactor::memhost::plugin0_1_0::types,
+            "memhost:plugin/host@0.1.0": crate::plugins::bindings::redactor::memhost::plugin0_1_0::host,
         },
     });
 }
@@ -34,11 +48,11 @@ pub mod extractor {
 pub mod policy {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "memhost:plugin/policy-plugin",
+        world: "memhost:plugin/policy-plugin@0.1.0",
         additional_derives: [PartialEq],
         with: {
-            "memhost:plugin/types": crate::plugins::bindings::redactor::memhost::plugin::types,
-            "memhost:plugin/host": crate::plugins::bindings::redactor::memhost::plugin::host,
+            "memhost:plugin/types@0.1.0": crate::plugins::bindings::redactor::memhost::plugin0_1_0::types,
+            "memhost:plugin/host@0.1.0": crate::plugins::bindings::redactor::memhost::plugin0_1_0::host,
         },
     });
 }
@@ -46,10 +60,10 @@ pub mod policy {
 pub mod embedder {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "memhost:plugin/embedder-plugin",
+        world: "memhost:plugin/embedder-plugin@0.1.0",
         with: {
-            "memhost:plugin/types": crate::plugins::bindings::redactor::memhost::plugin::types,
-            "memhost:plugin/host": crate::plugins::bindings::redactor::memhost::plugin::host,
+            "memhost:plugin/types@0.1.0": crate::plugins::bindings::redactor::memhost::plugin0_1_0::types,
+            "memhost:plugin/host@0.1.0": crate::plugins::bindings::redactor::memhost::plugin0_1_0::host,
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
             "wasi:io": wasmtime_wasi::p2::bindings::sync::io,
             "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
@@ -57,8 +71,8 @@ pub mod embedder {
     });
 }
 
-pub use redactor::memhost::plugin::host;
-pub use redactor::memhost::plugin::types::PluginError;
+pub use redactor::memhost::plugin0_1_0::host;
+pub use redactor::memhost::plugin0_1_0::types::PluginError;
 
 use crate::runtime::StoreState;
 

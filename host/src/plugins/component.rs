@@ -3,8 +3,16 @@
 //!
 //! The authoritative facts are the component's exports — a redactor exports
 //! the instance `memhost:plugin/redactor@<version>`. The SDK also writes a
-//! `memhost:plugin-api` custom section (`memhost:plugin@0.1.0
+//! `memhost:plugin-api` custom section (`memhost:plugin@0.2.0
 //! memhost-sdk@0.1.0`), which is quoted in messages when present.
+//!
+//! | contract | what it is                                                   |
+//! |----------|--------------------------------------------------------------|
+//! | `0.1.0`  | every kind; the extractor takes text only                    |
+//! | `0.2.0`  | adds `extractor@0.2.0` (text and when it was said in, times out); the other kinds export their 0.1 interfaces |
+//!
+//! A plugin.toml's `api` names the contract it was built for; its kind's
+//! export must belong to it (an interface version no newer than `api`).
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -15,8 +23,12 @@ use super::manifest::{Manifest, PluginKind};
 /// The contract package.
 pub const PACKAGE: &str = "memhost:plugin";
 
-/// The contract version this host implements.
-pub const HOST_API: semver::Version = semver::Version::new(0, 1, 0);
+/// The newest contract version this host implements.
+pub const HOST_API: semver::Version = semver::Version::new(0, 2, 0);
+
+/// Every contract version this host implements, oldest first (0.x
+/// contracts change only in minor versions).
+pub const HOST_APIS: [semver::Version; 2] = [semver::Version::new(0, 1, 0), HOST_API];
 
 /// One `memhost:plugin/<kind>@<version>` export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,18 +94,21 @@ fn api_marker(wasm: &[u8]) -> Option<String> {
     None
 }
 
-/// Whether this host can run a plugin built against `version`: same
-/// major.minor (0.x contracts change only in minor versions), and no newer
-/// patch than the host knows.
+/// Whether this host can run a plugin built against `version`: the
+/// major.minor of a contract it implements, and no newer patch than it
+/// knows.
 pub fn api_supported(version: &semver::Version) -> bool {
-    version.major == HOST_API.major && version.minor == HOST_API.minor && *version <= HOST_API
+    HOST_APIS
+        .iter()
+        .any(|v| version.major == v.major && version.minor == v.minor && version <= v)
 }
 
 fn supported_range() -> String {
-    format!(
-        "{PACKAGE}@{}.{}.0 through {PACKAGE}@{HOST_API}",
-        HOST_API.major, HOST_API.minor
-    )
+    HOST_APIS
+        .iter()
+        .map(|v| format!("{PACKAGE}@{v}"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Check the component against its manifest. The message names both sides.
@@ -163,6 +178,12 @@ pub fn check(manifest: &Manifest, facts: &ComponentFacts) -> Result<semver::Vers
             supported_range()
         ));
     }
+    if export.version > declared {
+        return Err(format!(
+            "{who}: the component exports {}, which is newer than the api {declared} plugin.toml says{built_with}; set api = \"{}\" in plugin.toml",
+            export.name, export.version
+        ));
+    }
     Ok(export.version.clone())
 }
 
@@ -184,7 +205,9 @@ mod tests {
     #[test]
     fn only_this_minor_and_no_newer_patch() {
         assert!(api_supported(&"0.1.0".parse().unwrap()));
-        assert!(!api_supported(&"0.2.0".parse().unwrap()));
+        assert!(api_supported(&"0.2.0".parse().unwrap()));
+        assert!(!api_supported(&"0.3.0".parse().unwrap()));
+        assert!(!api_supported(&"0.2.1".parse().unwrap()));
         assert!(!api_supported(&"0.1.1".parse().unwrap()));
         assert!(!api_supported(&"1.1.0".parse().unwrap()));
     }

@@ -26,14 +26,14 @@ use super::bindings::policy::PolicyPluginPre;
 use super::bindings::redactor::{RedactorPlugin, RedactorPluginPre};
 use crate::runtime::{CallError, CallErrorKind, GuestOutput, Runtime, StoreSpec, StoreState};
 
-pub use super::bindings::embedder::exports::memhost::plugin::embedder::ModelInfo;
-pub use super::bindings::extractor::exports::memhost::plugin::extractor::{
-    Entity, Extraction, Fact,
+pub use super::bindings::embedder::exports::memhost::plugin0_1_0::embedder::ModelInfo;
+pub use super::bindings::extractor::exports::memhost::plugin0_2_0::extractor::{
+    Context as ExtractContext, Entity, EventTime, Extraction, Fact,
 };
-pub use super::bindings::policy::exports::memhost::plugin::policy::{
+pub use super::bindings::policy::exports::memhost::plugin0_1_0::policy::{
     Action, ActionKind, Actor, Decision, Outcome, Requirement, Vote,
 };
-pub use super::bindings::redactor::exports::memhost::plugin::redactor::Finding;
+pub use super::bindings::redactor::exports::memhost::plugin0_1_0::redactor::Finding;
 
 type Wasm<T> = wasmtime::Result<T>;
 
@@ -110,7 +110,7 @@ impl Redactor {
             &self.runtime,
             &self.spec,
             |store| self.pre.instantiate(store),
-            |store, b| b.memhost_plugin_redactor().call_redact(store, text),
+            |store, b| b.memhost_plugin0_1_0_redactor().call_redact(store, text),
         )?;
         check_findings(&self.spec, text, findings)
     }
@@ -157,7 +157,7 @@ impl RedactorSession<'_> {
         r.runtime.arm_deadline(&mut self.store, timeout);
         let result = self
             .bindings
-            .memhost_plugin_redactor()
+            .memhost_plugin0_1_0_redactor()
             .call_redact(&mut self.store, text);
         let output = self.store.data_mut().drain_output();
         if result.is_err() {
@@ -225,18 +225,56 @@ pub fn apply_findings(text: &str, findings: &[Finding]) -> String {
 pub struct Extractor {
     pub(crate) runtime: Runtime,
     pub(crate) spec: StoreSpec,
-    pub(crate) pre: ExtractorPluginPre<StoreState>,
+    pub(crate) pre: ExtractorPre,
+}
+
+/// An extractor's contract: 0.1 takes text only and finds no times.
+pub(crate) enum ExtractorPre {
+    V01(super::bindings::extractor_v01::ExtractorPluginPre<StoreState>),
+    V02(ExtractorPluginPre<StoreState>),
 }
 
 impl Extractor {
-    /// Entities, facts and tags in `text`.
-    pub fn extract(&self, text: &str) -> Result<Extraction, CallError> {
-        call_fresh(
-            &self.runtime,
-            &self.spec,
-            |store| self.pre.instantiate(store),
-            |store, b| b.memhost_plugin_extractor().call_extract(store, text),
-        )
+    /// Entities, facts, tags and times in `text`, said at `context`.
+    pub fn extract(&self, text: &str, context: ExtractContext) -> Result<Extraction, CallError> {
+        match &self.pre {
+            ExtractorPre::V02(pre) => call_fresh(
+                &self.runtime,
+                &self.spec,
+                |store| pre.instantiate(store),
+                |store, b| {
+                    b.memhost_plugin0_2_0_extractor()
+                        .call_extract(store, text, context)
+                },
+            ),
+            ExtractorPre::V01(pre) => call_fresh(
+                &self.runtime,
+                &self.spec,
+                |store| pre.instantiate(store),
+                |store, b| b.memhost_plugin0_1_0_extractor().call_extract(store, text),
+            )
+            .map(|x| Extraction {
+                entities: x
+                    .entities
+                    .into_iter()
+                    .map(|e| Entity {
+                        name: e.name,
+                        kind: e.kind,
+                    })
+                    .collect(),
+                facts: x
+                    .facts
+                    .into_iter()
+                    .map(|f| Fact {
+                        subject: f.subject,
+                        predicate: f.predicate,
+                        object: f.object,
+                    })
+                    .collect(),
+                tags: x.tags,
+                event_times: Vec::new(),
+            }),
+        }
     }
 }
 
@@ -254,7 +292,7 @@ impl Policy {
             &self.runtime,
             &self.spec,
             |store| self.pre.instantiate(store),
-            |store, b| b.memhost_plugin_policy().call_evaluate(store, action),
+            |store, b| b.memhost_plugin0_1_0_policy().call_evaluate(store, action),
         )
     }
 
@@ -264,7 +302,10 @@ impl Policy {
             &self.runtime,
             &self.spec,
             |store| self.pre.instantiate(store),
-            |store, b| b.memhost_plugin_policy().call_tally(store, action, votes),
+            |store, b| {
+                b.memhost_plugin0_1_0_policy()
+                    .call_tally(store, action, votes)
+            },
         )
     }
 
@@ -330,8 +371,8 @@ impl Embedder {
             }),
             returned: Condvar::new(),
         };
-        let model =
-            embedder.with_instance(|store, b| b.memhost_plugin_embedder().call_model(store))?;
+        let model = embedder
+            .with_instance(|store, b| b.memhost_plugin0_1_0_embedder().call_model(store))?;
         if model.dimensions == 0 || model.max_batch == 0 || model.id.trim().is_empty() {
             return Err(invalid(
                 &embedder.spec,
@@ -362,8 +403,9 @@ impl Embedder {
         let batch = self.model.max_batch.max(1) as usize;
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch) {
-            let vectors = self
-                .with_instance(|store, b| b.memhost_plugin_embedder().call_embed(store, chunk))?;
+            let vectors = self.with_instance(|store, b| {
+                b.memhost_plugin0_1_0_embedder().call_embed(store, chunk)
+            })?;
             if vectors.len() != chunk.len() {
                 return Err(invalid(
                     &self.spec,

@@ -13,8 +13,9 @@ pub mod registry;
 pub mod status;
 
 pub use facade::{
-    Action, ActionKind, Actor, Decision, Embedder, Entity, Extraction, Extractor, Fact, Finding,
-    ModelInfo, Outcome, Policy, Redactor, RedactorSession, Requirement, Vote, apply_findings,
+    Action, ActionKind, Actor, Decision, Embedder, Entity, EventTime, ExtractContext, Extraction,
+    Extractor, Fact, Finding, ModelInfo, Outcome, Policy, Redactor, RedactorSession, Requirement,
+    Vote, apply_findings,
 };
 pub use grants::{Effective, Grant, PluginSettings};
 pub use manifest::{Manifest, PluginKind};

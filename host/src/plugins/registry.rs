@@ -16,9 +16,11 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{HasSelf, Linker};
 
 use super::bindings::host;
-use super::bindings::{embedder, extractor, policy, redactor};
+use super::bindings::{embedder, extractor, extractor_v01, policy, redactor};
 use super::component::{ComponentFacts, check};
-use super::facade::{Action, ActionKind, Actor, Embedder, Extractor, Policy, Redactor};
+use super::facade::{
+    Action, ActionKind, Actor, Embedder, ExtractContext, Extractor, ExtractorPre, Policy, Redactor,
+};
 use super::grants::{Effective, PluginSettings};
 use super::manifest::{MANIFEST_FILE, Manifest, PluginKind};
 use crate::runtime::{CacheOutcome, CallErrorKind, Imports, Runtime, StoreState};
@@ -451,9 +453,19 @@ impl PluginRegistry {
                     .extractor
                     .instantiate_pre(&component)
                     .map_err(link_err)?;
-                let pre = extractor::ExtractorPluginPre::new(pre).map_err(link_err)?;
+                let pre = if api.minor < 2 {
+                    ExtractorPre::V01(
+                        extractor_v01::ExtractorPluginPre::new(pre).map_err(link_err)?,
+                    )
+                } else {
+                    ExtractorPre::V02(extractor::ExtractorPluginPre::new(pre).map_err(link_err)?)
+                };
                 let p = Extractor { runtime, spec, pre };
-                smoke(p.extract(SMOKE_TEXT).map(|_| ()))?;
+                let context = ExtractContext {
+                    observed_at: 0,
+                    created_at: 0,
+                };
+                smoke(p.extract(SMOKE_TEXT, context).map(|_| ()))?;
                 LoadedPlugin::Extractor(Arc::new(p))
             }
             PluginKind::Policy => {

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::model::FoundEntity;
+use super::model::{EventTime, FoundEntity};
 use super::{Namespace, Service, ServiceError};
 use crate::crypto::DataKey;
 use crate::index::vector::Job;
@@ -161,6 +161,33 @@ struct Extracted {
     /// The memory version it was extracted from.
     version: u32,
     entities: Vec<FoundEntity>,
+    /// The times its text refers to (a 0.1 extractor finds none).
+    #[serde(default)]
+    event_times: Vec<EventTime>,
+}
+
+/// Most event times kept per memory; longest text kept.
+const MAX_EVENT_TIMES: usize = 32;
+const MAX_EVENT_TEXT: usize = 200;
+
+/// The times an extractor reported that are periods a memory can refer to.
+fn event_times(found: Vec<crate::plugins::EventTime>) -> Vec<EventTime> {
+    found
+        .into_iter()
+        .filter(|t| {
+            (0..=super::MAX_TIME_MS).contains(&t.start)
+                && (0..=super::MAX_TIME_MS).contains(&t.end)
+                && t.start < t.end
+                && !t.text.trim().is_empty()
+                && t.text.chars().count() <= MAX_EVENT_TEXT
+        })
+        .take(MAX_EVENT_TIMES)
+        .map(|t| EventTime {
+            text: t.text.trim().to_string(),
+            start: t.start,
+            end: t.end,
+        })
+        .collect()
 }
 
 impl Service {
@@ -208,21 +235,27 @@ impl Service {
                     Err(e) => return Err(e),
                 };
                 let text = self.searchable_text(ns, &m)?;
-                let found: Vec<FoundEntity> = match extractor.extract(&text) {
-                    Ok(x) => x
-                        .entities
-                        .into_iter()
-                        .filter(|e| {
-                            !e.name.trim().is_empty()
-                                && e.name.chars().count() <= MAX_NAME
-                                && e.kind.chars().count() <= MAX_KIND
-                        })
-                        .take(MAX_ENTITIES)
-                        .map(|e| FoundEntity {
-                            name: e.name.trim().to_string(),
-                            kind: e.kind.to_lowercase(),
-                        })
-                        .collect(),
+                let context = crate::plugins::ExtractContext {
+                    observed_at: m.observed(),
+                    created_at: m.updated_at,
+                };
+                let (found, times) = match extractor.extract(&text, context) {
+                    Ok(x) => (
+                        x.entities
+                            .into_iter()
+                            .filter(|e| {
+                                !e.name.trim().is_empty()
+                                    && e.name.chars().count() <= MAX_NAME
+                                    && e.kind.chars().count() <= MAX_KIND
+                            })
+                            .take(MAX_ENTITIES)
+                            .map(|e| FoundEntity {
+                                name: e.name.trim().to_string(),
+                                kind: e.kind.to_lowercase(),
+                            })
+                            .collect::<Vec<_>>(),
+                        event_times(x.event_times),
+                    ),
                     Err(e) => {
                         // Skipped, not retried: an extractor that fails on a
                         // text fails on it again. What kind of failure, not
@@ -258,6 +291,7 @@ impl Service {
                     &Extracted {
                         version: m.version,
                         entities: found,
+                        event_times: times,
                     },
                 )?;
                 done.push((id, queued.max(m.version), Some((sealed, names))));
@@ -512,25 +546,26 @@ impl Service {
         Ok(String::new())
     }
 
-    /// What was extracted from `m` as it is now (none until the extractor
-    /// ran on this version).
-    pub(super) fn entities_of(
+    /// What was extracted from `m` as it is now — its entities (read
+    /// through the gazetteer) and event times; none until the extractor
+    /// ran on this version.
+    pub(super) fn extracted_of(
         &self,
         ns: &Namespace,
         m: &super::Memory,
-    ) -> Result<Vec<FoundEntity>, ServiceError> {
+    ) -> Result<(Vec<FoundEntity>, Vec<EventTime>), ServiceError> {
         let row = row_key(&ns.id, &m.id);
         let Some(sealed) = self.store.get(|t| t.entities, &row)? else {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         };
         let key = self.data_key(ns)?;
         let extracted: Extracted = super::open_json(&key, "entities", &row, &sealed)?;
         if extracted.version != m.version {
-            return Ok(Vec::new());
+            return Ok(Default::default());
         }
         let aliases = self.aliases(ns)?;
         let mut seen = HashSet::new();
-        Ok(extracted
+        let entities = extracted
             .entities
             .into_iter()
             .filter_map(|e| {
@@ -538,6 +573,7 @@ impl Service {
                 seen.insert(super::gazetteer::normal(&name))
                     .then_some(FoundEntity { name, kind: e.kind })
             })
-            .collect())
+            .collect();
+        Ok((entities, extracted.event_times))
     }
 }

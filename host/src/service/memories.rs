@@ -47,8 +47,12 @@ impl Service {
         ns: &Namespace,
         mut m: Memory,
     ) -> Result<Memory, ServiceError> {
+        if m.observed_at.is_none() {
+            // Stored before memories had one.
+            m.observed_at = Some(m.created_at);
+        }
         if ns.settings.extractor.is_some() {
-            m.entities = self.entities_of(ns, &m)?;
+            (m.entities, m.event_times) = self.extracted_of(ns, &m)?;
         }
         if ns.settings.embedder.is_some() {
             let job = self
@@ -255,6 +259,7 @@ impl Service {
         {
             return Err(invalid("importance", "must be between 0 and 1"));
         }
+        super::check_time("observed_at", m.observed_at)?;
         if m.ttl_seconds
             .is_some_and(|t| !(1..=MAX_TTL_SECONDS).contains(&t))
         {
@@ -338,6 +343,7 @@ impl Service {
             updated_by: Some(actor.agent_id.clone()),
             created_at: now,
             updated_at: now,
+            observed_at: Some(new.observed_at.unwrap_or(now)),
             expires_at: new.ttl_seconds.map(|s| {
                 now.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))
             }),
@@ -347,6 +353,7 @@ impl Service {
             status: None,
             status_reason: None,
             entities: Vec::new(),
+            event_times: Vec::new(),
         })
     }
 
@@ -652,6 +659,7 @@ impl Service {
                 .unwrap_or_else(|| old.metadata.clone()),
             ttl_seconds: patch.ttl_seconds,
             importance: Some(patch.importance.unwrap_or(old.importance)),
+            observed_at: patch.observed_at,
         };
         self.validate(&check)?;
         let mut next = old.clone();
@@ -692,6 +700,7 @@ impl Service {
                 now.saturating_add(i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX)),
             );
         }
+        next.observed_at = Some(patch.observed_at.unwrap_or(old.observed()));
         next.redactions = redactions;
         next.version = old.version + 1;
         next.updated_at = now;

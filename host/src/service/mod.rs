@@ -192,6 +192,11 @@ pub struct NewMemory {
     /// 0.0–1.0 (default 0.5).
     #[serde(default)]
     pub importance: Option<f32>,
+    /// When what it records happened or was said, Unix ms (default: now).
+    /// An imported conversation keeps its own timeline; relative dates in
+    /// the text ("yesterday") are placed from it.
+    #[serde(default)]
+    pub observed_at: Option<i64>,
 }
 
 /// Changes to a memory; absent fields stay as they are.
@@ -219,6 +224,9 @@ pub struct MemoryPatch {
     /// Expire this many seconds from now.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// When what it records happened or was said, Unix ms.
+    #[serde(default)]
+    pub observed_at: Option<i64>,
 }
 
 /// What storing did.

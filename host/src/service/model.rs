@@ -195,6 +195,10 @@ pub struct Memory {
     pub created_at: i64,
     /// Time of this version, Unix ms.
     pub updated_at: i64,
+    /// When what it records happened or was said, Unix ms: as given, else
+    /// its creation time.
+    #[serde(default)]
+    pub observed_at: Option<i64>,
     /// When it expires, Unix ms.
     #[serde(default)]
     pub expires_at: Option<i64>,
@@ -218,6 +222,21 @@ pub struct Memory {
     /// it ran). Shown; stored sealed apart from the memory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entities: Vec<FoundEntity>,
+    /// The times its text refers to, as the extractor placed them (empty
+    /// until it ran). Shown; stored sealed apart from the memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_times: Vec<EventTime>,
+}
+
+/// A time a memory's text refers to, as a period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EventTime {
+    /// The words that name it: `yesterday`, `3 March 2025`.
+    pub text: String,
+    /// Start, Unix ms (inclusive).
+    pub start: i64,
+    /// End, Unix ms (exclusive).
+    pub end: i64,
 }
 
 /// Something a memory names, as its namespace's extractor found it.
@@ -230,6 +249,11 @@ pub struct FoundEntity {
 }
 
 impl Memory {
+    /// When what it records happened or was said (Unix ms).
+    pub fn observed(&self) -> i64 {
+        self.observed_at.unwrap_or(self.created_at)
+    }
+
     /// Expired at `now` (Unix ms)?
     pub fn expired(&self, now: i64) -> bool {
         self.expires_at.is_some_and(|t| t <= now)

@@ -92,6 +92,15 @@ pub struct RecallQuery {
     /// Created before (Unix ms).
     #[serde(default)]
     pub until: Option<i64>,
+    /// Only memories that refer to a time ending after this (Unix ms):
+    /// the times the extractor found in their text or, when it found
+    /// none, when they were observed (`observed_at`).
+    #[serde(default)]
+    pub event_since: Option<i64>,
+    /// Only memories that refer to a time starting before this (Unix ms),
+    /// as for `event_since`.
+    #[serde(default)]
+    pub event_until: Option<i64>,
     /// How much newer beats better, 0–1 (default 0: relevance alone). The
     /// score becomes `(1 − w) · relevance + w · recency`, relevance scaled
     /// to the best hit, recency halving every `half_life_days`.
@@ -124,6 +133,16 @@ impl RecallQuery {
         }
         super::check_time("since", self.since)?;
         super::check_time("until", self.until)?;
+        super::check_time("event_since", self.event_since)?;
+        super::check_time("event_until", self.event_until)?;
+        if let (Some(since), Some(until)) = (self.event_since, self.event_until)
+            && since >= until
+        {
+            return Err(invalid(
+                "event_until",
+                "must come after event_since: the window holds no time",
+            ));
+        }
         if self.entities.len() > MAX_ENTITY_FILTER {
             return Err(ServiceError::TooLarge {
                 field: "entities".into(),
@@ -314,6 +333,8 @@ impl Service {
             || q.agent_id.is_some()
             || q.since.is_some()
             || q.until.is_some()
+            || q.event_since.is_some()
+            || q.event_until.is_some()
             || q.recency_weight.is_some_and(|w| w > 0.0);
         // Candidates to rank: with filters (or recency) many, so enough
         // survive; else what one graph search gives (an exact search over
@@ -370,7 +391,14 @@ impl Service {
                 Err(ServiceError::NoMemory { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            if filters.keeps(&m, now) {
+            if !filters.keeps(&m, now) {
+                continue;
+            }
+            let m = self.with_status(ns, m)?;
+            if !refers_within(&m, q.event_since, q.event_until) {
+                continue;
+            }
+            {
                 let score = match recency {
                     Some(w) => {
                         let half_life = f64::from(q.half_life_days.unwrap_or(30.0)) * 86_400_000.0;
@@ -381,7 +409,7 @@ impl Service {
                     None => score,
                 };
                 hits.push(Hit {
-                    memory: self.egress(ns, self.with_status(ns, m)?)?,
+                    memory: self.egress(ns, m)?,
                     score,
                     channels,
                 });
@@ -434,6 +462,22 @@ impl Service {
 const RRF_K: f32 = 60.0;
 
 type Found = Vec<(uuid::Uuid, f32, Vec<&'static str>)>;
+
+/// Does `m` refer to a time in `[since, until)`: one of its event times,
+/// or — naming none — when it was observed?
+fn refers_within(m: &Memory, since: Option<i64>, until: Option<i64>) -> bool {
+    if since.is_none() && until.is_none() {
+        return true;
+    }
+    let overlaps =
+        |start: i64, end: i64| since.is_none_or(|s| end > s) && until.is_none_or(|u| start < u);
+    if m.event_times.is_empty() {
+        let at = m.observed();
+        overlaps(at, at.saturating_add(1))
+    } else {
+        m.event_times.iter().any(|t| overlaps(t.start, t.end))
+    }
+}
 
 /// One ranking from the channels: a single channel keeps its own scores;
 /// two are fused as `fusion` says.

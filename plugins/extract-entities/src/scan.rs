@@ -388,7 +388,7 @@ fn finish(run: &mut Vec<&Token<'_>>, tokens: &[Token<'_>], found: &mut Found) {
     };
     if words.len() == 1 {
         let lower = first.word.to_lowercase();
-        if TIMES.contains(&lower.as_str())
+        if crate::when::is_time_word(&lower)
             || (first.starts_sentence && COMMON.binary_search(&lower.as_str()).is_ok())
         {
             return;
@@ -481,32 +481,8 @@ const ORGANIZATION_WORDS: &[&str] = &[
     "Hospital",
 ];
 
-/// Weekdays and months: times, not names.
-const TIMES: &[&str] = &[
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-    "sunday",
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-    "today",
-    "tomorrow",
-    "yesterday",
-    "tonight",
-];
+/// Days that are times, not names (weekdays and months are too).
+pub(crate) const TIMES: &[&str] = &["today", "tomorrow", "yesterday", "tonight"];
 
 /// Dropped from the front of a run anywhere, not only at a sentence start.
 const DETERMINERS: &[&str] = &[

@@ -75,7 +75,7 @@ pub fn staged_wasm(name: &str, file: &str) -> PathBuf {
 /// plugin directory. `extra` is appended to the manifest (limits,
 /// capabilities).
 pub fn plugin_dir(parent: &Path, id: &str, kind: &str, wasm: &Path, extra: &str) -> PathBuf {
-    plugin_dir_with_api(parent, id, kind, "0.1.0", wasm, extra)
+    plugin_dir_with_api(parent, id, kind, "0.2.0", wasm, extra)
 }
 
 /// Like [`plugin_dir`] with an explicit `api`.

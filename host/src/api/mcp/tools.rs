@@ -139,6 +139,10 @@ pub struct StoreArgs {
     /// How much it matters, 0 to 1 (default 0.5).
     #[serde(default)]
     pub importance: Option<f32>,
+    /// When what it records happened or was said, Unix ms (default now):
+    /// "yesterday" in the text is placed from it.
+    #[serde(default)]
+    pub observed_at: Option<i64>,
 }
 
 /// Which channels answer a recall.
@@ -184,6 +188,14 @@ pub struct RecallArgs {
     /// Only memories created before this time (Unix milliseconds).
     #[serde(default)]
     pub until: Option<i64>,
+    /// Only memories that refer to a time ending after this (Unix ms): a
+    /// date in their text ("yesterday", "3 March") or, naming none, when
+    /// they were observed.
+    #[serde(default)]
+    pub event_since: Option<i64>,
+    /// Only memories that refer to a time starting before this (Unix ms).
+    #[serde(default)]
+    pub event_until: Option<i64>,
     /// 0 to 1: how much newer beats more relevant (default 0).
     #[serde(default)]
     pub recency_weight: Option<f32>,
@@ -236,6 +248,9 @@ pub struct UpdateArgs {
     /// Forget it this many seconds from now.
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// When what it records happened or was said, Unix ms.
+    #[serde(default)]
+    pub observed_at: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -481,6 +496,7 @@ impl Tools {
             metadata: a.metadata,
             ttl_seconds: a.ttl_seconds,
             importance: a.importance,
+            observed_at: a.observed_at,
         };
         Ok(
             match run(move || {
@@ -542,6 +558,8 @@ impl Tools {
             entities: a.entities,
             since: a.since,
             until: a.until,
+            event_since: a.event_since,
+            event_until: a.event_until,
             recency_weight: a.recency_weight,
             ..RecallQuery::default()
         };
@@ -617,6 +635,7 @@ impl Tools {
             metadata: a.metadata,
             importance: a.importance,
             ttl_seconds: a.ttl_seconds,
+            observed_at: a.observed_at,
         };
         let s = self.service.clone();
         let ns = a.namespace;

@@ -474,6 +474,12 @@ fn constrain(doc: &mut serde_json::Value) {
             "ttl_seconds",
             json!({"minimum": 1, "maximum": crate::service::MAX_TTL_SECONDS}),
         );
+        set(
+            doc,
+            schema,
+            "observed_at",
+            json!({"minimum": 0, "maximum": crate::service::MAX_TIME_MS}),
+        );
     }
     set(
         doc,
@@ -487,7 +493,7 @@ fn constrain(doc: &mut serde_json::Value) {
         "k",
         json!({"minimum": 1, "maximum": 100}),
     );
-    for field in ["since", "until"] {
+    for field in ["since", "until", "event_since", "event_until"] {
         set(
             doc,
             "RecallQuery",

@@ -71,11 +71,16 @@ mod templates {
         include_str!("../templates/python/test_extractor.py.tmpl");
 
     // The contract files a Python plugin's world needs, copied verbatim.
-    pub(super) const WIT_TYPES: &str = include_str!("../../../../wit/types.wit");
-    pub(super) const WIT_HOST: &str = include_str!("../../../../wit/host.wit");
-    pub(super) const WIT_POLICY: &str = include_str!("../../../../wit/policy.wit");
-    pub(super) const WIT_REDACTOR: &str = include_str!("../../../../wit/redactor.wit");
-    pub(super) const WIT_EXTRACTOR: &str = include_str!("../../../../wit/extractor.wit");
+    pub(super) const WIT_TYPES: &str =
+        include_str!("../../../../wit/deps/memhost-plugin-0.1.0/types.wit");
+    pub(super) const WIT_HOST: &str =
+        include_str!("../../../../wit/deps/memhost-plugin-0.1.0/host.wit");
+    pub(super) const WIT_POLICY: &str =
+        include_str!("../../../../wit/deps/memhost-plugin-0.1.0/policy.wit");
+    pub(super) const WIT_REDACTOR: &str =
+        include_str!("../../../../wit/deps/memhost-plugin-0.1.0/redactor.wit");
+    pub(super) const WIT_EXTRACTOR: &str =
+        include_str!("../../../../wit/deps/memhost-plugin-0.1.0/extractor.wit");
 }
 
 /// Where the SDK was in the source tree this binary was built from.
@@ -302,7 +307,14 @@ fn values(kind: PluginKind, lang: Lang, name: &str) -> Vec<(&'static str, String
         ("limits_note", limits_note.to_string()),
         ("name", name.to_string()),
         ("kind", kind.as_str().to_string()),
-        ("api", HOST_API.to_string()),
+        // A Python plugin's world is copied from the 0.1 contract.
+        (
+            "api",
+            match lang {
+                Lang::Rust => HOST_API.to_string(),
+                Lang::Python => "0.1.0".to_string(),
+            },
+        ),
         ("wasm", wasm_file(name)),
         ("timeout_ms", timeout_ms.to_string()),
         ("memory_mb", memory_mb.to_string()),
@@ -419,7 +431,11 @@ mod tests {
             let m = Manifest::parse(text(&files, "plugin.toml")).unwrap();
             assert_eq!(m.id, "my-plugin-2");
             assert_eq!(m.kind, kind);
-            assert_eq!(m.api, HOST_API.to_string());
+            let api = match lang {
+                Lang::Rust => HOST_API.to_string(),
+                Lang::Python => "0.1.0".to_string(),
+            };
+            assert_eq!(m.api, api);
             assert_eq!(m.wasm, Path::new("my_plugin_2.wasm"));
             let limits = (m.limits.timeout_ms, m.limits.memory_mb);
             let expected = match (lang, kind) {
@@ -466,7 +482,7 @@ mod tests {
 
     #[test]
     fn the_python_world_is_the_real_one_for_its_kind() {
-        let real = include_str!("../../../../wit/worlds.wit");
+        let real = include_str!("../../../../wit/deps/memhost-plugin-0.1.0/worlds.wit");
         for kind in [
             PluginKind::Policy,
             PluginKind::Redactor,
