@@ -4,19 +4,13 @@
 //! a question embedded on the request path, and background indexing
 //! throughput.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use memhost::plugins::{Grant, PluginRegistry, PluginSettings};
-use memhost::runtime::{Runtime, RuntimeConfig};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
+use common::root;
+use memhost::plugins::PluginRegistry;
+use memhost::runtime::{Runtime, RuntimeConfig};
 
 fn pct(samples: &mut [Duration], p: usize) -> Duration {
     samples.sort();
@@ -46,17 +40,7 @@ fn main() -> anyhow::Result<()> {
         })
         .unwrap_or_default();
 
-    let mut settings = PluginSettings::default();
-    settings.grants.insert(
-        "embed-local".into(),
-        Grant {
-            read_only_dirs: BTreeMap::from([(
-                "/model".to_string(),
-                root.join("target/models/all-minilm-l6-v2"),
-            )]),
-            ..Grant::default()
-        },
-    );
+    let settings = common::embed_local_settings();
     let cache = tempfile::tempdir()?;
     let runtime = Runtime::new(&RuntimeConfig {
         cache_dir: Some(cache.path().to_path_buf()),

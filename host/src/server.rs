@@ -215,9 +215,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 }
 
 /// Indexing workers: each embeds its share of the queued memories, in
-/// batches. As many as an embedder keeps warm instances by default, so a
-/// remote embedder gets two requests in flight; embed-local keeps one
-/// instance and serialises them.
+/// batches, on its own warm instance: both cores for embed-local, two
+/// requests in flight for a remote embedder. Embedders keep one more
+/// instance (three by default) for questions.
 const INDEX_WORKERS: usize = 2;
 
 /// How often expired memories are purged from disk (they are invisible to

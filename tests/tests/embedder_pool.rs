@@ -1,13 +1,29 @@
 //! Embedders keep warm instances (state survives between calls), each
 //! retired after its configured number of calls or after any trap, and
-//! never more instances than the pool allows.
+//! never more instances than the pool allows; background work (indexing)
+//! leaves one instance to questions.
 
 use crate::common::*;
 use memhost::plugins::{Grant, PluginSettings};
 
 fn counter(instances: u32, max_calls: u64) -> std::sync::Arc<memhost::plugins::Embedder> {
+    counter_with(instances, max_calls, "")
+}
+
+/// [`counter`] with `extra` in its manifest.
+fn counter_with(
+    instances: u32,
+    max_calls: u64,
+    extra: &str,
+) -> std::sync::Arc<memhost::plugins::Embedder> {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = plugin_dir(tmp.path(), "counter", "embedder", &fixture("counter"), "");
+    let dir = plugin_dir(
+        tmp.path(),
+        "counter",
+        "embedder",
+        &fixture("counter"),
+        extra,
+    );
     let mut settings = PluginSettings::default();
     settings.grants.insert(
         "counter".into(),
@@ -57,5 +73,34 @@ fn concurrent_callers_share_a_bounded_pool() {
             });
         }
     });
+    assert!(e.live_instances() <= 2, "{} instances", e.live_instances());
+}
+
+#[test]
+fn a_question_does_not_wait_behind_background_embedding() {
+    let e = counter_with(2, 1_000_000, "[limits]\ntimeout_ms = 10000");
+    let background_done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // Two bulk batches, two seconds each: they take turns on one
+        // instance and leave the other to questions.
+        for _ in 0..2 {
+            s.spawn(|| {
+                e.embed_in_background(&["slow".into()]).unwrap();
+                background_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Asked while both batches are running or queued, answered
+        // before either has finished (the question itself takes a fifth
+        // of a second, so one answered only after a batch let go of its
+        // instance finds that batch counted).
+        e.embed(&["question, with a pause".into()]).unwrap();
+        assert_eq!(
+            background_done.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the question waited for background work"
+        );
+    });
+    assert_eq!(background_done.into_inner(), 2);
     assert!(e.live_instances() <= 2, "{} instances", e.live_instances());
 }

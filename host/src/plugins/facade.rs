@@ -329,6 +329,20 @@ struct Warm {
 struct PoolState {
     idle: Vec<Warm>,
     live: u32,
+    /// Instances held by background work (indexing).
+    background: u32,
+}
+
+/// Who is waiting for an embedding: a question on the request path, or
+/// indexing in the background. With two or more warm instances, background
+/// work never holds the last one, so a question never waits behind a bulk
+/// import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A question, on the request path.
+    Question,
+    /// Stored texts, off the request path.
+    Background,
 }
 
 /// A loaded embedder with its pool of warm instances.
@@ -368,11 +382,13 @@ impl Embedder {
             pool: Mutex::new(PoolState {
                 idle: Vec::new(),
                 live: 0,
+                background: 0,
             }),
             returned: Condvar::new(),
         };
-        let model = embedder
-            .with_instance(|store, b| b.memhost_plugin0_1_0_embedder().call_model(store))?;
+        let model = embedder.with_instance(Priority::Question, |store, b| {
+            b.memhost_plugin0_1_0_embedder().call_model(store)
+        })?;
         if model.dimensions == 0 || model.max_batch == 0 || model.id.trim().is_empty() {
             return Err(invalid(
                 &embedder.spec,
@@ -400,10 +416,26 @@ impl Embedder {
     /// `max-batch` are split. Each vector is checked to have the model's
     /// dimensions and only finite values.
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, CallError> {
+        self.embed_as(texts, Priority::Question)
+    }
+
+    /// [`Embedder::embed`] for background work: it leaves one warm
+    /// instance to questions (when there are two or more).
+    pub fn embed_in_background(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, CallError> {
+        self.embed_as(texts, Priority::Background)
+    }
+
+    fn embed_as(&self, texts: &[String], priority: Priority) -> Result<Vec<Vec<f32>>, CallError> {
         let batch = self.model.max_batch.max(1) as usize;
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(batch) {
-            let vectors = self.with_instance(|store, b| {
+        // Texts of like length go in one call: a model pads a batch to its
+        // longest text, so mixing a long text with short ones costs as if
+        // every one were long.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let sorted: Vec<String> = order.iter().map(|&i| texts[i].clone()).collect();
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for (n, chunk) in sorted.chunks(batch).enumerate() {
+            let vectors = self.with_instance(priority, |store, b| {
                 b.memhost_plugin0_1_0_embedder().call_embed(store, chunk)
             })?;
             if vectors.len() != chunk.len() {
@@ -431,7 +463,11 @@ impl Embedder {
                     ));
                 }
             }
-            out.extend(vectors);
+            for (k, v) in vectors.into_iter().enumerate() {
+                if let Some(slot) = order.get(n * batch + k).and_then(|&i| out.get_mut(i)) {
+                    *slot = v;
+                }
+            }
         }
         Ok(out)
     }
@@ -441,36 +477,46 @@ impl Embedder {
     /// served its calls.
     fn with_instance<R>(
         &self,
+        priority: Priority,
         call: impl FnOnce(&mut Store<StoreState>, &EmbedderPlugin) -> Wasm<Result<R, PluginError>>,
     ) -> Result<R, CallError> {
         let timeout = self.spec.budget.timeout;
-        let mut warm = self.acquire()?;
+        let mut warm = self.acquire(priority)?;
         self.runtime.arm_deadline(&mut warm.store, timeout);
         let result = call(&mut warm.store, &warm.bindings);
         warm.calls += 1;
         let output = warm.store.data_mut().drain_output();
         // After a trap an instance cannot be entered again: drop it.
         let healthy = result.is_ok() && warm.calls < self.max_calls;
-        self.release(warm, healthy);
+        self.release(warm, healthy, priority);
         finish(&self.spec, result, timeout, &output)
     }
 
-    fn acquire(&self) -> Result<Warm, CallError> {
+    fn acquire(&self, priority: Priority) -> Result<Warm, CallError> {
         let busy = || {
             CallError::new(
                 &self.spec.identity,
                 CallErrorKind::Busy(format!("all {} warm instances in use", self.max_instances)),
             )
         };
+        let background = priority == Priority::Background;
+        // Background work may hold all but one instance (all of one).
+        let background_cap = self.max_instances.saturating_sub(1).max(1);
         let mut pool = self.pool.lock().map_err(|_| busy())?;
         loop {
-            if let Some(warm) = pool.idle.pop() {
-                return Ok(warm);
-            }
-            if pool.live < self.max_instances {
-                pool.live += 1;
-                drop(pool);
-                return self.instantiate().inspect_err(|_| self.release_slot());
+            if !background || pool.background < background_cap {
+                if let Some(warm) = pool.idle.pop() {
+                    pool.background += u32::from(background);
+                    return Ok(warm);
+                }
+                if pool.live < self.max_instances {
+                    pool.live += 1;
+                    pool.background += u32::from(background);
+                    drop(pool);
+                    return self
+                        .instantiate()
+                        .inspect_err(|_| self.release_slot(priority));
+                }
             }
             let (guard, wait) = self
                 .returned
@@ -505,21 +551,29 @@ impl Embedder {
         }
     }
 
-    fn release(&self, warm: Warm, healthy: bool) {
+    fn release(&self, warm: Warm, healthy: bool, priority: Priority) {
         if healthy && let Ok(mut pool) = self.pool.lock() {
             pool.idle.push(warm);
-            self.returned.notify_one();
+            if priority == Priority::Background {
+                pool.background = pool.background.saturating_sub(1);
+            }
+            // Every waiter looks again: the one woken may be background
+            // work that must leave this instance to a question.
+            self.returned.notify_all();
             return;
         }
         drop(warm);
-        self.release_slot();
+        self.release_slot(priority);
     }
 
-    fn release_slot(&self) {
+    fn release_slot(&self, priority: Priority) {
         if let Ok(mut pool) = self.pool.lock() {
             pool.live = pool.live.saturating_sub(1);
+            if priority == Priority::Background {
+                pool.background = pool.background.saturating_sub(1);
+            }
         }
-        self.returned.notify_one();
+        self.returned.notify_all();
     }
 }
 

@@ -61,7 +61,7 @@ impl Default for PluginSettings {
             default_memory_mb: 64,
             max_timeout_ms: 30_000,
             max_memory_mb: 1_024,
-            embedder_instances: 2,
+            embedder_instances: 3,
             embedder_max_calls: 10_000,
             grants: BTreeMap::new(),
         }

@@ -443,7 +443,7 @@ impl Service {
             return Ok(settled);
         }
         let mut given_up = Vec::new();
-        let (todo, vectors) = match embedder.embed(&texts) {
+        let (todo, vectors) = match embedder.embed_in_background(&texts) {
             Ok(vectors) => (todo, vectors),
             Err(e) if e.is_transient() => return Err(ServiceError::Unavailable(e.to_string())),
             // One bad text (one that makes the model fail) must not hold
@@ -453,7 +453,7 @@ impl Service {
             Err(e) => {
                 let mut kept = (Vec::new(), Vec::new());
                 for ((id, mut job), text) in todo.into_iter().zip(texts) {
-                    match embedder.embed(std::slice::from_ref(&text)) {
+                    match embedder.embed_in_background(std::slice::from_ref(&text)) {
                         Ok(mut v) if v.len() == 1 => {
                             kept.0.push((id, job));
                             kept.1.push(v.remove(0));
