@@ -442,3 +442,60 @@ fn memories_keep_their_own_timeline_and_recall_filters_by_the_times_they_refer_t
     assert_eq!(listed["memories"].as_array().unwrap().len(), 3);
     drop(server);
 }
+
+#[test]
+fn extraction_jobs_survive_a_kill_and_run_when_the_extractor_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = plugins_config(tmp.path(), &["redact-pii", "extract-entities"], "");
+    let server = Server::start(&data, &config);
+    let (status, _) = curl(
+        &server.client(),
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name": "team", "embedder": "none"}"#),
+    );
+    assert_eq!(status, 201);
+    drop(server);
+
+    // Without its extractor the namespace still takes memories; their
+    // extraction jobs wait, committed with them.
+    std::fs::remove_dir_all(tmp.path().join("plugins/extract-entities")).unwrap();
+    let server = Server::start(&data, &config);
+    let a = server.client();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let body = json!({ "content": format!("we met Ada Lovelace about note {i}") }).to_string();
+        let (status, m) = curl(&a, "POST", "/v1/namespaces/team/memories", Some(&body));
+        assert_eq!(status, 201, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    let one = format!("/v1/namespaces/team/memories/{}", ids[0]);
+    assert!(curl(&a, "GET", &one, None).1["entities"].is_null());
+    drop(server); // kill -9
+
+    // Back with the extractor: every queued job runs.
+    copy_dir(
+        &crate::common::staged("extract-entities"),
+        &tmp.path().join("plugins/extract-entities"),
+    );
+    let server = Server::start(&data, &config);
+    let a = server.client();
+    let body = json!({ "query": "note", "k": 50, "entities": ["Ada Lovelace"] }).to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, found) = curl(&a, "POST", "/v1/namespaces/team/recall", Some(&body));
+        assert_eq!(status, 200, "{found}");
+        let n = found["results"].as_array().unwrap().len();
+        if n == 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {n} extracted");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        curl(&a, "GET", &one, None).1["entities"],
+        json!([{ "name": "Ada Lovelace", "kind": "name" }])
+    );
+    drop(server);
+}

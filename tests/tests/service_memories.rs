@@ -952,17 +952,21 @@ fn recall_filters_by_the_entities_a_memory_names() {
 }
 
 #[test]
-fn an_extractor_that_panics_leaves_the_memory_stored_and_searchable() {
+fn an_extractor_that_panics_or_times_out_leaves_the_memory_stored_and_searchable() {
     let f = fixture(false);
     let trap = crate::common::plugin_dir(
         f.dir.path(),
         "extract-trap",
         "extractor",
         &crate::common::fixture("extract-trap"),
-        "",
+        "[limits]\ntimeout_ms = 100",
     );
     f.plugins
-        .apply(vec![staged("policy-standard"), trap])
+        .apply(vec![
+            staged("policy-standard"),
+            staged("embed-hashing"),
+            trap,
+        ])
         .unwrap();
     let s = &f.service;
     s.create_namespace(
@@ -970,24 +974,23 @@ fn an_extractor_that_panics_leaves_the_memory_stored_and_searchable() {
         "team",
         NamespaceSettings {
             extractor: Some("extract-trap".into()),
+            embedder: Some("embed-hashing".into()),
             ..settings(RedactionMode::Off)
         },
     )
     .unwrap();
-    let bad = s
-        .store(&op(), "team", memory("Ada said boom at the Launch"))
-        .unwrap()
-        .memory
-        .id;
+    let mut failed = Vec::new();
+    for text in ["Ada said boom at the Launch", "Ada kept the Rotor spinning"] {
+        failed.push(s.store(&op(), "team", memory(text)).unwrap().memory.id);
+    }
     let good = s
         .store(&op(), "team", memory("Grace fixed the Compiler"))
         .unwrap()
         .memory
         .id;
-    // Both settled: one extracted, one skipped (not retried forever).
-    assert_eq!(s.extract_pending(100).unwrap(), (2, 2));
+    // All settled: one extracted, two skipped (not retried forever).
+    assert_eq!(s.extract_pending(100).unwrap(), (3, 3));
     assert_eq!(s.extract_pending(100).unwrap(), (0, 0));
-    assert!(s.get(&op(), "team", &bad).unwrap().entities.is_empty());
     let names: Vec<String> = s
         .get(&op(), "team", &good)
         .unwrap()
@@ -996,16 +999,26 @@ fn an_extractor_that_panics_leaves_the_memory_stored_and_searchable() {
         .map(|e| e.name)
         .collect();
     assert_eq!(names, ["Grace", "Compiler"]);
-    // The memory it failed on is still found by its words.
-    let hits = s
-        .recall(
-            &op(),
-            "team",
-            &memhost::service::recall::RecallQuery {
-                query: "boom launch".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(hits.first().map(|h| h.memory.id), Some(bad));
+    while s.index_pending(100, 0, 1).unwrap().1 > 0 {}
+    for (id, words) in failed.iter().zip(["boom launch", "rotor spinning"]) {
+        assert!(s.get(&op(), "team", id).unwrap().entities.is_empty());
+        // Still found by its words, and by meaning.
+        for mode in [
+            memhost::service::recall::RecallMode::Lexical,
+            memhost::service::recall::RecallMode::Vector,
+        ] {
+            let hits = s
+                .recall(
+                    &op(),
+                    "team",
+                    &memhost::service::recall::RecallQuery {
+                        query: words.into(),
+                        mode,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(hits.first().map(|h| h.memory.id), Some(*id), "{mode:?}");
+        }
+    }
 }
