@@ -16,7 +16,7 @@
 //! are printed. `--limit N` takes N questions of each half (LongMemEval:
 //! and only their sessions; SQuAD: default 500); `--dataset NAME` runs one
 //! (`longmemeval`, `squad`); `--keep DIR` keeps the built stores in DIR and
-//! reuses them.
+//! reuses them. `MEMHOST_BENCH_EMBED=max_tokens=128` configures embed-local.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -521,8 +521,11 @@ fn main() -> anyhow::Result<()> {
         std::thread::spawn(move || indexer.run_indexer(worker, 2));
     }
     let who = Principal::operator();
+    let embed = std::env::var("MEMHOST_BENCH_EMBED")
+        .map(|c| format!("MEMHOST_BENCH_EMBED={c} "))
+        .unwrap_or_default();
     println!(
-        "\nRetrieval quality, `cargo xtask bench quality{}` (in-process through the service; k = {K})",
+        "\nRetrieval quality, `{embed}cargo xtask bench quality{}` (in-process through the service; k = {K})",
         args.iter().fold(String::new(), |s, a| s + " " + a)
     );
     for set in &sets {

@@ -14,8 +14,16 @@ pub fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Plugin settings granting embed-local its model directory.
+/// Plugin settings granting embed-local its model directory, and the
+/// configuration named in `MEMHOST_BENCH_EMBED` (`max_tokens=128,max_batch=8`):
+/// a lever measured without editing a file.
 pub fn embed_local_settings() -> PluginSettings {
+    let config = std::env::var("MEMHOST_BENCH_EMBED")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
     let mut settings = PluginSettings::default();
     settings.grants.insert(
         "embed-local".into(),
@@ -24,6 +32,7 @@ pub fn embed_local_settings() -> PluginSettings {
                 "/model".to_string(),
                 root().join("target/models/all-minilm-l6-v2"),
             )]),
+            config,
             ..Grant::default()
         },
     );
