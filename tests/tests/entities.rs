@@ -315,6 +315,30 @@ fn a_gazetteer_makes_aliases_one_entity_at_once_and_undoing_it_restores_the_spel
     assert_eq!(status, 200);
     assert_eq!(entities_of(&admin, &ids[1]), ["Robert"]);
     assert_eq!(naming(&admin, "Bob Smith"), [ids[2].clone()]);
+
+    // An agent with the admin profile sets and reads them over MCP.
+    let r = mcp(
+        &admin,
+        "tools/call",
+        Some("namespace_gazetteer"),
+        json!({ "name": "namespace_gazetteer", "arguments": {
+            "namespace": "team", "aliases": { "Robert": "Bob Smith" }
+        }}),
+    );
+    assert_eq!(r["isError"], false, "{r}");
+    let mut both = vec![ids[1].clone(), ids[2].clone()];
+    both.sort();
+    assert_eq!(naming(&admin, "Bob Smith"), both);
+    let r = mcp(
+        &admin,
+        "tools/call",
+        Some("namespace_gazetteer"),
+        json!({ "name": "namespace_gazetteer", "arguments": { "namespace": "team" } }),
+    );
+    assert_eq!(
+        r["structuredContent"],
+        json!({ "aliases": { "Robert": "Bob Smith" } })
+    );
     drop(server);
     // Sealed at rest: no alias in clear in the database file.
     let raw = std::fs::read(data.join("db/data.mdb")).unwrap();

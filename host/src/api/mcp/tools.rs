@@ -340,6 +340,17 @@ pub struct ReindexArgs {
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct GazetteerArgs {
+    /// The namespace.
+    pub namespace: String,
+    /// The new aliases, replacing all of them: alias → the name it stands
+    /// for, e.g. {"Bob": "Bob Smith"}. Omit to read the current ones.
+    #[serde(default)]
+    pub aliases: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NamespaceRef {
     /// The namespace.
     pub namespace: String,
@@ -1149,6 +1160,42 @@ impl Tools {
                         r.embedder.as_deref().unwrap_or("none")
                     );
                     done(to_value(&r), text)
+                }
+                Err(e) => e,
+            },
+        )
+    }
+
+    #[tool(
+        description = "Read a namespace's aliases, or replace them by passing `aliases` (alias → the name it stands for, e.g. {\"Bob\": \"Bob Smith\", \"Robert\": \"Bob Smith\"}; admin profile). Aliases apply at once to memories' entities, entity filters and the entity listing.",
+        annotations(
+            title = "Namespace aliases",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn namespace_gazetteer(
+        &self,
+        Parameters(a): Parameters<GazetteerArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let (who, _) = caller(&context)?;
+        let s = self.service.clone();
+        let ns = a.namespace;
+        Ok(
+            match run(move || match a.aliases {
+                None => s.gazetteer(&who, &ns),
+                Some(aliases) => {
+                    s.set_gazetteer(&who, &ns, crate::service::gazetteer::Gazetteer { aliases })
+                }
+            })
+            .await
+            {
+                Ok(g) => {
+                    let text = format!("{} aliases.", g.aliases.len());
+                    done(to_value(&g), text)
                 }
                 Err(e) => e,
             },
