@@ -66,12 +66,7 @@ fn parse_date(s: &str) -> Option<i64> {
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
     let (h, min) = time.split_once(':')?;
     let (h, min) = (h.parse::<i64>().ok()?, min.parse::<i64>().ok()?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let days = memhost::service::model::days_from_civil(y, m, day);
     Some(((days * 24 + h) * 60 + min) * 60_000)
 }
 

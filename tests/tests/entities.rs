@@ -32,23 +32,8 @@ fn stored_memories_show_their_entities_and_recall_filters_by_them_over_rest_and_
         assert_eq!(status, 201, "{m}");
         ids.push(m["id"].as_str().unwrap().to_string());
     }
-    // Extracted in the background, in microseconds: poll briefly.
-    let mut shown = serde_json::Value::Null;
-    for _ in 0..100 {
-        shown = curl(
-            &admin,
-            "GET",
-            &format!("/v1/namespaces/team/memories/{}", ids[1]),
-            None,
-        )
-        .1;
-        if shown["entities"].is_array() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     assert_eq!(
-        shown["entities"],
+        extracted(&admin, &ids[1], "entities"),
         json!([{ "name": "Grace Hopper", "kind": "name" }])
     );
 
@@ -133,9 +118,9 @@ fn listed_counts(admin: &Client) -> (Vec<(String, u64)>, serde_json::Value) {
     (counts, listed)
 }
 
-/// The entity names `id` shows once extracted (polled: extraction runs in
-/// the background, in microseconds).
-fn entities_of(admin: &Client, id: &str) -> Vec<String> {
+/// Field `field` of team's memory `id` once the extractor has filled it
+/// (polled: extraction runs in the background, in microseconds).
+fn extracted(admin: &Client, id: &str, field: &str) -> serde_json::Value {
     for _ in 0..100 {
         let (status, m) = curl(
             admin,
@@ -144,15 +129,22 @@ fn entities_of(admin: &Client, id: &str) -> Vec<String> {
             None,
         );
         assert_eq!(status, 200, "{m}");
-        if let Some(found) = m["entities"].as_array() {
-            return found
-                .iter()
-                .map(|e| e["name"].as_str().unwrap().to_string())
-                .collect();
+        if m[field].is_array() {
+            return m[field].clone();
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("memory {id} was never extracted");
+    panic!("memory {id} never showed {field}");
+}
+
+/// The entity names `id` shows once extracted.
+fn entities_of(admin: &Client, id: &str) -> Vec<String> {
+    extracted(admin, id, "entities")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The ids recall finds for `query` filtered to memories naming `name`.
@@ -375,25 +367,12 @@ fn memories_keep_their_own_timeline_and_recall_filters_by_the_times_they_refer_t
         assert_eq!(m["observed_at"], observed);
         ids.push(m["id"].as_str().unwrap().to_string());
     }
-    let times_of = |id: &str| -> serde_json::Value {
-        for _ in 0..100 {
-            let (_, m) = curl(
-                &admin,
-                "GET",
-                &format!("/v1/namespaces/team/memories/{id}"),
-                None,
-            );
-            if m["event_times"].is_array() {
-                return m["event_times"].clone();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("no times found in memory {id}");
-    };
-    let shown = json!({ "event_times": times_of(&ids[0]) });
-    assert_eq!(times_of(&ids[1])[0]["text"], "next Friday");
     assert_eq!(
-        shown["event_times"],
+        extracted(&admin, &ids[1], "event_times")[0]["text"],
+        "next Friday"
+    );
+    assert_eq!(
+        extracted(&admin, &ids[0], "event_times"),
         json!([{ "text": "yesterday", "start": tuesday, "end": tuesday + DAY }])
     );
 

@@ -169,6 +169,13 @@ impl Aliases {
 }
 
 impl Service {
+    /// Forget namespace `ns`'s opened gazetteer (the namespace is gone).
+    pub(super) fn forget_aliases(&self, ns: &Uuid) {
+        if let Ok(mut opened) = self.gazetteers.lock() {
+            opened.remove(ns);
+        }
+    }
+
     /// Namespace `ns`'s gazetteer as stored (empty when none was set).
     fn stored_gazetteer(&self, ns: &Namespace) -> Result<Gazetteer, ServiceError> {
         let row = row_key(&ns.id);
@@ -232,11 +239,15 @@ impl Service {
             );
         let audit = self.audit.clone();
         let ns_row = self.namespace_row(namespace)?;
+        let system = self.system_key()?;
         let raced = format!("namespace \"{namespace}\" was deleted meanwhile");
         let empty = g.aliases.is_empty();
+        let ns_id = ns.id;
         let entry = self.store.write_blocking(move |txn, t| {
-            // A namespace deleted since it was found leaves no row behind.
-            if crate::store::get_in(txn, t.namespaces, &ns_row)?.is_none() {
+            // Deleted since it was found (perhaps made again under the same
+            // name): its aliases would outlive it.
+            let now = super::indexing::namespace_in(txn, t, &system, &ns_row)?;
+            if now.is_none_or(|now| now.id != ns_id) {
                 return Err(crate::store::StoreError::Raced(raced.clone()));
             }
             if empty {

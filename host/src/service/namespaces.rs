@@ -386,6 +386,7 @@ impl Service {
         self.keyring.forget(&key_id);
         crate::index::lexical::drop_namespace(&self.store, &ns.id)?;
         self.vectors.drop_namespace(&ns.id);
+        self.forget_aliases(&ns.id);
         let jobs = [vector::JOB_PREFIX, ns.id.as_bytes()].concat();
         self.store.delete_prefix(|t| t.jobs, &jobs, |_| false)?;
         let extractions = [super::extraction::EXT_PREFIX, ns.id.as_bytes()].concat();

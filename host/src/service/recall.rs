@@ -153,11 +153,14 @@ impl RecallQuery {
         if self
             .entities
             .iter()
-            .any(|e| e.trim().is_empty() || e.chars().count() > 200)
+            .any(|e| e.trim().is_empty() || e.chars().count() > super::extraction::MAX_NAME)
         {
             return Err(invalid(
                 "entities",
-                "each name must hold 1-200 characters other than whitespace",
+                format!(
+                    "each name must hold 1-{} characters other than whitespace",
+                    super::extraction::MAX_NAME
+                ),
             ));
         }
         let k = self.k.unwrap_or(10);
@@ -398,22 +401,20 @@ impl Service {
             if !refers_within(&m, q.event_since, q.event_until) {
                 continue;
             }
-            {
-                let score = match recency {
-                    Some(w) => {
-                        let half_life = f64::from(q.half_life_days.unwrap_or(30.0)) * 86_400_000.0;
-                        let age = (now - m.updated_at).max(0) as f64;
-                        let fresh = 0.5f64.powf(age / half_life) as f32;
-                        (1.0 - w) * (score / best) + w * fresh
-                    }
-                    None => score,
-                };
-                hits.push(Hit {
-                    memory: self.egress(ns, m)?,
-                    score,
-                    channels,
-                });
-            }
+            let score = match recency {
+                Some(w) => {
+                    let half_life = f64::from(q.half_life_days.unwrap_or(30.0)) * 86_400_000.0;
+                    let age = (now - m.updated_at).max(0) as f64;
+                    let fresh = 0.5f64.powf(age / half_life) as f32;
+                    (1.0 - w) * (score / best) + w * fresh
+                }
+                None => score,
+            };
+            hits.push(Hit {
+                memory: self.egress(ns, m)?,
+                score,
+                channels,
+            });
         }
         if recency.is_some() {
             hits.sort_by(|a, b| b.score.total_cmp(&a.score));
