@@ -1,5 +1,5 @@
-//! `cargo xtask bench embed`: embed-local (all-MiniLM-L6-v2 in the sandbox)
-//! on real text — gensim's news corpus and the hand-written questions of
+//! `cargo xtask bench embed`: the shipped embedders (embed-static and
+//! embed-local, in the sandbox) on real text — gensim's news corpus and the hand-written questions of
 //! the semantic test (both fetched by `cargo xtask plugins`): model load,
 //! a question embedded on the request path, and background indexing
 //! throughput.
@@ -47,56 +47,55 @@ fn main() -> anyhow::Result<()> {
         ..RuntimeConfig::default()
     })?;
     let registry = PluginRegistry::new(runtime, settings)?;
-    let started = Instant::now();
-    registry
-        .apply(vec![root.join("target/plugins/embed-local")])
-        .map_err(|e| anyhow::anyhow!("{}", e.summary))?;
-    let load = started.elapsed();
-    let embedder = registry
-        .snapshot()
-        .embedder("embed-local")
-        .ok_or_else(|| anyhow::anyhow!("embed-local did not load"))?;
-
-    let mut query = Vec::new();
-    for _ in 0..4 {
-        for q in &questions {
-            let t = Instant::now();
-            embedder.embed(std::slice::from_ref(q))?;
-            query.push(t.elapsed());
-        }
-    }
-    let started = Instant::now();
-    embedder.embed(&articles)?;
-    let indexing = started.elapsed();
-    let short: Vec<String> = questions.iter().cycle().take(256).cloned().collect();
-    let started = Instant::now();
-    embedder.embed(&short)?;
-    let short_rate = short.len() as f64 / started.elapsed().as_secs_f64();
 
     println!("memhost embed benchmark (command: cargo xtask bench embed)");
     println!(
-        "embed-local (all-MiniLM-L6-v2, wasm32-wasip2 + simd128, one instance), release host\n"
-    );
-    println!("| what | value |");
-    println!("|---|---|");
-    println!(
-        "| load (compile + read 87 MiB of weights + smoke call) | {} |",
-        ms(load)
+        "the shipped embedders (wasm32-wasip2 + simd128, one instance), release host, real text\n"
     );
     println!(
-        "| a question on the request path ({} questions × 4), p50 | {} |",
-        questions.len(),
-        ms(pct(&mut query, 50))
+        "| embedder | load (compile, read weights, smoke call) | a question, p50 | p99 | indexing {} news articles | indexing short texts |",
+        articles.len()
     );
-    println!("| same, p99 | {} |", ms(pct(&mut query, 99)));
+    println!("|---|---|---|---|---|---|");
+    for (id, model) in [
+        ("embed-static", "potion-base-8M, static"),
+        ("embed-local", "all-MiniLM-L6-v2, transformer"),
+    ] {
+        let started = Instant::now();
+        registry
+            .apply(vec![root.join("target/plugins").join(id)])
+            .map_err(|e| anyhow::anyhow!("{}", e.summary))?;
+        let load = started.elapsed();
+        let embedder = registry
+            .snapshot()
+            .embedder(id)
+            .ok_or_else(|| anyhow::anyhow!("{id} did not load"))?;
+
+        let mut query = Vec::new();
+        for _ in 0..4 {
+            for q in &questions {
+                let t = Instant::now();
+                embedder.embed(std::slice::from_ref(q))?;
+                query.push(t.elapsed());
+            }
+        }
+        let started = Instant::now();
+        embedder.embed(&articles)?;
+        let indexing = articles.len() as f64 / started.elapsed().as_secs_f64();
+        let short: Vec<String> = questions.iter().cycle().take(256).cloned().collect();
+        let started = Instant::now();
+        embedder.embed(&short)?;
+        let short_rate = short.len() as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "| {id} ({model}) | {} | {} | {} | {indexing:.1} texts/s | {short_rate:.1} texts/s |",
+            ms(load),
+            ms(pct(&mut query, 50)),
+            ms(pct(&mut query, 99)),
+        );
+    }
     println!(
-        "| indexing {} news articles (≤ 256 tokens each, batches of 16) | {:.1} texts/s |",
-        articles.len(),
-        articles.len() as f64 / indexing.as_secs_f64()
-    );
-    println!("| indexing short texts (the questions, batches of 16) | {short_rate:.1} texts/s |");
-    println!(
-        "\nWith embedding, a recall costs the question's embedding plus the index search (`cargo xtask bench recall`: p99 0.7 ms at 100k, 2.5 ms at 1M). Target (issue 5): p99 ≤ 40 ms at 100k."
+        "\nQuestions: the {} of the semantic test, each 4 times, one call each; articles: gensim's news corpus (≤ 256 tokens of each for embed-local), in the plugin's batches; short texts: the questions, 256 in the plugin's batches. A recall costs the question's embedding plus the search (`cargo xtask bench recall` for the index alone, `cargo xtask bench http` through HTTP).",
+        questions.len()
     );
     Ok(())
 }

@@ -16,7 +16,10 @@
 //! are printed. `--limit N` takes N questions of each half (LongMemEval:
 //! and only their sessions; SQuAD: default 500); `--dataset NAME` runs one
 //! (`longmemeval`, `squad`); `--keep DIR` keeps the built stores in DIR and
-//! reuses them. `MEMHOST_BENCH_EMBED=max_tokens=128` configures embed-local.
+//! reuses them (a kept store keeps the embedder it was built with).
+//! `--embedder ID` builds with another shipped embedder than the default
+//! (`embed-local`, `embed-static`); `MEMHOST_BENCH_EMBED=max_tokens=128`
+//! configures embed-local.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -225,6 +228,7 @@ fn open_service(dir: &Path) -> anyhow::Result<(Service, Store, Arc<PluginRegistr
                 "policy-standard",
                 "redact-pii",
                 "embed-local",
+                "embed-static",
                 "extract-entities",
             ]
             .iter()
@@ -438,6 +442,7 @@ fn build(
     service: &Service,
     dir: &Path,
     set: &Dataset,
+    embedder: Option<&str>,
 ) -> anyhow::Result<(HashMap<String, Uuid>, String)> {
     let who = Principal::operator();
     let map_file = dir.join(format!("{}.json", set.namespace));
@@ -447,7 +452,11 @@ fn build(
             "reused".into(),
         ));
     }
-    service.create_namespace(&who, set.namespace, NamespaceSettings::default())?;
+    let settings = NamespaceSettings {
+        embedder: embedder.map(str::to_string),
+        ..NamespaceSettings::default()
+    };
+    service.create_namespace(&who, set.namespace, settings)?;
     let started = Instant::now();
     let mut ids = HashMap::new();
     for item in &set.items {
@@ -498,6 +507,7 @@ fn main() -> anyhow::Result<()> {
     let limit: Option<usize> = flag("--limit").map(|n| n.parse()).transpose()?;
     let keep = flag("--keep").map(PathBuf::from);
     let only = flag("--dataset");
+    let embedder = flag("--embedder");
     let root = root();
     let mut sets = Vec::new();
     if only.as_deref().is_none_or(|d| d == "longmemeval") {
@@ -524,7 +534,7 @@ fn main() -> anyhow::Result<()> {
         args.iter().fold(String::new(), |s, a| s + " " + a)
     );
     for set in &sets {
-        let (ids, built) = build(&service, &dir, set)?;
+        let (ids, built) = build(&service, &dir, set, embedder.as_deref())?;
         let mut rows = Vec::new();
         let mut counts = [0usize; 2];
         for recipe in recipes() {
@@ -551,7 +561,13 @@ fn main() -> anyhow::Result<()> {
             counts = [scores[0].questions, scores[1].questions];
             rows.push((recipe.name, scores));
         }
-        println!("\n{}: {}; {built}\n", set.name, set.about);
+        let bound = service.namespace(&who, set.namespace)?.settings.embedder;
+        println!(
+            "\n{}: {}; embedder {}; {built}\n",
+            set.name,
+            set.about,
+            bound.as_deref().unwrap_or("none")
+        );
         println!(
             "| split | recipe | hit@{K} | recall@{K} | MRR@{K} | session hit@{K} | session recall@{K} | p50 ms | p99 ms |"
         );

@@ -215,9 +215,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 }
 
 /// Indexing workers: each embeds its share of the queued memories, in
-/// batches, on its own warm instance: both cores for embed-local, two
-/// requests in flight for a remote embedder. Embedders keep one more
-/// instance (three by default) for questions.
+/// batches, on its own warm instance: both cores for a transformer like
+/// embed-local, two requests in flight for a remote embedder. Embedders
+/// keep one more instance for questions.
 const INDEX_WORKERS: usize = 2;
 
 /// How often expired memories are purged from disk (they are invisible to

@@ -104,7 +104,7 @@ mod kinds;
 mod log;
 
 pub use kinds::*;
-pub use log::{LogLevel, config, debug, error, info, log, require_config, warn};
+pub use log::{LogLevel, config, config_number, debug, error, info, log, require_config, warn};
 
 /// Why a plugin could not do what it was asked (the WIT `plugin-error`).
 ///

@@ -48,3 +48,24 @@ pub fn require_config(key: &str) -> crate::Result<String> {
         ))
     })
 }
+
+/// A whole number from configuration key `key`: `default` when it is not
+/// set, an [`crate::Error::Config`] naming the key, the range and the value
+/// when it is not a number in `range`.
+pub fn config_number(
+    key: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> crate::Result<usize> {
+    match config(key) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(crate::Error::Config(format!(
+                "{key} must be a number from {} to {}, not \"{v}\"",
+                range.start(),
+                range.end()
+            ))),
+        },
+    }
+}

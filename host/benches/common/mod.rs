@@ -14,27 +14,37 @@ pub fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Plugin settings granting embed-local its model directory, and the
-/// configuration named in `MEMHOST_BENCH_EMBED` (`max_tokens=128,max_batch=8`):
-/// a lever measured without editing a file.
+/// Plugin settings granting the shipped embedders their model directories
+/// (embed-local: all-MiniLM-L6-v2, embed-static: potion-base-8M), and
+/// embed-local the configuration named in `MEMHOST_BENCH_EMBED`
+/// (`max_tokens=128,max_batch=8`): a lever measured without editing a file.
 pub fn embed_local_settings() -> PluginSettings {
-    let config = std::env::var("MEMHOST_BENCH_EMBED")
+    let config: BTreeMap<String, String> = std::env::var("MEMHOST_BENCH_EMBED")
         .unwrap_or_default()
         .split(',')
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut settings = PluginSettings::default();
-    settings.grants.insert(
-        "embed-local".into(),
-        Grant {
-            read_only_dirs: BTreeMap::from([(
-                "/model".to_string(),
-                root().join("target/models/all-minilm-l6-v2"),
-            )]),
-            config,
-            ..Grant::default()
-        },
-    );
+    for (id, model) in [
+        ("embed-local", "all-minilm-l6-v2"),
+        ("embed-static", "potion-base-8m"),
+    ] {
+        settings.grants.insert(
+            id.into(),
+            Grant {
+                read_only_dirs: BTreeMap::from([(
+                    "/model".to_string(),
+                    root().join("target/models").join(model),
+                )]),
+                config: if id == "embed-local" {
+                    config.clone()
+                } else {
+                    BTreeMap::new()
+                },
+                ..Grant::default()
+            },
+        );
+    }
     settings
 }

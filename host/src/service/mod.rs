@@ -336,7 +336,7 @@ pub struct Service {
 
 /// The embedder a new namespace is bound to when its settings name none
 /// and that plugin is loaded: semantic recall by default.
-pub const DEFAULT_EMBEDDER: &str = "embed-local";
+pub const DEFAULT_EMBEDDER: &str = "embed-static";
 /// `"embedder": "none"`: a namespace searched by words only.
 pub const NO_EMBEDDER: &str = "none";
 /// The extractor a new namespace is bound to when its settings name none

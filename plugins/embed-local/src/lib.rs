@@ -38,20 +38,6 @@ fn failed(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
     move |e| Error::Other(format!("{what}: {e}"))
 }
 
-fn number(key: &str, default: usize, range: std::ops::RangeInclusive<usize>) -> Result<usize> {
-    match memhost_sdk::config(key) {
-        None => Ok(default),
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if range.contains(&n) => Ok(n),
-            _ => Err(Error::Config(format!(
-                "{key} must be a number from {} to {}, not \"{v}\"",
-                range.start(),
-                range.end()
-            ))),
-        },
-    }
-}
-
 impl MiniLm {
     /// Load the model from `dir`, truncating texts to `max_tokens` tokens
     /// (including the two special tokens).
@@ -161,8 +147,8 @@ fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
 
 impl Embedder for MiniLm {
     fn new() -> Result<Self> {
-        let max_tokens = number("max_tokens", 256, 8..=512)?;
-        let max_batch = number("max_batch", 16, 1..=256)?;
+        let max_tokens = memhost_sdk::config_number("max_tokens", 256, 8..=512)?;
+        let max_batch = memhost_sdk::config_number("max_batch", 16, 1..=256)?;
         MiniLm::load(Path::new(MODEL_DIR), max_tokens, max_batch as u32)
     }
 

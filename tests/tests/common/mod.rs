@@ -34,9 +34,9 @@ pub fn staged(name: &str) -> PathBuf {
     dir
 }
 
-/// The all-MiniLM-L6-v2 files `cargo xtask plugins` fetched for embed-local.
-pub fn model_dir() -> PathBuf {
-    let dir = root().join("target/models/all-minilm-l6-v2");
+/// The model files `cargo xtask plugins` fetched into `target/models/NAME`.
+fn fetched_model(name: &str) -> PathBuf {
+    let dir = root().join("target/models").join(name);
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} is missing: run `cargo xtask plugins` first (or `cargo xtask test`)",
@@ -45,11 +45,64 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
-/// The `memhost.toml` grant embed-local needs: its model, read-only.
-pub fn embed_local_grant() -> String {
+/// The all-MiniLM-L6-v2 files `cargo xtask plugins` fetched for embed-local.
+pub fn model_dir() -> PathBuf {
+    fetched_model("all-minilm-l6-v2")
+}
+
+/// The potion-base-8M files `cargo xtask plugins` fetched for embed-static
+/// (with model2vec's own vectors of 16 sentences, `reference-*`).
+pub fn potion_dir() -> PathBuf {
+    fetched_model("potion-base-8m")
+}
+
+/// Paraphrases must be closer under `e` than an unrelated sentence, by
+/// `margin` in cosine.
+pub fn assert_meaning_decides_what_is_close(e: &memhost::plugins::Embedder, margin: f32) {
+    let v = e
+        .embed(&[
+            "How do I bake bread at home?".into(),
+            "A recipe for making a sourdough loaf in your kitchen".into(),
+            "The stock market fell sharply on Tuesday".into(),
+        ])
+        .unwrap();
+    let near = cosine(&v[0], &v[1]);
+    let far = cosine(&v[0], &v[2]);
+    assert!(near > far + margin, "paraphrase {near}, unrelated {far}");
+}
+
+/// Plugin settings granting the embedder `id` its model directory (none:
+/// no grant).
+pub fn model_grant(id: &str, model: Option<PathBuf>) -> memhost::plugins::PluginSettings {
+    let mut settings = memhost::plugins::PluginSettings::default();
+    settings.grants.insert(
+        id.into(),
+        memhost::plugins::Grant {
+            read_only_dirs: model
+                .map(|m| std::collections::BTreeMap::from([("/model".to_string(), m)]))
+                .unwrap_or_default(),
+            ..memhost::plugins::Grant::default()
+        },
+    );
+    settings
+}
+
+/// The cosine of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+/// The `memhost.toml` grants the shipped embedders need: their models,
+/// read-only (embed-local: all-MiniLM-L6-v2, embed-static: potion-base-8M).
+pub fn embedder_grants() -> String {
     format!(
-        "[plugins.grants.embed-local]\nread_only_dirs = {{ \"/model\" = \"{}\" }}\n",
-        model_dir().display()
+        "[plugins.grants.embed-local]\nread_only_dirs = {{ \"/model\" = \"{}\" }}\n\n\
+         [plugins.grants.embed-static]\nread_only_dirs = {{ \"/model\" = \"{}\" }}\n",
+        model_dir().display(),
+        potion_dir().display()
     )
 }
 

@@ -315,7 +315,7 @@ pub struct CreateNamespaceArgs {
     /// What it is for.
     #[serde(default)]
     pub description: Option<String>,
-    /// The embedder plugin for meaning search (default: embed-local when
+    /// The embedder plugin for meaning search (default: embed-static when
     /// loaded; "none" for words only). Fixed once created.
     #[serde(default)]
     pub embedder: Option<String>,
