@@ -9,6 +9,7 @@
 //! | `cargo xtask bench recall [n…] [--keep DIR]` | vector search: exact vs segments, recall@10, build, restart (`--keep`: reuse the stores in DIR) |
 //! | `cargo xtask bench store`  | the store benchmark table                                      |
 //! | `cargo xtask bench embed`  | the shipped embedders on real text: question latency, texts/s |
+//! | `cargo xtask bench http [n…] [--clients N] [--seconds S] [--embedder ID]` | the release server over HTTP: bulk store, indexing, hybrid recall latency and req/s at N clients |
 //! | `cargo xtask bench quality [--limit N] [--dataset D] [--embedder ID] [--keep DIR]` | retrieval quality on LongMemEval and SQuAD: BM25, embedder, RRF, memhost default; dev and held-out |
 
 use std::path::{Path, PathBuf};
@@ -729,6 +730,20 @@ fn kept_here(args: &[String]) -> Result<Vec<String>> {
     Ok(pass)
 }
 
+/// SQuAD v1.1 dev (committed compressed) unpacked under `target/datasets`.
+fn unpack_squad(root: &Path) -> Result<()> {
+    let squad = root.join("target/datasets/squad");
+    std::fs::create_dir_all(&squad)?;
+    run(Command::new("python3")
+        .args([
+            "-c",
+            "import gzip, shutil, sys\n\
+             shutil.copyfileobj(gzip.open(sys.argv[1]), open(sys.argv[2], 'wb'))",
+        ])
+        .arg(root.join("tests/data/squad/squad-v1.1-dev.json.gz"))
+        .arg(squad.join("squad-v1.1-dev.json")))
+}
+
 fn bench(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("plugins") | None => {
@@ -756,23 +771,22 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         Some("quality") => {
             plugins(root)?;
             fetch(root, &LONGMEMEVAL)?;
-            let squad = root.join("target/datasets/squad");
-            std::fs::create_dir_all(&squad)?;
-            run(Command::new("python3")
-                .args([
-                    "-c",
-                    "import gzip, shutil, sys\n\
-                     shutil.copyfileobj(gzip.open(sys.argv[1]), open(sys.argv[2], 'wb'))",
-                ])
-                .arg(root.join("tests/data/squad/squad-v1.1-dev.json.gz"))
-                .arg(squad.join("squad-v1.1-dev.json")))?;
+            unpack_squad(root)?;
             run(cargo()
                 .current_dir(root)
                 .args(["bench", "-p", "memhost", "--bench", "quality", "--"])
                 .args(kept_here(&args[1..])?))
         }
+        Some("http") => {
+            plugins(root)?;
+            unpack_squad(root)?;
+            run(cargo()
+                .current_dir(root)
+                .args(["bench", "-p", "memhost", "--bench", "http", "--"])
+                .args(&args[1..]))
+        }
         Some(other) => bail!(
-            "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store`, `recall`, `embed` or `quality`"
+            "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store`, `recall`, `embed`, `quality` or `http`"
         ),
     }
 }

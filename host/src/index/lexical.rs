@@ -202,9 +202,16 @@ pub fn remove(
 }
 
 /// Memories of namespace `ns` matching `query`, best first, with BM25
-/// scores. Reads one posting list per distinct query word.
-pub fn search(store: &Store, key: &DataKey, ns: &Uuid, query: &str) -> Result<Ranked, StoreError> {
-    search_within(store, key, ns, query, MAX_POSTINGS)
+/// scores, at most `limit` of them. Reads one posting list per distinct
+/// query word, in one read transaction.
+pub fn search(
+    store: &Store,
+    key: &DataKey,
+    ns: &Uuid,
+    query: &str,
+    limit: usize,
+) -> Result<Ranked, StoreError> {
+    search_within(store, key, ns, query, MAX_POSTINGS, limit)
 }
 
 /// Most postings of one word read in full per question. A word in more
@@ -216,88 +223,122 @@ pub const MAX_POSTINGS: usize = 10_000;
 /// Most memories a common word is looked up for.
 const MAX_CANDIDATES: usize = 1_000;
 
+/// One posting: the memory, its term frequency and length.
+type Posting = (Uuid, u32, u32);
+
+/// The postings of `prefix` (a word's), at most `max`, read in place.
+fn postings<T: crate::store::Transaction>(
+    txn: &T,
+    t: &Tables,
+    prefix: &[u8],
+    max: usize,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut out = Vec::new();
+    crate::store::visit_in(txn, t.terms, prefix, max, |k, v| {
+        let Some(rest) = k.strip_prefix(prefix) else {
+            return false;
+        };
+        if let (Ok(id), Some(tf), Some(len)) = (
+            Uuid::from_slice(rest),
+            v.get(..4).and_then(|b| b.try_into().ok()),
+            v.get(4..8).and_then(|b| b.try_into().ok()),
+        ) {
+            out.push((id, u32::from_be_bytes(tf), u32::from_be_bytes(len)));
+        }
+        true
+    })?;
+    Ok(out)
+}
+
 fn search_within(
     store: &Store,
     key: &DataKey,
     ns: &Uuid,
     query: &str,
     cap: usize,
+    limit: usize,
 ) -> Result<Ranked, StoreError> {
     let mut distinct: Vec<[u8; 32]> = words(query).iter().map(|w| blind(key, w)).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let (docs, total) = store.read(|txn, t| stats(txn, t, ns))?;
-    if docs == 0 || distinct.is_empty() {
+    if distinct.is_empty() {
         return Ok(Ranked::default());
     }
-    let avg = total as f32 / docs as f32;
-    let idf = |df: f32| (1.0 + (docs as f32 - df + 0.5) / (df + 0.5)).ln();
-    let weight = |idf: f32, v: &[u8]| -> Option<f32> {
-        let tf = u32::from_be_bytes(v.get(..4)?.try_into().ok()?) as f32;
-        let len = u32::from_be_bytes(v.get(4..8)?.try_into().ok()?) as f32;
-        let norm = K1 * (1.0 - B + B * len / avg.max(1.0));
-        Some(idf * tf * (K1 + 1.0) / (tf + norm))
-    };
-    let mut scores: HashMap<Uuid, f32> = HashMap::new();
-    let mut best_possible = 0.0;
-    let mut common = Vec::new();
-    for token in distinct {
-        let prefix = [ns.as_bytes().as_slice(), b"p", &token].concat();
-        let rows = store.rows_max(|t| t.terms, &prefix, |k| k.starts_with(&prefix), cap + 1)?;
-        if rows.len() > cap {
-            common.push((prefix, rows));
-            continue;
+    store.read(|txn, t| {
+        let (docs, total) = stats(txn, t, ns)?;
+        if docs == 0 {
+            return Ok(Ranked::default());
         }
-        let idf = idf(rows.len() as f32);
-        // A memory holding this word many times, in a short text.
-        best_possible += idf * (K1 + 1.0);
-        for (k, v) in rows {
-            if let (Some(id), Some(w)) = (
-                k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok()),
-                weight(idf, &v),
-            ) {
-                *scores.entry(id).or_insert(0.0) += w;
+        let avg = (total as f32 / docs as f32).max(1.0);
+        let idf = |df: f32| (1.0 + (docs as f32 - df + 0.5) / (df + 0.5)).ln();
+        let weight = |idf: f32, tf: u32, len: u32| -> f32 {
+            let (tf, len) = (tf as f32, len as f32);
+            let norm = K1 * (1.0 - B + B * len / avg);
+            idf * tf * (K1 + 1.0) / (tf + norm)
+        };
+        let mut scores: HashMap<Uuid, f32> = HashMap::new();
+        let mut best_possible = 0.0;
+        let mut common = Vec::new();
+        for token in distinct {
+            let prefix = [ns.as_bytes().as_slice(), b"p", &token].concat();
+            let found = postings(txn, t, &prefix, cap + 1)?;
+            if found.len() > cap {
+                common.push((prefix, found));
+                continue;
+            }
+            let idf = idf(found.len() as f32);
+            // A memory holding this word many times, in a short text.
+            best_possible += idf * (K1 + 1.0);
+            for (id, tf, len) in found {
+                *scores.entry(id).or_insert(0.0) += weight(idf, tf, len);
             }
         }
-    }
-    for (prefix, rows) in common {
-        // At least `cap + 1` memories hold it: its idf is at most this.
-        let idf = idf((cap + 1) as f32);
-        best_possible += idf * (K1 + 1.0);
-        if scores.is_empty() {
-            for (k, v) in rows.into_iter().take(cap) {
-                if let (Some(id), Some(w)) = (
-                    k.get(prefix.len()..).and_then(|b| Uuid::from_slice(b).ok()),
-                    weight(idf, &v),
-                ) {
-                    *scores.entry(id).or_insert(0.0) += w;
+        for (prefix, found) in common {
+            // At least `cap + 1` memories hold it: its idf is at most this.
+            let idf = idf((cap + 1) as f32);
+            best_possible += idf * (K1 + 1.0);
+            if scores.is_empty() {
+                for (id, tf, len) in found.into_iter().take(cap) {
+                    *scores.entry(id).or_insert(0.0) += weight(idf, tf, len);
                 }
+                continue;
             }
-            continue;
-        }
-        let mut candidates: Vec<(Uuid, f32)> = scores.iter().map(|(id, s)| (*id, *s)).collect();
-        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
-        candidates.truncate(MAX_CANDIDATES);
-        let found: Vec<(Uuid, f32)> = store.read(|txn, t| {
-            let mut found = Vec::new();
-            for (id, _) in &candidates {
+            let mut candidates: Vec<(Uuid, f32)> = scores.iter().map(|(id, s)| (*id, *s)).collect();
+            if candidates.len() > MAX_CANDIDATES {
+                candidates.select_nth_unstable_by(MAX_CANDIDATES, |a, b| b.1.total_cmp(&a.1));
+                candidates.truncate(MAX_CANDIDATES);
+            }
+            for (id, _) in candidates {
                 let row = [prefix.as_slice(), id.as_bytes()].concat();
-                if let Some(w) = get_in(txn, t.terms, &row)?.and_then(|v| weight(idf, &v)) {
-                    found.push((*id, w));
+                if let Some(v) = get_in(txn, t.terms, &row)?
+                    && let (Some(tf), Some(len)) = (
+                        v.get(..4).and_then(|b| b.try_into().ok()),
+                        v.get(4..8).and_then(|b| b.try_into().ok()),
+                    )
+                {
+                    *scores.entry(id).or_insert(0.0) +=
+                        weight(idf, u32::from_be_bytes(tf), u32::from_be_bytes(len));
                 }
             }
-            Ok(found)
-        })?;
-        for (id, w) in found {
-            *scores.entry(id).or_insert(0.0) += w;
         }
-    }
-    let mut hits: Vec<(Uuid, f32)> = scores.into_iter().collect();
-    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
-    Ok(Ranked {
-        hits,
-        best_possible,
+        let mut hits: Vec<(Uuid, f32)> = scores.into_iter().collect();
+        let mut beyond = Vec::new();
+        if hits.len() > limit {
+            hits.select_nth_unstable_by(limit, better);
+            beyond = hits.split_off(limit);
+        }
+        hits.sort_by(better);
+        Ok(Ranked {
+            hits,
+            beyond,
+            best_possible,
+        })
     })
+}
+
+/// The order of hits: higher score first, ties by id.
+pub fn better(a: &(Uuid, f32), b: &(Uuid, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(b.0.cmp(&a.0))
 }
 
 /// Memories by BM25, best first, and the score no memory can exceed for
@@ -305,10 +346,24 @@ fn search_within(
 /// question a hit matches, whatever the corpus.
 #[derive(Debug, Clone, Default)]
 pub struct Ranked {
-    /// (memory, BM25 score), best first.
+    /// (memory, BM25 score), best first: the first `limit` asked for.
     pub hits: Vec<(Uuid, f32)>,
+    /// The other matches, in no order: all below the last of `hits`.
+    pub beyond: Vec<(Uuid, f32)>,
     /// The upper bound of any score for this query.
     pub best_possible: f32,
+}
+
+impl Ranked {
+    /// Where `hit` (one of `beyond`) ranks among all matches, from 0.
+    pub fn rank_beyond(&self, hit: &(Uuid, f32)) -> usize {
+        self.hits.len()
+            + self
+                .beyond
+                .iter()
+                .filter(|other| better(other, hit).is_lt())
+                .count()
+    }
 }
 
 /// Remove every row of namespace `ns` from the index, in batches.
@@ -369,24 +424,40 @@ mod tests {
                 .unwrap();
             ids.push(id);
         }
-        let ranked = search(&store, &key, &ns, "budgets").unwrap();
+        let ranked = search(&store, &key, &ns, "budgets", usize::MAX).unwrap();
         assert!(ranked.hits.iter().all(|h| h.1 < ranked.best_possible));
         let hits = ranked.hits;
         assert_eq!(
             hits.iter().map(|h| h.0).collect::<Vec<_>>(),
             [ids[2], ids[1]]
         );
-        let hits = search(&store, &key, &ns, "morning tea").unwrap().hits;
+        let hits = search(&store, &key, &ns, "morning tea", usize::MAX)
+            .unwrap()
+            .hits;
         assert_eq!(hits[0].0, ids[0]);
+        // A limit keeps the best, in the same order.
+        let top = search(&store, &key, &ns, "morning tea", 1).unwrap();
+        assert_eq!(top.hits, hits[..1]);
+        assert_eq!(top.beyond.len(), hits.len() - 1);
+        for (rank, hit) in hits.iter().enumerate().skip(1) {
+            assert_eq!(top.rank_beyond(hit), rank);
+        }
         // Removed documents are gone from results and from the statistics.
         let gone = ids[2];
         store
             .write_blocking(move |txn, t| remove(txn, t, &ns, &gone))
             .unwrap();
-        let hits = search(&store, &key, &ns, "budget").unwrap().hits;
+        let hits = search(&store, &key, &ns, "budget", usize::MAX)
+            .unwrap()
+            .hits;
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [ids[1]]);
         assert_eq!(store.read(|txn, t| stats(txn, t, &ns)).unwrap().0, 3);
-        assert!(search(&store, &key, &ns, "").unwrap().hits.is_empty());
+        assert!(
+            search(&store, &key, &ns, "", usize::MAX)
+                .unwrap()
+                .hits
+                .is_empty()
+        );
     }
 
     #[test]
@@ -411,18 +482,18 @@ mod tests {
         }
         // "meeting" is in 59 memories, over a cap of 20: alone, it is read
         // 20 postings deep.
-        let alone = search_within(&store, &key, &ns, "meeting", 20).unwrap();
+        let alone = search_within(&store, &key, &ns, "meeting", 20, usize::MAX).unwrap();
         assert_eq!(alone.hits.len(), 20);
         // With a rare word, it only ranks what the rare word found: the
         // memory holding both comes first.
-        let both = search_within(&store, &key, &ns, "zebra meeting", 20).unwrap();
+        let both = search_within(&store, &key, &ns, "zebra meeting", 20, usize::MAX).unwrap();
         assert_eq!(
             both.hits.iter().map(|h| h.0).collect::<Vec<_>>(),
             [ids[7], ids[8]]
         );
         assert!(both.hits.iter().all(|h| h.1 < both.best_possible));
         // Under the cap, nothing changes.
-        let full = search_within(&store, &key, &ns, "meeting", 100).unwrap();
+        let full = search_within(&store, &key, &ns, "meeting", 100, usize::MAX).unwrap();
         assert_eq!(full.hits.len(), 59);
     }
 }

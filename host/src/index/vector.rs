@@ -6,12 +6,12 @@
 //! | `vectors` | namespace id + memory id | sealed (namespace key): memory version (u32) + f32 values |
 //! | `jobs` | `idx/` + namespace id + memory id | [`Job`]: version, attempts, failure: still to embed |
 //!
-//! A namespace is loaded on first query: its sealed segments, then its
+//! A namespace is loaded on first query or first new vector: its sealed segments, then its
 //! vector rows (those a segment already holds at the same version are not
 //! kept twice). New and changed vectors go to the exact delta; once it
 //! holds [`BUILD_AT`] vectors a background thread builds them into a
 //! segment (at most [`MAX_SEGMENT`] points), persists it sealed and swaps
-//! it in; with more than four segments the smallest are merged, and a
+//! it in; with more than four segments the four smallest are merged, and a
 //! segment more than half tombstones is rebuilt. Queries never wait for
 //! a build: they scan the delta exactly and search each segment's graph.
 
@@ -419,8 +419,10 @@ impl VectorCache {
         (*held == space).then(|| s.clone())
     }
 
-    /// A vector was written (only if the namespace is loaded at this
-    /// generation; otherwise it is read with the rest on first use).
+    /// A vector was written. The namespace is loaded if it is not yet, so
+    /// that segments are built as an import goes (a build of [`BUILD_AT`]
+    /// at a time) rather than all at once behind the first question after
+    /// it, which would search the whole import exactly until then.
     pub fn put(
         &self,
         store: &Store,
@@ -430,12 +432,21 @@ impl VectorCache {
         version: u32,
         v: &[f32],
     ) {
-        if let Some(s) = self.loaded(space) {
-            if let Ok(mut ix) = s.write() {
-                ix.upsert(id, version, v);
-            }
-            background(&s, Builds::new(store, key, space));
+        let s = match self.loaded(space) {
+            Some(s) => s,
+            None => match self.space(store, key, space) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Read with the rest on first use.
+                    tracing::warn!(namespace = %space.ns, error = %e, "cannot load the vector index");
+                    return;
+                }
+            },
+        };
+        if let Ok(mut ix) = s.write() {
+            ix.upsert(id, version, v);
         }
+        background(&s, Builds::new(store, key, space));
     }
 
     /// A memory was forgotten or changed: its vectors of `version` and
@@ -770,13 +781,15 @@ fn build_rounds(index: &Loaded, job: &Builds) -> Result<(), StoreError> {
                 .map(|s| (ix.live_in(s), s.len(), s.clone()))
                 .collect();
             by_size.sort_by_key(|s| s.0);
-            // Too many segments: the smallest together, up to MAX_SEGMENT.
-            // Else a segment more than half tombstones, alone.
+            // Too many segments: the MERGE_OVER smallest together, up to
+            // MAX_SEGMENT — so a point is rebuilt a few times over an
+            // import's life, not once per segment added. Else a segment
+            // more than half tombstones, alone.
             let mut pick: Vec<Arc<Segment>> = Vec::new();
             let mut total = 0;
             if ix.segments.len() > MERGE_OVER {
                 for (live, _, s) in &by_size {
-                    if total + live > MAX_SEGMENT {
+                    if total + live > MAX_SEGMENT || pick.len() == MERGE_OVER {
                         break;
                     }
                     total += live;
@@ -966,6 +979,42 @@ mod tests {
             3,
             "generation 1 reads the rows afresh"
         );
+    }
+
+    #[test]
+    fn an_import_is_built_as_it_comes_and_merged_four_segments_at_a_time() {
+        let mut rng = rand::rng();
+        let f = fixture(8);
+        let cache = VectorCache::with_build_at(50);
+        let mut all = Vec::new();
+        for batch in 1..=6 {
+            for _ in 0..50 {
+                let (id, v) = (Uuid::now_v7(), unit(&mut rng, 8));
+                f.write(id, 1, &v);
+                cache.put(&f.store, &f.key, f.space, id, 1, &v);
+                all.push((id, v));
+            }
+            // The worker's first vector loaded the namespace: no question
+            // was needed for its builds to start.
+            assert!(cache.loaded(f.space).is_some());
+            let shape = cache.build_now(&f.store, &f.key, f.space).unwrap();
+            assert_eq!(
+                (shape.exact, shape.in_segments),
+                (0, batch * 50),
+                "{shape:?}"
+            );
+            // Five segments of 50: the four smallest become one of 200.
+            let segments = match batch {
+                1..=4 => batch,
+                5 => 2,
+                _ => 3,
+            };
+            assert_eq!(shape.segments, segments, "after batch {batch}: {shape:?}");
+        }
+        for (id, v) in all.iter().step_by(17) {
+            let hits = cache.search(&f.store, &f.key, f.space, v, 1).unwrap();
+            assert_eq!(hits[0].0, *id);
+        }
     }
 
     #[test]

@@ -350,7 +350,12 @@ impl Service {
         let words = if q.mode == RecallMode::Vector {
             lexical::Ranked::default()
         } else {
-            lexical::search(&self.store, &key, &ns.id, &q.query)?
+            // What lies beyond the first `depth` by words cannot reach the
+            // first `depth` fused (those are ahead of it in this channel and
+            // at least as close in the other) — unless the entity filter
+            // removes them first.
+            let limit = if naming.is_some() { usize::MAX } else { depth };
+            lexical::search(&self.store, &key, &ns.id, &q.query, limit)?
         };
         let meaning = match (&ns.settings.embedder, q.mode) {
             (Some(id), RecallMode::Vector | RecallMode::Hybrid) => {
@@ -509,6 +514,19 @@ fn fuse(
     }
     let mut fused: std::collections::HashMap<uuid::Uuid, (f32, Vec<&'static str>)> =
         std::collections::HashMap::new();
+    // Words found beyond the first `hits` count only for memories meaning
+    // found too (the others rank below all of `hits`, see the caller).
+    let beyond: Vec<(uuid::Uuid, f32, usize)> = if words.beyond.is_empty() {
+        Vec::new()
+    } else {
+        let near: std::collections::HashSet<uuid::Uuid> = meaning.iter().map(|m| m.0).collect();
+        words
+            .beyond
+            .iter()
+            .filter(|hit| near.contains(&hit.0))
+            .map(|hit| (hit.0, hit.1, words.rank_beyond(hit)))
+            .collect()
+    };
     match fusion {
         Fusion::Rrf => {
             for (list, channel) in [(words.hits, "lexical"), (meaning, "vector")] {
@@ -518,6 +536,11 @@ fn fuse(
                     e.1.push(channel);
                 }
             }
+            for (id, _, rank) in beyond {
+                let e = fused.entry(id).or_insert((0.0, Vec::new()));
+                e.0 += 1.0 / (RRF_K + rank as f32 + 1.0);
+                e.1.insert(0, "lexical");
+            }
         }
         Fusion::Relative => {
             // A memory the meaning channel did not return is at most as
@@ -526,7 +549,10 @@ fn fuse(
             for (id, cosine) in meaning {
                 fused.insert(id, (cosine, vec!["vector"]));
             }
-            for (id, share) in shares {
+            let more = beyond
+                .into_iter()
+                .map(|(id, bm25, _)| (id, (bm25 / best).min(1.0)));
+            for (id, share) in shares.into_iter().chain(more) {
                 let e = fused.entry(id).or_insert((floor, Vec::new()));
                 e.0 += share;
                 e.1.insert(0, "lexical");
@@ -548,6 +574,7 @@ mod tests {
         let words = lexical::Ranked {
             hits: vec![(ids[1], 5.0), (ids[0], 3.0)],
             best_possible: 10.0,
+            ..Default::default()
         };
         let meaning = vec![(ids[1], 0.9), (ids[2], 0.8)];
         for fusion in [Fusion::Relative, Fusion::Rrf] {
@@ -576,6 +603,41 @@ mod tests {
     }
 
     #[test]
+    fn words_beyond_the_limit_change_nothing_in_the_fused_head() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let ids: Vec<uuid::Uuid> = (0..300).map(|_| uuid::Uuid::now_v7()).collect();
+        let mut all: Vec<(uuid::Uuid, f32)> = ids[..200]
+            .iter()
+            .map(|id| (*id, rng.random_range(0.5f32..20.0)))
+            .collect();
+        all.sort_by(lexical::better);
+        // Meaning finds some of the words' tail and memories of no word.
+        let mut meaning: Vec<(uuid::Uuid, f32)> = ids[150..250]
+            .iter()
+            .step_by(3)
+            .map(|id| (*id, rng.random_range(0.2f32..0.9)))
+            .collect();
+        meaning.sort_by(lexical::better);
+        let limit = 20;
+        for fusion in [Fusion::Relative, Fusion::Rrf] {
+            let whole = lexical::Ranked {
+                hits: all.clone(),
+                best_possible: 25.0,
+                ..Default::default()
+            };
+            let cut = lexical::Ranked {
+                hits: all[..limit].to_vec(),
+                beyond: all[limit..].iter().rev().copied().collect(),
+                best_possible: 25.0,
+            };
+            let a = fuse(RecallMode::Hybrid, fusion, whole, meaning.clone());
+            let b = fuse(RecallMode::Hybrid, fusion, cut, meaning.clone());
+            assert_eq!(a[..limit], b[..limit], "{fusion:?}");
+        }
+    }
+
+    #[test]
     fn relative_fusion_keeps_a_clear_meaning_match_above_weak_word_matches() {
         // The meaning channel's first hit matches no word; a weaker one
         // matches a common word (a small share of what the question's
@@ -586,6 +648,7 @@ mod tests {
         let weak = lexical::Ranked {
             hits: vec![(ids[1], 1.5)],
             best_possible: 20.0,
+            ..Default::default()
         };
         let fused = fuse(RecallMode::Hybrid, Fusion::Relative, weak, meaning.clone());
         assert_eq!(fused[0].0, ids[0]);
@@ -595,6 +658,7 @@ mod tests {
             lexical::Ranked {
                 hits: vec![(ids[1], 1.5)],
                 best_possible: 20.0,
+                ..Default::default()
             },
             meaning.clone(),
         );
@@ -602,6 +666,7 @@ mod tests {
         let strong = lexical::Ranked {
             hits: vec![(ids[2], 14.0)],
             best_possible: 20.0,
+            ..Default::default()
         };
         let fused = fuse(RecallMode::Hybrid, Fusion::Relative, strong, meaning);
         assert_eq!(fused[0].0, ids[2]);

@@ -488,8 +488,28 @@ fn scan<T: Transaction>(
     keep: impl Fn(&[u8]) -> bool,
     max: usize,
 ) -> Result<Vec<Row>, StoreError> {
-    let mut cursor = txn.open_ro_cursor(db)?;
     let mut out = Vec::new();
+    visit_in(txn, db, start, max, |k, v| {
+        if !keep(k) {
+            return false;
+        }
+        out.push((k.to_vec(), v.to_vec()));
+        true
+    })?;
+    Ok(out)
+}
+
+/// Show `f` the rows of `db` from `start` on, in key order, borrowed from
+/// the transaction (nothing is copied), until it returns false or `max`
+/// rows were shown; returns how many were.
+pub fn visit_in<T: Transaction>(
+    txn: &T,
+    db: Database,
+    start: &[u8],
+    max: usize,
+    mut f: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<usize, StoreError> {
+    let mut cursor = txn.open_ro_cursor(db)?;
     // LMDB refuses an empty key to seek to: the whole table starts at the
     // start.
     let iter = if start.is_empty() {
@@ -497,14 +517,15 @@ fn scan<T: Transaction>(
     } else {
         lmdb::Cursor::iter_from(&mut cursor, start)
     };
+    let mut shown = 0;
     for item in iter {
         let (k, v) = item?;
-        if !keep(k) || out.len() >= max {
+        if shown >= max || !f(k, v) {
             break;
         }
-        out.push((k.to_vec(), v.to_vec()));
+        shown += 1;
     }
-    Ok(out)
+    Ok(shown)
 }
 
 fn finish<R: 'static>(

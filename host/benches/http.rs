@@ -1,0 +1,468 @@
+//! `cargo xtask bench http [sizes…] [--clients N] [--seconds S] [--embedder ID]`:
+//! memhost as a user runs it — the release binary serving the shipped
+//! plugins (redaction, entities, the default embedder), with auth on —
+//! measured from outside, over HTTP, with keep-alive connections.
+//!
+//! For each size (default 10,000 and 100,000 memories, grown in one
+//! namespace): how fast bulk writes are stored and become searchable by
+//! meaning (the embedding queue drained), then hybrid recall (the default
+//! mode: words and meaning, the question's embedding included) from one
+//! client in turn (p50, p99) and from N clients at once (default 8, each
+//! its own key, as N agents would be) for S seconds (default 20):
+//! requests per second and latency. The per-key rate limit is raised so
+//! the server, not the limiter, is measured.
+//!
+//! Memories are 3–6 sentences (~100 tokens) drawn with a fixed seed from
+//! SQuAD v1.1 dev paragraphs; questions are SQuAD's questions (the data
+//! `cargo xtask bench http` unpacks, as for `bench quality`). `--keep DIR`
+//! keeps the server's data, keys and count in DIR and, when they are there,
+//! grows from what is stored instead of starting again.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+#[allow(dead_code)] // each benchmark uses its part
+mod common;
+
+use common::root;
+
+const BIN: &str = env!("CARGO_BIN_EXE_memhost");
+const NAMESPACE: &str = "load";
+/// Memories per bulk request (the API's cap).
+const BULK: usize = 100;
+
+/// One keep-alive HTTP/1.1 connection with a key.
+struct Client {
+    send: http1::SendRequest<Full<Bytes>>,
+    addr: String,
+    key: String,
+}
+
+impl Client {
+    async fn connect(addr: &str, key: &str) -> anyhow::Result<Client> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Client {
+            send,
+            addr: addr.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        // The server closes a connection left idle: open another.
+        if self.send.ready().await.is_err() {
+            *self = Client::connect(&self.addr, &self.key).await?;
+        }
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.addr)
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                body.map(Value::to_string).unwrap_or_default(),
+            )))?;
+        let response = self.send.send_request(request).await?;
+        let status = response.status().as_u16();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
+    async fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, bytes) = self.call(method, path, body).await?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
+/// The memhost server, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn memhost(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(BIN).args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "memhost {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// Initialise `dir`, make `clients` keys (the first an admin), and serve
+/// the shipped plugins.
+fn start(dir: &Path, clients: usize) -> anyhow::Result<(Server, Vec<String>)> {
+    let data = dir.join("data");
+    let data_arg = data.to_str().unwrap_or_default();
+    let key_file = dir.join("keys.json");
+    let mut keys: Vec<String> = match std::fs::read(&key_file) {
+        Ok(kept) => serde_json::from_slice(&kept)?,
+        Err(_) => {
+            memhost(&["init", "--data", data_arg])?;
+            Vec::new()
+        }
+    };
+    for n in keys.len()..clients {
+        let agent = format!("bench-{n}");
+        let role = if n == 0 { "*=admin" } else { "load=writer" };
+        keys.push(memhost(&[
+            "keys",
+            "create",
+            "--agent",
+            &agent,
+            "--agent-type",
+            "bench",
+            "--role",
+            role,
+            "--data",
+            data_arg,
+        ])?);
+    }
+    std::fs::write(&key_file, serde_json::to_vec(&keys)?)?;
+    let plugins = dir.join("plugins");
+    for id in [
+        "policy-standard",
+        "redact-pii",
+        "extract-entities",
+        "embed-static",
+        "embed-local",
+    ] {
+        let to = plugins.join(id);
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::create_dir_all(&to)?;
+        for f in std::fs::read_dir(root().join("target/plugins").join(id))? {
+            let f = f?;
+            std::fs::copy(f.path(), to.join(f.file_name()))?;
+        }
+    }
+    let models = root().join("target/models");
+    let config = dir.join("memhost.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\ndir = \"{}\"\nwatch = false\n\n\
+             [plugins.grants.embed-static]\nread_only_dirs = {{ \"/model\" = \"{}\" }}\n\n\
+             [plugins.grants.embed-local]\nread_only_dirs = {{ \"/model\" = \"{}\" }}\n\n\
+             [limits]\nrequests_per_second = 100000.0\nburst = 100000\nconcurrent_requests = 64\n",
+            plugins.display(),
+            models.join("potion-base-8m").display(),
+            models.join("all-minilm-l6-v2").display(),
+        ),
+    )?;
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            data_arg,
+            "--config",
+        ])
+        .arg(&config)
+        .env("MEMHOST_LOG", "warn,memhost=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(at) = line.find("listening on http://")
+                && let Some(sender) = tx.take()
+            {
+                let addr: String = line[at + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || ".:[]".contains(*c))
+                    .collect();
+                let _ = sender.send(addr);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(120))
+        .map_err(|_| anyhow::anyhow!("memhost did not start listening within 2 minutes"))?;
+    Ok((Server { child, addr }, keys))
+}
+
+/// SQuAD dev's sentences and questions.
+fn squad(root: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let path = root.join("target/datasets/squad/squad-v1.1-dev.json");
+    let data: Value =
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!("{}: {e}; run `cargo xtask bench http`", path.display())
+        })?)?;
+    let mut sentences = Vec::new();
+    let mut questions = Vec::new();
+    for article in data["data"].as_array().into_iter().flatten() {
+        for p in article["paragraphs"].as_array().into_iter().flatten() {
+            let text = p["context"].as_str().unwrap_or_default();
+            sentences.extend(
+                text.split_inclusive(". ")
+                    .map(str::trim)
+                    .filter(|s| s.len() > 20)
+                    .map(str::to_string),
+            );
+            for q in p["qas"].as_array().into_iter().flatten() {
+                if let Some(q) = q["question"].as_str() {
+                    questions.push(q.to_string());
+                }
+            }
+        }
+    }
+    Ok((sentences, questions))
+}
+
+fn pct(samples: &mut [Duration], p: usize) -> Duration {
+    samples.sort();
+    samples[(samples.len() * p / 100).min(samples.len() - 1)]
+}
+
+fn p50_p99(samples: &mut [Duration]) -> String {
+    format!("{} / {}", ms(pct(samples, 50)), ms(pct(samples, 99)))
+}
+
+/// `n` per `took`, or "kept" when nothing new was stored.
+fn per_second(n: f64, took: Duration) -> String {
+    if n == 0.0 {
+        "kept".into()
+    } else {
+        format!("{:.0}", n / took.as_secs_f64())
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// A recall of `question` (10 results) in `mode`; its latency.
+async fn recall(client: &mut Client, question: &str, mode: &str) -> anyhow::Result<Duration> {
+    let path = format!("/v1/namespaces/{NAMESPACE}/recall");
+    let body = json!({ "query": question, "k": 10, "mode": mode });
+    let started = Instant::now();
+    let (status, bytes) = client.call("POST", &path, Some(&body)).await?;
+    let took = started.elapsed();
+    anyhow::ensure!(
+        status == 200,
+        "recall: {status} {}",
+        String::from_utf8_lossy(&bytes)
+    );
+    Ok(took)
+}
+
+/// The memhost namespace's embedding queue, by the admin.
+async fn queued(admin: &mut Client) -> anyhow::Result<u64> {
+    let ns = admin
+        .json("GET", &format!("/v1/namespaces/{NAMESPACE}"), None)
+        .await?;
+    Ok(ns["index"]["queued"].as_u64().unwrap_or(0))
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let clients: usize = flag(&args, "--clients").map_or(Ok(8), |n| n.parse())?;
+    let seconds: u64 = flag(&args, "--seconds").map_or(Ok(20), |n| n.parse())?;
+    let embedder = flag(&args, "--embedder");
+    let keep = flag(&args, "--keep").map(std::path::PathBuf::from);
+    let mut sizes: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--")))
+        .map(|(_, a)| a.parse())
+        .collect::<Result<_, _>>()?;
+    if sizes.is_empty() {
+        sizes = vec![10_000, 100_000];
+    }
+    sizes.sort_unstable();
+
+    let (sentences, questions) = squad(&root())?;
+    let tmp = tempfile::tempdir()?;
+    let dir = keep.unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let (server, keys) = start(&dir, clients.max(1))?;
+    let mut admin = Client::connect(&server.addr, &keys[0]).await?;
+    let count_file = dir.join("stored.txt");
+    let mut stored: usize = std::fs::read_to_string(&count_file)
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let ns = if stored > 0 {
+        admin
+            .json("GET", &format!("/v1/namespaces/{NAMESPACE}"), None)
+            .await?
+    } else {
+        let mut settings = json!({ "name": NAMESPACE });
+        if let Some(id) = &embedder {
+            settings["embedder"] = json!(id);
+        }
+        admin
+            .json("POST", "/v1/namespaces", Some(&settings))
+            .await?
+    };
+    // A kept store is measured at its size and the sizes above.
+    sizes.retain(|s| *s >= stored);
+    let bound = ns["settings"]["embedder"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string();
+
+    println!(
+        "\nmemhost over HTTP (`cargo xtask bench http{}`): release binary, auth on, redact-pii + extract-entities + {bound}, hybrid recall k = 10, {clients} clients with their own keys for {seconds} s; this machine: {} cores",
+        args.iter().fold(String::new(), |s, a| s + " " + a),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "\n| memories | stored/s (bulk of {BULK}) | searchable by meaning after | indexed/s | 1 client p50 / p99 ms | words only | meaning only | {clients} clients req/s | p50 / p99 ms | errors |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let path = format!("/v1/namespaces/{NAMESPACE}/memories/bulk");
+    for size in sizes {
+        let grown = size.saturating_sub(stored) as f64;
+        let started = Instant::now();
+        let mut batch_n = 0;
+        while stored < size {
+            let n = BULK.min(size - stored);
+            let memories: Vec<Value> = (0..n)
+                .map(|_| {
+                    let count = rng.random_range(3..=6);
+                    let text: Vec<&str> = (0..count)
+                        .filter_map(|_| sentences.choose(&mut rng).map(String::as_str))
+                        .collect();
+                    json!({ "content": text.join(" ") })
+                })
+                .collect();
+            let answer = admin
+                .json("POST", &path, Some(&json!({ "memories": memories })))
+                .await?;
+            let created = answer["results"]
+                .as_array()
+                .map_or(0, |r| r.iter().filter(|r| r["status"] == 201).count());
+            stored += created;
+            std::fs::write(&count_file, stored.to_string())?;
+            batch_n += 1;
+            anyhow::ensure!(
+                batch_n < 10 * size / BULK + 10,
+                "writes are not being stored"
+            );
+        }
+        let store_time = started.elapsed();
+        while queued(&mut admin).await? > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let searchable = started.elapsed();
+
+        // Warm the caches, then one client in turn.
+        for q in questions.iter().take(50) {
+            recall(&mut admin, q, "hybrid").await?;
+        }
+        let mut alone = [Vec::new(), Vec::new(), Vec::new()];
+        for q in questions.iter().skip(50).take(500) {
+            for (mode, times) in ["hybrid", "lexical", "vector"].iter().zip(&mut alone) {
+                times.push(recall(&mut admin, q, mode).await?);
+            }
+        }
+
+        // N clients at once, each its own connection and key.
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for (n, key) in keys.iter().enumerate() {
+            let addr = server.addr.clone();
+            let key = key.clone();
+            let mine: Vec<String> = questions.iter().skip(n).step_by(clients).cloned().collect();
+            tasks.push(tokio::spawn(async move {
+                let mut client = Client::connect(&addr, &key).await?;
+                let mut times = Vec::new();
+                let mut errors = 0usize;
+                for q in mine.iter().cycle() {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    match recall(&mut client, q, "hybrid").await {
+                        Ok(t) => times.push(t),
+                        Err(_) => errors += 1,
+                    }
+                }
+                anyhow::Ok((times, errors))
+            }));
+        }
+        let began = Instant::now();
+        let mut together = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (times, e) = t.await??;
+            together.extend(times);
+            errors += e;
+        }
+        let rate = together.len() as f64 / began.elapsed().as_secs_f64();
+        println!(
+            "| {size} | {} | {:.1} s | {} | {} | {} | {} | {rate:.0} | {} / {} | {errors} |",
+            per_second(grown, store_time),
+            searchable.as_secs_f64(),
+            per_second(grown, searchable),
+            p50_p99(&mut alone[0]),
+            p50_p99(&mut alone[1]),
+            p50_p99(&mut alone[2]),
+            ms(pct(&mut together, 50)),
+            ms(pct(&mut together, 99)),
+        );
+    }
+    println!(
+        "\nstored/s: memories created per second by one client's bulk requests (redaction, policy and the write); searchable by meaning after: from the first write of the size's batch until the embedding queue is empty; indexed/s: memories per second over that time. Latency: one recall as the client sees it, hybrid (the default) unless said, the question's embedding included; words only / meaning only: the same questions in mode lexical / vector."
+    );
+    drop(server);
+    Ok(())
+}
