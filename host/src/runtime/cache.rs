@@ -2,8 +2,10 @@
 //!
 //! A file is named by the sha256 of the component's wasm and a hash of the
 //! engine's compatibility settings (wasmtime version, target, tunables), so
-//! a different wasm or a different engine never hits the same entry. This is
-//! the only module with `unsafe`: loading native code that we compiled.
+//! a different wasm or a different engine never hits the same entry. Loading
+//! native code that we compiled is `unsafe`; the host's only other `unsafe`
+//! is LMDB's compacting copy (`store::Store::copy_compacted`), a C call
+//! lmdb-rkv does not wrap.
 
 use std::hash::Hasher;
 use std::io::Write;

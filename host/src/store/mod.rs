@@ -252,6 +252,37 @@ impl Store {
         &self.inner.tables
     }
 
+    /// Copy the environment into the empty directory `dir` (as its
+    /// `data.mdb`), compacted: free pages are left out and the pages
+    /// renumbered. The copy is one consistent snapshot, taken in a read
+    /// transaction while writers go on; rows stay sealed as they are.
+    pub fn copy_compacted(&self, dir: &Path) -> Result<(), StoreError> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| StoreError::Lmdb(format!("{} holds a NUL byte", dir.display())))?;
+        // A map resize must not happen under the copy's read transaction.
+        let _shared = self.inner.gate.read().map_err(|_| StoreError::Closed)?;
+        // SAFETY: the environment is open for as long as `self.inner` lives
+        // (it is borrowed here), `path` is a NUL-terminated string that
+        // outlives the call, and mdb_env_copy2 only reads the environment
+        // (in its own read transaction) and writes the file it creates.
+        let code = unsafe {
+            lmdb_sys::mdb_env_copy2(
+                self.inner.env.env(),
+                path.as_ptr(),
+                lmdb_sys::MDB_CP_COMPACT,
+            )
+        };
+        if code != 0 {
+            return Err(StoreError::Lmdb(format!(
+                "copying the store to {}: {}",
+                dir.display(),
+                lmdb::Error::from_err_code(code)
+            )));
+        }
+        Ok(())
+    }
+
     /// The current map size in bytes.
     pub fn map_size(&self) -> usize {
         self.inner.map_size.load(Ordering::Relaxed)

@@ -167,3 +167,73 @@ fn prefixes_lists_each_distinct_prefix_once() {
     assert_eq!(three, [&b"aa1"[..], b"aa2", b"ab\xff", b"a\xff\xff"]);
     assert!(store.prefixes(|t| t.memories, b"c", 2).unwrap().is_empty());
 }
+
+#[test]
+fn a_compacted_copy_taken_during_writes_holds_what_was_acknowledged_and_leaves_out_free_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("live"));
+    let big = vec![7u8; 4000];
+    for i in 0..2000u32 {
+        let v = big.clone();
+        store
+            .write_blocking(move |txn, t| {
+                txn.put(t.memories, &i.to_be_bytes(), &v, WriteFlags::empty())?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    // Forget most: their pages become free, not smaller.
+    for i in 0..1900u32 {
+        store
+            .write_blocking(move |txn, t| del_in(txn, t.memories, &i.to_be_bytes()))
+            .unwrap();
+    }
+    // A writer goes on while the copy is taken.
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 10_000..10_500u32 {
+                store
+                    .write_blocking(move |txn, t| {
+                        txn.put(t.memories, &i.to_be_bytes(), b"late", WriteFlags::empty())?;
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+        })
+    };
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    store.copy_compacted(&copy).unwrap();
+    writer.join().unwrap();
+
+    let size = |d: &Path| std::fs::metadata(d.join("data.mdb")).unwrap().len();
+    let (live, copied) = (size(&dir.path().join("live")), size(&copy));
+    assert!(copied * 4 < live, "copy {copied} bytes, live {live}");
+    let copied = open(&copy);
+    for i in 1900..2000u32 {
+        assert_eq!(get(&copied, &i.to_be_bytes()).as_deref(), Some(&big[..]));
+    }
+    assert_eq!(get(&copied, &5u32.to_be_bytes()), None);
+    // A late write is there whole or not at all; the copy takes writes.
+    let late = (10_000..10_500u32)
+        .filter(|i| get(&copied, &i.to_be_bytes()).is_some())
+        .count();
+    assert!(
+        (10_000..10_000 + late as u32)
+            .all(|i| get(&copied, &i.to_be_bytes()).as_deref() == Some(&b"late"[..])),
+        "the copy is not a prefix of the writes: {late} found"
+    );
+    copied
+        .write_blocking(|txn, t| {
+            txn.put(t.memories, b"after", b"restore", WriteFlags::empty())?;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(get(&copied, b"after").as_deref(), Some(&b"restore"[..]));
+    // Into a missing directory: a clear error, nothing made.
+    let err = store
+        .copy_compacted(&dir.path().join("nowhere"))
+        .unwrap_err();
+    assert!(err.to_string().contains("nowhere"), "{err}");
+}
