@@ -8,14 +8,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::root;
+use common::{pct, root};
 use memhost::plugins::PluginRegistry;
 use memhost::runtime::{Runtime, RuntimeConfig};
-
-fn pct(samples: &mut [Duration], p: usize) -> Duration {
-    samples.sort();
-    samples[(samples.len() * p / 100).min(samples.len() - 1)]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
@@ -40,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         })
         .unwrap_or_default();
 
-    let settings = common::embed_local_settings();
+    let settings = common::embedder_settings();
     let cache = tempfile::tempdir()?;
     let runtime = Runtime::new(&RuntimeConfig {
         cache_dir: Some(cache.path().to_path_buf()),

@@ -30,10 +30,9 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-#[allow(dead_code)] // each benchmark uses its part
 mod common;
 
-use common::root;
+use common::{flag, pct, root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_memhost");
 const NAMESPACE: &str = "load";
@@ -255,11 +254,6 @@ fn squad(root: &Path) -> anyhow::Result<(Vec<String>, Vec<String>)> {
     Ok((sentences, questions))
 }
 
-fn pct(samples: &mut [Duration], p: usize) -> Duration {
-    samples.sort();
-    samples[(samples.len() * p / 100).min(samples.len() - 1)]
-}
-
 fn p50_p99(samples: &mut [Duration]) -> String {
     format!("{} / {}", ms(pct(samples, 50)), ms(pct(samples, 99)))
 }
@@ -298,12 +292,6 @@ async fn queued(admin: &mut Client) -> anyhow::Result<u64> {
         .json("GET", &format!("/v1/namespaces/{NAMESPACE}"), None)
         .await?;
     Ok(ns["index"]["queued"].as_u64().unwrap_or(0))
-}
-
-fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -215,7 +215,7 @@ fn open_service(dir: &Path) -> anyhow::Result<(Service, Store, Arc<PluginRegistr
     };
     let store = Store::open(&dir.join("db"), &StoreOptions::default())?;
     let keyring = Arc::new(Keyring::open(&store, master)?);
-    let settings = common::embed_local_settings();
+    let settings = common::embedder_settings();
     let runtime = Runtime::new(&RuntimeConfig {
         cache_dir: Some(dir.join("cache")),
         ..RuntimeConfig::default()
@@ -499,11 +499,7 @@ fn main() -> anyhow::Result<()> {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
+    let flag = |name: &str| common::flag(&args, name);
     let limit: Option<usize> = flag("--limit").map(|n| n.parse()).transpose()?;
     let keep = flag("--keep").map(PathBuf::from);
     let only = flag("--dataset");

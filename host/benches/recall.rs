@@ -15,6 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::pct;
+
 use memhost::crypto::{DataKey, MasterKey};
 use memhost::index::vector::{self, Space, VectorCache};
 use memhost::store::{Store, StoreOptions, WriteFlags};
@@ -23,11 +27,6 @@ use uuid::Uuid;
 
 const DIMS: usize = 384;
 const QUERIES: usize = 200;
-
-fn pct(samples: &mut [Duration], p: usize) -> Duration {
-    samples.sort();
-    samples[(samples.len() * p / 100).min(samples.len() - 1)]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)

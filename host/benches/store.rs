@@ -7,6 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::pct;
+
 use memhost::auth::Principal;
 use memhost::crypto::MasterKey;
 use memhost::plugins::{PluginRegistry, PluginSettings};
@@ -14,11 +18,6 @@ use memhost::runtime::{Runtime, RuntimeConfig};
 use memhost::service::{ListQuery, NamespaceSettings, NewMemory, RedactionMode, Service};
 use memhost::store::keyring::Keyring;
 use memhost::store::{Store, StoreOptions};
-
-fn pct(samples: &mut [Duration], p: usize) -> Duration {
-    samples.sort();
-    samples[(samples.len() * p / 100).min(samples.len() - 1)]
-}
 
 fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)

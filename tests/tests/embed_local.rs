@@ -7,7 +7,7 @@
 use crate::common::*;
 
 fn embedder() -> std::sync::Arc<memhost::plugins::Embedder> {
-    let reg = registry(model_grant("embed-local", Some(model_dir())), None);
+    let reg = registry(model_grant("embed-local", Some(minilm_dir())), None);
     reg.apply(vec![staged("embed-local")]).unwrap();
     reg.snapshot().embedder("embed-local").unwrap()
 }

@@ -1,8 +1,12 @@
-//! What the benchmarks share: where the repository is, and the grant the
-//! shipped embedder needs (its model files, staged by `cargo xtask plugins`).
+//! What the benchmarks share: where the repository is, the grants the
+//! shipped embedders need (their model files, staged by `cargo xtask
+//! plugins`), percentiles and command-line flags. Each benchmark uses its
+//! part.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use memhost::plugins::{Grant, PluginSettings};
 
@@ -18,7 +22,7 @@ pub fn root() -> PathBuf {
 /// (embed-local: all-MiniLM-L6-v2, embed-static: potion-base-8M), and
 /// embed-local the configuration named in `MEMHOST_BENCH_EMBED`
 /// (`max_tokens=128,max_batch=8`): a lever measured without editing a file.
-pub fn embed_local_settings() -> PluginSettings {
+pub fn embedder_settings() -> PluginSettings {
     let config: BTreeMap<String, String> = std::env::var("MEMHOST_BENCH_EMBED")
         .unwrap_or_default()
         .split(',')
@@ -47,4 +51,17 @@ pub fn embed_local_settings() -> PluginSettings {
         );
     }
     settings
+}
+
+/// The `p`th percentile of `samples` (sorted in place).
+pub fn pct(samples: &mut [Duration], p: usize) -> Duration {
+    samples.sort();
+    samples[(samples.len() * p / 100).min(samples.len() - 1)]
+}
+
+/// The value after `--name` in `args`.
+pub fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }

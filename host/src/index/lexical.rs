@@ -226,6 +226,14 @@ const MAX_CANDIDATES: usize = 1_000;
 /// One posting: the memory, its term frequency and length.
 type Posting = (Uuid, u32, u32);
 
+/// A posting row's value: the term frequency and the document length.
+fn tf_len(v: &[u8]) -> Option<(u32, u32)> {
+    Some((
+        u32::from_be_bytes(v.get(..4)?.try_into().ok()?),
+        u32::from_be_bytes(v.get(4..8)?.try_into().ok()?),
+    ))
+}
+
 /// The postings of `prefix` (a word's), at most `max`, read in place.
 fn postings<T: crate::store::Transaction>(
     txn: &T,
@@ -238,12 +246,8 @@ fn postings<T: crate::store::Transaction>(
         let Some(rest) = k.strip_prefix(prefix) else {
             return false;
         };
-        if let (Ok(id), Some(tf), Some(len)) = (
-            Uuid::from_slice(rest),
-            v.get(..4).and_then(|b| b.try_into().ok()),
-            v.get(4..8).and_then(|b| b.try_into().ok()),
-        ) {
-            out.push((id, u32::from_be_bytes(tf), u32::from_be_bytes(len)));
+        if let (Ok(id), Some((tf, len))) = (Uuid::from_slice(rest), tf_len(v)) {
+            out.push((id, tf, len));
         }
         true
     })?;
@@ -305,19 +309,13 @@ fn search_within(
             }
             let mut candidates: Vec<(Uuid, f32)> = scores.iter().map(|(id, s)| (*id, *s)).collect();
             if candidates.len() > MAX_CANDIDATES {
-                candidates.select_nth_unstable_by(MAX_CANDIDATES, |a, b| b.1.total_cmp(&a.1));
+                candidates.select_nth_unstable_by(MAX_CANDIDATES, better);
                 candidates.truncate(MAX_CANDIDATES);
             }
             for (id, _) in candidates {
                 let row = [prefix.as_slice(), id.as_bytes()].concat();
-                if let Some(v) = get_in(txn, t.terms, &row)?
-                    && let (Some(tf), Some(len)) = (
-                        v.get(..4).and_then(|b| b.try_into().ok()),
-                        v.get(4..8).and_then(|b| b.try_into().ok()),
-                    )
-                {
-                    *scores.entry(id).or_insert(0.0) +=
-                        weight(idf, u32::from_be_bytes(tf), u32::from_be_bytes(len));
+                if let Some((tf, len)) = get_in(txn, t.terms, &row)?.as_deref().and_then(tf_len) {
+                    *scores.entry(id).or_insert(0.0) += weight(idf, tf, len);
                 }
             }
         }
@@ -355,14 +353,27 @@ pub struct Ranked {
 }
 
 impl Ranked {
-    /// Where `hit` (one of `beyond`) ranks among all matches, from 0.
-    pub fn rank_beyond(&self, hit: &(Uuid, f32)) -> usize {
-        self.hits.len()
-            + self
-                .beyond
-                .iter()
-                .filter(|other| better(other, hit).is_lt())
-                .count()
+    /// Where each of `asked` (some of `beyond`) ranks among all matches,
+    /// from 0, in `asked`'s order: one pass over `beyond`, a binary search
+    /// of the sorted asked hits each.
+    pub fn ranks_beyond(&self, asked: &[(Uuid, f32)]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..asked.len()).collect();
+        order.sort_by(|&a, &b| better(&asked[a], &asked[b]));
+        // ahead[i]: matches of `beyond` ranked ahead of the i-th best asked
+        // hit and not ahead of the one before it.
+        let mut ahead = vec![0usize; asked.len() + 1];
+        for other in &self.beyond {
+            // `other` is ahead of every asked hit it ranks better than.
+            let first = order.partition_point(|&a| better(&asked[a], other).is_le());
+            ahead[first] += 1;
+        }
+        let mut ranks = vec![0; asked.len()];
+        let mut running = self.hits.len();
+        for (i, &a) in order.iter().enumerate() {
+            running += ahead[i];
+            ranks[a] = running;
+        }
+        ranks
     }
 }
 
@@ -439,9 +450,9 @@ mod tests {
         let top = search(&store, &key, &ns, "morning tea", 1).unwrap();
         assert_eq!(top.hits, hits[..1]);
         assert_eq!(top.beyond.len(), hits.len() - 1);
-        for (rank, hit) in hits.iter().enumerate().skip(1) {
-            assert_eq!(top.rank_beyond(hit), rank);
-        }
+        let tail: Vec<(Uuid, f32)> = hits[1..].iter().rev().copied().collect();
+        let ranks: Vec<usize> = (1..hits.len()).rev().collect();
+        assert_eq!(top.ranks_beyond(&tail), ranks);
         // Removed documents are gone from results and from the statistics.
         let gone = ids[2];
         store

@@ -520,11 +520,16 @@ fn fuse(
         Vec::new()
     } else {
         let near: std::collections::HashSet<uuid::Uuid> = meaning.iter().map(|m| m.0).collect();
-        words
+        let both: Vec<(uuid::Uuid, f32)> = words
             .beyond
             .iter()
             .filter(|hit| near.contains(&hit.0))
-            .map(|hit| (hit.0, hit.1, words.rank_beyond(hit)))
+            .copied()
+            .collect();
+        let ranks = words.ranks_beyond(&both);
+        both.into_iter()
+            .zip(ranks)
+            .map(|((id, bm25), rank)| (id, bm25, rank))
             .collect()
     };
     match fusion {

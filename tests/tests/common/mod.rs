@@ -46,7 +46,7 @@ fn fetched_model(name: &str) -> PathBuf {
 }
 
 /// The all-MiniLM-L6-v2 files `cargo xtask plugins` fetched for embed-local.
-pub fn model_dir() -> PathBuf {
+pub fn minilm_dir() -> PathBuf {
     fetched_model("all-minilm-l6-v2")
 }
 
@@ -101,7 +101,7 @@ pub fn embedder_grants() -> String {
     format!(
         "[plugins.grants.embed-local]\nread_only_dirs = {{ \"/model\" = \"{}\" }}\n\n\
          [plugins.grants.embed-static]\nread_only_dirs = {{ \"/model\" = \"{}\" }}\n",
-        model_dir().display(),
+        minilm_dir().display(),
         potion_dir().display()
     )
 }
