@@ -277,6 +277,22 @@ fn requeue_chunk(
     Ok((queued, ended))
 }
 
+/// How many memories namespace `ns_id` holds (its heads: namespace id +
+/// memory id, 32 bytes; history rows are longer).
+fn heads_in(txn: &lmdb::RwTransaction<'_>, t: &Tables, ns_id: &Uuid) -> Result<usize, StoreError> {
+    let prefix = ns_id.as_bytes();
+    let mut cursor = txn.open_ro_cursor(t.memories)?;
+    let mut heads = 0;
+    for item in lmdb::Cursor::iter_from(&mut cursor, prefix) {
+        let (k, _) = item?;
+        if !k.starts_with(prefix) {
+            break;
+        }
+        heads += usize::from(k.len() == 32);
+    }
+    Ok(heads)
+}
+
 /// The requeue passes this process is running, so a resume does not run
 /// one twice (it would be safe — each chunk reads where the pass stands in
 /// its own write — but the work would be done twice).
@@ -650,7 +666,9 @@ impl Service {
         // reads where the pass stands in its own write).
         let _running = Running::claim(&self.requeues, ns.id);
         let exec_in = exec.clone();
-        let entry = self.store.write_blocking(move |txn, t| {
+        let embeds = ns.settings.embedder.is_some();
+        let ns_id = ns.id;
+        let (entry, queued) = self.store.write_blocking(move |txn, t| {
             super::approvals::apply(&exec_in, txn, t)?;
             // Another reindex (or a delete) since it was read: not this one.
             if generation_in(txn, t, &system, &row)? != Some(read_generation) {
@@ -663,12 +681,15 @@ impl Service {
             // the old generation's segments are never loaded again and go
             // with the leftovers.
             txn.put(t.jobs, &pass_row, &pass, WriteFlags::empty())?;
-            audit.append(txn, t, &record)
+            // Counted here, not by whoever runs the pass: a server sharing
+            // the store (this may be the CLI) can take the pass up first.
+            let queued = if embeds { heads_in(txn, t, &ns_id)? } else { 0 };
+            Ok((audit.append(txn, t, &record)?, queued))
         })?;
         super::approvals::emit(&exec);
         crate::audit::emit(&entry);
         self.vectors.drop_namespace(&ns.id);
-        let queued = self.run_requeue(ns.id)?;
+        self.run_requeue(ns.id)?;
         Ok(Reindex {
             namespace: ns.name,
             embedder: ns.settings.embedder,
