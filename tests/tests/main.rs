@@ -6,6 +6,7 @@
 mod common;
 
 mod access;
+mod backup;
 mod contract;
 
 mod egress;

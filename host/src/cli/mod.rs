@@ -4,9 +4,11 @@
 
 mod approvals;
 mod audit;
+mod backup;
 mod keys;
 mod namespace;
 mod plugin;
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -68,6 +70,13 @@ enum Command {
     /// Changes held for approval by a namespace's policy.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Back the store up while it serves: a compacted, signed copy in one
+    /// file (optionally age-encrypted). It restores only with this data's
+    /// master key.
+    Backup(backup::BackupArgs),
+    /// Create a data directory from a backup, verified before anything is
+    /// put in place.
+    Restore(backup::RestoreArgs),
 }
 
 /// The default listen address: loopback only.
@@ -119,6 +128,8 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Namespace(cmd) => namespace::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Approvals(cmd) => approvals::run(cmd),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 
@@ -141,9 +152,18 @@ pub(crate) fn held_or(e: crate::service::ServiceError) -> anyhow::Result<i32> {
 /// The service over a data directory, for commands that call no plugin
 /// (the registry stays empty). Acts alongside a running server.
 pub(crate) fn offline_service(data: PathBuf) -> anyhow::Result<crate::service::Service> {
+    let (store, keyring) = DataDir::new(data).open_store()?;
+    service_over(store, keyring)
+}
+
+/// The service over an open store, with no plugins (see
+/// [`offline_service`]).
+pub(crate) fn service_over(
+    store: crate::store::Store,
+    keyring: crate::store::keyring::Keyring,
+) -> anyhow::Result<crate::service::Service> {
     use crate::plugins::{PluginRegistry, PluginSettings};
     use crate::runtime::{Runtime, RuntimeConfig};
-    let (store, keyring) = DataDir::new(data).open_store()?;
     let runtime = Runtime::new(&RuntimeConfig {
         pooling: false,
         ..RuntimeConfig::default()

@@ -212,25 +212,27 @@ fn reindex(
         eprintln!("memhost is not running here: `memhost serve` embeds them in the background");
         return Ok(0);
     }
-    let mut last = usize::MAX;
+    let progress = super::progress::Progress::start(
+        &format!("namespace \"{name}\": embedding"),
+        super::progress::Unit::Items,
+    );
+    let total = started.queued as u64;
     loop {
-        let progress = service.index_progress(&operator, name)?;
-        if progress.queued != last {
-            eprintln!(
-                "  {} of {} embedded{}",
-                started.queued.saturating_sub(progress.queued),
+        let now = service.index_progress(&operator, name)?;
+        progress.set(total.saturating_sub(now.queued as u64), total);
+        if now.queued == 0 {
+            progress.finish(&format!(
+                "{} of {} embedded{}",
                 started.queued,
-                if progress.failed > 0 {
-                    format!(", {} failed", progress.failed)
+                started.queued,
+                if now.failed > 0 {
+                    format!(", {} failed", now.failed)
                 } else {
                     String::new()
                 }
-            );
-            last = progress.queued;
+            ));
+            return Ok(if now.failed > 0 { 1 } else { 0 });
         }
-        if progress.queued == 0 {
-            return Ok(if progress.failed > 0 { 1 } else { 0 });
-        }
-        std::thread::sleep(std::time::Duration::from_secs(1));
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }

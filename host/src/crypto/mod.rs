@@ -11,6 +11,8 @@
 //!
 //! Nothing here logs or returns key material; `Debug` prints fingerprints.
 
+pub mod age_file;
+
 use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
@@ -201,6 +203,35 @@ impl MasterKey {
             return MasterKey::parse(&String::from_utf8_lossy(&plain));
         }
         MasterKey::parse(&String::from_utf8_lossy(&bytes))
+    }
+
+    /// A MAC of `bytes` for `purpose` (HMAC-SHA256 under a key derived
+    /// from the master secret): what a backup's manifest is signed with, so
+    /// only a holder of this master key can make one restore accepts.
+    pub fn sign(&self, purpose: &str, bytes: &[u8]) -> [u8; 32] {
+        let secret = self.identity.to_string();
+        let mut derive = Sha256::new();
+        derive.update(b"memhost/master-mac/v1/");
+        derive.update(secret.expose_secret().as_bytes());
+        let key = Zeroizing::new(<[u8; 32]>::from(derive.finalize()));
+        let mut mac = hmac_sha256(&key);
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(bytes);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Does `mac` sign `bytes` for `purpose` under this key? Compared in
+    /// constant time.
+    pub fn verify(&self, purpose: &str, bytes: &[u8], mac: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.sign(purpose, bytes).as_slice().ct_eq(mac))
+    }
+
+    /// This key as an age identity, to open age files made for its
+    /// recipient (a backup encrypted to the master key).
+    pub(crate) fn age_identity(&self) -> Box<dyn age::Identity + Send + Sync> {
+        Box::new(self.identity.clone())
     }
 
     /// Wrap a data key for this master key.

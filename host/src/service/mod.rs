@@ -2,7 +2,7 @@
 //! update, forget memories (`memories.rs`); recall (`recall.rs`); indexing
 //! and reindex (`indexing.rs`); keys and the audit log (`access.rs`); the
 //! governance funnel every change passes and the approvals
-//! (`approvals.rs`) — in one place, used by REST, MCP and the CLI alike.
+//! (`approvals.rs`); backups (`operations.rs`) — in one place, used by REST, MCP and the CLI alike.
 //! Knows nothing about HTTP.
 //!
 //! Every call is blocking (LMDB reads, plugin calls, waiting for the group
@@ -27,6 +27,7 @@ pub use memories::{LIST_SCAN_BUDGET, MAX_TTL_SECONDS};
 pub use namespaces::MAX_DESCRIPTION;
 pub mod model;
 mod namespaces;
+pub mod operations;
 pub mod recall;
 
 use std::collections::HashMap;
@@ -99,6 +100,9 @@ pub enum ServiceError {
     /// The database reached its configured maximum size.
     #[error("{0}")]
     StorageFull(String),
+    /// A backup could not be made.
+    #[error("backup failed: {0}")]
+    Backup(String),
     /// Storage or key failure.
     #[error("internal error: {0}")]
     Internal(String),

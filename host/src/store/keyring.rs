@@ -93,6 +93,12 @@ impl Keyring {
         self.master.fingerprint()
     }
 
+    /// The master key in use (it signs backups and opens files made for
+    /// its recipient; it never leaves the process).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// The data key `id`, unwrapped (cached after the first use).
     pub fn key(&self, store: &Store, id: &[u8]) -> Result<Arc<DataKey>, KeyringError> {
         if let Some(key) = self.cache.read().ok().and_then(|c| c.get(id).cloned()) {

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub mod backup;
 pub mod keyring;
 
 pub use lmdb::{Database, RoTransaction, RwTransaction, Transaction, WriteFlags};
@@ -130,6 +131,27 @@ pub struct Tables {
     pub jobs: Database,
     /// The audit chain.
     pub audit: Database,
+}
+
+impl Tables {
+    /// Every table with its name.
+    pub fn all(&self) -> [(&'static str, Database); 13] {
+        [
+            ("meta", self.meta),
+            ("keys", self.keys),
+            ("principals", self.principals),
+            ("namespaces", self.namespaces),
+            ("memories", self.memories),
+            ("dedup", self.dedup),
+            ("terms", self.terms),
+            ("vectors", self.vectors),
+            ("segments", self.segments),
+            ("entities", self.entities),
+            ("pending", self.pending),
+            ("jobs", self.jobs),
+            ("audit", self.audit),
+        ]
+    }
 }
 
 /// A write: runs inside the batch transaction, may be retried (after the
@@ -469,6 +491,18 @@ impl Store {
     /// Transactions committed by the writer so far (each holds a batch).
     pub fn commits(&self) -> usize {
         self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many rows each table holds, by name, in one snapshot.
+    pub fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        self.read(|txn, t| {
+            let mut counts = std::collections::BTreeMap::new();
+            for (name, db) in t.all() {
+                let rows = visit_in(txn, db, b"", usize::MAX, |_, _| true)?;
+                counts.insert(name.to_string(), rows as u64);
+            }
+            Ok(counts)
+        })
     }
 
     /// Bytes used by the database file.

@@ -151,6 +151,12 @@ impl From<&ServiceError> for Problem {
                 "Unavailable",
                 detail,
             ),
+            ServiceError::Backup(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "backup-failed",
+                "Backup failed",
+                detail,
+            ),
             ServiceError::StorageFull(_) => Problem::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "storage-full",

@@ -1,0 +1,89 @@
+//! Operations use cases: backups (the file format is `store::backup`'s).
+//!
+//! | table  | row key          | value                                   |
+//! |--------|------------------|-----------------------------------------|
+//! | `meta` | `last_backup_at` | Unix ms of the last backup written (u64, big-endian) |
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{Service, ServiceError};
+use crate::audit::Record;
+use crate::auth::Principal;
+use crate::store::WriteFlags;
+use crate::store::backup::{self, Manifest};
+
+/// Meta row: when the last backup was written.
+const META_LAST_BACKUP: &[u8] = b"last_backup_at";
+
+impl Service {
+    /// Back the whole store up while it serves: a compacted snapshot
+    /// copied into the empty directory `staging`, written as a signed
+    /// backup to `out`, then `finish`ed (flushed, encrypted to the end,
+    /// synced — whatever makes it durable). Only then is it recorded: an
+    /// audit entry, and the time ([`Service::last_backup_at`]). A failure
+    /// is audited too. Needs the global admin role.
+    pub fn backup<W: Write>(
+        &self,
+        who: &Principal,
+        staging: &Path,
+        out: W,
+        finish: impl FnOnce(W) -> std::io::Result<()>,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Manifest, ServiceError> {
+        if !who.is_global_admin() {
+            let detail = format!(
+                "key {} is not a global admin (*=admin); a backup holds every namespace",
+                who.key_id
+            );
+            return Err(self.deny(
+                Record::by(who, "store.backup").outcome("denied", Some(detail.clone())),
+                detail,
+            ));
+        }
+        let made = backup::snapshot(&self.store, staging).and_then(|snapshot| {
+            let mut out = out;
+            let manifest = backup::write(snapshot, self.keyring.master(), &mut out, progress)?;
+            finish(out)
+                .map_err(|e| backup::BackupError::Io(format!("finishing the backup: {e}")))?;
+            Ok(manifest)
+        });
+        let manifest = match made {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                self.record_event(
+                    Record::by(who, "store.backup").outcome("failed", Some(e.to_string())),
+                );
+                return Err(ServiceError::Backup(e.to_string()));
+            }
+        };
+        let record = Record::by(who, "store.backup").outcome(
+            "ok",
+            Some(format!(
+                "{} bytes, sha256 {}, {} memory rows",
+                manifest.database.bytes,
+                manifest.database.sha256,
+                manifest.tables.get("memories").copied().unwrap_or(0)
+            )),
+        );
+        let at = u64::try_from(manifest.created_at)
+            .unwrap_or(0)
+            .to_be_bytes();
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
+            txn.put(t.meta, &META_LAST_BACKUP, &at, WriteFlags::empty())?;
+            audit.append(txn, t, &record)
+        })?;
+        crate::audit::emit(&entry);
+        Ok(manifest)
+    }
+
+    /// When the last backup was written (Unix ms), if ever.
+    pub fn last_backup_at(&self) -> Result<Option<i64>, ServiceError> {
+        Ok(self
+            .store
+            .get(|t| t.meta, META_LAST_BACKUP)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .and_then(|b| i64::try_from(u64::from_be_bytes(b)).ok()))
+    }
+}
