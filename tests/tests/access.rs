@@ -52,6 +52,8 @@ fn needs(method: &str, path: &str) -> Needs {
         ("get", "/v1/namespaces/{ns}/gazetteer") => Needs::Reader,
         ("put", "/v1/namespaces/{ns}/gazetteer") => Needs::NsAdmin,
         ("post", "/v1/namespaces/{ns}/reindex") => Needs::NsAdmin,
+        ("get", "/v1/namespaces/{ns}/export") => Needs::NsAdmin,
+        ("post", "/v1/namespaces/{ns}/import") => Needs::Writer,
         ("post", "/v1/recall") => Needs::AnyKey,
         ("get", "/v1/admin/keys") => Needs::AnyAdmin,
         ("post", "/v1/admin/keys") => Needs::NsAdmin,
@@ -171,6 +173,7 @@ fn authorization_matrix_covers_every_documented_route() {
     let (_, doc) = curl(&admin, "GET", "/v1/openapi.json", None);
     let routes = documented_routes(&doc);
     assert!(routes.len() >= 18, "{routes:?}");
+    let recipient = crate::common::age_recipient();
 
     let as_writer = admin.as_key(Some(&writer));
     let as_requester = admin.as_key(Some(&requester));
@@ -235,6 +238,11 @@ fn authorization_matrix_covers_every_documented_route() {
                     approval.as_ref().map_or("", |(id, _)| id.as_str()),
                 )
                 .replace("{key_id}", key_id(&target_key));
+            let url = if url.ends_with("/export") {
+                format!("{url}?recipient={recipient}")
+            } else {
+                url
+            };
             let body = match (method.as_str(), path.as_str()) {
                 ("post", "/v1/namespaces") => Some(json!({ "name": "team-a" }).to_string()),
                 ("post", "/v1/admin/keys") => Some(
@@ -250,6 +258,9 @@ fn authorization_matrix_covers_every_documented_route() {
                             "payload_hash": approval.as_ref().map_or("", |(_, h)| h.as_str()) })
                     .to_string(),
                 ),
+                ("post", p) if p.ends_with("/import") => {
+                    Some(r#"{"results":[{"memory":"imported"}]}"#.into())
+                }
                 ("post", p) if p.ends_with("/bulk") => {
                     Some(r#"{"memories":[{"content":"bulk"}]}"#.into())
                 }

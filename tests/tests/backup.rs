@@ -256,19 +256,7 @@ fn an_encrypted_backup_opens_with_the_age_tool_and_restores_with_the_identity() 
     let admin = server.client();
     let id = store(&admin, "the spare key is under the blue pot");
 
-    let key = tmp.path().join("backup-key.txt");
-    let made = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&key)
-        .output()
-        .expect("age-keygen (Debian package age) must be installed");
-    assert!(made.status.success());
-    let recipient = String::from_utf8_lossy(&made.stderr)
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_string();
-    assert!(recipient.starts_with("age1"), "{recipient}");
+    let (key, recipient) = crate::common::age_key(tmp.path());
 
     let file = tmp.path().join("team.backup.age");
     let (code, _, err) = cli(&[
@@ -286,19 +274,7 @@ fn an_encrypted_backup_opens_with_the_age_tool_and_restores_with_the_identity() 
 
     // The stock age tool opens it; inside is a tar with the manifest first.
     let plain = tmp.path().join("team.backup");
-    let out = Command::new("age")
-        .args(["-d", "-i"])
-        .arg(&key)
-        .arg("-o")
-        .arg(&plain)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::age_decrypt(&key, &file, &plain);
     let listed = Command::new("tar").arg("-tf").arg(&plain).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&listed.stdout),

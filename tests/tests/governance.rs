@@ -540,6 +540,7 @@ fn every_mutating_route_and_tool_goes_through_the_policy() {
             ("patch", "/v1/namespaces/{ns}") => Some(r#"{"policy":"allow"}"#),
             ("delete", "/v1/namespaces/{ns}") => None,
             ("post", "/v1/namespaces/{ns}/reindex") => None,
+            ("post", "/v1/namespaces/{ns}/import") => Some(r#"{"results":[{"memory":"denied"}]}"#),
             _ => panic!(
                 "{method} {path} changes data but is not in the governance table: route it through the policy funnel and list it here"
             ),
@@ -549,6 +550,19 @@ fn every_mutating_route_and_tool_goes_through_the_policy() {
         let answer = if path.ends_with("/bulk") {
             assert_eq!(status, 200, "{answer}");
             answer["results"][0].clone()
+        } else if path.ends_with("/import") {
+            // Each imported memory is refused on its own, as in a bulk.
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["failed"], 1, "{answer}");
+            assert!(
+                answer["errors"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("policy denied"),
+                "{answer}"
+            );
+            governed_routes += 1;
+            continue;
         } else {
             answer
         };
@@ -559,7 +573,7 @@ fn every_mutating_route_and_tool_goes_through_the_policy() {
         );
         governed_routes += 1;
     }
-    assert_eq!(governed_routes, 7);
+    assert_eq!(governed_routes, 8);
 
     // The same over MCP: every tool that is not read-only.
     let listed = mcp(a, "tools/list", None, json!({}));

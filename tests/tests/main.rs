@@ -38,3 +38,4 @@ mod serve_cli;
 mod service_memories;
 mod slow_clients;
 mod tenants;
+mod transfer;

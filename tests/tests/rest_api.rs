@@ -484,7 +484,8 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
     let mut ops = documented_routes(&doc);
     ops.sort_by_key(|(m, p)| (m == "delete", p == "/v1/namespaces/{ns}"));
     // Every route of api/rest/mod.rs, each method counted.
-    assert_eq!(ops.len(), 27, "{ops:?}");
+    assert_eq!(ops.len(), 29, "{ops:?}");
+    let recipient = crate::common::age_recipient();
     let key_id = &create_key(
         &tmp.path().join("data"),
         "doc-agent",
@@ -505,7 +506,15 @@ fn the_openapi_document_describes_exactly_the_routes_that_answer() {
                     &held[1].0
                 },
             );
+        let url = if url.ends_with("/export") {
+            format!("{url}?recipient={recipient}")
+        } else {
+            url
+        };
         let body = match (method.as_str(), url.ends_with("/bulk")) {
+            ("post", false) if url.ends_with("/import") => {
+                Some(r#"{"results":[{"memory":"imported from mem0"}]}"#)
+            }
             ("post", false) if url.ends_with("/votes") => Some(vote_body.as_str()),
             ("post", false) if url.ends_with("/cancel") => None,
             ("post", true) => Some(r#"{"memories":[]}"#),

@@ -6,7 +6,7 @@
 //! beside the target and moved into place at the end, so an interrupted or
 //! refused restore leaves the target as it was.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -64,66 +64,29 @@ pub(crate) struct RestoreArgs {
 /// Write a backup of `args.data`.
 pub(crate) fn backup(args: BackupArgs) -> anyhow::Result<i32> {
     let recipients = age_file::parse_recipients(&args.recipients)?;
-    let to_stdout = args.out.as_os_str() == "-";
-    if !to_stdout && args.out.exists() && !args.force {
-        bail!(
-            "{} exists: choose another --out, or add --force to replace it",
-            args.out.display()
-        );
-    }
+    let out = super::output::Out::new(&args.out, args.force)?;
     let service = super::offline_service(args.data.clone())?;
     // Staged beside the output, not in /tmp: the copy is as large as the
-    // data, and the same filesystem lets the file be renamed into place.
-    let dir = match args.out.parent() {
-        Some(p) if !to_stdout && !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::env::current_dir()?,
-    };
+    // data.
     let staging = tempfile::Builder::new()
         .prefix(".memhost-backup-")
-        .tempdir_in(&dir)
-        .with_context(|| format!("cannot stage the copy in {}", dir.display()))?;
+        .tempdir_in(out.dir())
+        .with_context(|| format!("cannot stage the copy in {}", out.dir().display()))?;
     let progress = Progress::start("backup", Unit::Bytes);
-    let on = |done, total| progress.set(done, total);
-    let operator = Principal::operator();
-    let manifest = if to_stdout {
-        let out = BufWriter::new(std::io::stdout().lock());
-        write_backup(
-            &service,
-            &operator,
-            staging.path(),
-            out,
-            &recipients,
-            &on,
-            |_| Ok(()),
-        )?
-    } else {
-        let file = tempfile::Builder::new()
-            .prefix(".memhost-backup-")
-            .tempfile_in(&dir)?;
-        let target = args.out.clone();
-        write_backup(
-            &service,
-            &operator,
-            staging.path(),
-            BufWriter::new(file),
-            &recipients,
-            &on,
-            move |file| {
-                file.as_file().sync_all()?;
-                file.persist(&target).map_err(|e| e.error)?;
-                Ok(())
-            },
-        )?
-    };
+    let sink = out.open("backup")?;
+    let manifest = write_backup(
+        &service,
+        &Principal::operator(),
+        staging.path(),
+        sink,
+        &recipients,
+        &|done, total| progress.set(done, total),
+    )?;
     progress.finish("done");
     eprintln!(
         "backed up {} to {}: {} ({} rows; memories {}, audit entries {}), master key {}{}",
         args.data.display(),
-        if to_stdout {
-            "standard output".to_string()
-        } else {
-            args.out.display().to_string()
-        },
+        out.name(),
         indicatif::HumanBytes(manifest.database.bytes),
         manifest.tables.values().sum::<u64>(),
         manifest.tables.get("memories").copied().unwrap_or(0),
@@ -139,29 +102,21 @@ pub(crate) fn backup(args: BackupArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Write through age when there are recipients, then hand the inner writer
-/// to `done` (which makes it durable).
-fn write_backup<W: Write>(
+/// Write through age when there are recipients; committed (synced, in
+/// place) before the service records the backup.
+fn write_backup(
     service: &crate::service::Service,
     who: &Principal,
     staging: &Path,
-    out: BufWriter<W>,
+    sink: super::output::Sink,
     recipients: &[age::x25519::Recipient],
     progress: &dyn Fn(u64, u64),
-    done: impl FnOnce(W) -> std::io::Result<()>,
 ) -> anyhow::Result<Manifest> {
-    let into_inner = |w: BufWriter<W>| w.into_inner().map_err(|e| e.into_error());
     if recipients.is_empty() {
-        return Ok(service.backup(who, staging, out, |w| done(into_inner(w)?), progress)?);
+        return Ok(service.backup(who, staging, sink, |s| s.commit(), progress)?);
     }
-    let sealed = age_file::encrypt_to(out, recipients)?;
-    Ok(service.backup(
-        who,
-        staging,
-        sealed,
-        |w| done(into_inner(w.finish()?)?),
-        progress,
-    )?)
+    let sealed = age_file::encrypt_to(sink, recipients)?;
+    Ok(service.backup(who, staging, sealed, |w| w.finish()?.commit(), progress)?)
 }
 
 /// Restore a backup into `args.data`.

@@ -7,8 +7,10 @@ mod audit;
 mod backup;
 mod keys;
 mod namespace;
+mod output;
 mod plugin;
 mod progress;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,6 +79,12 @@ enum Command {
     /// Create a data directory from a backup, verified before anything is
     /// put in place.
     Restore(backup::RestoreArgs),
+    /// Export memories and namespace settings as age-encrypted, gzipped
+    /// JSON Lines (docs/export.md).
+    Export(transfer::ExportArgs),
+    /// Import a memhost export, or ai-memory's or mem0/OpenMemory's, each
+    /// memory through the same funnel as a store.
+    Import(transfer::ImportArgs),
 }
 
 /// The default listen address: loopback only.
@@ -130,6 +138,8 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Approvals(cmd) => approvals::run(cmd),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Export(args) => transfer::export(args),
+        Command::Import(args) => transfer::import(args),
     }
 }
 

@@ -65,10 +65,14 @@ impl Progress {
         }
     }
 
-    /// `done` of `total` so far.
+    /// `done` of `total` so far (0: not known).
     pub(crate) fn set(&self, done: u64, total: u64) {
         if let Some(bar) = &self.bar {
-            bar.set_length(total);
+            if total == 0 {
+                bar.unset_length();
+            } else {
+                bar.set_length(total);
+            }
             bar.set_position(done);
             return;
         }
@@ -78,16 +82,15 @@ impl Progress {
         plain.1 = total;
         if plain.0.elapsed() >= PLAIN_EVERY {
             plain.0 = Instant::now();
-            eprintln!(
-                "{}: {} of {}{}",
-                self.label,
-                self.amount(done),
-                self.amount(total),
-                match (done * 100).checked_div(total) {
-                    Some(pct) => format!(" ({pct}%)"),
-                    None => String::new(),
-                }
-            );
+            match (done * 100).checked_div(total) {
+                Some(pct) => eprintln!(
+                    "{}: {} of {} ({pct}%)",
+                    self.label,
+                    self.amount(done),
+                    self.amount(total)
+                ),
+                None => eprintln!("{}: {} so far", self.label, self.amount(done)),
+            }
         }
     }
 

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{MemoryPatch, Namespace, NamespaceSettings, NewMemory, Service, ServiceError, model};
+use super::{
+    Memory, MemoryPatch, Namespace, NamespaceSettings, NewMemory, Service, ServiceError, model,
+};
 use crate::audit::{Entry, Record};
 use crate::auth::{Principal, Role};
 use crate::governance::{
@@ -62,6 +64,9 @@ pub enum Payload {
     Store {
         /// As submitted.
         memory: NewMemory,
+        /// For an import: the id, times and provenance it keeps.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        import: Option<super::transfer::Origin>,
     },
     /// Apply this patch.
     Update {
@@ -117,6 +122,25 @@ pub(super) struct Proposal<'a> {
 }
 
 impl<'a> Proposal<'a> {
+    /// A new memory (`memory`, as prepared) of `ns`: the policy sees its
+    /// tags and redaction labels; the payload runs if it is approved.
+    pub fn store(
+        ns: &'a Namespace,
+        memory: &Memory,
+        payload: Payload,
+        audit_action: &'static str,
+    ) -> Self {
+        Proposal {
+            ns,
+            target: None,
+            tags: memory.tags.clone(),
+            labels: memory.redactions.keys().cloned().collect(),
+            payload,
+            audit_action,
+            also_as: None,
+        }
+    }
+
     /// A change of namespace `ns` itself: no target, tags or labels.
     pub fn namespace(ns: &'a Namespace, payload: Payload, audit_action: &'static str) -> Self {
         Proposal {
@@ -577,7 +601,7 @@ impl Service {
         let Some(mut payload) = self.load_payload(&ns, &item.id)? else {
             return Ok(None);
         };
-        if let Payload::Store { memory } = &mut payload {
+        if let Payload::Store { memory, .. } = &mut payload {
             memory.content = self.shown_text(&ns, &memory.content)?;
             if let Some(t) = &memory.title {
                 memory.title = Some(self.shown_text(&ns, t)?);
@@ -955,8 +979,11 @@ impl Service {
             Ok(current)
         };
         match payload {
-            Payload::Store { memory } => {
-                let prepared = self.prepare_store(ns, who, memory)?;
+            Payload::Store { memory, import } => {
+                let prepared = match import {
+                    Some(origin) => self.prepare_import(ns, who, memory, &origin)?,
+                    None => self.prepare_store(ns, who, memory)?,
+                };
                 self.commit_store(who, ns, prepared, exec).map(|_| ())
             }
             Payload::Update { patch } => {

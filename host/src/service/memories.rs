@@ -284,20 +284,13 @@ impl Service {
         self.validate(&new)?;
         let ns = self.find_namespace(namespace)?;
         let memory = self.prepare_store(&ns, who, new.clone())?;
-        self.govern(
-            who,
-            Proposal {
-                ns: &ns,
-                target: None,
-                tags: memory.tags.clone(),
-                labels: memory.redactions.keys().cloned().collect(),
-                // Held as submitted (sealed under the namespace key, removed
-                // when the item closes): it runs exactly as it was asked.
-                payload: Payload::Store { memory: new },
-                audit_action: "memory.store",
-                also_as: None,
-            },
-        )?;
+        // Held as submitted (sealed under the namespace key, removed when
+        // the item closes): it runs exactly as it was asked.
+        let payload = Payload::Store {
+            memory: new,
+            import: None,
+        };
+        self.govern(who, Proposal::store(&ns, &memory, payload, "memory.store"))?;
         self.commit_store(who, &ns, memory, None)
     }
 
@@ -354,6 +347,7 @@ impl Service {
             status_reason: None,
             entities: Vec::new(),
             event_times: Vec::new(),
+            imported: None,
         })
     }
 
@@ -379,7 +373,15 @@ impl Service {
         let expiry = memory
             .expires_at
             .map(|at| expiry_key(at, &ns.id, &memory.id));
-        let record = Record::by(who, "memory.store").ns(&ns.name);
+        let action = match memory.imported {
+            Some(_) => "memory.import",
+            None => "memory.store",
+        };
+        let record = Record::by(who, action).ns(&ns.name);
+        let taken = format!(
+            "memory {} is already in namespace \"{}\"",
+            memory.id, ns.name
+        );
         let audit = self.audit.clone();
         let twin_key = key.clone();
         let exec_in = exec.clone();
@@ -407,6 +409,10 @@ impl Service {
                     &record.clone().target(prior_id).outcome("duplicate", None),
                 )?;
                 return Ok((Some(found), false, entry));
+            }
+            // Only an import brings its own id; it may have raced in.
+            if get_in(txn, t.memories, &head)?.is_some() {
+                return Err(StoreError::Rejected(taken.clone()));
             }
             txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
             lexical::put(txn, t, &ns_id, &id, &terms)?;

@@ -2,7 +2,8 @@
 //! update, forget memories (`memories.rs`); recall (`recall.rs`); indexing
 //! and reindex (`indexing.rs`); keys and the audit log (`access.rs`); the
 //! governance funnel every change passes and the approvals
-//! (`approvals.rs`); backups (`operations.rs`) — in one place, used by REST, MCP and the CLI alike.
+//! (`approvals.rs`); backups (`operations.rs`); export and import
+//! (`transfer.rs`) — in one place, used by REST, MCP and the CLI alike.
 //! Knows nothing about HTTP.
 //!
 //! Every call is blocking (LMDB reads, plugin calls, waiting for the group
@@ -29,6 +30,7 @@ pub mod model;
 mod namespaces;
 pub mod operations;
 pub mod recall;
+pub mod transfer;
 
 use std::collections::HashMap;
 use std::sync::Arc;

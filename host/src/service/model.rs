@@ -226,6 +226,28 @@ pub struct Memory {
     /// until it ran). Shown; stored sealed apart from the memory.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub event_times: Vec<EventTime>,
+    /// Where it came from when it was imported (`memhost import`): the
+    /// importer is its author; who wrote it before is kept here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Imported>,
+}
+
+/// The provenance of an imported memory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Imported {
+    /// The format it came in: `memhost`, `ai-memory`, `mem0`.
+    pub from: String,
+    /// When it was imported, Unix ms.
+    pub at: i64,
+    /// Its id there, when that was not a UUID memhost could keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_id: Option<String>,
+    /// Who wrote it there (agent, user or app), as that export said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Its agent type there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_type: Option<String>,
 }
 
 /// A time a memory's text refers to, as a period.
@@ -301,6 +323,17 @@ pub fn first_id_at(at: i64) -> Uuid {
     bytes[6] = 0x70;
     bytes[8] = 0x80;
     Uuid::from_bytes(bytes)
+}
+
+/// A new random UUIDv7 for time `at` (Unix ms): an imported memory's id,
+/// in its place among ids made when it was created.
+pub fn id_at(at: i64) -> Uuid {
+    let ms = u64::try_from(at.max(0)).unwrap_or(0);
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        ms / 1000,
+        u32::try_from(ms % 1000).unwrap_or(0) * 1_000_000,
+    ))
 }
 
 /// The Unix ms a UUIDv7 was made at.

@@ -199,3 +199,51 @@ pub fn capture_logs() -> Logs {
     })
     .clone()
 }
+
+/// A new age X25519 recipient (`age1…`), from `age-keygen` (Debian's
+/// `age` package), whose identity is thrown away.
+pub fn age_recipient() -> String {
+    let made = std::process::Command::new("age-keygen")
+        .output()
+        .expect("age-keygen (Debian package age) must be installed");
+    String::from_utf8_lossy(&made.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .expect("age-keygen prints the public key")
+}
+
+/// A new age identity file `dir/export-key.txt` (by `age-keygen`) and its
+/// recipient.
+pub fn age_key(dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("export-key.txt");
+    let made = std::process::Command::new("age-keygen")
+        .arg("-o")
+        .arg(&key)
+        .output()
+        .expect("age-keygen (Debian package age) must be installed");
+    assert!(made.status.success());
+    let recipient = String::from_utf8_lossy(&made.stderr)
+        .split_whitespace()
+        .last()
+        .expect("age-keygen names the public key")
+        .to_string();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (key, recipient)
+}
+
+/// `age -d -i key -o plain file`: the stock tool opens it.
+pub fn age_decrypt(key: &Path, file: &Path, plain: &Path) {
+    let out = std::process::Command::new("age")
+        .args(["-d", "-i"])
+        .arg(key)
+        .arg("-o")
+        .arg(plain)
+        .arg(file)
+        .output()
+        .expect("age (Debian package age) must be installed");
+    assert!(
+        out.status.success(),
+        "age -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

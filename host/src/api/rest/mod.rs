@@ -40,6 +40,7 @@
 pub mod auth;
 pub mod openapi;
 pub mod problem;
+mod transfer;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -1053,6 +1054,10 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
     all = all.or(patch_ns).unify().boxed();
     all = all.or(delete_ns).unify().boxed();
     all = all.or(reindex_ns).unify().boxed();
+    all = all
+        .or(transfer::routes(ns_root, svc.clone()))
+        .unify()
+        .boxed();
     all = all.or(recall).unify().boxed();
     all = all.or(entities).unify().boxed();
     all = all.or(get_gazetteer).unify().boxed();

@@ -20,6 +20,7 @@ use crate::service::recall::{Fusion, Hit, RecallMode, RecallQuery};
 use crate::service::{
     Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, RedactionMode,
 };
+use crate::transfer::ImportReport;
 
 /// `POST /v1/namespaces` body.
 #[derive(utoipa::ToSchema)]
@@ -125,6 +126,21 @@ fn recall_across() {}
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 fn reindex_namespace() {}
 
+#[utoipa::path(get, path = "/v1/namespaces/{ns}/export", params(("ns" = String, Path),
+        ("recipient" = String, Query, description = "age X25519 recipients (age1…), comma-separated: the export is encrypted to them"),
+        ("versions" = Option<bool>, Query, description = "include each memory's earlier versions")),
+    responses((status = 200, content_type = "application/octet-stream", description = "the namespace as an age file (streamed): gzip-compressed JSON Lines — a header, the namespace and its settings, one line per memory, an end line with the counts (docs/export.md); `age -d -i KEY FILE | gunzip` reads it. Needs admin on the namespace"),
+        (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+fn export_namespace() {}
+
+#[utoipa::path(post, path = "/v1/namespaces/{ns}/import", params(("ns" = String, Path),
+        ("format" = Option<String>, Query, description = "auto (default), memhost, ai-memory or mem0"),
+        ("on_conflict" = Option<String>, Query, description = "for a memory whose id is already there: skip (default), new-version or fail")),
+    request_body(content = String, content_type = "application/octet-stream", description = "a decrypted memhost export (gzipped or not), an ai-memory export, or an OpenMemory/mem0 export (zip, memories.json, memories.jsonl.gz or get_all output); at most 64 MiB"),
+    responses((status = 200, body = ImportReport, description = "what became of each memory: every one went through the same funnel as a store (redaction, policy — which may hold it —, indexing, audit) into `{ns}`"),
+        (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
+fn import_namespace() {}
+
 #[utoipa::path(get, path = "/v1/admin/keys",
     responses((status = 200, description = "`{keys: [KeyInfo]}`: the keys the caller administers"), (status = 403, body = Problem)))]
 fn list_keys() {}
@@ -204,6 +220,8 @@ impl utoipa::Modify for BearerAuth {
         recall,
         recall_across,
         reindex_namespace,
+        export_namespace,
+        import_namespace,
         list_keys,
         create_key,
         revoke_key,
@@ -217,6 +235,7 @@ impl utoipa::Modify for BearerAuth {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     components(schemas(
+        ImportReport,
         Namespace,
         NamespaceSettings,
         RedactionMode,
