@@ -136,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             id: "bench".into(),
             version: "0".into(),
         },
+        kind: "bench",
         budget: memhost::runtime::CallBudget {
             timeout: Duration::from_secs(1),
             memory_bytes: 64 << 20,

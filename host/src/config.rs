@@ -4,6 +4,7 @@
 //! [server]
 //! listen = "127.0.0.1:7077"
 //! mcp_allowed_origins = ["https://app.example.com:443"]   # browsers allowed at /mcp
+//! metrics_listen = "10.0.0.5:9477"  # GET /metrics without a key, private addresses only
 //!
 //! [server.connections]             # see api::listener
 //! max_connections = 1024
@@ -93,6 +94,11 @@ pub struct ServerSettings {
     pub mcp_allowed_origins: Vec<String>,
     /// `[server.connections]`: how many at once, how long each may take.
     pub connections: crate::api::listener::ConnectionSettings,
+    /// A second address serving only `GET /metrics`, without a key, for a
+    /// scraper inside a private network (loopback, 10/8, 172.16/12,
+    /// 192.168/16, fc00::/7); off by default. A public or wildcard address
+    /// is refused.
+    pub metrics_listen: Option<String>,
 }
 
 /// A configuration file that could not be used.

@@ -15,6 +15,7 @@ pub mod data_dir;
 pub mod governance;
 pub mod index;
 pub mod logging;
+pub mod metrics;
 pub mod plugins;
 pub mod runtime;
 pub mod server;

@@ -178,10 +178,55 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         gate.clone(),
         opts.config.server.mcp_allowed_origins.clone(),
     );
+    // Ready once the meaning indexes are loaded: the first questions
+    // after a start do not wait for them.
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (s, ready) = (service.clone(), ready.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match s.warm_up() {
+                Ok(n) => tracing::info!(
+                    namespaces = n,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "meaning indexes loaded: ready"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "loading the meaning indexes failed; they load on first use: ready")
+                }
+            }
+            ready.store(true, Ordering::Relaxed);
+            if let Some(m) = crate::metrics::get() {
+                m.ready.set(1);
+            }
+        });
+    }
+    let readiness = warp::path("ready")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(move || {
+            let (status, body) = if ready.load(Ordering::Relaxed) {
+                (warp::http::StatusCode::OK, serde_json::json!({"status": "ready"}))
+            } else {
+                (
+                    warp::http::StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"status": "starting", "waiting_for": "meaning indexes to load"}),
+                )
+            };
+            warp::Reply::into_response(warp::reply::with_status(warp::reply::json(&body), status))
+        });
+    if let Some(addr) = &opts.config.server.metrics_listen {
+        spawn_metrics_listener(addr, service.clone(), opts.config.server.connections).await?;
+    }
+    let metrics = crate::api::rest::metrics(service.clone(), gate.clone());
     let routes = warp::path::full()
         .and(
             health
                 .map(warp::Reply::into_response)
+                .or(readiness)
+                .unify()
+                .or(metrics)
+                .unify()
                 .or(mcp)
                 .unify()
                 .or(crate::api::rest::routes(service, gate))
@@ -211,6 +256,46 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(opts.data.pid_file());
     store.close();
     tracing::info!("memhost stopped");
+    Ok(())
+}
+
+/// Serve `GET /metrics` without a key on `addr`, which must be a private
+/// address (a scraper's network), never a public or wildcard one.
+async fn spawn_metrics_listener(
+    addr: &str,
+    service: crate::service::Service,
+    connections: crate::api::listener::ConnectionSettings,
+) -> anyhow::Result<()> {
+    let at: std::net::SocketAddr = addr.parse().with_context(|| {
+        format!("[server] metrics_listen \"{addr}\" is not an address like 10.0.0.5:9477")
+    })?;
+    let private = match at.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_private(),
+        std::net::IpAddr::V6(ip) => ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00,
+    };
+    if !private {
+        anyhow::bail!(
+            "[server] metrics_listen {at} is not a loopback or private address: /metrics without a key would be open to anyone who reaches it; use a private address, or scrape the main port with a global admin key"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot listen on {at} for metrics"))?;
+    tracing::info!(
+        "metrics on http://{}/metrics (no key: keep this address private)",
+        listener.local_addr()?
+    );
+    let route = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .then(move || crate::api::rest::metrics_reply(service.clone()));
+    tokio::spawn(crate::api::listener::serve(
+        listener,
+        route,
+        connections,
+        shutdown_signal(),
+        Duration::from_secs(1),
+    ));
     Ok(())
 }
 

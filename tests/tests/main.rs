@@ -20,6 +20,7 @@ mod hot_reload;
 mod load_checks;
 mod master_key;
 mod mcp;
+mod metrics;
 mod plugin_kinds;
 mod plugin_new;
 mod plugin_output;

@@ -294,6 +294,14 @@ fn ensure_schemathesis(root: &Path) -> Result<()> {
     ensure_venv(root, "py-st", SCHEMATHESIS, "the OpenAPI contract test")
 }
 
+/// Prometheus' own Python client, whose text-format parser reads
+/// `/metrics` in the metrics test.
+const PROMETHEUS_CLIENT: &str = "prometheus-client==0.21.1";
+
+fn ensure_prometheus_client(root: &Path) -> Result<()> {
+    ensure_venv(root, "py-prom", PROMETHEUS_CLIENT, "the metrics test")
+}
+
 /// A Python venv `target/<name>` holding `package`, installed once.
 fn ensure_venv(root: &Path, name: &str, package: &str, for_what: &str) -> Result<()> {
     let venv = root.join("target").join(name);
@@ -603,6 +611,7 @@ fn test(root: &Path) -> Result<()> {
     plugins(root)?;
     ensure_mcp_sdk(root)?;
     ensure_schemathesis(root)?;
+    ensure_prometheus_client(root)?;
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
     run(cargo()
         .current_dir(root.join("plugins"))

@@ -147,6 +147,9 @@ pub async fn serve<F>(
                 let busy = Busy::start(activity.clone());
                 let (mut parts, body) = req.into_parts();
                 parts.extensions.insert(ClientAddr(addr));
+                let route = super::route_label(parts.uri.path());
+                let method = super::method_label(&parts.method);
+                let started = std::time::Instant::now();
                 let limit = Duration::from_secs_f64(settings.body_timeout_seconds);
                 let body = Deadline::new(body, limit);
                 let expired = body.expired.clone();
@@ -156,8 +159,13 @@ pub async fn serve<F>(
                     drop(busy);
                     // Whichever route read the body, the answer to a body
                     // that did not arrive is the same.
-                    if expired.load(Ordering::Relaxed) {
-                        return Ok(body_timeout(limit));
+                    let response = if expired.load(Ordering::Relaxed) {
+                        Ok(body_timeout(limit))
+                    } else {
+                        response
+                    };
+                    if let Ok(r) = &response {
+                        crate::metrics::http(route, method, r.status().as_u16(), started.elapsed());
                     }
                     response
                 }

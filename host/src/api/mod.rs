@@ -4,3 +4,29 @@
 pub mod listener;
 pub mod mcp;
 pub mod rest;
+
+/// A request path as a metrics label: its route template, one of the
+/// fixed endpoints, or `other` (so a client cannot mint labels).
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/mcp" => "/mcp",
+        "/health" => "/health",
+        "/ready" => "/ready",
+        "/metrics" => "/metrics",
+        p => rest::openapi::route_template(p).unwrap_or("other"),
+    }
+}
+
+/// A request method as a metrics label (a client cannot mint labels).
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}

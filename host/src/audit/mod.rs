@@ -407,6 +407,11 @@ impl AuditLog {
             .collect()
     }
 
+    /// How many entries the chain holds.
+    pub fn length(&self, store: &Store) -> Result<u64, StoreError> {
+        store.read(|txn, t| self.head(txn, t)).map(|h| h.seq)
+    }
+
     /// The last `n` entries, oldest first.
     pub fn tail(&self, store: &Store, n: usize) -> Result<Vec<Entry>, Broken> {
         let head = store

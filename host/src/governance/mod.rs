@@ -81,19 +81,20 @@ impl State {
         }
     }
 
+    /// Every state.
+    pub const ALL: [State; 7] = [
+        State::Pending,
+        State::Executed,
+        State::Failed,
+        State::Rejected,
+        State::Expired,
+        State::Cancelled,
+        State::Superseded,
+    ];
+
     /// Parse `pending`, `executed`, …
     pub fn parse(s: &str) -> Option<State> {
-        [
-            State::Pending,
-            State::Executed,
-            State::Failed,
-            State::Rejected,
-            State::Expired,
-            State::Cancelled,
-            State::Superseded,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        State::ALL.into_iter().find(|st| st.as_str() == s)
     }
 }
 

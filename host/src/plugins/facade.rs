@@ -46,6 +46,7 @@ fn call_fresh<B, R>(
     call: impl FnOnce(&mut Store<StoreState>, &B) -> Wasm<Result<R, PluginError>>,
 ) -> Result<R, CallError> {
     let timeout = spec.budget.timeout;
+    let started = std::time::Instant::now();
     let mut store = runtime.new_store(spec)?;
     runtime.arm_deadline(&mut store, timeout);
     let result = instantiate(&mut store).and_then(|bindings| {
@@ -53,10 +54,31 @@ fn call_fresh<B, R>(
         call(&mut store, &bindings)
     });
     let output = store.data_mut().drain_output();
-    finish(spec, result, timeout, &output)
+    finish(spec, started, result, timeout, &output)
 }
 
+/// The outcome of a call that `started`, classified and counted.
 fn finish<R>(
+    spec: &StoreSpec,
+    started: std::time::Instant,
+    result: Wasm<Result<R, PluginError>>,
+    timeout: Duration,
+    output: &GuestOutput,
+) -> Result<R, CallError> {
+    let outcome = classify(spec, result, timeout, output);
+    crate::metrics::plugin_call(
+        &spec.identity.id,
+        spec.kind,
+        match &outcome {
+            Ok(_) => "ok",
+            Err(e) => e.kind.label(),
+        },
+        started.elapsed(),
+    );
+    outcome
+}
+
+fn classify<R>(
     spec: &StoreSpec,
     result: Wasm<Result<R, PluginError>>,
     timeout: Duration,
@@ -154,6 +176,7 @@ impl RedactorSession<'_> {
     pub fn redact(&mut self, text: &str) -> Result<Vec<Finding>, CallError> {
         let r = self.redactor;
         let timeout = r.spec.budget.timeout;
+        let started = std::time::Instant::now();
         r.runtime.arm_deadline(&mut self.store, timeout);
         let result = self
             .bindings
@@ -167,7 +190,7 @@ impl RedactorSession<'_> {
                 self.bindings = fresh.bindings;
             }
         }
-        let findings = finish(&r.spec, result, timeout, &output)?;
+        let findings = finish(&r.spec, started, result, timeout, &output)?;
         check_findings(&r.spec, text, findings)
     }
 }
@@ -482,6 +505,7 @@ impl Embedder {
     ) -> Result<R, CallError> {
         let timeout = self.spec.budget.timeout;
         let mut warm = self.acquire(priority)?;
+        let started = std::time::Instant::now();
         self.runtime.arm_deadline(&mut warm.store, timeout);
         let result = call(&mut warm.store, &warm.bindings);
         warm.calls += 1;
@@ -489,7 +513,7 @@ impl Embedder {
         // After a trap an instance cannot be entered again: drop it.
         let healthy = result.is_ok() && warm.calls < self.max_calls;
         self.release(warm, healthy, priority);
-        finish(&self.spec, result, timeout, &output)
+        finish(&self.spec, started, result, timeout, &output)
     }
 
     fn acquire(&self, priority: Priority) -> Result<Warm, CallError> {

@@ -289,6 +289,7 @@ impl Effective {
                 id: manifest.id.clone(),
                 version: manifest.version.clone(),
             },
+            kind: manifest.kind.as_str(),
             budget: CallBudget {
                 timeout: Duration::from_millis(self.timeout_ms),
                 memory_bytes: usize::try_from(self.memory_mb.saturating_mul(1 << 20))

@@ -58,6 +58,22 @@ pub enum CallErrorKind {
 }
 
 impl CallErrorKind {
+    /// The kind of failure as a fixed word (a metrics label).
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallErrorKind::Timeout(_) => "timeout",
+            CallErrorKind::MemoryLimit { .. } => "memory_limit",
+            CallErrorKind::OutOfFuel => "out_of_fuel",
+            CallErrorKind::Panic(_) => "panic",
+            CallErrorKind::Trap(_) => "trap",
+            CallErrorKind::Returned(_) => "returned_error",
+            CallErrorKind::CapabilityDenied(_) => "capability_denied",
+            CallErrorKind::InvalidOutput(_) => "invalid_output",
+            CallErrorKind::Busy(_) => "busy",
+            CallErrorKind::Instantiate(_) => "instantiate",
+        }
+    }
+
     /// What happened, without the plugin's or the guest's own words (a
     /// panic message, an error text), which may quote its input: for logs.
     pub fn without_words(&self) -> String {

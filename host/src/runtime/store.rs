@@ -45,6 +45,8 @@ pub struct CallBudget {
 pub struct StoreSpec {
     /// Who runs.
     pub identity: PluginIdentity,
+    /// Its kind's name (`redactor`, …), for metrics.
+    pub kind: &'static str,
     /// Per-call limits.
     pub budget: CallBudget,
     /// Configuration values the plugin may read (already the intersection of

@@ -1061,6 +1061,31 @@ impl Service {
     }
 
     /// A page of the approvals `who` may see, oldest first.
+    /// How many approval items are in each state (the metrics' gauge).
+    pub(super) fn approval_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<&'static str, i64>, ServiceError> {
+        let mut counts: std::collections::BTreeMap<&'static str, i64> =
+            State::ALL.into_iter().map(|s| (s.as_str(), 0)).collect();
+        let ledger = self.ledger()?;
+        let now = model::now_ms();
+        let mut from = ITEM_PREFIX.to_vec();
+        loop {
+            let rows =
+                self.store
+                    .rows_max(|t| t.pending, &from, |k| k.starts_with(ITEM_PREFIX), 256)?;
+            for (k, v) in &rows {
+                if let Ok(item) = ledger.open(k, v) {
+                    *counts.entry(item.state_at(now).as_str()).or_insert(0) += 1;
+                }
+            }
+            match rows.last() {
+                Some((k, _)) if rows.len() == 256 => from = [k.as_slice(), &[0]].concat(),
+                _ => return Ok(counts),
+            }
+        }
+    }
+
     pub fn approvals(
         &self,
         who: &Principal,

@@ -560,6 +560,7 @@ impl Service {
                 self.vectors
                     .put(&self.store, &key, space, *id, job.version, v);
                 settled += 1;
+                crate::metrics::indexed(1);
             }
         }
         Ok(settled)
@@ -799,6 +800,27 @@ impl Service {
                 _ => return Ok(progress),
             }
         }
+    }
+
+    /// Memories waiting to be embedded and memories the embedder failed
+    /// on, in every namespace (the metrics' queue depth).
+    pub(super) fn index_totals(&self) -> Result<IndexProgress, ServiceError> {
+        let mut progress = IndexProgress::default();
+        self.store.read(|txn, t| {
+            crate::store::visit_in(txn, t.jobs, vector::JOB_PREFIX, usize::MAX, |k, v| {
+                if !k.starts_with(vector::JOB_PREFIX) {
+                    return false;
+                }
+                match Job::decode(v) {
+                    Some(Job {
+                        failed: Some(_), ..
+                    }) => progress.failed += 1,
+                    _ => progress.queued += 1,
+                }
+                true
+            })
+        })?;
+        Ok(progress)
     }
 
     /// The namespace's embedder, if loaded and still giving the dimensions

@@ -280,6 +280,23 @@ impl Service {
         namespace: &str,
         new: NewMemory,
     ) -> Result<Stored, ServiceError> {
+        let r = self.store_uncounted(who, namespace, new);
+        crate::metrics::operation(
+            "store",
+            match &r {
+                Ok(s) if !s.created => "duplicate",
+                r => super::outcome(r),
+            },
+        );
+        r
+    }
+
+    fn store_uncounted(
+        &self,
+        who: &Principal,
+        namespace: &str,
+        new: NewMemory,
+    ) -> Result<Stored, ServiceError> {
         self.authorize(who, namespace, Role::Writer, "memory.store", None)?;
         self.validate(&new)?;
         let ns = self.find_namespace(namespace)?;
@@ -613,6 +630,18 @@ impl Service {
         id: &Uuid,
         patch: MemoryPatch,
     ) -> Result<Memory, ServiceError> {
+        let r = self.update_uncounted(who, namespace, id, patch);
+        crate::metrics::operation("update", super::outcome(&r));
+        r
+    }
+
+    fn update_uncounted(
+        &self,
+        who: &Principal,
+        namespace: &str,
+        id: &Uuid,
+        patch: MemoryPatch,
+    ) -> Result<Memory, ServiceError> {
         self.authorize(
             who,
             namespace,
@@ -907,6 +936,17 @@ impl Service {
     /// entry. Writers may forget only what they wrote; admins anything.
     /// Governed: the policy sees the memory's tags and redaction labels.
     pub fn forget(&self, who: &Principal, namespace: &str, id: &Uuid) -> Result<(), ServiceError> {
+        let r = self.forget_uncounted(who, namespace, id);
+        crate::metrics::operation("forget", super::outcome(&r));
+        r
+    }
+
+    fn forget_uncounted(
+        &self,
+        who: &Principal,
+        namespace: &str,
+        id: &Uuid,
+    ) -> Result<(), ServiceError> {
         self.authorize(
             who,
             namespace,

@@ -408,6 +408,20 @@ fn open_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| ServiceError::Internal(format!("corrupt {table} row: {e}")))
 }
 
+/// A use case's result as a metrics outcome word.
+pub(crate) fn outcome<T>(r: &Result<T, ServiceError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(ServiceError::Held(_)) => "held",
+        Err(ServiceError::PolicyDenied(_) | ServiceError::PolicyFailed { .. }) => "denied",
+        Err(ServiceError::Forbidden(_)) => "forbidden",
+        Err(ServiceError::Invalid { .. } | ServiceError::TooLarge { .. }) => "invalid",
+        Err(ServiceError::NoNamespace(_) | ServiceError::NoMemory { .. }) => "not_found",
+        Err(ServiceError::Conflict(_) | ServiceError::Raced(_)) => "conflict",
+        Err(_) => "error",
+    }
+}
+
 impl Service {
     /// A service over an open store and keyring, with the plugin registry.
     pub fn new(

@@ -1,4 +1,5 @@
-//! Operations use cases: backups (the file format is `store::backup`'s).
+//! Operations use cases: backups (the file format is `store::backup`'s),
+//! the state metrics read when scraped, warming up after a start.
 //!
 //! | table  | row key          | value                                   |
 //! |--------|------------------|-----------------------------------------|
@@ -85,5 +86,43 @@ impl Service {
             .get(|t| t.meta, META_LAST_BACKUP)?
             .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .and_then(|b| i64::try_from(u64::from_be_bytes(b)).ok()))
+    }
+
+    /// Set the metrics that are state, read now: a scrape.
+    pub fn observe_metrics(&self) -> Result<(), ServiceError> {
+        let Some(m) = crate::metrics::get() else {
+            return Ok(());
+        };
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        m.namespaces.set(int(self.all_namespaces()?.len() as u64));
+        let index = self.index_totals()?;
+        m.index_queue.set(int(index.queued as u64));
+        m.index_failed.set(int(index.failed as u64));
+        for (state, n) in self.approval_counts()? {
+            m.approvals.with_label_values(&[state]).set(n);
+        }
+        m.map_size.set(int(self.store.map_size() as u64));
+        m.used.set(int(self.store.used_bytes()?));
+        m.readers.set(int(self.store.readers()?));
+        m.audit_entries.set(int(self.audit.length(&self.store)?));
+        m.last_backup
+            .set(self.last_backup_at()?.map_or(0, |ms| ms / 1000));
+        Ok(())
+    }
+
+    /// Load the meaning index of every namespace with an embedder, so the
+    /// first questions after a start do not wait for it; returns how many
+    /// namespaces were loaded. `/ready` answers 200 once this is done.
+    pub fn warm_up(&self) -> Result<usize, ServiceError> {
+        let mut loaded = 0;
+        for ns in self.all_namespaces()? {
+            if ns.settings.embedder.is_none() {
+                continue;
+            }
+            let key = self.data_key(&ns)?;
+            self.vectors.shape(&self.store, &key, ns.vector_space())?;
+            loaded += 1;
+        }
+        Ok(loaded)
     }
 }

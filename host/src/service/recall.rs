@@ -201,11 +201,42 @@ pub const MAX_QUERY: usize = 4096;
 /// Most namespaces one cross-namespace question may name.
 pub const MAX_NAMESPACES: usize = 100;
 
+/// A recall's outcome and, answered, its latency by mode.
+fn counted_recall(
+    q: &RecallQuery,
+    r: &Result<Vec<Hit>, ServiceError>,
+    started: std::time::Instant,
+) {
+    crate::metrics::operation("recall", super::outcome(r));
+    if r.is_ok() {
+        crate::metrics::recall(
+            match q.mode {
+                RecallMode::Hybrid => "hybrid",
+                RecallMode::Vector => "vector",
+                RecallMode::Lexical => "lexical",
+            },
+            started.elapsed(),
+        );
+    }
+}
+
 impl Service {
     /// The memories of `namespace` that best match `q`. Forgotten, expired
     /// and superseded versions never appear; an unknown namespace is an
     /// error. Needs reader.
     pub fn recall(
+        &self,
+        who: &Principal,
+        namespace: &str,
+        q: &RecallQuery,
+    ) -> Result<Vec<Hit>, ServiceError> {
+        let started = std::time::Instant::now();
+        let r = self.recall_uncounted(who, namespace, q);
+        counted_recall(q, &r, started);
+        r
+    }
+
+    fn recall_uncounted(
         &self,
         who: &Principal,
         namespace: &str,
@@ -228,6 +259,17 @@ impl Service {
     /// of them, merged by score (each hit says its namespace). In `vector`
     /// mode, namespaces without an embedder are skipped unless named.
     pub fn recall_across(
+        &self,
+        who: &Principal,
+        q: &RecallQuery,
+    ) -> Result<Vec<Hit>, ServiceError> {
+        let started = std::time::Instant::now();
+        let r = self.recall_across_uncounted(who, q);
+        counted_recall(q, &r, started);
+        r
+    }
+
+    fn recall_across_uncounted(
         &self,
         who: &Principal,
         q: &RecallQuery,

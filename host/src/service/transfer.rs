@@ -309,6 +309,28 @@ impl Service {
         item: ImportItem,
         on_conflict: OnConflict,
     ) -> Result<ImportOutcome, ServiceError> {
+        let r = self.import_uncounted(who, namespace, item, on_conflict);
+        crate::metrics::operation(
+            "import",
+            match &r {
+                Ok(ImportOutcome::Created { .. }) => "ok",
+                Ok(ImportOutcome::Duplicate { .. }) => "duplicate",
+                Ok(ImportOutcome::Skipped { .. }) => "skipped",
+                Ok(ImportOutcome::Updated { .. }) => "updated",
+                Ok(ImportOutcome::Expired) => "expired",
+                r => super::outcome(r),
+            },
+        );
+        r
+    }
+
+    fn import_uncounted(
+        &self,
+        who: &Principal,
+        namespace: &str,
+        item: ImportItem,
+        on_conflict: OnConflict,
+    ) -> Result<ImportOutcome, ServiceError> {
         self.authorize(who, namespace, Role::Writer, "memory.import", None)?;
         let ImportItem {
             memory: mut new,

@@ -505,6 +505,11 @@ impl Store {
         })
     }
 
+    /// Reader slots in use, by every process that has the store open.
+    pub fn readers(&self) -> Result<u64, StoreError> {
+        Ok(u64::from(self.inner.env.info()?.num_readers()))
+    }
+
     /// Bytes used by the database file.
     pub fn used_bytes(&self) -> Result<u64, StoreError> {
         let info = self.inner.env.info()?;

@@ -247,3 +247,8 @@ pub fn age_decrypt(key: &Path, file: &Path, plain: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Unix ms now.
+pub fn now_ms() -> i64 {
+    memhost::clock::now_ms()
+}

@@ -60,6 +60,7 @@ fn unauthorized(detail: &str) -> Problem {
 }
 
 fn too_many(refused: &Refused) -> Problem {
+    crate::metrics::rate_limited();
     let mut p = Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate-limited",
@@ -192,6 +193,14 @@ impl Gate {
     /// A failed authentication: counted per source, audited within limits,
     /// answered 401 — or 429 once the source has failed too often.
     fn failed(&self, source: Option<IpAddr>, why: &AuthFailure) -> Problem {
+        crate::metrics::auth_failure(match why {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Unknown(_) => "unknown",
+            AuthFailure::Revoked(_) => "revoked",
+            AuthFailure::Expired(_) => "expired",
+            AuthFailure::Internal(_) => "internal",
+        });
         let src = source.map(|s| s.to_string());
         let (audit, refused) = match source {
             Some(ip) => {

@@ -1091,6 +1091,57 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
         .boxed()
 }
 
+/// `GET /metrics` on the main port: for a key with the global admin role.
+/// (A scraper without one uses `[server] metrics_listen`.)
+pub fn metrics(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<(Response,)> {
+    // Recovered inside the path match: a problem for this route only,
+    // never a 404 that would shadow the routes after it.
+    let answer = auth::principal(gate)
+        .then(move |who: Principal| {
+            let s = service.clone();
+            async move {
+                if !who.is_global_admin() {
+                    return Problem::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "Forbidden",
+                        format!(
+                            "key {} is not a global admin (*=admin): /metrics shows the whole server; give a scraper the metrics listener ([server] metrics_listen) instead",
+                            who.key_id
+                        ),
+                    )
+                    .reply();
+                }
+                metrics_reply(s).await
+            }
+        })
+        .recover(problem::recover)
+        .unify();
+    warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(answer)
+        .boxed()
+}
+
+/// The metrics, with the state ones read now.
+pub async fn metrics_reply(service: Service) -> Response {
+    let text = tokio::task::spawn_blocking(move || {
+        if let Err(e) = service.observe_metrics() {
+            tracing::warn!(error = %e, "reading the state metrics failed; serving the others");
+        }
+        crate::metrics::render()
+    })
+    .await
+    .unwrap_or_default();
+    let mut r = warp::reply::Reply::into_response(text);
+    r.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    r
+}
+
 /// `PATCH /v1/namespaces/{ns}`: only the settings to change.
 #[derive(Debug, Deserialize)]
 #[serde(transparent)]

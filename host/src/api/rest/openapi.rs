@@ -284,37 +284,54 @@ pub fn document() -> serde_json::Value {
     doc
 }
 
+/// A documented route: its template, the template's segments, its methods.
+type Route = (String, Vec<String>, Vec<String>);
+
+/// The document's routes. Literal segments sort before `{…}` ones, so
+/// `…/memories/bulk` is found before `…/memories/{id}`.
+fn routes() -> &'static [Route] {
+    static ROUTES: std::sync::LazyLock<Vec<Route>> = std::sync::LazyLock::new(|| {
+        let doc = document();
+        let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .map(|(template, item)| {
+                let segments = template.split('/').map(str::to_string).collect();
+                let methods = item
+                    .as_object()
+                    .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                (template.clone(), segments, methods)
+            })
+            .collect()
+    });
+    &ROUTES
+}
+
+fn route_of(path: &str) -> Option<&'static Route> {
+    let asked: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    routes().iter().find(|(_, template, _)| {
+        template.len() == asked.len()
+            && template
+                .iter()
+                .zip(&asked)
+                .all(|(t, a)| t.starts_with('{') || t == a)
+    })
+}
+
+/// The template a request path matches (`/v1/namespaces/{ns}/memories`),
+/// if the document lists one.
+pub fn route_template(path: &str) -> Option<&'static str> {
+    route_of(path).map(|(template, _, _)| template.as_str())
+}
+
 /// The methods the document lists for `path` (a request path, matched
 /// against the templates), as an `Allow` header value; `None` for a path
 /// it does not list.
 pub fn allowed_methods(path: &str) -> Option<String> {
-    static ROUTES: std::sync::LazyLock<Vec<(Vec<String>, Vec<String>)>> =
-        std::sync::LazyLock::new(|| {
-            let doc = document();
-            let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) else {
-                return Vec::new();
-            };
-            paths
-                .iter()
-                .map(|(template, item)| {
-                    let segments = template.split('/').map(str::to_string).collect();
-                    let methods = item
-                        .as_object()
-                        .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
-                        .unwrap_or_default();
-                    (segments, methods)
-                })
-                .collect()
-        });
-    let asked: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    ROUTES.iter().find_map(|(template, methods)| {
-        let fits = template.len() == asked.len()
-            && template
-                .iter()
-                .zip(&asked)
-                .all(|(t, a)| t.starts_with('{') || t == a);
-        fits.then(|| methods.join(", "))
-    })
+    route_of(path).map(|(_, _, methods)| methods.join(", "))
 }
 
 /// Problem answers any route can give, and why.
