@@ -105,6 +105,20 @@ struct Server {
     addr: String,
 }
 
+impl Server {
+    /// Its resident memory, MB (Linux: VmRSS of /proc/<pid>/status).
+    fn rss_mb(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map_or("?".into(), |kb| format!("{:.0}", kb / 1024.0))
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -321,6 +335,11 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let (server, keys) = start(&dir, clients.max(1))?;
     let mut admin = Client::connect(&server.addr, &keys[0]).await?;
+    while admin.json("GET", "/ready", None).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = server.rss_mb();
     let count_file = dir.join("stored.txt");
     let mut stored: usize = std::fs::read_to_string(&count_file)
         .ok()
@@ -351,10 +370,11 @@ async fn main() -> anyhow::Result<()> {
         args.iter().fold(String::new(), |s, a| s + " " + a),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    println!("\nresident memory at start, ready and idle: {idle_rss} MB");
     println!(
-        "\n| memories | stored/s (bulk of {BULK}) | searchable by meaning after | indexed/s | 1 client p50 / p99 ms | words only | meaning only | {clients} clients req/s | p50 / p99 ms | errors |"
+        "\n| memories | stored/s (bulk of {BULK}) | searchable by meaning after | indexed/s | 1 client p50 / p99 ms | words only | meaning only | {clients} clients req/s | p50 / p99 ms | errors | RSS MB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let path = format!("/v1/namespaces/{NAMESPACE}/memories/bulk");
@@ -437,7 +457,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let rate = together.len() as f64 / began.elapsed().as_secs_f64();
         println!(
-            "| {size} | {} | {:.1} s | {} | {} | {} | {} | {rate:.0} | {} / {} | {errors} |",
+            "| {size} | {} | {:.1} s | {} | {} | {} | {} | {rate:.0} | {} / {} | {errors} | {} |",
             per_second(grown, store_time),
             searchable.as_secs_f64(),
             per_second(grown, searchable),
@@ -446,10 +466,11 @@ async fn main() -> anyhow::Result<()> {
             p50_p99(&mut alone[2]),
             ms(pct(&mut together, 50)),
             ms(pct(&mut together, 99)),
+            server.rss_mb(),
         );
     }
     println!(
-        "\nstored/s: memories created per second by one client's bulk requests (redaction, policy and the write); searchable by meaning after: from the first write of the size's batch until the embedding queue is empty; indexed/s: memories per second over that time. Latency: one recall as the client sees it, hybrid (the default) unless said, the question's embedding included; words only / meaning only: the same questions in mode lexical / vector."
+        "\nstored/s: memories created per second by one client's bulk requests (redaction, policy and the write); searchable by meaning after: from the first write of the size's batch until the embedding queue is empty; indexed/s: memories per second over that time. Latency: one recall as the client sees it, hybrid (the default) unless said, the question's embedding included; words only / meaning only: the same questions in mode lexical / vector. RSS: the server's resident memory after the row's workload (embedder instances are made on first use and dropped after two idle minutes)."
     );
     drop(server);
     Ok(())

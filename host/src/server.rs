@@ -162,6 +162,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     spawn_expiry_sweep(service.clone());
+    spawn_instance_retirement(registry.clone());
     for worker in 0..INDEX_WORKERS {
         let indexer = service.clone();
         std::thread::Builder::new()
@@ -257,6 +258,28 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     store.close();
     tracing::info!("memhost stopped");
     Ok(())
+}
+
+/// An embedder's warm instance unused this long is dropped: each holds its
+/// model, and an idle server should give that memory back.
+const INSTANCE_IDLE: Duration = Duration::from_secs(120);
+
+fn spawn_instance_retirement(registry: Arc<PluginRegistry>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INSTANCE_IDLE / 4);
+        loop {
+            tick.tick().await;
+            let set = registry.snapshot();
+            let retired: usize = tokio::task::spawn_blocking(move || {
+                set.embedders().map(|e| e.retire_idle(INSTANCE_IDLE)).sum()
+            })
+            .await
+            .unwrap_or(0);
+            if retired > 0 {
+                tracing::debug!(retired, "idle embedder instances dropped");
+            }
+        }
+    });
 }
 
 /// Serve `GET /metrics` without a key on `addr`, which must be a private

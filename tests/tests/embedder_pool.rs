@@ -1,5 +1,6 @@
-//! Embedders keep warm instances (state survives between calls), each
-//! retired after its configured number of calls or after any trap, and
+//! Embedders make instances on first use and keep them warm (state
+//! survives between calls), each retired after its configured number of
+//! calls, after any trap or after sitting idle, and
 //! never more instances than the pool allows; background work (indexing)
 //! leaves one instance to questions.
 
@@ -45,9 +46,26 @@ fn count(e: &memhost::plugins::Embedder) -> f32 {
 #[test]
 fn warm_instances_are_reused_then_retired_after_max_calls() {
     let e = counter(1, 3);
-    // Load called model() once on the first instance (1 of its 3 calls).
-    let seen: Vec<f32> = (0..6).map(|_| count(&e)).collect();
-    assert_eq!(seen, [1.0, 2.0, 1.0, 2.0, 3.0, 1.0]);
+    // Load asked model() on an instance it then dropped: none is kept
+    // until the first embedding.
+    assert_eq!(e.live_instances(), 0);
+    let seen: Vec<f32> = (0..7).map(|_| count(&e)).collect();
+    assert_eq!(seen, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0]);
+    assert_eq!(e.live_instances(), 1);
+}
+
+#[test]
+fn idle_instances_are_dropped_and_made_again_on_the_next_call() {
+    let e = counter(2, 1000);
+    assert_eq!(count(&e), 1.0);
+    assert_eq!(count(&e), 2.0);
+    // Not idle long enough: kept.
+    assert_eq!(e.retire_idle(std::time::Duration::from_secs(3600)), 0);
+    assert_eq!(e.live_instances(), 1);
+    assert_eq!(e.retire_idle(std::time::Duration::ZERO), 1);
+    assert_eq!(e.live_instances(), 0);
+    // A fresh instance: its state starts over.
+    assert_eq!(count(&e), 1.0);
     assert_eq!(e.live_instances(), 1);
 }
 

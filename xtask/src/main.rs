@@ -20,7 +20,8 @@ use anyhow::{Context, Result, bail};
 const WASM_TARGET: &str = "wasm32-wasip2";
 const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
-/// Plugins staged for `serve`: shipped plugins and the Rust examples.
+/// Plugins staged under `target/plugins` (for the tests): shipped plugins
+/// and the Rust examples. `serve` serves the shipped ones (`plugins/…`).
 const STAGED: &[&str] = &[
     "plugins/policy-standard",
     "plugins/redact-pii",
@@ -441,16 +442,48 @@ fn stage(dir: &Path, built: &Path, staged: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Copy directory `from` to `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Build and run memhost with the default plugins, for a newcomer.
 fn serve(root: &Path, extra: &[String]) -> Result<()> {
     let staged = plugins(root)?;
     let dev = root.join("target/memhost-dev");
     std::fs::create_dir_all(&dev)?;
+    // The shipped plugins only: an example nobody's namespace uses must not
+    // cost memory (the Python one carries a CPython). Copy one from
+    // target/plugins into this directory to try it: it is watched.
+    let served = dev.join("plugins");
+    if served.exists() {
+        std::fs::remove_dir_all(&served)
+            .with_context(|| format!("clearing {}", served.display()))?;
+    }
+    for dir in STAGED.iter().filter(|d| d.starts_with("plugins/")) {
+        let id = Path::new(dir)
+            .file_name()
+            .context("a plugin directory has a name")?;
+        copy_tree(&staged.join(id), &served.join(id))?;
+    }
+    let staged = served;
     let config = dev.join("memhost.toml");
     std::fs::write(
         &config,
         format!(
-            "# Written by `cargo xtask serve`: the default plugins, with example grants.\n\
+            "# Written by `cargo xtask serve`: the shipped plugins (copy an example from\n\
+             # target/plugins into the directory below to try it), with example grants.\n\
              [plugins]\n\
              dir = \"{}\"\n\
              watch = true\n\n\

@@ -347,6 +347,8 @@ struct Warm {
     store: Store<StoreState>,
     bindings: EmbedderPlugin,
     calls: u64,
+    /// When it was last handed back.
+    idle_since: std::time::Instant,
 }
 
 struct PoolState {
@@ -412,6 +414,9 @@ impl Embedder {
         let model = embedder.with_instance(Priority::Question, |store, b| {
             b.memhost_plugin0_1_0_embedder().call_model(store)
         })?;
+        // Instances are made on first use: an embedder nobody's namespace
+        // calls costs no memory (its model is loaded in each instance).
+        embedder.retire_idle(Duration::ZERO);
         if model.dimensions == 0 || model.max_batch == 0 || model.id.trim().is_empty() {
             return Err(invalid(
                 &embedder.spec,
@@ -433,6 +438,30 @@ impl Embedder {
     /// Instances currently alive (idle or in use).
     pub fn live_instances(&self) -> u32 {
         self.pool.lock().map(|p| p.live).unwrap_or(0)
+    }
+
+    /// Drop the warm instances idle for at least `after` (their memory —
+    /// the model, loaded in each — goes back to the system); returns how
+    /// many. The next call makes a new one.
+    pub fn retire_idle(&self, after: Duration) -> usize {
+        let retired: Vec<Warm> = match self.pool.lock() {
+            Ok(mut pool) => {
+                let (old, keep): (Vec<Warm>, Vec<Warm>) = std::mem::take(&mut pool.idle)
+                    .into_iter()
+                    .partition(|w| w.idle_since.elapsed() >= after);
+                pool.idle = keep;
+                pool.live = pool.live.saturating_sub(old.len() as u32);
+                old
+            }
+            Err(_) => return 0,
+        };
+        let n = retired.len();
+        // Dropped outside the lock: freeing a large memory takes a while.
+        drop(retired);
+        if n > 0 {
+            self.returned.notify_all();
+        }
+        n
     }
 
     /// One vector per text, in order. Batches larger than the model's
@@ -562,6 +591,7 @@ impl Embedder {
                 store,
                 bindings,
                 calls: 0,
+                idle_since: std::time::Instant::now(),
             }),
             Err(e) => {
                 let out = store.data_mut().drain_output();
@@ -575,8 +605,9 @@ impl Embedder {
         }
     }
 
-    fn release(&self, warm: Warm, healthy: bool, priority: Priority) {
+    fn release(&self, mut warm: Warm, healthy: bool, priority: Priority) {
         if healthy && let Ok(mut pool) = self.pool.lock() {
+            warm.idle_since = std::time::Instant::now();
             pool.idle.push(warm);
             if priority == Priority::Background {
                 pool.background = pool.background.saturating_sub(1);

@@ -128,6 +128,14 @@ impl PluginSet {
         }
     }
 
+    /// Every embedder.
+    pub fn embedders(&self) -> impl Iterator<Item = &Arc<Embedder>> {
+        self.entries.values().filter_map(|e| match &e.plugin {
+            LoadedPlugin::Embedder(p) => Some(p),
+            _ => None,
+        })
+    }
+
     /// Number of plugins.
     pub fn len(&self) -> usize {
         self.entries.len()
