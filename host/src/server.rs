@@ -104,6 +104,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         let r = reloader.clone();
         tokio::task::spawn_blocking(move || r.reload()).await?
     };
+    // What compiling the plugins left free goes back to the system.
+    crate::runtime::trim_allocator();
     match first {
         Ok(summary) => {
             tracing::info!("plugins ready: {summary}");

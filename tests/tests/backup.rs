@@ -5,6 +5,7 @@
 //! backup opens with the stock `age` tool (a tar inside) and restores with
 //! the identity. A flipped byte, another master key, an existing target and
 //! a missing key are refused, naming what is wrong, and leave nothing behind.
+//! `memhost compact` gives back what deleting freed and keeps the rest.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -326,4 +327,72 @@ fn an_encrypted_backup_opens_with_the_age_tool_and_restores_with_the_identity() 
     );
     assert_eq!(status, 200, "{m}");
     assert_eq!(m["content"], "the spare key is under the blue pot");
+}
+
+#[test]
+fn compact_gives_back_what_deleting_freed_and_keeps_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Deleting one by one, faster than a key's default rate.
+    let config = plugins_config(
+        tmp.path(),
+        &["redact-pii"],
+        "[limits]\nrequests_per_second = 10000.0\nburst = 10000\n",
+    );
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &config);
+    let admin = server.client();
+    let (status, r) = curl(&admin, "POST", "/v1/namespaces", Some(r#"{"name":"team"}"#));
+    assert_eq!(status, 201, "{r}");
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let filler = "the quick survey of tidal pools ".repeat(60);
+        ids.push(store(&admin, &format!("note {i}: {filler}")));
+    }
+    for id in &ids[20..] {
+        let (status, r) = curl(
+            &admin,
+            "DELETE",
+            &format!("/v1/namespaces/team/memories/{id}"),
+            None,
+        );
+        assert_eq!(status, 204, "{r}");
+    }
+    // Not while it serves: a write after the copy would be lost.
+    let (code, _, err) = cli(&[&"compact", &"--data", &data]);
+    assert_ne!(code, 0);
+    assert!(err.contains("stop it before compacting"), "{err}");
+    drop(server);
+
+    let file = data.join("db/data.mdb");
+    let before = std::fs::metadata(&file).unwrap().len();
+    let (code, _, err) = cli(&[&"compact", &"--data", &data]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("smaller"), "{err}");
+    let after = std::fs::metadata(&file).unwrap().len();
+    assert!(after * 2 < before, "{before} -> {after} bytes");
+    assert_eq!(leftovers(&data), Vec::<String>::new());
+
+    let (code, out, _) = cli(&[&"audit", &"verify", &"--data", &data]);
+    assert_eq!(code, 0, "{out}");
+    let (_, log, _) = cli(&[&"audit", &"tail", &"-n", &"3", &"--data", &data]);
+    assert!(log.contains("store.compact"), "{log}");
+    let server = Server::start(&data, &config);
+    let c = server.client();
+    for id in &ids[..20] {
+        let (status, m) = curl(
+            &c,
+            "GET",
+            &format!("/v1/namespaces/team/memories/{id}"),
+            None,
+        );
+        assert_eq!(status, 200, "{m}");
+    }
+    let (status, _) = curl(
+        &c,
+        "GET",
+        &format!("/v1/namespaces/team/memories/{}", ids[20]),
+        None,
+    );
+    assert_eq!(status, 404);
+    store(&c, "written after compacting");
 }

@@ -1,4 +1,4 @@
-//! `memhost backup` and `memhost restore`.
+//! `memhost backup`, `memhost restore` and `memhost compact`.
 //!
 //! A backup is taken while the server runs (LMDB's compacting copy reads
 //! one snapshot; writers go on). A restore writes nothing into the target
@@ -59,6 +59,59 @@ pub(crate) struct RestoreArgs {
     /// be stopped).
     #[arg(long)]
     force: bool,
+}
+
+/// `memhost compact`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompactArgs {
+    /// The data directory (its server stopped).
+    #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
+    data: PathBuf,
+}
+
+/// Rewrite the database without its free pages (LMDB never shrinks its
+/// file: after deleting much, the space is reused but not returned).
+pub(crate) fn compact(args: CompactArgs) -> anyhow::Result<i32> {
+    let dir = DataDir::new(args.data);
+    if let Some(pid) = super::keys::server_running(&dir) {
+        bail!(
+            "memhost (pid {pid}) is serving {}: stop it before compacting (a write after the copy would be lost); a backup compacts too, while it serves",
+            dir.root().display()
+        );
+    }
+    let file = dir.db().join("data.mdb");
+    let before = std::fs::metadata(&file)
+        .with_context(|| format!("{}", file.display()))?
+        .len();
+    let staging = tempfile::Builder::new()
+        .prefix(".memhost-compact-")
+        .tempdir_in(dir.root())?;
+    let progress = Progress::start("compact", Unit::Bytes);
+    {
+        let service = super::offline_service(dir.root().to_path_buf())?;
+        // Recorded first, so the copy holds it (the store is not opened
+        // again in this process once the file is replaced).
+        service.record_event(
+            crate::audit::Record::by(&Principal::operator(), "store.compact")
+                .outcome("ok", Some(format!("{before} bytes before"))),
+        );
+        service.copy_store(staging.path())?;
+    }
+    let after = std::fs::metadata(staging.path().join("data.mdb"))?.len();
+    progress.set(after, after);
+    // The copy replaces the file; the lock file stays (it holds no data,
+    // and the next process to open the store sets it up afresh).
+    std::fs::rename(staging.path().join("data.mdb"), &file)
+        .context("cannot move the compacted database into place")?;
+    progress.finish("done");
+    eprintln!(
+        "compacted {}: {} -> {} ({:.0}% smaller)",
+        file.display(),
+        indicatif::HumanBytes(before),
+        indicatif::HumanBytes(after),
+        100.0 * (1.0 - after as f64 / before.max(1) as f64)
+    );
+    Ok(0)
 }
 
 /// Write a backup of `args.data`.

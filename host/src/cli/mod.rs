@@ -79,6 +79,8 @@ enum Command {
     /// Create a data directory from a backup, verified before anything is
     /// put in place.
     Restore(backup::RestoreArgs),
+    /// Rewrite the database without its free pages, the server stopped.
+    Compact(backup::CompactArgs),
     /// Export memories and namespace settings as age-encrypted, gzipped
     /// JSON Lines (docs/export.md).
     Export(transfer::ExportArgs),
@@ -138,6 +140,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Approvals(cmd) => approvals::run(cmd),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Compact(args) => backup::compact(args),
         Command::Export(args) => transfer::export(args),
         Command::Import(args) => transfer::import(args),
     }

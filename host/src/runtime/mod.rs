@@ -26,7 +26,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// instances (see `Runtime::new`).
 const KEEP_RESIDENT: usize = 2 << 20;
 
-pub use cache::{CacheOutcome, ComponentCache};
+pub use cache::{CacheOutcome, ComponentCache, trim_allocator};
 pub use error::{CallError, CallErrorKind};
 pub use limits::MemoryCapExceeded;
 pub use linker::Imports;

@@ -79,6 +79,12 @@ impl Service {
         Ok(manifest)
     }
 
+    /// Copy the store, compacted, into the empty directory `dir` (see
+    /// `memhost compact`, which runs with no server).
+    pub fn copy_store(&self, dir: &Path) -> Result<(), ServiceError> {
+        Ok(self.store.copy_compacted(dir)?)
+    }
+
     /// When the last backup was written (Unix ms), if ever.
     pub fn last_backup_at(&self) -> Result<Option<i64>, ServiceError> {
         Ok(self
