@@ -174,6 +174,7 @@ fn write_backup(
 
 /// Restore a backup into `args.data`.
 pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
+    let source = super::output::input_name(&args.file);
     let target = DataDir::new(args.data.clone());
     if target.db().join("data.mdb").exists() {
         if !args.force {
@@ -233,7 +234,7 @@ pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
     let manifest = backup::read(input, master.as_ref(), staging.path(), &|done, total| {
         progress.set(done, total)
     })
-    .with_context(|| format!("backup {}: nothing was restored", args.file.display()))?;
+    .with_context(|| format!("backup {source}: nothing was restored"))?;
     progress.finish("verified");
     let Some(master) = master else {
         // read() refuses a backup when there is no key to check it with.
@@ -246,8 +247,7 @@ pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
         let counts = store.counts()?;
         if counts != manifest.tables {
             bail!(
-                "backup {}: the restored rows ({:?}) are not what its manifest says ({:?}); nothing was restored",
-                args.file.display(),
+                "backup {source}: the restored rows ({:?}) are not what its manifest says ({:?}); nothing was restored",
                 counts,
                 manifest.tables
             );
@@ -304,8 +304,7 @@ pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
     store.close();
 
     eprintln!(
-        "restored {} into {}: backup taken {} by memhost {}, {} rows ({} memory rows), master key {}",
-        args.file.display(),
+        "restored {source} into {}: backup taken {} by memhost {}, {} rows ({} memory rows), master key {}",
         target.root().display(),
         crate::service::model::iso8601(manifest.created_at),
         manifest.memhost_version,

@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+/// What to call a command's input FILE in messages (`-`: standard input).
+pub(crate) fn input_name(file: &Path) -> String {
+    if file.as_os_str() == "-" {
+        "standard input".into()
+    } else {
+        file.display().to_string()
+    }
+}
+
 /// The `--out` of a command.
 pub(crate) struct Out {
     target: Option<PathBuf>,

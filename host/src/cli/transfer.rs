@@ -137,6 +137,7 @@ impl<R: Read> Read for Counted<R> {
 
 /// Import a file.
 pub(crate) fn import(args: ImportArgs) -> anyhow::Result<i32> {
+    let source = super::output::input_name(&args.file);
     let (raw, size): (Box<dyn Read>, u64) = if args.file.as_os_str() == "-" {
         (Box::new(std::io::stdin().lock()), 0)
     } else {
@@ -157,8 +158,7 @@ pub(crate) fn import(args: ImportArgs) -> anyhow::Result<i32> {
     let input: Box<dyn Read> = if age_file::is_age(input.fill_buf()?) {
         let Some(path) = &args.identity else {
             bail!(
-                "{} is age-encrypted: give the identity that opens it with --identity FILE",
-                args.file.display()
+                "{source} is age-encrypted: give the identity that opens it with --identity FILE"
             );
         };
         Box::new(Identities::from_file(path)?.decrypt(input)?)
@@ -166,7 +166,7 @@ pub(crate) fn import(args: ImportArgs) -> anyhow::Result<i32> {
         Box::new(input)
     };
     let entries = transfer::read_entries(input, args.format)
-        .with_context(|| format!("{}: nothing was imported", args.file.display()))?;
+        .with_context(|| format!("{source}: nothing was imported"))?;
     let plan = ImportPlan {
         into: args.namespace,
         map: args.namespace_map.into_iter().collect::<BTreeMap<_, _>>(),
