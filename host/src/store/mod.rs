@@ -99,6 +99,17 @@ impl Default for StoreOptions {
     }
 }
 
+/// What one table holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableFootprint {
+    /// Rows.
+    pub rows: u64,
+    /// Bytes of their keys.
+    pub key_bytes: u64,
+    /// Bytes of their values.
+    pub value_bytes: u64,
+}
+
 /// A (key, value) pair copied out of a transaction.
 pub type Row = (Vec<u8>, Vec<u8>);
 
@@ -495,13 +506,31 @@ impl Store {
 
     /// How many rows each table holds, by name, in one snapshot.
     pub fn counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        Ok(self
+            .footprint()?
+            .into_iter()
+            .map(|(name, f)| (name, f.rows))
+            .collect())
+    }
+
+    /// Rows and the bytes of their keys and values, per table, in one
+    /// snapshot (what is stored, before LMDB's page and node overhead).
+    pub fn footprint(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, TableFootprint>, StoreError> {
         self.read(|txn, t| {
-            let mut counts = std::collections::BTreeMap::new();
+            let mut all = std::collections::BTreeMap::new();
             for (name, db) in t.all() {
-                let rows = visit_in(txn, db, b"", usize::MAX, |_, _| true)?;
-                counts.insert(name.to_string(), rows as u64);
+                let mut f = TableFootprint::default();
+                visit_in(txn, db, b"", usize::MAX, |k, v| {
+                    f.rows += 1;
+                    f.key_bytes += k.len() as u64;
+                    f.value_bytes += v.len() as u64;
+                    true
+                })?;
+                all.insert(name.to_string(), f);
             }
-            Ok(counts)
+            Ok(all)
         })
     }
 
