@@ -206,7 +206,7 @@ fn main() -> Result<()> {
         Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed|quality | soak [--seconds N] [--clients N] [--kill-every S] | fuzz [--seconds N] [TARGET...]>"
+                "usage: cargo xtask <plugins | serve [memhost serve flags] | test | bench plugins|store|recall|embed|quality|http | soak [--seconds N] [--clients N] [--kill-every S] | fuzz [--seconds N] [TARGET...]>"
             );
             std::process::exit(2);
         }
