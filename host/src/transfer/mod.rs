@@ -443,6 +443,8 @@ pub fn import(
     let mut report = ImportReport::default();
     // Namespaces that could not be made, and why.
     let mut broken: BTreeMap<String, String> = BTreeMap::new();
+    // Namespaces known to exist: looked up once, not once per memory.
+    let mut ensured: std::collections::BTreeSet<String> = Default::default();
     let target = |theirs: &str| plan.map.get(theirs).cloned().unwrap_or(theirs.to_string());
     let fail = |report: &mut ImportReport, why: String| {
         report.failed += 1;
@@ -466,8 +468,12 @@ pub fn import(
                 }
                 let ours = target(&name);
                 match service.import_namespace(who, &ours, settings) {
-                    Ok(true) => report.namespaces_created.push(ours),
-                    Ok(false) => {}
+                    Ok(created) => {
+                        if created {
+                            report.namespaces_created.push(ours.clone());
+                        }
+                        ensured.insert(ours);
+                    }
                     Err(e) => {
                         broken.insert(ours, e.to_string());
                     }
@@ -488,10 +494,14 @@ pub fn import(
                         continue;
                     }
                 };
-                if plan.into.is_none() && !broken.contains_key(&ours) {
+                if plan.into.is_none() && !broken.contains_key(&ours) && !ensured.contains(&ours) {
                     match service.import_namespace(who, &ours, NamespaceSettings::default()) {
-                        Ok(true) => report.namespaces_created.push(ours.clone()),
-                        Ok(false) => {}
+                        Ok(created) => {
+                            if created {
+                                report.namespaces_created.push(ours.clone());
+                            }
+                            ensured.insert(ours.clone());
+                        }
                         Err(e) => {
                             broken.insert(ours.clone(), e.to_string());
                         }
