@@ -122,3 +122,33 @@ fn a_question_does_not_wait_behind_background_embedding() {
     assert_eq!(background_done.into_inner(), 2);
     assert!(e.live_instances() <= 2, "{} instances", e.live_instances());
 }
+
+#[test]
+fn with_one_instance_a_question_goes_before_the_next_background_batch() {
+    let e = counter_with(1, 1_000_000, "[limits]\ntimeout_ms = 10000");
+    let background_done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // Two bulk batches of two seconds each on the only instance: the
+        // first runs, the second waits for it.
+        for pause in [0, 100] {
+            let done = &background_done;
+            let e = &e;
+            s.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(pause));
+                e.embed_in_background(&["slow".into()]).unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Asked after both: answered when the first batch lets go, before
+        // the second batch takes the instance.
+        e.embed(&["question, with a pause".into()]).unwrap();
+        assert_eq!(
+            background_done.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the question waited for more than the batch in progress"
+        );
+    });
+    assert_eq!(background_done.into_inner(), 2);
+    assert_eq!(e.live_instances(), 1);
+}

@@ -356,6 +356,8 @@ struct PoolState {
     live: u32,
     /// Instances held by background work (indexing).
     background: u32,
+    /// Questions waiting for an instance: background work waits for them.
+    questions_waiting: u32,
 }
 
 /// Who is waiting for an embedding: a question on the request path, or
@@ -408,6 +410,7 @@ impl Embedder {
                 idle: Vec::new(),
                 live: 0,
                 background: 0,
+                questions_waiting: 0,
             }),
             returned: Condvar::new(),
         };
@@ -553,32 +556,55 @@ impl Embedder {
             )
         };
         let background = priority == Priority::Background;
-        // Background work may hold all but one instance (all of one).
+        // Background work may hold all but one instance (all of one), and
+        // takes none while a question waits: with one instance, a question
+        // waits for at most the call in progress, not the import's queue.
         let background_cap = self.max_instances.saturating_sub(1).max(1);
         let mut pool = self.pool.lock().map_err(|_| busy())?;
-        loop {
-            if !background || pool.background < background_cap {
+        let mut waiting = false;
+        let got = loop {
+            let may = if background {
+                pool.background < background_cap && pool.questions_waiting == 0
+            } else {
+                true
+            };
+            if may {
                 if let Some(warm) = pool.idle.pop() {
                     pool.background += u32::from(background);
-                    return Ok(warm);
+                    break Ok(Some(warm));
                 }
                 if pool.live < self.max_instances {
                     pool.live += 1;
                     pool.background += u32::from(background);
-                    drop(pool);
-                    return self
-                        .instantiate()
-                        .inspect_err(|_| self.release_slot(priority));
+                    break Ok(None);
                 }
             }
-            let (guard, wait) = self
-                .returned
-                .wait_timeout(pool, POOL_WAIT)
-                .map_err(|_| busy())?;
-            if wait.timed_out() {
-                return Err(busy());
+            if !background && !waiting {
+                waiting = true;
+                pool.questions_waiting += 1;
             }
+            let (guard, wait) = match self.returned.wait_timeout(pool, POOL_WAIT) {
+                Ok(woken) => woken,
+                // A poisoned pool only happens after a panic elsewhere; the
+                // waiting count no longer matters then.
+                Err(_) => return Err(busy()),
+            };
             pool = guard;
+            if wait.timed_out() {
+                break Err(busy());
+            }
+        };
+        if waiting {
+            pool.questions_waiting = pool.questions_waiting.saturating_sub(1);
+            // Background work held back for this question may go on.
+            self.returned.notify_all();
+        }
+        drop(pool);
+        match got? {
+            Some(warm) => Ok(warm),
+            None => self
+                .instantiate()
+                .inspect_err(|_| self.release_slot(priority)),
         }
     }
 
