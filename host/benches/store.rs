@@ -31,9 +31,10 @@ fn content(i: usize) -> String {
     )
 }
 
-fn main() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(&dir.path().join("db"), &StoreOptions::default())?;
+/// A new store in `dir` and the service over it, every write decided by
+/// the staged `policy-standard` plugin.
+fn fresh(dir: &std::path::Path) -> anyhow::Result<(Store, Service, Arc<PluginRegistry>)> {
+    let store = Store::open(&dir.join("db"), &StoreOptions::default())?;
     let keyring = Arc::new(Keyring::open(&store, MasterKey::generate())?);
     let runtime = Runtime::new(&RuntimeConfig::default())?;
     let plugins = Arc::new(PluginRegistry::new(runtime, PluginSettings::default())?);
@@ -43,6 +44,16 @@ fn main() -> anyhow::Result<()> {
         .apply(vec![staged])
         .map_err(|e| anyhow::anyhow!("{}: run `cargo xtask plugins` first", e.summary))?;
     let service = Service::new(store.clone(), keyring, plugins.clone())?;
+    Ok((store, service, plugins))
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo xtask bench store disk`: only where the bytes go.
+    if std::env::args().any(|a| a == "disk") {
+        return disk();
+    }
+    let dir = tempfile::tempdir()?;
+    let (store, service, plugins) = fresh(dir.path())?;
     // The writer is a key-holding agent, as over the API (every store also
     // appends its audit entry in the same transaction).
     let actor = Principal::operator();
@@ -54,7 +65,6 @@ fn main() -> anyhow::Result<()> {
             ..NamespaceSettings::default()
         },
     )?;
-    let mut next = 0usize;
 
     println!("memhost store benchmark (command: cargo xtask bench store)");
     println!("durable LMDB commits, sealed rows, ~1 KiB memories, redaction off\n");
@@ -64,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     // Single client latency.
     let mut samples = Vec::new();
     let mut ids = Vec::new();
-    for _ in 0..1000 {
+    for next in 0..1000 {
         let t = Instant::now();
         let stored = service.store(
             &actor,
@@ -76,7 +86,6 @@ fn main() -> anyhow::Result<()> {
         )?;
         samples.push(t.elapsed());
         ids.push(stored.memory.id);
-        next += 1;
     }
     let (p50, p99) = (pct(&mut samples, 50), pct(&mut samples, 99));
     println!(
@@ -302,37 +311,134 @@ fn main() -> anyhow::Result<()> {
         us(pct(&mut samples, 99))
     );
 
-    let stored_kib = (next + 4000 * 3) as f64 * content(0).len() as f64 / 1024.0;
-    println!(
-        "| {:<44} | {:>12} | {:>12} |",
-        "DB bytes per stored KiB of content",
-        format!("{:.2}", store.used_bytes()? as f64 / 1024.0 / stored_kib),
-        ""
-    );
     println!(
         "\n(targets: store p99 ≤ 2 ms at 1 client, ≥ 5,000 stores/s at 64 clients, get p99 ≤ 1 ms, policy ≤ 50 µs added at p50)"
     );
-    // Where the bytes go: what each table stores (keys + values), per
-    // stored KiB; the rest of the file is LMDB's pages, nodes and free space.
-    println!("\n| table | rows | key bytes / stored KiB | value bytes / stored KiB |");
-    println!("|---|---|---|---|");
-    let mut payload = 0u64;
+    store.close();
+    disk()
+}
+
+/// LongMemEval's chat turns (as `cargo xtask bench quality` fetches them),
+/// distinct, joined or cut at a sentence into memories of about 1 KiB:
+/// what agents store, with the vocabulary of real conversations.
+fn chat_memories() -> anyhow::Result<Vec<String>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/datasets/longmemeval/longmemeval_oracle.json");
+    let data: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!("{}: {e}; run `cargo xtask bench store`", path.display())
+        })?)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut memories = Vec::new();
+    let mut current = String::new();
+    for question in data.as_array().into_iter().flatten() {
+        for session in question["haystack_sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for turn in session.as_array().into_iter().flatten() {
+                let mut text = turn["content"].as_str().unwrap_or_default().trim();
+                if text.is_empty() || !seen.insert(text.to_string()) {
+                    continue;
+                }
+                while text.len() > 1_200 {
+                    let mut end = 1_024;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    let cut = text[..end].rfind(". ").map_or(end, |i| i + 1);
+                    memories.push(text[..cut].trim().to_string());
+                    text = text[cut..].trim();
+                }
+                if !current.is_empty() {
+                    current.push('\n');
+                }
+                current.push_str(text);
+                if current.len() >= 900 {
+                    memories.push(std::mem::take(&mut current));
+                }
+            }
+        }
+    }
+    Ok(memories)
+}
+
+/// Bytes on disk per stored KiB, for real text: every chat memory stored
+/// once into a fresh store, then where the file's bytes went.
+fn disk() -> anyhow::Result<()> {
+    let memories = chat_memories()?;
+    let dir = tempfile::tempdir()?;
+    let (store, service, _) = fresh(dir.path())?;
+    let actor = Principal::operator();
+    service.create_namespace(
+        &actor,
+        "chat",
+        NamespaceSettings {
+            redaction: RedactionMode::Off,
+            ..NamespaceSettings::default()
+        },
+    )?;
+    let clients = 8;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            let (service, actor, memories) = (&service, &actor, &memories);
+            s.spawn(move || {
+                for text in memories.iter().skip(c).step_by(clients) {
+                    let _ = service.store(
+                        actor,
+                        "chat",
+                        NewMemory {
+                            content: text.clone(),
+                            ..NewMemory::default()
+                        },
+                    );
+                }
+            });
+        }
+    });
+    let took = started.elapsed();
+    let stored = memories.iter().map(String::len).sum::<usize>() as f64 / 1024.0;
+    let per_kib = |bytes: u64| bytes as f64 / 1024.0 / stored;
+    let page = store.page_size()?;
+    let file = store.used_bytes()?;
+    let compacted_dir = tempfile::tempdir()?;
+    store.copy_compacted(compacted_dir.path())?;
+    let compacted = std::fs::metadata(compacted_dir.path().join("data.mdb"))?.len();
+    println!(
+        "\nbytes on disk: {} chat memories of LongMemEval's turns (mean {:.0} bytes, {:.1} MiB of text), stored by {clients} clients in {:.1} s, no embedder\n",
+        memories.len(),
+        stored * 1024.0 / memories.len() as f64,
+        stored / 1024.0,
+        took.as_secs_f64()
+    );
+    println!("| table | rows | keys / stored KiB | values / stored KiB | pages / stored KiB |");
+    println!("|---|---|---|---|---|");
+    let (mut payload, mut pages) = (0u64, 0u64);
     for (name, f) in store.footprint()? {
         if f.rows == 0 {
             continue;
         }
         payload += f.key_bytes + f.value_bytes;
+        pages += f.pages;
         println!(
-            "| {name} | {} | {:.2} | {:.2} |",
+            "| {name} | {} | {:.2} | {:.2} | {:.2} |",
             f.rows,
-            f.key_bytes as f64 / 1024.0 / stored_kib,
-            f.value_bytes as f64 / 1024.0 / stored_kib
+            per_kib(f.key_bytes),
+            per_kib(f.value_bytes),
+            per_kib(f.pages * page)
         );
     }
     println!(
-        "| all tables | | {:.2} (keys + values) | LMDB overhead and free pages: {:.2} |",
-        payload as f64 / 1024.0 / stored_kib,
-        (store.used_bytes()? as f64 - payload as f64) / 1024.0 / stored_kib
+        "| all tables | | {:.2} (keys + values) | | {:.2} |",
+        per_kib(payload),
+        per_kib(pages * page)
+    );
+    println!(
+        "\nDB bytes per stored KiB of content: **{:.2}** in the file (free pages included), {:.2} compacted (`memhost backup` / `memhost compact`)",
+        per_kib(file),
+        per_kib(compacted)
     );
     store.close();
     Ok(())

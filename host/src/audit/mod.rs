@@ -245,12 +245,15 @@ impl AuditLog {
         };
         entry.mac = self.mac(&entry.prev, &entry)?;
         let key = seq_key(entry.seq);
-        let sealed = self.key.seal(
+        let sealed = self.key.seal_packed(
             "audit",
             &key,
             &serde_json::to_vec(&entry).map_err(internal)?,
         );
-        txn.put(t.audit, &key, &sealed, WriteFlags::NO_OVERWRITE)?;
+        // Entries only ever go at the end: APPEND fills each page instead
+        // of splitting it (and, like NO_OVERWRITE, refuses a sequence
+        // number already taken).
+        txn.put(t.audit, &key, &sealed, WriteFlags::APPEND)?;
         let head = Head {
             seq: entry.seq,
             mac: entry.mac.clone(),

@@ -27,6 +27,14 @@ use zeroize::Zeroizing;
 
 /// Version byte in front of every sealed row.
 const SEAL_V1: u8 = 1;
+/// A sealed row whose plaintext was compressed first (see
+/// [`DataKey::seal_packed`]).
+const SEAL_PACKED: u8 = 2;
+const AAD_PACKED: &[u8] = b"memhost/seal/v2";
+/// Shortest plaintext worth compressing.
+const PACK_FROM: usize = 64;
+/// Largest plaintext a packed row may unpack to.
+const PACKED_MAX: usize = 256 << 20;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const AAD_PREFIX: &[u8] = b"memhost/seal/v1";
@@ -275,8 +283,14 @@ impl DataKey {
     }
 
     fn aad(table: &str, row_key: &[u8]) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(AAD_PREFIX.len() + table.len() + 1 + row_key.len());
-        aad.extend_from_slice(AAD_PREFIX);
+        Self::aad_for(AAD_PREFIX, table, row_key)
+    }
+
+    /// The associated data: the format's prefix (so a row's format byte
+    /// cannot be changed either), the table and the row key.
+    fn aad_for(prefix: &[u8], table: &str, row_key: &[u8]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(prefix.len() + table.len() + 1 + row_key.len());
+        aad.extend_from_slice(prefix);
         aad.extend_from_slice(table.as_bytes());
         aad.push(0);
         aad.extend_from_slice(row_key);
@@ -287,10 +301,36 @@ impl DataKey {
     /// random 24-byte nonce, ciphertext and tag. The table and row key are
     /// bound as associated data, so a row cannot be moved or swapped.
     pub fn seal(&self, table: &str, row_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.seal_as(SEAL_V1, AAD_PREFIX, table, row_key, plaintext)
+    }
+
+    /// [`DataKey::seal`] for text-like rows (JSON records, audit entries):
+    /// the plaintext is compressed (raw deflate, its length first) before
+    /// it is sealed, when that makes it shorter — English text and JSON
+    /// about halve. The format byte is 2 and is bound in the associated
+    /// data; [`DataKey::open`] reads both formats. Only the row's length
+    /// tells anything of its content, as with every sealed row.
+    pub fn seal_packed(&self, table: &str, row_key: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        if plaintext.len() >= PACK_FROM
+            && let Some(packed) = pack(plaintext)
+        {
+            return self.seal_as(SEAL_PACKED, AAD_PACKED, table, row_key, &packed);
+        }
+        self.seal(table, row_key, plaintext)
+    }
+
+    fn seal_as(
+        &self,
+        format: u8,
+        prefix: &[u8],
+        table: &str,
+        row_key: &[u8],
+        plaintext: &[u8],
+    ) -> Vec<u8> {
         let cipher = XChaCha20Poly1305::new(self.0.as_slice().into());
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        let aad = Self::aad(table, row_key);
+        let aad = Self::aad_for(prefix, table, row_key);
         // Encryption with a valid key and nonce cannot fail; an empty
         // result would only make the row unreadable, never leak it.
         let ciphertext = cipher
@@ -303,13 +343,14 @@ impl DataKey {
             )
             .unwrap_or_default();
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
-        out.push(SEAL_V1);
+        out.push(format);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ciphertext);
         out
     }
 
-    /// Open a row sealed by [`DataKey::seal`] for the same table and row key.
+    /// Open a row sealed by [`DataKey::seal`] or [`DataKey::seal_packed`]
+    /// for the same table and row key.
     pub fn open(
         &self,
         table: &str,
@@ -319,12 +360,17 @@ impl DataKey {
         let fail = || CryptoError::Unseal {
             table: table.to_string(),
         };
-        if sealed.len() < 1 + NONCE_LEN || sealed[0] != SEAL_V1 {
+        let prefix = match sealed.first() {
+            Some(&SEAL_V1) => AAD_PREFIX,
+            Some(&SEAL_PACKED) => AAD_PACKED,
+            _ => return Err(fail()),
+        };
+        if sealed.len() < 1 + NONCE_LEN {
             return Err(fail());
         }
         let cipher = XChaCha20Poly1305::new(self.0.as_slice().into());
-        let aad = Self::aad(table, row_key);
-        cipher
+        let aad = Self::aad_for(prefix, table, row_key);
+        let plain = cipher
             .decrypt(
                 XNonce::from_slice(&sealed[1..1 + NONCE_LEN]),
                 Payload {
@@ -333,7 +379,13 @@ impl DataKey {
                 },
             )
             .map(Zeroizing::new)
-            .map_err(|_| fail())
+            .map_err(|_| fail())?;
+        if sealed[0] == SEAL_PACKED {
+            // Authenticated, so written by us: a failure here is a bug or
+            // a broken disk, reported like any unreadable row.
+            return unpack(&plain).ok_or_else(fail);
+        }
+        Ok(plain)
     }
 
     /// The plaintext length of a value [`DataKey::seal`] made, if it can
@@ -389,6 +441,49 @@ impl DataKey {
     }
 }
 
+/// The preset dictionary packed rows are compressed with: a thousand
+/// common English words (the most frequent of SQuAD v1.1's dev contexts,
+/// least frequent first) and the JSON shapes of a memory and an audit
+/// entry, so a short row finds matches from its first byte. Part of the
+/// format: a new dictionary needs a new format byte.
+const PACK_DICTIONARY: &[u8] = include_bytes!("pack-dictionary-v1.txt");
+
+/// `plain` as its length (u32, big-endian) and its raw deflate stream
+/// (preset dictionary [`PACK_DICTIONARY`]), if that is shorter. The buffer
+/// is sized up front so no partial copy of the plaintext is left behind by
+/// a reallocation.
+fn pack(plain: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let len = u32::try_from(plain.len()).ok()?;
+    let mut out = Zeroizing::new(Vec::with_capacity(plain.len() + plain.len() / 16 + 64));
+    out.extend_from_slice(&len.to_be_bytes());
+    let mut deflate = flate2::Compress::new(flate2::Compression::new(4), false);
+    deflate.set_dictionary(PACK_DICTIONARY).ok()?;
+    let status = deflate
+        .compress_vec(plain, &mut out, flate2::FlushCompress::Finish)
+        .ok()?;
+    (status == flate2::Status::StreamEnd && out.len() < plain.len()).then_some(out)
+}
+
+/// The plaintext [`pack`] made, into a buffer of exactly its length.
+fn unpack(packed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let (len, stream) = packed.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if len > PACKED_MAX {
+        return None;
+    }
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    let mut inflate = flate2::Decompress::new(false);
+    inflate.set_dictionary(PACK_DICTIONARY).ok()?;
+    let status = inflate
+        .decompress(stream, &mut out, flate2::FlushDecompress::Finish)
+        .ok()?;
+    // The whole stream, and exactly the stated length.
+    (status == flate2::Status::StreamEnd
+        && inflate.total_out() == len as u64
+        && inflate.total_in() == stream.len() as u64)
+        .then_some(out)
+}
+
 /// HMAC-SHA256 keyed with a 32-byte key. HMAC zero-pads keys shorter than
 /// its 64-byte block, so padding here gives the standard result while using
 /// the infallible fixed-size constructor.
@@ -422,6 +517,51 @@ mod tests {
                 .open("memories", b"row-1", &sealed)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn packed_rows_are_smaller_open_as_sealed_ones_do_and_bind_their_format() {
+        let key = DataKey::generate();
+        let text = "Alice moved the quarterly budget review to next Tuesday in Berlin. "
+            .repeat(8)
+            .into_bytes();
+        let packed = key.seal_packed("memories", b"row-1", &text);
+        let plain = key.seal("memories", b"row-1", &text);
+        assert!(
+            packed.len() < plain.len() / 2,
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
+        assert_eq!(packed[0], SEAL_PACKED);
+        assert_eq!(
+            &**key.open("memories", b"row-1", &packed).unwrap(),
+            &text[..]
+        );
+        assert_eq!(
+            &**key.open("memories", b"row-1", &plain).unwrap(),
+            &text[..]
+        );
+        // Short or incompressible plaintexts stay in the first format.
+        let short = key.seal_packed("memories", b"row-1", b"tea");
+        assert_eq!(
+            (short[0], &**key.open("memories", b"row-1", &short).unwrap()),
+            (SEAL_V1, &b"tea"[..])
+        );
+        let mut noise = vec![0u8; 512];
+        rand::rng().fill_bytes(&mut noise);
+        assert_eq!(key.seal_packed("vectors", b"row-1", &noise)[0], SEAL_V1);
+        // Another row, a flipped bit, or the format byte changed: refused.
+        assert!(key.open("memories", b"row-2", &packed).is_err());
+        let mut bad = packed.clone();
+        bad[40] ^= 1;
+        assert!(key.open("memories", b"row-1", &bad).is_err());
+        let mut relabelled = packed.clone();
+        relabelled[0] = SEAL_V1;
+        assert!(key.open("memories", b"row-1", &relabelled).is_err());
+        let mut relabelled = plain.clone();
+        relabelled[0] = SEAL_PACKED;
+        assert!(key.open("memories", b"row-1", &relabelled).is_err());
     }
 
     #[test]

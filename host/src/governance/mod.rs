@@ -360,7 +360,7 @@ impl Ledger {
             idempotency_row: item.idempotency_row.clone(),
         };
         let plain = serde_json::to_vec(&stored).map_err(corrupt)?;
-        Ok(self.system.seal("pending", &row, &plain))
+        Ok(self.system.seal_packed("pending", &row, &plain))
     }
 
     /// Open an item row.

@@ -4,8 +4,9 @@
 //! engine's compatibility settings (wasmtime version, target, tunables), so
 //! a different wasm or a different engine never hits the same entry. Loading
 //! native code that we compiled is `unsafe`; the host's only other `unsafe`
-//! blocks are LMDB's compacting copy (`store::Store::copy_compacted`), a C
-//! call lmdb-rkv does not wrap, and [`trim_allocator`] here.
+//! blocks are LMDB's compacting copy (`store::Store::copy_compacted`) and
+//! per-table statistics (`store::table_pages`), C calls lmdb-rkv does not
+//! wrap, and [`trim_allocator`] here.
 
 use std::hash::Hasher;
 use std::io::Write;

@@ -432,7 +432,7 @@ impl Service {
                 return Err(StoreError::Rejected(taken.clone()));
             }
             txn.put(t.memories, &head, &sealed, WriteFlags::empty())?;
-            lexical::put(txn, t, &ns_id, &id, &terms)?;
+            lexical::put(txn, t, &ns_id, &id, &terms, None)?;
             if embeds {
                 txn.put(
                     t.jobs,
@@ -763,6 +763,8 @@ impl Service {
         let history = version_key(&ns.id, id, old.version);
         let sealed_head = seal_json(&key, "memories", &head, &next)?;
         let terms = self.terms(ns, &key, &next)?;
+        // What the old version was indexed with, so its postings go.
+        let old_terms = self.terms(ns, &key, &old)?;
         let ns_row = self.namespace_row(&ns.name)?;
         let ns_name = ns.name.clone();
         let system = self.system_key()?;
@@ -792,7 +794,7 @@ impl Service {
                     other => other.into(),
                 })?;
             txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
-            lexical::put(txn, t, &ns_id, &memory_id, &terms)?;
+            lexical::put(txn, t, &ns_id, &memory_id, &terms, Some(&old_terms))?;
             // The old vector goes with the old text: until the new one is
             // embedded, what was changed away cannot be found by meaning.
             del_in(txn, t.vectors, &vector::row_key(&ns_id, &memory_id))?;
@@ -1009,6 +1011,7 @@ impl Service {
         let key = self.data_key(ns)?;
         let id = &current.id;
         let dedup_row = dedup_row(ns, &key, current);
+        let indexed_with = self.terms(ns, &key, current)?;
         let prefix = head_key(&ns.id, id);
         let version = current.version;
         let (ns_id, memory_id) = (ns.id, *id);
@@ -1035,7 +1038,7 @@ impl Service {
             for (row, _) in crate::store::rows_in(txn, t.memories, &prefix)? {
                 txn.del(t.memories, &row, None)?;
             }
-            lexical::remove(txn, t, &ns_id, &memory_id)?;
+            lexical::remove(txn, t, &ns_id, &memory_id, Some(&indexed_with))?;
             // A newer memory with the same content may own the dedup row
             // (this one had expired): leave it to that one.
             if get_in(txn, t.dedup, &dedup_row)?.as_deref() == Some(memory_id.as_bytes()) {

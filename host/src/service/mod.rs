@@ -392,7 +392,7 @@ fn seal_json<T: serde::Serialize>(
     let plain = zeroize::Zeroizing::new(
         serde_json::to_vec(value).map_err(|e| ServiceError::Internal(e.to_string()))?,
     );
-    Ok(key.seal(table, row, &plain))
+    Ok(key.seal_packed(table, row, &plain))
 }
 
 fn open_json<T: serde::de::DeserializeOwned>(
@@ -430,6 +430,17 @@ impl Service {
         plugins: Arc<PluginRegistry>,
     ) -> Result<Service, ServiceError> {
         let audit = AuditLog::new(keyring.key(&store, SYSTEM_KEY)?);
+        if store.schema_version()? < crate::store::SCHEMA_VERSION {
+            let started = std::time::Instant::now();
+            let rewritten = crate::index::lexical::upgrade(&store)?;
+            store.mark_upgraded()?;
+            tracing::info!(
+                namespaces = rewritten,
+                took_ms = started.elapsed().as_millis() as u64,
+                schema = crate::store::SCHEMA_VERSION,
+                "store upgraded: word index rewritten in posting blocks"
+            );
+        }
         Ok(Service {
             store,
             keyring,

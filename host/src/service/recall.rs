@@ -389,16 +389,6 @@ impl Service {
         } else {
             k.max(crate::index::segment::EF_SEARCH)
         };
-        let words = if q.mode == RecallMode::Vector {
-            lexical::Ranked::default()
-        } else {
-            // What lies beyond the first `depth` by words cannot reach the
-            // first `depth` fused (those are ahead of it in this channel and
-            // at least as close in the other) — unless the entity filter
-            // removes them first.
-            let limit = if naming.is_some() { usize::MAX } else { depth };
-            lexical::search(&self.store, &key, &ns.id, &q.query, limit)?
-        };
         let meaning = match (&ns.settings.embedder, q.mode) {
             (Some(id), RecallMode::Vector | RecallMode::Hybrid) => {
                 match self.meaning(id, ns, &key, &q.query, depth, query_vectors) {
@@ -412,6 +402,18 @@ impl Service {
                 }
             }
             _ => Vec::new(),
+        };
+        let words = if q.mode == RecallMode::Vector {
+            lexical::Ranked::default()
+        } else {
+            // What lies beyond the first `depth` by words cannot reach the
+            // first `depth` fused (those are ahead of it in this channel and
+            // at least as close in the other) — unless the entity filter
+            // removes them first.
+            let limit = if naming.is_some() { usize::MAX } else { depth };
+            // Words beyond that count only for memories meaning found.
+            let near: std::collections::HashSet<uuid::Uuid> = meaning.iter().map(|m| m.0).collect();
+            lexical::search(&self.store, &key, &ns.id, &q.query, limit, &near)?
         };
         let mut ranked = fuse(q.mode, q.fusion, words, meaning);
         if let Some(naming) = &naming {

@@ -24,7 +24,12 @@ pub use lmdb::{Database, RoTransaction, RwTransaction, Transaction, WriteFlags};
 use lmdb::{DatabaseFlags, Environment, EnvironmentFlags};
 
 /// The schema this build writes and understands.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// | version | change | upgrade (by the service, on open) |
+/// |---|---|---|
+/// | 1 | first release | |
+/// | 2 | word index in posting blocks, 16-byte tokens | `index::lexical::upgrade` |
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The `meta` key holding the schema version (u32, big-endian).
 pub const META_SCHEMA: &[u8] = b"schema_version";
@@ -108,6 +113,9 @@ pub struct TableFootprint {
     pub key_bytes: u64,
     /// Bytes of their values.
     pub value_bytes: u64,
+    /// Pages of the table's B-tree (branch, leaf and overflow): what it
+    /// takes in the file, node headers and half-full pages included.
+    pub pages: u64,
 }
 
 /// A (key, value) pair copied out of a transaction.
@@ -278,6 +286,29 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// The schema version the database holds (older ones are upgraded
+    /// by the service when it opens them; see [`SCHEMA_VERSION`]).
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.read(|txn, t| {
+            Ok(get_in(txn, t.meta, META_SCHEMA)?
+                .and_then(|v| v.try_into().ok())
+                .map_or(SCHEMA_VERSION, u32::from_be_bytes))
+        })
+    }
+
+    /// Record that the database is now at [`SCHEMA_VERSION`].
+    pub fn mark_upgraded(&self) -> Result<(), StoreError> {
+        self.write_blocking(|txn, t| {
+            txn.put(
+                t.meta,
+                &META_SCHEMA,
+                &SCHEMA_VERSION.to_be_bytes(),
+                WriteFlags::empty(),
+            )?;
+            Ok(())
+        })
     }
 
     /// The tables.
@@ -528,10 +559,16 @@ impl Store {
                     f.value_bytes += v.len() as u64;
                     true
                 })?;
+                f.pages = table_pages(txn, db)?;
                 all.insert(name.to_string(), f);
             }
             Ok(all)
         })
+    }
+
+    /// The database page size, bytes.
+    pub fn page_size(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.env.stat()?.page_size() as u64)
     }
 
     /// Reader slots in use, by every process that has the store open.
@@ -544,6 +581,50 @@ impl Store {
         let info = self.inner.env.info()?;
         let stat = self.inner.env.stat()?;
         Ok((info.last_pgno() as u64 + 1) * stat.page_size() as u64)
+    }
+}
+
+/// The pages of `db`'s B-tree as of `txn` (lmdb-rkv reads this statistic
+/// for the whole environment only).
+fn table_pages<T: Transaction>(txn: &T, db: Database) -> Result<u64, StoreError> {
+    let mut stat = lmdb_sys::MDB_stat {
+        ms_psize: 0,
+        ms_depth: 0,
+        ms_branch_pages: 0,
+        ms_leaf_pages: 0,
+        ms_overflow_pages: 0,
+        ms_entries: 0,
+    };
+    // SAFETY: `txn` is a live transaction for the duration of the borrow,
+    // `db` a handle opened in this environment, and mdb_stat only writes
+    // the struct it is given.
+    let code = unsafe { lmdb_sys::mdb_stat(txn.txn(), db.dbi(), &mut stat) };
+    if code != 0 {
+        return Err(lmdb::Error::from_err_code(code).into());
+    }
+    Ok((stat.ms_branch_pages + stat.ms_leaf_pages + stat.ms_overflow_pages) as u64)
+}
+
+/// The row of `db` with the greatest key at or before `upto` among those
+/// starting with `prefix`, if any (a seek, then one step back).
+pub fn last_at_or_before<T: Transaction>(
+    txn: &T,
+    db: Database,
+    prefix: &[u8],
+    upto: &[u8],
+) -> Result<Option<Row>, StoreError> {
+    use lmdb::Cursor;
+    let cursor = txn.open_ro_cursor(db)?;
+    let found = match cursor.get(Some(upto), None, lmdb_sys::MDB_SET_RANGE) {
+        Ok((Some(k), v)) if k == upto => Ok((Some(k), v)),
+        Ok(_) => cursor.get(None, None, lmdb_sys::MDB_PREV),
+        Err(lmdb::Error::NotFound) => cursor.get(None, None, lmdb_sys::MDB_LAST),
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok((Some(k), v)) if k.starts_with(prefix) => Ok(Some((k.to_vec(), v.to_vec()))),
+        Ok(_) | Err(lmdb::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
