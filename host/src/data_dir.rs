@@ -129,6 +129,12 @@ impl DataDir {
         let store = Store::open(&self.db(), options)?;
         match Keyring::open(&store, master) {
             Ok(keyring) => Ok((store, keyring)),
+            Err(KeyringError::Crypto(CryptoError::WrongMasterKey { expected, .. }))
+                if self.finish_rotation(&expected)? =>
+            {
+                let keyring = Keyring::open(&store, self.load_master_key()?)?;
+                Ok((store, keyring))
+            }
             Err(KeyringError::Crypto(CryptoError::WrongMasterKey { have, expected })) => {
                 anyhow::bail!(
                     "refusing to open {}: the data expects master key {expected}, but the key from {} is {have}; use the key file `memhost init` wrote for this directory (or its backup)",
@@ -138,6 +144,37 @@ impl DataDir {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Where `memhost keys rotate-master` writes the new key before the
+    /// data is moved to it.
+    pub fn staged_master_key(&self) -> PathBuf {
+        self.master_key().with_extension("key.new")
+    }
+
+    /// A rotation interrupted after its commit leaves the data bound to the
+    /// staged key and the old key in place: install the staged key when it
+    /// is the one the data expects. Returns whether it did.
+    fn finish_rotation(&self, expected: &str) -> anyhow::Result<bool> {
+        let staged = self.staged_master_key();
+        if std::env::var_os(ENV_MASTER_KEY).is_some() || !staged.exists() {
+            return Ok(false);
+        }
+        let pass = std::env::var(ENV_MASTER_PASSPHRASE).ok();
+        let Ok(key) = MasterKey::load(&staged, None, pass.as_deref()) else {
+            return Ok(false);
+        };
+        if key.fingerprint() != expected {
+            return Ok(false);
+        }
+        std::fs::rename(&staged, self.master_key())
+            .context("installing the master key a rotation left staged")?;
+        tracing::warn!(
+            master_key = expected,
+            "a master key rotation was interrupted after the data moved to the new key: installed it from {}",
+            staged.display()
+        );
+        Ok(true)
     }
 
     /// Write `bytes` to `path` atomically (temp file + rename).

@@ -89,11 +89,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || data.open_store_with(&store_options)).await??;
     tracing::info!(master_key = %keyring.fingerprint(), db = %opts.data.db().display(), "store open");
     let registry = Arc::new(plugin_registry(&opts.data, &opts.config)?);
-    let service = crate::service::Service::new(store.clone(), Arc::new(keyring), registry.clone())?
-        .with_limits(crate::service::Limits {
-            namespaces: opts.config.limits.max_namespaces,
-            ..crate::service::Limits::default()
-        });
+    // Opening may upgrade an older store (blocking writes): off the runtime.
+    let service = {
+        let (store, registry) = (store.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::service::Service::new(store, Arc::new(keyring), registry)
+        })
+        .await??
+    }
+    .with_limits(crate::service::Limits {
+        namespaces: opts.config.limits.max_namespaces,
+        ..crate::service::Limits::default()
+    });
     let reloader = Arc::new(Reloader {
         registry: registry.clone(),
         status_path: opts.data.plugin_status(),

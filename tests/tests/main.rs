@@ -40,3 +40,4 @@ mod service_memories;
 mod slow_clients;
 mod tenants;
 mod transfer;
+mod upgrade;

@@ -206,3 +206,60 @@ fn a_passphrase_protected_key_needs_its_passphrase() {
     let (listened, log) = try_serve(data_arg, &pass);
     assert!(listened, "{log}");
 }
+
+#[test]
+fn a_rotation_interrupted_after_its_commit_is_finished_by_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let (code, _, err) = run(&["init", "--data", data_s], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, key, err) = run(
+        &[
+            "keys",
+            "create",
+            "--agent",
+            "ops",
+            "--agent-type",
+            "human",
+            "--role",
+            "*=admin",
+            "--data",
+            data_s,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    // What `keys rotate-master` has done when it is stopped between its
+    // commit and installing the key file: the new key staged, the data
+    // moved to it, the old key still in master.key.
+    let dir_ = memhost::data_dir::DataDir::new(&data);
+    let old = dir_.load_master_key().unwrap();
+    let new = memhost::crypto::MasterKey::generate();
+    new.write_new(&dir_.staged_master_key(), None).unwrap();
+    {
+        let (store, _) = dir_.open_store().unwrap();
+        memhost::store::keyring::rotate_master(&store, &old, &new).unwrap();
+        store.close();
+    }
+    let (code, out, err) = run(&["keys", "list", "--data", data_s], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ops"), "{out}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!dir_.staged_master_key().exists());
+    assert_eq!(
+        dir_.load_master_key().unwrap().fingerprint(),
+        new.fingerprint()
+    );
+    // The server starts on it and the key still works.
+    let (listened, log) = serve_then(data_s, &[], |addr| {
+        let (status, _) = curl(
+            &Client::new(addr, Some(key.trim())),
+            "GET",
+            "/v1/namespaces",
+            None,
+        );
+        assert_eq!(status, 200);
+    });
+    assert!(listened, "{log}");
+}

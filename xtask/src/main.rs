@@ -827,7 +827,7 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
             run(cargo()
                 .current_dir(root)
                 .args(["bench", "-p", "memhost", "--bench", "http", "--"])
-                .args(&args[1..]))
+                .args(kept_here(&args[1..])?))
         }
         Some(other) => bail!(
             "unknown benchmark {other:?}; try `cargo xtask bench plugins`, `store`, `recall`, `embed`, `quality` or `http`"

@@ -218,7 +218,9 @@ fn rotate(data: &DataDir) -> anyhow::Result<i32> {
     let old = data.load_master_key()?;
     let new = MasterKey::generate();
     let from_env = std::env::var_os(ENV_MASTER_KEY).is_some();
-    let staged = data.master_key().with_extension("key.new");
+    // Until the rename below, this staged key is what the data expects:
+    // an interrupted rotation is finished by the next open (DataDir).
+    let staged = data.staged_master_key();
     if !from_env {
         let _ = std::fs::remove_file(&staged);
         let pass = std::env::var(ENV_MASTER_PASSPHRASE).ok();

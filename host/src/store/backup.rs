@@ -9,7 +9,7 @@
 //! |-----------------|-----------------------------------------------------------|
 //! | `manifest.json` | [`Manifest`]: versions, master-key fingerprint, rows per table, size and sha256 of `data.mdb` |
 //! | `manifest.mac`  | hex HMAC-SHA256 of `manifest.json` under a key derived from the master key ([`MasterKey::sign`]) |
-//! | `data.mdb`      | LMDB's compacted copy (`mdb_env_copy2` with `MDB_CP_COMPACT`): rows sealed as they are live |
+//! | `data.mdb`      | LMDB's compacted copy (`mdb_env_copyfd2` with `MDB_CP_COMPACT`): rows sealed as they are live |
 //!
 //! The rows inside stay sealed under the namespace keys, and those keys are
 //! wrapped to the master key: a backup is no more readable than the data

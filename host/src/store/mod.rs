@@ -321,29 +321,38 @@ impl Store {
     /// renumbered. The copy is one consistent snapshot, taken in a read
     /// transaction while writers go on; rows stay sealed as they are.
     pub fn copy_compacted(&self, dir: &Path) -> Result<(), StoreError> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-            .map_err(|_| StoreError::Lmdb(format!("{} holds a NUL byte", dir.display())))?;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let target = dir.join("data.mdb");
+        let failed = |e: &dyn std::fmt::Display| {
+            StoreError::Lmdb(format!("copying the store to {}: {e}", target.display()))
+        };
+        // Made here, owner-only like the store itself (LMDB's own copy
+        // would create it world-readable).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&target)
+            .map_err(|e| failed(&e))?;
         // A map resize must not happen under the copy's read transaction.
         let _shared = self.inner.gate.read().map_err(|_| StoreError::Closed)?;
         // SAFETY: the environment is open for as long as `self.inner` lives
-        // (it is borrowed here), `path` is a NUL-terminated string that
-        // outlives the call, and mdb_env_copy2 only reads the environment
-        // (in its own read transaction) and writes the file it creates.
+        // (it is borrowed here), the descriptor is an open file this
+        // function owns for the duration of the call, and mdb_env_copyfd2
+        // only reads the environment (in its own read transaction) and
+        // writes to that descriptor.
         let code = unsafe {
-            lmdb_sys::mdb_env_copy2(
+            lmdb_sys::mdb_env_copyfd2(
                 self.inner.env.env(),
-                path.as_ptr(),
+                file.as_raw_fd(),
                 lmdb_sys::MDB_CP_COMPACT,
             )
         };
         if code != 0 {
-            return Err(StoreError::Lmdb(format!(
-                "copying the store to {}: {}",
-                dir.display(),
-                lmdb::Error::from_err_code(code)
-            )));
+            return Err(failed(&lmdb::Error::from_err_code(code)));
         }
+        file.sync_all().map_err(|e| failed(&e))?;
         Ok(())
     }
 

@@ -209,6 +209,13 @@ fn a_compacted_copy_taken_during_writes_holds_what_was_acknowledged_and_leaves_o
 
     let size = |d: &Path| std::fs::metadata(d.join("data.mdb")).unwrap().len();
     let (live, copied) = (size(&dir.path().join("live")), size(&copy));
+    // Owner-only, as the store itself.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(copy.join("data.mdb"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     assert!(copied * 4 < live, "copy {copied} bytes, live {live}");
     let copied = open(&copy);
     for i in 1900..2000u32 {
