@@ -18,6 +18,7 @@
 //! | `memhost_indexed_total` | counter | — (memories embedded) |
 //! | `memhost_index_queue_depth` | gauge | — (memories waiting to be embedded) |
 //! | `memhost_index_failed` | gauge | — (memories the embedder failed on) |
+//! | `memhost_index_lag_seconds` | gauge | — (how long the queue has not been empty: a bound on the oldest wait; 0 when empty) |
 //! | `memhost_approvals` | gauge | `state` |
 //! | `memhost_namespaces` | gauge | — |
 //! | `memhost_store_map_size_bytes`, `memhost_store_used_bytes`, `memhost_store_readers` | gauge | — |
@@ -51,6 +52,8 @@ pub struct Metrics {
     pub index_queue: IntGauge,
     /// Read when scraped.
     pub index_failed: IntGauge,
+    /// Seconds since the embedding queue was last seen empty.
+    pub index_lag: IntGauge,
     /// Read when scraped, by state.
     pub approvals: IntGaugeVec,
     /// Read when scraped.
@@ -144,6 +147,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "memhost_index_failed",
             "Memories the embedder could not embed (status failed)",
         )?,
+        index_lag: gauge(
+            "memhost_index_lag_seconds",
+            "Seconds the embedding queue has not been empty, as seen by scrapes: no memory has waited longer (0 when empty)",
+        )?,
         approvals: IntGaugeVec::new(
             Opts::new("memhost_approvals", "Approval items, by state"),
             &["state"],
@@ -189,6 +196,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(m.indexed.clone()))?;
     r.register(Box::new(m.index_queue.clone()))?;
     r.register(Box::new(m.index_failed.clone()))?;
+    r.register(Box::new(m.index_lag.clone()))?;
     r.register(Box::new(m.approvals.clone()))?;
     r.register(Box::new(m.namespaces.clone()))?;
     r.register(Box::new(m.map_size.clone()))?;

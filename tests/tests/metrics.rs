@@ -274,6 +274,7 @@ fn a_scrape_after_a_workload_counts_what_was_done() {
     assert_eq!(v("memhost_namespaces", json!({})), 1.0);
     assert_eq!(v("memhost_approvals", json!({"state": "pending"})), 0.0);
     assert_eq!(v("memhost_index_queue_depth", json!({})), 0.0);
+    assert_eq!(v("memhost_index_lag_seconds", json!({})), 0.0);
     assert!(v("memhost_store_used_bytes", json!({})) > 0.0);
     assert!(
         v("memhost_store_map_size_bytes", json!({})) >= v("memhost_store_used_bytes", json!({}))

@@ -338,6 +338,9 @@ pub struct Service {
     index_advanced: Arc<tokio::sync::Notify>,
     /// Each namespace's gazetteer as last opened.
     gazetteers: gazetteer::Opened,
+    /// When a metrics scrape first saw the embedding queue non-empty since
+    /// it was last empty (the index lag gauge).
+    queue_busy_since: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// The embedder a new namespace is bound to when its settings name none
@@ -455,6 +458,7 @@ impl Service {
             reindex_chunk: indexing::REINDEX_CHUNK,
             index_advanced: Arc::default(),
             gazetteers: Arc::default(),
+            queue_busy_since: Arc::default(),
         })
     }
 

@@ -94,6 +94,17 @@ impl Service {
             .and_then(|b| i64::try_from(u64::from_be_bytes(b)).ok()))
     }
 
+    /// How long the embedding queue has been non-empty, given whether it
+    /// is now: zero when empty, else the time since a call first saw it
+    /// non-empty after it was last seen empty.
+    fn queue_busy_for(&self, busy: bool) -> std::time::Duration {
+        self.queue_busy_since
+            .lock()
+            .map_or(std::time::Duration::ZERO, |mut since| {
+                busy_for(&mut since, busy, std::time::Instant::now())
+            })
+    }
+
     /// Set the metrics that are state, read now: a scrape.
     pub fn observe_metrics(&self) -> Result<(), ServiceError> {
         let Some(m) = crate::metrics::get() else {
@@ -103,6 +114,8 @@ impl Service {
         m.namespaces.set(int(self.all_namespaces()?.len() as u64));
         let index = self.index_totals()?;
         m.index_queue.set(int(index.queued as u64));
+        m.index_lag
+            .set(int(self.queue_busy_for(index.queued > 0).as_secs()));
         m.index_failed.set(int(index.failed as u64));
         for (state, n) in self.approval_counts()? {
             m.approvals.with_label_values(&[state]).set(n);
@@ -130,5 +143,44 @@ impl Service {
             loaded += 1;
         }
         Ok(loaded)
+    }
+}
+
+/// How long something has been busy at `now`, given whether it is and
+/// when it was first seen busy since it was last seen idle (updated).
+fn busy_for(
+    since: &mut Option<std::time::Instant>,
+    busy: bool,
+    now: std::time::Instant,
+) -> std::time::Duration {
+    if !busy {
+        *since = None;
+        return std::time::Duration::ZERO;
+    }
+    now.saturating_duration_since(*since.get_or_insert(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_lag_counts_from_when_the_queue_was_first_seen_busy_and_resets_when_empty() {
+        let t0 = Instant::now();
+        let mut since = None;
+        assert_eq!(super::busy_for(&mut since, false, t0), Duration::ZERO);
+        assert_eq!(super::busy_for(&mut since, true, t0), Duration::ZERO);
+        let later = t0 + Duration::from_secs(30);
+        assert_eq!(
+            super::busy_for(&mut since, true, later),
+            Duration::from_secs(30)
+        );
+        assert_eq!(super::busy_for(&mut since, false, later), Duration::ZERO);
+        let again = later + Duration::from_secs(5);
+        assert_eq!(super::busy_for(&mut since, true, again), Duration::ZERO);
+        assert_eq!(
+            super::busy_for(&mut since, true, again + Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
     }
 }
