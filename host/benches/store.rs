@@ -48,9 +48,12 @@ fn fresh(dir: &std::path::Path) -> anyhow::Result<(Store, Service, Arc<PluginReg
 }
 
 fn main() -> anyhow::Result<()> {
-    // `cargo xtask bench store disk`: only where the bytes go.
-    if std::env::args().any(|a| a == "disk") {
-        return disk();
+    // `cargo xtask bench store disk [N]`: only where the bytes go (the
+    // corpus stored into N namespaces, as N teams would).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "disk") {
+        let copies = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(1);
+        return disk(copies);
     }
     let dir = tempfile::tempdir()?;
     let (store, service, plugins) = fresh(dir.path())?;
@@ -315,7 +318,7 @@ fn main() -> anyhow::Result<()> {
         "\n(targets: store p99 ≤ 2 ms at 1 client, ≥ 5,000 stores/s at 64 clients, get p99 ≤ 1 ms, policy ≤ 50 µs added at p50)"
     );
     store.close();
-    disk()
+    disk(1)
 }
 
 /// LongMemEval's chat turns (as `cargo xtask bench quality` fetches them),
@@ -365,41 +368,47 @@ fn chat_memories() -> anyhow::Result<Vec<String>> {
 }
 
 /// Bytes on disk per stored KiB, for real text: every chat memory stored
-/// once into a fresh store, then where the file's bytes went.
-fn disk() -> anyhow::Result<()> {
+/// once into each of `copies` namespaces of a fresh store, then where the
+/// file's bytes went.
+fn disk(copies: usize) -> anyhow::Result<()> {
     let memories = chat_memories()?;
     let dir = tempfile::tempdir()?;
     let (store, service, _) = fresh(dir.path())?;
     let actor = Principal::operator();
-    service.create_namespace(
-        &actor,
-        "chat",
-        NamespaceSettings {
-            redaction: RedactionMode::Off,
-            ..NamespaceSettings::default()
-        },
-    )?;
+    let namespaces: Vec<String> = (1..=copies).map(|n| format!("chat-{n}")).collect();
+    for ns in &namespaces {
+        service.create_namespace(
+            &actor,
+            ns,
+            NamespaceSettings {
+                redaction: RedactionMode::Off,
+                ..NamespaceSettings::default()
+            },
+        )?;
+    }
     let clients = 8;
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for c in 0..clients {
-            let (service, actor, memories) = (&service, &actor, &memories);
-            s.spawn(move || {
-                for text in memories.iter().skip(c).step_by(clients) {
-                    let _ = service.store(
-                        actor,
-                        "chat",
-                        NewMemory {
-                            content: text.clone(),
-                            ..NewMemory::default()
-                        },
-                    );
-                }
-            });
-        }
-    });
+    for ns in &namespaces {
+        std::thread::scope(|s| {
+            for c in 0..clients {
+                let (service, actor, memories) = (&service, &actor, &memories);
+                s.spawn(move || {
+                    for text in memories.iter().skip(c).step_by(clients) {
+                        let _ = service.store(
+                            actor,
+                            ns,
+                            NewMemory {
+                                content: text.clone(),
+                                ..NewMemory::default()
+                            },
+                        );
+                    }
+                });
+            }
+        });
+    }
     let took = started.elapsed();
-    let stored = memories.iter().map(String::len).sum::<usize>() as f64 / 1024.0;
+    let stored = (copies * memories.iter().map(String::len).sum::<usize>()) as f64 / 1024.0;
     let per_kib = |bytes: u64| bytes as f64 / 1024.0 / stored;
     let page = store.page_size()?;
     let file = store.used_bytes()?;
@@ -407,9 +416,9 @@ fn disk() -> anyhow::Result<()> {
     store.copy_compacted(compacted_dir.path())?;
     let compacted = std::fs::metadata(compacted_dir.path().join("data.mdb"))?.len();
     println!(
-        "\nbytes on disk: {} chat memories of LongMemEval's turns (mean {:.0} bytes, {:.1} MiB of text), stored by {clients} clients in {:.1} s, no embedder\n",
-        memories.len(),
-        stored * 1024.0 / memories.len() as f64,
+        "\nbytes on disk: {} chat memories of LongMemEval's turns in {copies} namespace(s) (mean {:.0} bytes, {:.1} MiB of text), stored by {clients} clients in {:.1} s, no embedder\n",
+        copies * memories.len(),
+        stored * 1024.0 / (copies * memories.len()) as f64,
         stored / 1024.0,
         took.as_secs_f64()
     );

@@ -7,7 +7,7 @@
 //! | `cargo xtask test`         | formatting, lints, plugin unit tests and every host test       |
 //! | `cargo xtask bench plugins`| the plugin-runtime benchmark table                             |
 //! | `cargo xtask bench recall [n…] [--keep DIR]` | vector search: exact vs segments, recall@10, build, restart (`--keep`: reuse the stores in DIR) |
-//! | `cargo xtask bench store [disk]` | the store benchmark table (`disk`: only bytes on disk, real text) |
+//! | `cargo xtask bench store [disk [N]]` | the store benchmark table (`disk`: only bytes on disk, real text, in N namespaces) |
 //! | `cargo xtask bench embed`  | the shipped embedders on real text: question latency, texts/s |
 //! | `cargo xtask bench http [n…] [--clients N] [--seconds S] [--embedder ID]` | the release server over HTTP: bulk store, indexing, hybrid recall latency and req/s at N clients |
 //! | `cargo xtask bench quality [--limit N] [--dataset D] [--embedder ID] [--keep DIR]` | retrieval quality on LongMemEval and SQuAD: BM25, embedder, RRF, memhost default; dev and held-out |
