@@ -4,9 +4,8 @@
 //! index is rewritten in posting blocks, the schema becomes 2, the same
 //! words find the same memories, and forgetting one takes its words away.
 
-use std::collections::HashMap;
-
 use memhost::store::{StoreError, WriteFlags};
+use uuid::Uuid;
 
 use crate::common::server::{Server, curl, plugins_config};
 
@@ -33,49 +32,18 @@ fn found(server: &Server, query: &str) -> Vec<String> {
         .collect()
 }
 
-/// What the first schema wrote for `memories` (id, searchable text) of
-/// namespace `ns`, in place of the namespace's current word index.
-fn write_schema_1(
-    data: &std::path::Path,
-    ns: uuid_bytes::Id,
-    memories: &[(uuid_bytes::Id, String)],
-) {
+/// Put the first schema's word index for `memories` (id, searchable text)
+/// of namespace `ns` in place of the namespace's current one.
+fn write_schema_1(data: &std::path::Path, ns: Uuid, memories: &[(Uuid, String)]) {
     let (store, keyring) = memhost::data_dir::DataDir::new(data).open_store().unwrap();
     let key = keyring
-        .key(&store, &[b"ns/".as_slice(), &ns].concat())
+        .key(&store, &[b"ns/".as_slice(), ns.as_bytes()].concat())
         .unwrap();
     let current = store
-        .rows(|t| t.terms, &ns, |k| k.starts_with(&ns))
+        .rows(|t| t.terms, ns.as_bytes(), |k| k.starts_with(ns.as_bytes()))
         .unwrap();
     assert!(!current.is_empty());
-    let rows: Vec<(Vec<u8>, Vec<u8>)> = {
-        let mut rows = Vec::new();
-        let (mut docs, mut total) = (0u64, 0u64);
-        for (id, text) in memories {
-            let words = memhost::index::lexical::words(text);
-            let mut counts: HashMap<[u8; 32], u32> = HashMap::new();
-            for w in &words {
-                *counts
-                    .entry(key.blind("lexical", w.as_bytes()))
-                    .or_insert(0) += 1;
-            }
-            let len = words.len() as u32;
-            let mut doc = len.to_be_bytes().to_vec();
-            for (token, tf) in &counts {
-                let row = [ns.as_slice(), b"p", token, id].concat();
-                rows.push((row, [tf.to_be_bytes(), len.to_be_bytes()].concat()));
-                doc.extend_from_slice(token);
-            }
-            rows.push(([ns.as_slice(), b"d", id].concat(), doc));
-            docs += 1;
-            total += u64::from(len);
-        }
-        rows.push((
-            [ns.as_slice(), b"s"].concat(),
-            [docs.to_be_bytes(), total.to_be_bytes()].concat(),
-        ));
-        rows
-    };
+    let rows = memhost::index::lexical::schema_1_rows(&key, &ns, memories);
     store
         .write_blocking(move |txn, t| {
             for (k, _) in &current {
@@ -94,20 +62,6 @@ fn write_schema_1(
         })
         .unwrap();
     store.close();
-}
-
-/// 16-byte ids as the store keys them.
-mod uuid_bytes {
-    pub type Id = [u8; 16];
-
-    pub fn parse(s: &str) -> Id {
-        let hex: String = s.chars().filter(|c| *c != '-').collect();
-        let mut out = [0u8; 16];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap();
-        }
-        out
-    }
 }
 
 #[test]
@@ -139,14 +93,14 @@ fn a_schema_1_word_index_is_rewritten_when_the_server_opens_it() {
     drop(server);
 
     // The searchable text: title, content, tags, one per line.
-    let memories: Vec<(uuid_bytes::Id, String)> = ids
+    let memories: Vec<(Uuid, String)> = ids
         .iter()
         .zip(TEXTS)
-        .map(|(id, text)| (uuid_bytes::parse(id), format!("\n{text}\n")))
+        .map(|(id, text)| (id.parse().unwrap(), format!("\n{text}\n")))
         .collect();
     write_schema_1(
         &data,
-        uuid_bytes::parse(ns["id"].as_str().unwrap()),
+        ns["id"].as_str().unwrap().parse().unwrap(),
         &memories,
     );
 
