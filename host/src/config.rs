@@ -6,6 +6,13 @@
 //! mcp_allowed_origins = ["https://app.example.com:443"]   # browsers allowed at /mcp
 //! metrics_listen = "10.0.0.5:9477"  # GET /metrics without a key, private addresses only
 //!
+//! public_url = "https://memory.example.com"  # how browsers reach it (behind a proxy)
+//!
+//! [console]                        # the web console at /console
+//! idle_minutes = 30                # a session with no request this long ends
+//! absolute_hours = 12              # ... and every session after this long
+//! link_minutes = 15                # one-time sign-in links work this long
+//!
 //! [server.connections]             # see api::listener
 //! max_connections = 1024
 //! header_timeout_seconds = 10
@@ -49,6 +56,8 @@ pub struct HostConfig {
     pub store: StoreSettings,
     /// `[limits]`: request rates per key, failed authentications per address.
     pub limits: crate::auth::limits::LimitSettings,
+    /// `[console]`: sessions and sign-in links of the web console.
+    pub console: crate::auth::sessions::SessionSettings,
 }
 
 /// `[store]`: the database.
@@ -99,6 +108,34 @@ pub struct ServerSettings {
     /// 192.168/16, fc00::/7); off by default. A public or wildcard address
     /// is refused.
     pub metrics_listen: Option<String>,
+    /// The URL browsers reach this server at (`https://memory.example.com`),
+    /// when it is not the listen address: behind a TLS proxy. Sign-in links
+    /// are printed with it; with `https` the console's cookies are `Secure`.
+    pub public_url: Option<String>,
+}
+
+impl ServerSettings {
+    /// `public_url` without a trailing slash, checked: `http` or `https`,
+    /// a host, no query or fragment.
+    pub fn public_url(&self) -> Result<Option<String>, String> {
+        let Some(url) = &self.public_url else {
+            return Ok(None);
+        };
+        let url = url.trim_end_matches('/');
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| {
+                format!("[server] public_url \"{url}\" must start with https:// or http://")
+            })?;
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() || rest.contains(['?', '#', ' ']) || rest.contains('@') {
+            return Err(format!(
+                "[server] public_url \"{url}\" must be a plain URL like https://memory.example.com"
+            ));
+        }
+        Ok(Some(url.to_string()))
+    }
 }
 
 /// A configuration file that could not be used.
@@ -123,6 +160,8 @@ impl HostConfig {
         let mut config: HostConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         config.limits.validate().map_err(err)?;
         config.server.connections.validate().map_err(err)?;
+        config.server.public_url().map_err(err)?;
+        config.console.validate().map_err(err)?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(dir) = &config.plugins.dir {
             config.plugins.dir = Some(base.join(dir));

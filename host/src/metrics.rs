@@ -282,8 +282,48 @@ pub fn recall(mode: &str, took: Duration) {
     }
 }
 
+/// A plugin call that did not succeed, as the console lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFailure {
+    /// Unix ms.
+    pub at: i64,
+    /// The plugin's id.
+    pub plugin: String,
+    /// Its kind.
+    pub kind: String,
+    /// How it failed (`error`, `timeout`, `trap`, …).
+    pub outcome: String,
+}
+
+/// How many recent plugin failures are kept.
+const RECENT_FAILURES: usize = 50;
+
+static FAILURES: std::sync::Mutex<std::collections::VecDeque<PluginFailure>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// The latest plugin failures of this process, newest first.
+pub fn recent_plugin_failures() -> Vec<PluginFailure> {
+    FAILURES
+        .lock()
+        .map(|f| f.iter().rev().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// A plugin call.
 pub fn plugin_call(plugin: &str, kind: &str, outcome: &str, took: Duration) {
+    if outcome != "ok"
+        && let Ok(mut failures) = FAILURES.lock()
+    {
+        if failures.len() == RECENT_FAILURES {
+            failures.pop_front();
+        }
+        failures.push_back(PluginFailure {
+            at: crate::clock::now_ms(),
+            plugin: plugin.into(),
+            kind: kind.into(),
+            outcome: outcome.into(),
+        });
+    }
     if let Some(m) = get() {
         m.plugin_calls
             .with_label_values(&[plugin, kind, outcome])

@@ -182,7 +182,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let limiter = Arc::new(crate::auth::limits::Limiter::new(
         opts.config.limits.clone(),
     ));
-    let gate = crate::api::rest::auth::Gate::new(service.clone(), limiter, opts.no_auth);
+    let gate = crate::api::rest::auth::Gate::new(service.clone(), limiter.clone(), opts.no_auth);
     let mcp = crate::api::mcp::route(
         service.clone(),
         gate.clone(),
@@ -229,6 +229,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         spawn_metrics_listener(addr, service.clone(), opts.config.server.connections).await?;
     }
     let metrics = crate::api::rest::metrics(service.clone(), gate.clone());
+    let console = {
+        let r = reloader.clone();
+        crate::api::console::routes(crate::api::console::Console::new(
+            service.clone(),
+            opts.config.console,
+            opts.config
+                .server
+                .public_url()
+                .map_err(anyhow::Error::msg)?,
+            limiter.clone(),
+            opts.data.plugin_status(),
+            Arc::new(move || r.reload()),
+        ))
+    };
     let routes = warp::path::full()
         .and(
             health
@@ -238,6 +252,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 .or(metrics)
                 .unify()
                 .or(mcp)
+                .unify()
+                .or(console)
                 .unify()
                 .or(crate::api::rest::routes(service, gate))
                 .unify(),

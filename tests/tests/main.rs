@@ -7,6 +7,7 @@ mod common;
 
 mod access;
 mod backup;
+mod console;
 mod contract;
 
 mod egress;

@@ -40,18 +40,7 @@ fn script(scenario: &str, c: &Client, ns: &str, mode: &str) -> Command {
 /// Run a scenario to its end: what the client saw, by step.
 fn drive(scenario: &str, c: &Client, ns: &str, mode: &str) -> HashMap<String, Value> {
     let out = script(scenario, c, ns, mode).output().unwrap();
-    assert!(
-        out.status.success(),
-        "the MCP client failed ({scenario}, {mode}):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_str().unwrap().to_string(), v)
-        })
-        .collect()
+    crate::common::steps(&out, &format!("the MCP client ({scenario}, {mode})"))
 }
 
 fn status_of(step: &Value) -> u64 {

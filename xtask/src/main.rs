@@ -288,6 +288,25 @@ fn ensure_mcp_sdk(root: &Path) -> Result<()> {
     ensure_venv(root, "py-mcp", MCP_SDK, "the MCP tests")
 }
 
+/// The WebDriver client the console's browser tests drive Chromium with.
+const SELENIUM: &str = "selenium==4.51.0";
+
+/// Selenium in `target/py-web`, and Debian's chromium and chromedriver
+/// (which `.ci/run` installs; say so if they are missing).
+fn ensure_browser(root: &Path) -> Result<()> {
+    for (bin, package) in [
+        ("/usr/bin/chromium", "chromium"),
+        ("/usr/bin/chromedriver", "chromium-driver"),
+    ] {
+        if !Path::new(bin).exists() {
+            bail!(
+                "{bin} is missing: the console's browser tests need it; install it with `apt-get install {package}` (.ci/run does)"
+            );
+        }
+    }
+    ensure_venv(root, "py-web", SELENIUM, "the console's browser tests")
+}
+
 /// The property-based contract check of the OpenAPI document.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
@@ -645,6 +664,7 @@ fn test(root: &Path) -> Result<()> {
     ensure_mcp_sdk(root)?;
     ensure_schemathesis(root)?;
     ensure_prometheus_client(root)?;
+    ensure_browser(root)?;
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
     run(cargo()
         .current_dir(root.join("plugins"))

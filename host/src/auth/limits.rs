@@ -170,6 +170,8 @@ pub struct Limiter {
     audited_failures: Mutex<Bucket>,
     /// Keys refused for their in-flight cap since their last admitted request.
     over_cap: Mutex<std::collections::HashSet<String>>,
+    /// Failed console sign-ins per user name.
+    sign_ins: Mutex<HashMap<String, Bucket>>,
 }
 
 /// One request in flight for a key; dropping it frees the place.
@@ -202,6 +204,7 @@ impl Limiter {
             failures: Mutex::new(HashMap::new()),
             audited_failures: Mutex::new(Bucket::full(AUDITED_FAILURES_PER_SECOND * 10.0)),
             over_cap: Mutex::new(std::collections::HashSet::new()),
+            sign_ins: Mutex::new(HashMap::new()),
         }
     }
 
@@ -327,6 +330,55 @@ impl Limiter {
                 audit: refused.first && audit_room,
                 refused: Some(refused),
             },
+        }
+    }
+}
+
+/// Failed console sign-ins one user name may have in a burst, and how
+/// fast they come back: 5, then one every 3 minutes. Counted per name
+/// whatever the address, so guessing one person's password from many
+/// addresses is as slow as from one; a valid password is refused too
+/// while the name is throttled, so the guesser learns nothing.
+const SIGN_IN_BURST: f64 = 5.0;
+const SIGN_INS_PER_SECOND: f64 = 1.0 / 180.0;
+
+impl Limiter {
+    /// May user `name` try to sign in now? A refusal while its failures
+    /// are over their rate.
+    pub fn sign_in_allowed(&self, name: &str) -> Result<(), Refused> {
+        let Ok(mut map) = self.sign_ins.lock() else {
+            return Err(poisoned());
+        };
+        let Some(bucket) = map.get_mut(name) else {
+            return Ok(());
+        };
+        bucket.refill(SIGN_INS_PER_SECOND, SIGN_IN_BURST);
+        if bucket.tokens >= 1.0 {
+            return Ok(());
+        }
+        let first = !bucket.throttled;
+        bucket.throttled = true;
+        Err(Refused {
+            retry_after: (((1.0 - bucket.tokens) / SIGN_INS_PER_SECOND).ceil() as u64).max(1),
+            reason: format!("too many failed sign-ins for \"{name}\"; try again later"),
+            first,
+        })
+    }
+
+    /// Count a failed sign-in of user `name` (a name that does not exist
+    /// counts too: names are not an oracle).
+    pub fn sign_in_failed(&self, name: &str) {
+        if let Ok(mut map) = self.sign_ins.lock() {
+            if map.len() >= MAX_SOURCES && !map.contains_key(name) {
+                map.retain(|_, b| {
+                    b.refill(SIGN_INS_PER_SECOND, SIGN_IN_BURST);
+                    b.tokens < SIGN_IN_BURST
+                });
+            }
+            let bucket = map
+                .entry(name.to_string())
+                .or_insert_with(|| Bucket::full(SIGN_IN_BURST));
+            let _ = bucket.take(SIGN_INS_PER_SECOND, SIGN_IN_BURST, "");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Identity and access: API keys → [`Principal`] (agent id, agent type,
+//! Identity and access: API keys and console sessions → [`Principal`] (agent id, agent type,
 //! roles per namespace pattern), the role rules, and request limits.
 //!
 //! | role | may |
@@ -18,6 +18,8 @@
 
 pub mod keys;
 pub mod limits;
+pub mod sessions;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -239,6 +241,11 @@ impl Principal {
             "human",
             Principal::everything(),
         )
+    }
+
+    /// Is this a user signed in to the console (not an API key)?
+    pub fn is_console_user(&self) -> bool {
+        self.key_id.starts_with(users::CREDENTIAL_PREFIX)
     }
 
     /// Is this the `--no-auth` principal (no key was presented)?

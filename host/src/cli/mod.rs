@@ -11,6 +11,7 @@ mod output;
 mod plugin;
 mod progress;
 mod transfer;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +67,11 @@ enum Command {
     /// API keys for agents; master key rotation.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// People who sign in to the web console.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
+    /// Print a one-time sign-in link to the web console for a user.
+    LoginLink(users::LoginLinkArgs),
     /// Verify and read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -135,6 +141,8 @@ pub fn run() -> anyhow::Result<i32> {
         }
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Users(cmd) => users::run(cmd),
+        Command::LoginLink(args) => users::login_link(args),
         Command::Namespace(cmd) => namespace::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Approvals(cmd) => approvals::run(cmd),

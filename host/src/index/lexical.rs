@@ -278,6 +278,12 @@ fn stats(txn: &impl Transaction, t: &Tables, ns: &Uuid) -> Result<Stats, StoreEr
     })
 }
 
+/// How many memories of namespace `ns` the word index holds (current
+/// versions of live memories; expired ones until the sweep purges them).
+pub fn documents(store: &Store, ns: &Uuid) -> Result<u64, StoreError> {
+    store.read(|txn, t| Ok(stats(txn, t, ns)?.docs))
+}
+
 fn put_stats(
     txn: &mut RwTransaction<'_>,
     t: &Tables,

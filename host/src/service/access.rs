@@ -64,17 +64,43 @@ impl AuthFailure {
 }
 
 impl Service {
-    fn load_key(&self, id: &str) -> Result<Option<ApiKey>, ServiceError> {
-        let row = keys::row(id);
-        match self.store.get(|t| t.principals, &row)? {
+    /// The sealed `principals` row `row` (a key, a user, a session, a
+    /// link), opened.
+    pub(super) fn principal_row<T: serde::de::DeserializeOwned>(
+        &self,
+        row: &[u8],
+    ) -> Result<Option<T>, ServiceError> {
+        match self.store.get(|t| t.principals, row)? {
             None => Ok(None),
             Some(sealed) => Ok(Some(super::open_json(
                 &*self.system_key()?,
                 "principals",
-                &row,
+                row,
                 &sealed,
             )?)),
         }
+    }
+
+    /// Put a new sealed `principals` row with its audit entry, in one
+    /// write.
+    pub(super) fn insert_principal_row<T: serde::Serialize>(
+        &self,
+        row: Vec<u8>,
+        value: &T,
+        record: Record,
+    ) -> Result<(), ServiceError> {
+        let sealed = super::seal_json(&*self.system_key()?, "principals", &row, value)?;
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
+            txn.put(t.principals, &row, &sealed, WriteFlags::NO_OVERWRITE)?;
+            audit.append(txn, t, &record)
+        })?;
+        crate::audit::emit(&entry);
+        Ok(())
+    }
+
+    fn load_key(&self, id: &str) -> Result<Option<ApiKey>, ServiceError> {
+        self.principal_row(&keys::row(id))
     }
 
     /// Does key `id` exist and work now (not revoked, not expired)?
@@ -392,6 +418,58 @@ impl Service {
         self.audit
             .after(&self.store, after, limit.clamp(1, 1000))
             .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// Audit entries before sequence number `before` (default: the end),
+    /// newest first, that `keep` accepts: at most `limit`, looking at no
+    /// more than 20,000 entries. Also the `before` of the next (older)
+    /// page, if there is more to look at. Global admins only.
+    pub fn audit_page(
+        &self,
+        who: &Principal,
+        before: Option<u64>,
+        limit: usize,
+        keep: impl Fn(&Entry) -> bool,
+    ) -> Result<(Vec<Entry>, Option<u64>), ServiceError> {
+        if !who.is_global_admin() {
+            return Err(self.deny(
+                Record::by(who, "audit.read").outcome("denied", None),
+                format!("{} is not a global admin (*=admin)", who.key_id),
+            ));
+        }
+        const CHUNK: u64 = 1000;
+        const BUDGET: u64 = 20_000;
+        let internal = |e: crate::audit::Broken| ServiceError::Internal(e.to_string());
+        let length = self.audit.length(&self.store)?;
+        let mut end = before.unwrap_or(length + 1).min(length + 1);
+        let mut found = Vec::new();
+        let mut looked = 0;
+        while end > 1 && found.len() < limit && looked < BUDGET {
+            let from = end.saturating_sub(CHUNK + 1);
+            let chunk = self
+                .audit
+                .after(&self.store, from, (end - 1 - from) as usize)
+                .map_err(internal)?;
+            looked += end - 1 - from;
+            // Entries below `end` not yet looked at: all of the chunk's, or
+            // those below the one that filled the page.
+            end = from + 1;
+            for e in chunk.into_iter().rev() {
+                if keep(&e) {
+                    found.push(e);
+                    if found.len() == limit {
+                        end = found.last().map_or(end, |e| e.seq);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((found, (end > 1).then_some(end)))
+    }
+
+    /// How many entries the audit chain holds.
+    pub fn audit_length(&self) -> Result<u64, ServiceError> {
+        Ok(self.audit.length(&self.store)?)
     }
 
     /// The last `n` audit entries (the operator's `memhost audit tail`).

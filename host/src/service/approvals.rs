@@ -806,6 +806,21 @@ impl Service {
         {
             return self.supersede(&item, "its namespace's policy changed");
         }
+        if ns.settings.human_votes == crate::service::HumanVotes::Console
+            && who.agent_type == crate::auth::users::HUMAN
+            && !who.is_console_user()
+            && item
+                .requirement
+                .approver_types
+                .iter()
+                .any(|t| t == crate::auth::users::HUMAN)
+        {
+            let why = ServiceError::NotAnApprover(format!(
+                "namespace \"{}\" counts only people signed in to the console as human approvers; key {} is an API key",
+                ns.name, who.key_id
+            ));
+            return Err(self.refuse_vote(who, &item, why));
+        }
         let plugin_id = item.policy.plugin.clone();
         let policy = self.plugins.snapshot().policy(&plugin_id).ok_or_else(|| {
             ServiceError::PolicyFailed {
@@ -931,6 +946,12 @@ impl Service {
             return Ok(Ran::Failed(format!(
                 "requester_revoked: key {} was revoked or expired",
                 who.key_id
+            )));
+        }
+        if who.is_console_user() && !self.user_active(&who.agent_id)? {
+            return Ok(Ran::Failed(format!(
+                "requester_revoked: user {} was disabled or removed",
+                who.agent_id
             )));
         }
         if let Some(then) = &item.namespace_hash

@@ -771,6 +771,14 @@ impl Service {
         Ok((ns, progress))
     }
 
+    /// About how many memories namespace `name` holds (expired ones count
+    /// until the sweep purges them). Needs read access.
+    pub fn memory_count(&self, who: &Principal, name: &str) -> Result<u64, ServiceError> {
+        self.authorize(who, name, Role::Reader, "namespace.count", None)?;
+        let ns = self.find_namespace(name)?;
+        Ok(crate::index::lexical::documents(&self.store, &ns.id)?)
+    }
+
     /// How many of `name`'s memories wait to be embedded, and how many
     /// failed. Needs read access.
     pub fn index_progress(

@@ -29,6 +29,7 @@ pub use namespaces::MAX_DESCRIPTION;
 pub mod model;
 mod namespaces;
 pub mod operations;
+pub mod people;
 pub mod recall;
 pub mod transfer;
 
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 pub use access::{AuthFailure, NewKey};
-pub use model::{Actor, Limits, Memory, Namespace, NamespaceSettings, RedactionMode};
+pub use model::{Actor, HumanVotes, Limits, Memory, Namespace, NamespaceSettings, RedactionMode};
 
 use crate::audit::AuditLog;
 use crate::crypto::DataKey;

@@ -51,6 +51,25 @@ pub enum RedactionMode {
     Off,
 }
 
+/// Whose votes count as a `human`'s in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HumanVotes {
+    /// Console users and API keys whose agent type an operator set to
+    /// `human` (default).
+    #[default]
+    Any,
+    /// Only people signed in to the console: a key typed `human` does not
+    /// count where a requirement names `human`.
+    Console,
+}
+
+impl HumanVotes {
+    fn is_any(&self) -> bool {
+        *self == HumanVotes::Any
+    }
+}
+
 /// A namespace's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +93,9 @@ pub struct NamespaceSettings {
     /// seconds (default 24 h, at most 30 days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_ttl_seconds: Option<u64>,
+    /// Whose votes count as a `human`'s (`any` or `console`).
+    #[serde(default, skip_serializing_if = "HumanVotes::is_any")]
+    pub human_votes: HumanVotes,
     /// Free text for operators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -128,6 +150,7 @@ impl Default for NamespaceSettings {
             policy: default_policy(),
             policy_plugin: default_policy_plugin(),
             approval_ttl_seconds: None,
+            human_votes: HumanVotes::Any,
             description: None,
             embedder: None,
             dimensions: None,

@@ -19,6 +19,26 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// What a Python driver (an MCP client, a browser) printed, one JSON
+/// object per step, by its `step`; fails with its stderr if it failed.
+pub fn steps(
+    out: &std::process::Output,
+    what: &str,
+) -> std::collections::HashMap<String, serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
 /// Plugins staged by `cargo xtask plugins` (served by default, or optional).
 pub fn staged(name: &str) -> PathBuf {
     let optional = root().join("target/plugins-optional").join(name);

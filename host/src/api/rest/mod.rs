@@ -341,6 +341,8 @@ struct CreateNamespace {
     #[serde(default)]
     approval_ttl_seconds: Option<u64>,
     #[serde(default)]
+    human_votes: Option<crate::service::HumanVotes>,
+    #[serde(default)]
     description: Option<String>,
 }
 
@@ -359,6 +361,8 @@ struct NamespaceSettingsInput {
     policy_plugin: Option<String>,
     #[serde(default)]
     approval_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    human_votes: Option<crate::service::HumanVotes>,
     #[serde(default)]
     description: Option<String>,
 }
@@ -379,6 +383,9 @@ impl NamespaceSettingsInput {
         }
         if self.approval_ttl_seconds.is_some() {
             base.approval_ttl_seconds = self.approval_ttl_seconds;
+        }
+        if let Some(h) = self.human_votes {
+            base.human_votes = h;
         }
         if self.description.is_some() {
             base.description = self.description;
@@ -546,6 +553,7 @@ pub fn routes(service: Service, gate: auth::Gate) -> warp::filters::BoxedFilter<
                     policy: body.policy,
                     policy_plugin: body.policy_plugin,
                     approval_ttl_seconds: body.approval_ttl_seconds,
+                    human_votes: body.human_votes,
                     description: body.description,
                 }
                 .apply(NamespaceSettings::default());

@@ -18,7 +18,7 @@ use crate::service::approvals::{ApprovalView, NewVote, VoteDecision};
 use crate::service::gazetteer::{Gazetteer, MAX_ALIAS_CHARS, MAX_ALIASES};
 use crate::service::recall::{Fusion, Hit, RecallMode, RecallQuery};
 use crate::service::{
-    Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, RedactionMode,
+    HumanVotes, Memory, MemoryPatch, Namespace, NamespaceSettings, NewKey, NewMemory, RedactionMode,
 };
 use crate::transfer::ImportReport;
 
@@ -37,6 +37,9 @@ struct CreateNamespace {
     policy_plugin: Option<String>,
     /// How long a held change waits, in seconds (default 24 h).
     approval_ttl_seconds: Option<u64>,
+    /// Whose votes count as a `human`'s: `any` (console users and keys
+    /// typed `human`, default) or `console` (signed-in people only).
+    human_votes: Option<HumanVotes>,
     /// Embedder plugin id (bound for good; its dimensions are recorded).
     embedder: Option<String>,
     /// Extractor plugin id (bound for good; default `extract-entities` when
@@ -239,6 +242,7 @@ impl utoipa::Modify for BearerAuth {
         Namespace,
         NamespaceSettings,
         RedactionMode,
+        HumanVotes,
         Memory,
         NewMemory,
         MemoryPatch,

@@ -1,0 +1,218 @@
+"""Drive the web console in headless Chromium (Debian's chromium and
+chromium-driver) with Selenium, as a person would: open links, fill forms,
+press buttons. Called by tests/tests/console.rs with a scenario name and a
+JSON object of inputs; prints one JSON object per step on stdout, which the
+Rust test asserts on.
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+CHROMIUM = os.environ.get("MEMHOST_CHROMIUM", "/usr/bin/chromium")
+DRIVER = os.environ.get("MEMHOST_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def browser(width=1280, height=900):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--window-size={width},{height}",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='memhost-chromium-')}",
+    ]:
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+
+
+def say(step, **fields):
+    print(json.dumps({"step": step, **fields}), flush=True)
+
+
+def text(d, css):
+    found = d.find_elements(By.CSS_SELECTOR, css)
+    return found[0].text if found else None
+
+
+def page(d):
+    """What a person sees: where they are, the heading, messages."""
+    return {
+        "url": d.current_url,
+        "h1": text(d, "h1"),
+        "flash": [e.text for e in d.find_elements(By.CSS_SELECTOR, ".flash")],
+        "who": text(d, "header .who a"),
+    }
+
+
+def has(d, css):
+    return len(d.find_elements(By.CSS_SELECTOR, css)) > 0
+
+
+def session_cookie(d):
+    for c in d.get_cookies():
+        if c["name"].endswith("memhost_session"):
+            return c
+    return None
+
+
+def use_link(d, link):
+    d.get(link)
+    before = page(d)
+    buttons = d.find_elements(By.CSS_SELECTOR, "form button[type=submit]")
+    if buttons:
+        buttons[0].click()
+    return before, page(d)
+
+
+def sign_in(d, base, user, password):
+    d.get(base + "/console/login")
+    d.find_element(By.NAME, "user").send_keys(user)
+    d.find_element(By.NAME, "password").send_keys(password)
+    d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    return page(d)
+
+
+def sign_out(d):
+    d.find_element(By.CSS_SELECTOR, "header form[action='/console/sign-out'] button").click()
+    return page(d)
+
+
+def csrf_token(d):
+    found = d.find_elements(By.CSS_SELECTOR, "input[name=csrf]")
+    return found[0].get_attribute("value") if found else None
+
+
+def scenario_sign_in(a):
+    d = browser()
+    try:
+        before, after = use_link(d, a["link"])
+        say("link", asked=before, landed=after)
+        d.get(a["link"])
+        say("link_again", seen=page(d))
+        d.get(a["expired_link"])
+        say("link_expired", seen=page(d))
+        cookie = session_cookie(d)
+        say("cookie", cookie=cookie)
+        d.get(a["base"] + "/console")
+        out = sign_out(d)
+        d.get(a["base"] + "/console/approvals")
+        say("signed_out", after_sign_out=out, then=page(d))
+        say("wrong_password", seen=sign_in(d, a["base"], a["user"], a["password"] + "x"))
+        seen = sign_in(d, a["base"], a["user"], a["password"])
+        say("password", seen=seen, cookie=session_cookie(d), csrf=csrf_token(d))
+    finally:
+        d.quit()
+
+
+def scenario_reader(a):
+    d = browser()
+    try:
+        sign_in(d, a["base"], a["user"], a["password"])
+        d.get(f"{a['base']}/console/ns/{a['ns']}")
+        ns_page = page(d)
+        store_form = has(d, f"form[action='/console/ns/{a['ns']}/memories']")
+        listed = [e.text for e in d.find_elements(By.CSS_SELECTOR, "td a.clip")]
+        d.get(f"{a['base']}/console/ns/{a['ns']}/m/{a['memory']}")
+        say(
+            "reader",
+            ns_page=ns_page,
+            store_form=store_form,
+            listed=listed,
+            memory=page(d),
+            content=text(d, ".content"),
+            change_form=has(d, "textarea[name=content]"),
+            forget_button=has(d, "form[action$='/forget']"),
+            nav=[e.text for e in d.find_elements(By.CSS_SELECTOR, "header nav a")],
+            cookie=session_cookie(d),
+            csrf=csrf_token(d),
+        )
+        d.get(f"{a['base']}/console/ns/{a['ns']}?q={a['query']}")
+        say(
+            "search",
+            results=[
+                {
+                    "text": row.find_element(By.CSS_SELECTOR, "a.clip").text,
+                    "channels": [c.text for c in row.find_elements(By.CSS_SELECTOR, ".chan")],
+                }
+                for row in d.find_elements(By.CSS_SELECTOR, "tbody tr")
+            ],
+        )
+    finally:
+        d.quit()
+
+
+def scenario_approve(a):
+    d = browser()
+    try:
+        use_link(d, a["link"])
+        d.get(a["base"] + "/console/approvals")
+        queue = [e.text for e in d.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        d.find_element(By.CSS_SELECTOR, f"a[href='/console/approvals/{a['approval']}']").click()
+        item = page(d)
+        inserted = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".diff ins")]
+        deleted = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".diff del")]
+        facts = text(d, "dl.facts")
+        # The keyboard is enough: focus the comment, type, tab to Approve.
+        comment = d.find_element(By.NAME, "comment")
+        comment.send_keys("checked with the team")
+        d.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        say(
+            "approve",
+            queue=queue,
+            item=item,
+            inserted=inserted,
+            deleted=deleted,
+            facts=facts,
+            after=page(d),
+            votes=[e.text for e in d.find_elements(By.CSS_SELECTOR, "tbody tr")],
+            vote_form=has(d, "button[value=approve]"),
+        )
+    finally:
+        d.quit()
+
+
+def scenario_screens(a):
+    """Screenshots of the main pages, desktop and phone-sized."""
+    out = a["out"]
+    os.makedirs(out, exist_ok=True)
+    shots = []
+    for (width, height, suffix, pages) in [
+        (1280, 860, "", a["pages"]),
+        (390, 844, "-phone", a["phone_pages"]),
+    ]:
+        d = browser(width, height)
+        try:
+            d.get(a["base"] + "/console/login")
+            d.save_screenshot(os.path.join(out, f"sign-in{suffix}.png"))
+            use_link(d, a["links"].pop(0))
+            for name, path in pages:
+                d.get(a["base"] + path)
+                # The whole page, up to a bound, not only the first screen.
+                full = d.execute_script("return document.documentElement.scrollHeight")
+                d.set_window_size(width, min(max(height, full + 20), 2400))
+                file = os.path.join(out, f"{name}{suffix}.png")
+                d.save_screenshot(file)
+                d.set_window_size(width, height)
+                shots.append({"name": name + suffix, "page": page(d)})
+        finally:
+            d.quit()
+    say("screens", shots=shots)
+
+
+if __name__ == "__main__":
+    scenario, inputs = sys.argv[1], json.loads(sys.argv[2])
+    globals()["scenario_" + scenario](inputs)

@@ -1,0 +1,753 @@
+//! The web console at `/console`, in a real browser: Debian's chromium and
+//! chromedriver, driven by Selenium from `tests/python/console_browser.py`
+//! (installed by `cargo xtask test` into `target/py-web`). A person signs
+//! in with a one-time link and with a password; a used or expired link and
+//! a wrong password are refused; a reader sees no write buttons and a
+//! forged POST is refused anyway; a held `single:human` change is approved
+//! in the browser and runs once; the session cookie does not authenticate
+//! `/v1` or `/mcp`; forms without the session's CSRF token are refused;
+//! sign-out ends the session. Without a browser (curl): failed sign-ins
+//! are rate-limited per user and audited, oversized forms refused.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::root;
+use crate::common::server::*;
+
+fn python() -> PathBuf {
+    let p = root().join("target/py-web/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask test` (it installs Selenium)",
+        p.display()
+    );
+    p
+}
+
+/// Run a browser scenario: what the browser saw, by step.
+fn browse(scenario: &str, inputs: Value) -> HashMap<String, Value> {
+    let out = Command::new(python())
+        .arg(root().join("tests/python/console_browser.py"))
+        .arg(scenario)
+        .arg(inputs.to_string())
+        .output()
+        .unwrap();
+    crate::common::steps(&out, &format!("the browser scenario {scenario}"))
+}
+
+/// `memhost users create NAME --role …`, with a password on stdin if given.
+fn create_user(data: &Path, name: &str, roles: &[&str], password: Option<&str>) {
+    let mut cmd = Command::new(memhost_bin());
+    cmd.args(["users", "create", name, "--data", data.to_str().unwrap()]);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    if password.is_some() {
+        cmd.arg("--password");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(p) = password {
+        writeln!(child.stdin.take().unwrap(), "{p}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A one-time sign-in link for `name`, working for `valid`.
+fn login_link(s: &Setup, name: &str, valid: &str) -> String {
+    let (code, out, err) = memhost(&[
+        "login-link",
+        name,
+        "--valid",
+        valid,
+        "--listen",
+        &s.server.addr,
+        "--data",
+        s.data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let link = out.trim().to_string();
+    assert!(
+        link.starts_with(&format!("http://{}/console/link/mhl_", s.server.addr)),
+        "{link}"
+    );
+    link
+}
+
+/// A request to the console with curl: (status, headers, body).
+fn console(addr: &str, method: &str, path: &str, headers: &[&str], form: Option<&str>) -> Reply {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-D", "/dev/stderr", "-o", "-", "-w", "\n%{http_code}"])
+        .args(["-X", method])
+        .arg(format!("http://{addr}{path}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if form.is_some() {
+        cmd.args([
+            "-H",
+            "content-type: application/x-www-form-urlencoded",
+            "--data-binary",
+            "@-",
+        ]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(form.unwrap_or("").as_bytes());
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    Reply {
+        status: status.trim().parse().unwrap_or(0),
+        body: Value::String(body.to_string()),
+        headers: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn cookie_header(cookie: &Value) -> String {
+    format!(
+        "cookie: {}={}",
+        cookie["name"].as_str().unwrap(),
+        cookie["value"].as_str().unwrap()
+    )
+}
+
+fn body(r: &Reply) -> &str {
+    r.body.as_str().unwrap_or("")
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn audit_of(s: &Setup, action: &str) -> Vec<Value> {
+    audit_entries(&s.admin)
+        .into_iter()
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+#[test]
+fn a_person_signs_in_with_a_link_and_a_password_and_signs_out() {
+    let s = setup_plugins(&["redact-pii", "policy-standard"], "", &[], &[]);
+    let password = "a long enough secret";
+    create_user(&s.data, "alice", &["*=admin"], Some(password));
+    let link = login_link(&s, "alice", "10m");
+    let expired = login_link(&s, "alice", "1s");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let base = format!("http://{}", s.server.addr);
+
+    let seen = browse(
+        "sign_in",
+        json!({"base": base, "link": link, "expired_link": expired,
+               "user": "alice", "password": password}),
+    );
+    let step = &seen["link"];
+    assert_eq!(step["asked"]["h1"], "Sign in as alice", "{step}");
+    assert_eq!(step["landed"]["url"], format!("{base}/console"), "{step}");
+    assert_eq!(step["landed"]["who"], "alice", "{step}");
+    // A link works once, and not after it expired.
+    assert_eq!(seen["link_again"]["seen"]["h1"], "This link does not work");
+    assert_eq!(
+        seen["link_expired"]["seen"]["h1"],
+        "This link does not work"
+    );
+    // The cookie is out of scripts' reach, never sent cross-site, and only
+    // to the console.
+    let cookie = &seen["cookie"]["cookie"];
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+    assert_eq!(cookie["path"], "/console", "{cookie}");
+    // Signed out: the console asks to sign in again, and the old cookie
+    // is worth nothing.
+    let out = &seen["signed_out"];
+    assert!(
+        out["after_sign_out"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/console/login"),
+        "{out}"
+    );
+    assert_eq!(out["after_sign_out"]["flash"][0], "You are signed out.");
+    assert!(
+        out["then"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/console/login?next=")),
+        "{out}"
+    );
+    let old = console(
+        &s.server.addr,
+        "GET",
+        "/console",
+        &[&cookie_header(cookie)],
+        None,
+    );
+    assert_eq!(old.status, 303, "{}", old.headers);
+    assert!(
+        old.header("location")
+            .unwrap()
+            .starts_with("/console/login")
+    );
+
+    let wrong = &seen["wrong_password"]["seen"];
+    assert_eq!(wrong["h1"], "Sign in", "{wrong}");
+    assert_eq!(wrong["flash"][0], "wrong user name or password", "{wrong}");
+    let signed = &seen["password"];
+    assert_eq!(signed["seen"]["who"], "alice", "{signed}");
+    assert_eq!(signed["seen"]["url"], format!("{base}/console"));
+
+    // The session cookie authenticates the console and nothing else.
+    let cookie = &signed["cookie"];
+    let jar = cookie_header(cookie);
+    let token = cookie["value"].as_str().unwrap();
+    let anon = s.admin.as_key(None);
+    let bearer = format!("authorization: Bearer {token}");
+    for header in [jar.as_str(), bearer.as_str()] {
+        let headers = [header];
+        let r = curl_full(&anon, "GET", "/v1/namespaces", None, &headers);
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
+        let r = curl_full(
+            &anon,
+            "POST",
+            "/mcp",
+            Some(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            &headers,
+        );
+        assert_eq!(r.status, 401, "{headers:?} on /mcp: {}", r.body);
+    }
+    // And an API key is no console login.
+    let r = console(
+        &s.server.addr,
+        "GET",
+        "/console",
+        &[&format!("authorization: Bearer {}", s.server.key)],
+        None,
+    );
+    assert_eq!(r.status, 303);
+
+    // Forms without this session's CSRF token are refused, and change
+    // nothing: the session survives a forged sign-out.
+    let csrf = signed["csrf"].as_str().unwrap();
+    for form in ["", "csrf=", &format!("csrf={}", "0".repeat(64))] {
+        let r = console(
+            &s.server.addr,
+            "POST",
+            "/console/sign-out",
+            &[&jar],
+            Some(form),
+        );
+        assert_eq!(r.status, 403, "{form}: {}", body(&r));
+        assert!(body(&r).contains("CSRF"), "{}", body(&r));
+    }
+    // A cross-site page cannot post either, even with the token.
+    let r = console(
+        &s.server.addr,
+        "POST",
+        "/console/sign-out",
+        &[
+            &jar,
+            "origin: https://evil.example",
+            "sec-fetch-site: cross-site",
+        ],
+        Some(&format!("csrf={csrf}")),
+    );
+    assert_eq!(r.status, 403, "{}", body(&r));
+    let still = console(&s.server.addr, "GET", "/console", &[&jar], None);
+    assert_eq!(still.status, 200);
+    // Every page says so: no script, no framing, no caching.
+    let csp = still.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("script-src"), "{csp}");
+    assert_eq!(still.header("cache-control").as_deref(), Some("no-store"));
+    assert!(!body(&still).contains("<script"));
+
+    let r = console(
+        &s.server.addr,
+        "POST",
+        "/console/sign-out",
+        &[&jar],
+        Some(&format!("csrf={csrf}")),
+    );
+    assert_eq!(r.status, 303, "{}", body(&r));
+    let gone = console(&s.server.addr, "GET", "/console", &[&jar], None);
+    assert_eq!(gone.status, 303);
+
+    // Each sign-in and sign-out is in the audit log, as the person.
+    let sign_ins = audit_of(&s, "console.sign-in");
+    let ok: Vec<&Value> = sign_ins.iter().filter(|e| e["outcome"] == "ok").collect();
+    assert_eq!(ok.len(), 2, "{sign_ins:?}");
+    assert!(
+        ok.iter()
+            .all(|e| e["key_id"] == "console:alice" && e["agent_type"] == "human")
+    );
+    assert!(
+        sign_ins
+            .iter()
+            .any(|e| e["outcome"] == "denied" && e["key_id"] == "console:alice"),
+        "{sign_ins:?}"
+    );
+    assert_eq!(audit_of(&s, "console.sign-out").len(), 2);
+}
+
+#[test]
+fn a_reader_sees_no_write_buttons_and_a_forged_post_is_refused() {
+    let s = setup_plugins(
+        &["redact-pii", "policy-standard"],
+        "",
+        &[],
+        &[r#"{"name": "team"}"#],
+    );
+    let mut ids = Vec::new();
+    for text in [
+        "The staging database is rebuilt every night at 02:00 UTC.",
+        "Carol owns the onboarding checklist.",
+    ] {
+        let (status, m) = curl(
+            &s.admin,
+            "POST",
+            "/v1/namespaces/team/memories",
+            Some(&json!({"content": text}).to_string()),
+        );
+        assert_eq!(status, 201, "{m}");
+        ids.push(m["id"].as_str().unwrap().to_string());
+    }
+    let password = "reader's long password";
+    create_user(&s.data, "bob", &["team=reader"], Some(password));
+    let base = format!("http://{}", s.server.addr);
+    let seen = browse(
+        "reader",
+        json!({"base": base, "user": "bob", "password": password, "ns": "team",
+               "memory": ids[0], "query": "staging database"}),
+    );
+    let r = &seen["reader"];
+    assert_eq!(r["ns_page"]["h1"], "team", "{r}");
+    assert_eq!(r["listed"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(
+        r["content"],
+        "The staging database is rebuilt every night at 02:00 UTC."
+    );
+    assert_eq!(r["store_form"], false, "{r}");
+    assert_eq!(r["change_form"], false, "{r}");
+    assert_eq!(r["forget_button"], false, "{r}");
+    let nav: Vec<&str> = r["nav"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(nav, ["Namespaces", "Approvals", "Plugins"], "{r}");
+    // Search shows which channel found each result.
+    let results = seen["search"]["results"].as_array().unwrap();
+    assert_eq!(
+        results[0]["text"], "The staging database is rebuilt every night at 02:00 UTC.",
+        "{results:?}"
+    );
+    assert_eq!(results[0]["channels"], json!(["words"]));
+
+    // The buttons are missing, and the actions are refused anyway: a
+    // forged POST with bob's own cookie and token gets 403.
+    let jar = cookie_header(&r["cookie"]);
+    let csrf = r["csrf"].as_str().unwrap();
+    for (path, form) in [
+        (
+            "/console/ns/team/memories".to_string(),
+            format!("csrf={csrf}&content=forged"),
+        ),
+        (
+            format!("/console/ns/team/m/{}", ids[0]),
+            format!("csrf={csrf}&content=changed&title=&tags="),
+        ),
+        (
+            format!("/console/ns/team/m/{}/forget", ids[1]),
+            format!("csrf={csrf}"),
+        ),
+        (
+            "/console/keys".into(),
+            format!("csrf={csrf}&agent_id=x&agent_type=y&roles=team%3Dadmin"),
+        ),
+        (
+            "/console/users".into(),
+            format!("csrf={csrf}&name=mallory&roles=team%3Dadmin"),
+        ),
+        ("/console/plugins/reload".into(), format!("csrf={csrf}")),
+    ] {
+        let reply = console(&s.server.addr, "POST", &path, &[&jar], Some(&form));
+        assert_eq!(reply.status, 403, "{path}: {}", body(&reply));
+    }
+    for page in ["/console/audit", "/console/keys", "/console/users"] {
+        let reply = console(&s.server.addr, "GET", page, &[&jar], None);
+        assert_eq!(reply.status, 403, "{page}");
+    }
+    let (_, list) = curl(&s.admin, "GET", "/v1/namespaces/team/memories", None);
+    let list = list["memories"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert!(list.iter().all(|m| m["version"] == 1));
+    // A form over 1 MiB is refused before it is read.
+    let big = format!("csrf={csrf}&content={}", "a".repeat(1_100_000));
+    let reply = console(
+        &s.server.addr,
+        "POST",
+        "/console/ns/team/memories",
+        &[&jar],
+        Some(&big),
+    );
+    assert_eq!(reply.status, 413);
+    // The refusals are audited as bob's.
+    assert!(
+        audit_entries(&s.admin)
+            .iter()
+            .any(|e| e["action"] == "memory.forget"
+                && e["outcome"] == "denied"
+                && e["key_id"] == "console:bob"),
+    );
+}
+
+#[test]
+fn a_held_single_human_change_is_approved_in_the_browser_and_runs_once() {
+    let s = setup_plugins(
+        &["redact-pii", "policy-standard"],
+        "",
+        &[],
+        &[
+            r#"{"name": "team", "policy": "update=single:human; *=allow", "human_votes": "console"}"#,
+        ],
+    );
+    let (_, m) = curl(
+        &s.admin,
+        "POST",
+        "/v1/namespaces/team/memories",
+        Some(r#"{"content": "The budget review is on Monday in Paris."}"#),
+    );
+    let id = m["id"].as_str().unwrap().to_string();
+    let agent = create_key(&s.data, "planner", "assistant", &["team=admin"], &[]);
+    let agent = s.admin.as_key(Some(&agent));
+    let (status, held) = curl(
+        &agent,
+        "PATCH",
+        &format!("/v1/namespaces/team/memories/{id}"),
+        Some(r#"{"content": "The budget review is on Tuesday in Berlin."}"#),
+    );
+    assert_eq!(status, 202, "{held}");
+    let approval = held["approval"]["id"].as_str().unwrap().to_string();
+    let hash = held["approval"]["payload_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // This namespace counts only people signed in to the console as
+    // `human`: a key an operator typed human is refused.
+    let typed = create_key(&s.data, "pat", "human", &["team=writer"], &[]);
+    let (status, refused) = curl(
+        &s.admin.as_key(Some(&typed)),
+        "POST",
+        &format!("/v1/approvals/{approval}/votes"),
+        Some(&json!({"decision": "approve", "payload_hash": hash}).to_string()),
+    );
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("console"),
+        "{refused}"
+    );
+
+    create_user(&s.data, "carol", &["team=writer"], None);
+    let link = login_link(&s, "carol", "10m");
+    let base = format!("http://{}", s.server.addr);
+    let seen = browse(
+        "approve",
+        json!({"base": base, "link": link, "approval": approval}),
+    );
+    let a = &seen["approve"];
+    assert!(
+        a["queue"][0].as_str().unwrap().contains(&approval[..8]),
+        "{a}"
+    );
+    assert!(
+        a["item"]["h1"]
+            .as_str()
+            .unwrap()
+            .starts_with("update in team"),
+        "{a}"
+    );
+    assert!(a["facts"].as_str().unwrap().contains("planner"), "{a}");
+    // The held change against the current version, word by word.
+    let words = |k: &str| -> String {
+        a[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        words("inserted").contains("Tuesday") && words("inserted").contains("Berlin"),
+        "{a}"
+    );
+    assert!(
+        words("deleted").contains("Monday") && words("deleted").contains("Paris"),
+        "{a}"
+    );
+    assert_eq!(a["after"]["flash"][0], "Approved: the change ran.", "{a}");
+    let votes = a["votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 1, "{a}");
+    assert!(votes[0].as_str().unwrap().contains("carol"), "{a}");
+    assert!(votes[0].as_str().unwrap().contains("console"), "{a}");
+    assert_eq!(a["vote_form"], false);
+
+    // It ran, once, as the planner asked.
+    let (_, now) = curl(
+        &s.admin,
+        "GET",
+        &format!("/v1/namespaces/team/memories/{id}"),
+        None,
+    );
+    assert_eq!(now["content"], "The budget review is on Tuesday in Berlin.");
+    assert_eq!(now["version"], 2);
+    let (_, item) = curl(&s.admin, "GET", &format!("/v1/approvals/{approval}"), None);
+    assert_eq!(item["state"], "executed", "{item}");
+    assert_eq!(item["votes"][0]["agent_id"], "carol");
+    assert_eq!(item["votes"][0]["key_id"], "console:carol");
+    let updates: Vec<Value> = audit_of(&s, "memory.update")
+        .into_iter()
+        .filter(|e| e["outcome"] == "ok")
+        .collect();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    // Voting again changes nothing.
+    let (status, again) = curl(
+        &s.admin.as_key(Some(&typed)),
+        "POST",
+        &format!("/v1/approvals/{approval}/votes"),
+        Some(&json!({"decision": "approve", "payload_hash": hash}).to_string()),
+    );
+    assert!(status == 403 || status == 409, "{status} {again}");
+    let (_, history) = curl(
+        &s.admin,
+        "GET",
+        &format!("/v1/namespaces/team/memories/{id}/history"),
+        None,
+    );
+    assert_eq!(history["versions"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn failed_sign_ins_are_rate_limited_per_user_and_audited() {
+    let s = setup_plugins(&["redact-pii"], "", &[], &[]);
+    let password = "the right password";
+    create_user(&s.data, "dave", &["*=reader"], Some(password));
+    let attempt = |pw: &str| {
+        let form = console(&s.server.addr, "GET", "/console/login", &[], None);
+        let cookie = form
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let page = body(&form).to_string();
+        let token = page
+            .split("name=\"signin\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        console(
+            &s.server.addr,
+            "POST",
+            "/console/login",
+            &[&format!("cookie: {cookie}")],
+            Some(&format!("signin={token}&user=dave&password={}", encode(pw))),
+        )
+    };
+    // Without the sign-in form's own token, nothing is even checked.
+    let r = console(
+        &s.server.addr,
+        "POST",
+        "/console/login",
+        &[],
+        Some(&format!("user=dave&password={}", encode(password))),
+    );
+    assert_eq!(r.status, 403);
+    for _ in 0..5 {
+        assert_eq!(attempt("guess one two three").status, 401);
+    }
+    let limited = attempt("guess one two three");
+    assert_eq!(
+        limited.status,
+        429,
+        "{}\n{}",
+        limited.headers,
+        body(&limited)
+    );
+    assert!(limited.header("retry-after").is_some());
+    // While the name is throttled the right password is refused too: a
+    // guesser learns nothing from it.
+    assert_eq!(attempt(password).status, 429);
+    let denied: Vec<Value> = audit_of(&s, "console.sign-in")
+        .into_iter()
+        .filter(|e| e["outcome"] == "denied")
+        .collect();
+    assert!(denied.len() >= 5, "{denied:?}");
+    assert!(denied.iter().all(|e| e["key_id"] == "console:dave"));
+}
+
+#[test]
+fn the_main_pages_render_for_an_admin_on_a_desktop_and_a_phone() {
+    let s = setup_plugins(
+        &["redact-pii", "policy-standard", "extract-entities"],
+        "",
+        &[],
+        &[
+            r#"{"name": "research", "description": "What the research agents learned", "policy": "forget=single:human; *=allow"}"#,
+            r#"{"name": "support", "policy": "update=single:human; *=allow"}"#,
+        ],
+    );
+    let agent = create_key(&s.data, "research-bot", "assistant", &["*=writer"], &[]);
+    let agent = s.admin.as_key(Some(&agent));
+    let mut first = String::new();
+    for (ns, text, tags) in [
+        (
+            "research",
+            "Alice moved the quarterly budget review to next Tuesday in Berlin.",
+            "planning",
+        ),
+        (
+            "research",
+            "The staging database is rebuilt every night at 02:00 UTC.",
+            "ops",
+        ),
+        (
+            "research",
+            "Bob prefers short status updates on Mondays.",
+            "people",
+        ),
+        (
+            "research",
+            "Carol owns the onboarding checklist; ask her before changing it.",
+            "people",
+        ),
+        (
+            "support",
+            "Customers on the Team plan get replies within four hours.",
+            "sla",
+        ),
+    ] {
+        let (status, m) = curl(
+            &agent,
+            "POST",
+            &format!("/v1/namespaces/{ns}/memories"),
+            Some(&json!({"content": text, "tags": [tags]}).to_string()),
+        );
+        assert_eq!(status, 201, "{m}");
+        if first.is_empty() {
+            first = m["id"].as_str().unwrap().to_string();
+        }
+    }
+    let (status, _) = curl(
+        &agent,
+        "PATCH",
+        &format!("/v1/namespaces/research/memories/{first}"),
+        Some(r#"{"content": "Alice moved the quarterly budget review to Wednesday in Berlin."}"#),
+    );
+    assert_eq!(status, 200);
+    let (status, held) = curl(
+        &agent,
+        "DELETE",
+        &format!("/v1/namespaces/research/memories/{first}"),
+        None,
+    );
+    assert_eq!(status, 202, "{held}");
+    let approval = held["approval"]["id"].as_str().unwrap().to_string();
+    create_user(&s.data, "admin", &["*=admin"], None);
+    create_user(
+        &s.data,
+        "erin",
+        &["support=writer"],
+        Some("erin's long password"),
+    );
+    let out = root().join("target/console-screenshots");
+    let pages = json!([
+        ["namespaces", "/console"],
+        ["memories", "/console/ns/research"],
+        [
+            "search",
+            "/console/ns/research?q=when+is+the+budget+meeting"
+        ],
+        ["memory", format!("/console/ns/research/m/{first}")],
+        ["approvals", "/console/approvals"],
+        ["approval", format!("/console/approvals/{approval}")],
+        ["audit", "/console/audit"],
+        ["plugins", "/console/plugins"],
+        ["keys", "/console/keys"],
+        ["users", "/console/users"],
+    ]);
+    let phone = json!([
+        ["memories", "/console/ns/research"],
+        ["approval", format!("/console/approvals/{approval}")],
+    ]);
+    let links = [
+        login_link(&s, "admin", "10m"),
+        login_link(&s, "admin", "10m"),
+    ];
+    let seen = browse(
+        "screens",
+        json!({"base": format!("http://{}", s.server.addr), "out": out, "links": links,
+               "pages": pages, "phone_pages": phone}),
+    );
+    let shots = seen["screens"]["shots"].as_array().unwrap();
+    let h1 = |name: &str| -> String {
+        let shot = shots.iter().find(|s| s["name"] == name).unwrap();
+        assert_eq!(shot["page"]["who"], "admin", "{shot}");
+        shot["page"]["h1"].as_str().unwrap().to_string()
+    };
+    assert_eq!(h1("namespaces"), "Namespaces");
+    assert_eq!(h1("memories"), "research");
+    assert_eq!(h1("search"), "research");
+    assert_eq!(h1("memory"), "Memory");
+    assert_eq!(h1("approvals"), "Approvals");
+    assert!(h1("approval").starts_with("forget in research"));
+    assert_eq!(h1("audit"), "Audit log");
+    assert_eq!(h1("plugins"), "Plugins");
+    assert_eq!(h1("keys"), "API keys");
+    assert_eq!(h1("users"), "Users");
+    assert_eq!(h1("memories-phone"), "research");
+    let audit = shots.iter().find(|s| s["name"] == "audit").unwrap();
+    assert!(
+        audit["page"]["flash"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Chain verified"),
+        "{audit}"
+    );
+    for name in ["namespaces", "approval", "memories-phone"] {
+        assert!(out.join(format!("{name}.png")).is_file());
+    }
+}
