@@ -170,7 +170,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             opts.data.root().display()
         );
     }
-    spawn_expiry_sweep(service.clone());
+    spawn_expiry_sweep(service.clone(), opts.config.console);
     spawn_instance_retirement(registry.clone());
     for worker in 0..INDEX_WORKERS {
         let indexer = service.clone();
@@ -354,15 +354,19 @@ async fn spawn_metrics_listener(
 const INDEX_WORKERS: usize = 2;
 
 /// How often expired memories are purged from disk (they are invisible to
-/// reads from the moment they expire), overdue approvals expired and closed
-/// ones past retention purged.
+/// reads from the moment they expire), ended console sessions and spent
+/// links deleted, overdue approvals expired and closed ones past retention
+/// purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Every how many expiry sweeps rows left by deleted namespaces and
 /// earlier index generations are collected (also at the first).
 const LEFTOVERS_EVERY: u32 = 60;
 
-fn spawn_expiry_sweep(service: crate::service::Service) {
+fn spawn_expiry_sweep(
+    service: crate::service::Service,
+    sessions: crate::auth::sessions::SessionSettings,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PURGE_INTERVAL);
         for round in 0u32.. {
@@ -381,6 +385,12 @@ fn spawn_expiry_sweep(service: crate::service::Service) {
                 Ok(Ok(n)) => tracing::info!(purged = n, "expired memories purged"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "expiry sweep failed"),
                 Err(e) => tracing::warn!(error = %e, "expiry sweep panicked"),
+            }
+            let s = service.clone();
+            match tokio::task::spawn_blocking(move || s.purge_sessions(&sessions)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "purging ended console sessions failed"),
+                Err(e) => tracing::warn!(error = %e, "purging ended console sessions panicked"),
             }
             let s = service.clone();
             match tokio::task::spawn_blocking(move || s.sweep_approvals()).await {

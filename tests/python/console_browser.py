@@ -13,6 +13,7 @@ import tempfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 CHROMIUM = os.environ.get("MEMHOST_CHROMIUM", "/usr/bin/chromium")
 DRIVER = os.environ.get("MEMHOST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -166,10 +167,13 @@ def scenario_approve(a):
         inserted = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".diff ins")]
         deleted = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".diff del")]
         facts = text(d, "dl.facts")
-        # The keyboard is enough: focus the comment, type, tab to Approve.
+        # The keyboard is enough: type the comment, Tab to Approve, Enter.
         comment = d.find_element(By.NAME, "comment")
         comment.send_keys("checked with the team")
-        d.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        comment.send_keys(Keys.TAB)
+        focused = d.switch_to.active_element
+        focused_is_approve = focused.get_attribute("value") == "approve"
+        focused.send_keys(Keys.ENTER)
         say(
             "approve",
             queue=queue,
@@ -180,7 +184,45 @@ def scenario_approve(a):
             after=page(d),
             votes=[e.text for e in d.find_elements(By.CSS_SELECTOR, "tbody tr")],
             vote_form=has(d, "button[value=approve]"),
+            tab_reached_approve=focused_is_approve,
         )
+    finally:
+        d.quit()
+
+
+def fill(d, form_css, fields):
+    form = d.find_element(By.CSS_SELECTOR, form_css)
+    for name, value in fields.items():
+        box = form.find_element(By.NAME, name)
+        box.clear()
+        box.send_keys(value)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+
+def scenario_write(a):
+    """A writer stores, changes and forgets memories from the browser."""
+    d = browser()
+    try:
+        use_link(d, a["link"])
+        ns = a["ns"]
+        d.get(f"{a['base']}/console/ns/{ns}")
+        fill(d, f"form[action='/console/ns/{ns}/memories']",
+             {"content": a["content"], "tags": "planning, q3"})
+        stored = page(d)
+        memory_url = d.current_url.split("?")[0]
+        fill(d, "form[action^='/console/ns/'][method=post]:not([action$='/forget'])",
+             {"content": a["changed"]})
+        changed = page(d)
+        inserted = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".diff ins")]
+        d.get(f"{a['base']}/console/ns/{a['held_ns']}")
+        fill(d, f"form[action='/console/ns/{a['held_ns']}/memories']", {"content": a["content"]})
+        held = page(d)
+        approval = [e.get_attribute("href") for e in d.find_elements(By.CSS_SELECTOR, "main a[href^='/console/approvals/'], main a[href*='/console/approvals/']")]
+        d.get(memory_url)
+        d.find_element(By.CSS_SELECTOR, "form[action$='/forget'] button").click()
+        forgot = page(d)
+        say("write", stored=stored, memory_url=memory_url, changed=changed,
+            inserted=inserted, held=held, approval=approval, forgot=forgot)
     finally:
         d.quit()
 
@@ -207,7 +249,12 @@ def scenario_screens(a):
                 file = os.path.join(out, f"{name}{suffix}.png")
                 d.save_screenshot(file)
                 d.set_window_size(width, height)
-                shots.append({"name": name + suffix, "page": page(d)})
+                # Nothing wider than the screen (tables scroll inside
+                # their own box, or stack on a phone).
+                wide = d.execute_script(
+                    "return document.documentElement.scrollWidth > window.innerWidth"
+                )
+                shots.append({"name": name + suffix, "page": page(d), "too_wide": wide})
         finally:
             d.quit()
     say("screens", shots=shots)

@@ -520,6 +520,10 @@ fn a_held_single_human_change_is_approved_in_the_browser_and_runs_once() {
     assert!(votes[0].as_str().unwrap().contains("carol"), "{a}");
     assert!(votes[0].as_str().unwrap().contains("console"), "{a}");
     assert_eq!(a["vote_form"], false);
+    assert_eq!(
+        a["tab_reached_approve"], true,
+        "Tab from the comment goes to Approve"
+    );
 
     // It ran, once, as the planner asked.
     let (_, now) = curl(
@@ -554,6 +558,71 @@ fn a_held_single_human_change_is_approved_in_the_browser_and_runs_once() {
         None,
     );
     assert_eq!(history["versions"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_writer_stores_changes_and_forgets_in_the_browser_under_the_same_governance() {
+    let s = setup_plugins(
+        &["redact-pii", "policy-standard"],
+        "",
+        &[],
+        &[
+            r#"{"name": "notes"}"#,
+            r#"{"name": "guarded", "policy": "store=single:human; *=allow"}"#,
+        ],
+    );
+    create_user(&s.data, "fay", &["notes=writer", "guarded=writer"], None);
+    let link = login_link(&s, "fay", "10m");
+    let seen = browse(
+        "write",
+        json!({"base": format!("http://{}", s.server.addr), "link": link,
+               "ns": "notes", "held_ns": "guarded",
+               "content": "The offsite is in Lisbon in May.",
+               "changed": "The offsite is in Porto in June."}),
+    );
+    let w = &seen["write"];
+    assert_eq!(w["stored"]["flash"][0], "Stored.", "{w}");
+    assert_eq!(w["changed"]["flash"][0], "Saved as a new version.", "{w}");
+    let inserted = w["inserted"].to_string();
+    assert!(
+        inserted.contains("Porto") && inserted.contains("June"),
+        "{w}"
+    );
+    // A store the namespace's policy holds: nothing written, the approval
+    // named.
+    assert_eq!(w["held"]["h1"], "Held for approval", "{w}");
+    assert!(
+        w["held"]["flash"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("Held for approval."),
+        "{w}"
+    );
+    assert_eq!(w["approval"].as_array().unwrap().len(), 1, "{w}");
+    assert_eq!(w["forgot"]["flash"][0], "Forgotten.", "{w}");
+
+    // What the browser did is what the API shows, written by fay.
+    let (_, notes) = curl(&s.admin, "GET", "/v1/namespaces/notes/memories", None);
+    assert_eq!(notes["memories"].as_array().unwrap().len(), 0, "{notes}");
+    let (_, guarded) = curl(&s.admin, "GET", "/v1/namespaces/guarded/memories", None);
+    assert_eq!(
+        guarded["memories"].as_array().unwrap().len(),
+        0,
+        "{guarded}"
+    );
+    let (_, pending) = curl(&s.admin, "GET", "/v1/approvals?namespace=guarded", None);
+    let pending = pending["approvals"].as_array().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["requester"]["agent_id"], "fay");
+    assert_eq!(pending[0]["requester"]["key_id"], "console:fay");
+    for action in ["memory.store", "memory.update", "memory.forget"] {
+        assert!(
+            audit_of(&s, action)
+                .iter()
+                .any(|e| e["key_id"] == "console:fay" && e["outcome"] == "ok"),
+            "{action}"
+        );
+    }
 }
 
 #[test]
@@ -622,8 +691,13 @@ fn failed_sign_ins_are_rate_limited_per_user_and_audited() {
 #[test]
 fn the_main_pages_render_for_an_admin_on_a_desktop_and_a_phone() {
     let s = setup_plugins(
-        &["redact-pii", "policy-standard", "extract-entities"],
-        "",
+        &[
+            "redact-pii",
+            "policy-standard",
+            "extract-entities",
+            "embed-static",
+        ],
+        &crate::common::embedder_grants(),
         &[],
         &[
             r#"{"name": "research", "description": "What the research agents learned", "policy": "forget=single:human; *=allow"}"#,
@@ -663,7 +737,7 @@ fn the_main_pages_render_for_an_admin_on_a_desktop_and_a_phone() {
         let (status, m) = curl(
             &agent,
             "POST",
-            &format!("/v1/namespaces/{ns}/memories"),
+            &format!("/v1/namespaces/{ns}/memories?wait=indexed"),
             Some(&json!({"content": text, "tags": [tags]}).to_string()),
         );
         assert_eq!(status, 201, "{m}");
@@ -731,6 +805,11 @@ fn the_main_pages_render_for_an_admin_on_a_desktop_and_a_phone() {
     assert_eq!(h1("namespaces"), "Namespaces");
     assert_eq!(h1("memories"), "research");
     assert_eq!(h1("search"), "research");
+    let search = shots.iter().find(|s| s["name"] == "search").unwrap();
+    assert!(
+        search["page"]["flash"].as_array().unwrap().is_empty(),
+        "{search}"
+    );
     assert_eq!(h1("memory"), "Memory");
     assert_eq!(h1("approvals"), "Approvals");
     assert!(h1("approval").starts_with("forget in research"));
@@ -747,7 +826,78 @@ fn the_main_pages_render_for_an_admin_on_a_desktop_and_a_phone() {
             .starts_with("Chain verified"),
         "{audit}"
     );
+    for shot in shots {
+        assert_eq!(shot["too_wide"], false, "{shot}");
+    }
     for name in ["namespaces", "approval", "memories-phone"] {
         assert!(out.join(format!("{name}.png")).is_file());
     }
+}
+
+/// The service under the console, over a real store: what ends a session,
+/// and the sweep that deletes what can no longer sign anyone in.
+#[test]
+fn sessions_end_when_their_user_is_disabled_signed_out_or_given_a_new_password() {
+    use memhost::auth::Principal;
+    use memhost::auth::sessions::SessionSettings;
+    use memhost::crypto::MasterKey;
+    use memhost::service::Service;
+    use memhost::store::keyring::Keyring;
+    use memhost::store::{Store, StoreOptions};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), &StoreOptions::default()).unwrap();
+    let keyring = Arc::new(Keyring::open(&store, MasterKey::generate()).unwrap());
+    let plugins = Arc::new(crate::common::registry(
+        memhost::plugins::PluginSettings::default(),
+        None,
+    ));
+    let service = Service::new(store, keyring, plugins).unwrap();
+    let op = Principal::operator();
+    let settings = SessionSettings::default();
+    let pw = "twelve or more characters";
+    for name in ["ann", "ben", "cat"] {
+        service
+            .create_user(&op, name, vec!["*=reader".parse().unwrap()], Some(pw))
+            .unwrap();
+    }
+    let sign_in = |name: &str| service.sign_in_password(name, pw, None).unwrap().token;
+    let (ann, ben, cat) = (sign_in("ann"), sign_in("ben"), sign_in("cat"));
+    let cat_later = sign_in("cat");
+    for t in [&ann, &ben, &cat, &cat_later] {
+        assert!(service.session(t, &settings).is_ok());
+    }
+    // A link that expired, and one still good.
+    let (old_link, _) = service.sign_in_link(&op, "ann", 1000).unwrap();
+    let (good_link, _) = service.sign_in_link(&op, "ann", 600_000).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(service.peek_link(&old_link).is_err());
+
+    service.disable_user(&op, "ann").unwrap();
+    service.sign_out_everywhere(&op, "ben").unwrap();
+    service
+        .set_password(&op, "cat", None, "another long password")
+        .unwrap();
+    // Without waiting for the sweep, none of them works any more; a
+    // disabled user cannot sign in, and the new password is the one.
+    for t in [&ann, &ben, &cat, &cat_later] {
+        assert!(service.session(t, &settings).is_err());
+    }
+    assert!(service.sign_in_password("ann", pw, None).is_err());
+    assert!(service.use_link(&good_link, None).is_err());
+    assert!(service.sign_in_password("cat", pw, None).is_err());
+    let fresh = service
+        .sign_in_password("cat", "another long password", None)
+        .unwrap()
+        .token;
+    let fresh_ben = sign_in("ben");
+    // The sweep deletes the expired link and the sessions nobody can use
+    // (here the ones `session` already dropped are gone too); the new
+    // sessions stay.
+    let swept = service.purge_sessions(&settings).unwrap();
+    assert!(swept >= 1, "{swept}");
+    assert!(service.session(&fresh, &settings).is_ok());
+    assert!(service.session(&fresh_ben, &settings).is_ok());
+    assert_eq!(service.purge_sessions(&settings).unwrap(), 0);
 }

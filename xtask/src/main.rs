@@ -550,9 +550,39 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
         }
         write_private(&key_file, &out.stdout)?;
     }
+    // ...and a person to sign in to the web console as, with a fresh
+    // one-time link each run.
+    let data_arg = data.to_str().context("the data directory is not UTF-8")?;
+    let (code, listed) = {
+        let out = Command::new(&bin)
+            .args(["users", "list", "--json", "--data", data_arg])
+            .output()
+            .context("running memhost users list")?;
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    if code && !listed.contains("\"name\": \"admin\"") {
+        run(Command::new(&bin).args([
+            "users", "create", "admin", "--role", "*=admin", "--data", data_arg,
+        ]))?;
+    }
+    let link = Command::new(&bin)
+        .args(["login-link", "admin", "--valid", "1h", "--data", data_arg])
+        .args(extra_listen(extra))
+        .output()
+        .context("running memhost login-link")?;
+    if !link.status.success() {
+        bail!(
+            "memhost login-link failed: {}",
+            String::from_utf8_lossy(&link.stderr)
+        );
+    }
     eprintln!(
-        "\nyour admin API key is in {key}; try:\n  curl -H \"Authorization: Bearer $(cat {key})\" http://127.0.0.1:7077/v1/namespaces\n",
-        key = key_file.display()
+        "\nyour admin API key is in {key}; try:\n  curl -H \"Authorization: Bearer $(cat {key})\" http://127.0.0.1:7077/v1/namespaces\n\nthe web console: open this one-time link (valid for an hour) to sign in as admin:\n  {link}\n",
+        key = key_file.display(),
+        link = String::from_utf8_lossy(&link.stdout).trim()
     );
     run(Command::new(&bin)
         .arg("serve")
@@ -561,6 +591,24 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
         .arg("--config")
         .arg(&config)
         .args(extra))
+}
+
+/// `--listen ADDR` from the arguments passed on to `memhost serve`, for
+/// links that must name the same address.
+fn extra_listen(extra: &[String]) -> Vec<String> {
+    let mut args = extra.iter();
+    while let Some(a) = args.next() {
+        if a == "--listen" {
+            return args
+                .next()
+                .map(|v| vec!["--listen".into(), v.clone()])
+                .unwrap_or_default();
+        }
+        if let Some(v) = a.strip_prefix("--listen=") {
+            return vec!["--listen".into(), v.into()];
+        }
+    }
+    Vec::new()
 }
 
 /// Write `bytes` to a new file only its owner can read.

@@ -191,7 +191,7 @@ pub(crate) fn run(cmd: UsersCommand) -> anyhow::Result<i32> {
         UsersCommand::SetPassword { name, data } => {
             let service = service(data)?;
             let password = read_password(&format!("new password for {name}: "))?;
-            service.set_password(&operator, &name, None, &password, None)?;
+            service.set_password(&operator, &name, None, &password)?;
             eprintln!("password set for {name}; its sessions have ended");
         }
         UsersCommand::Disable { name, data } => {

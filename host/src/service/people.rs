@@ -61,6 +61,12 @@ pub struct SignedIn {
     pub user: User,
 }
 
+/// A `sessions_after` that ends every session begun up to now, this
+/// millisecond's included.
+fn every_session_so_far() -> i64 {
+    model::now_ms() + 1
+}
+
 impl Service {
     fn load_user(&self, name: &str) -> Result<Option<User>, ServiceError> {
         if !users::valid_name(name) {
@@ -226,15 +232,13 @@ impl Service {
 
     /// Set user `name`'s password. The user itself (with `current`, its
     /// present password, when it has one) or an admin over its roles.
-    /// Every session of the user ends, but the caller's own when it is the
-    /// user (`keep`: that session's start).
+    /// Every session of the user ends.
     pub fn set_password(
         &self,
         who: &Principal,
         name: &str,
         current: Option<&str>,
         password: &str,
-        keep: Option<i64>,
     ) -> Result<(), ServiceError> {
         let own = who.key_id == users::credential_id(name);
         let mut user = if own {
@@ -260,10 +264,7 @@ impl Service {
         user.password = Some(users::hash_password(password).map_err(ServiceError::Internal)?);
         // Sessions begun before now end; the caller's own stays when it is
         // the user's (it just proved itself).
-        user.sessions_after = match keep {
-            Some(started) if own => started,
-            _ => model::now_ms(),
-        };
+        user.sessions_after = every_session_so_far();
         self.put_user(&user, Record::by(who, "user.password").target(name), false)
     }
 
@@ -275,7 +276,7 @@ impl Service {
         }
         let now = model::now_ms();
         user.disabled_at.get_or_insert(now);
-        user.sessions_after = now;
+        user.sessions_after = every_session_so_far();
         self.put_user(&user, Record::by(who, "user.disable").target(name), false)?;
         Ok(user.info())
     }
@@ -289,7 +290,7 @@ impl Service {
         } else {
             self.managed_user(who, name, "user.sign-out")?
         };
-        user.sessions_after = model::now_ms();
+        user.sessions_after = every_session_so_far();
         self.put_user(&user, Record::by(who, "user.sign-out").target(name), false)
     }
 
@@ -514,7 +515,9 @@ impl Service {
         Ok(())
     }
 
-    /// Delete sessions and links that can no longer be used; how many.
+    /// Delete sessions and links that can no longer be used (timed out,
+    /// expired, signed out everywhere, their user disabled or gone); how
+    /// many.
     pub fn purge_sessions(&self, settings: &SessionSettings) -> Result<usize, ServiceError> {
         let system = self.system_key()?;
         let now = model::now_ms();
@@ -528,13 +531,21 @@ impl Service {
                 dead.push(row);
             }
         }
+        let users: std::collections::HashMap<String, User> = self
+            .all_users()?
+            .into_iter()
+            .map(|u| (u.name.clone(), u))
+            .collect();
         for (row, sealed) in self.store.rows(
             |t| t.principals,
             b"session/",
             |k| k.starts_with(b"session/"),
         )? {
             let session: Session = super::open_json(&system, "principals", &row, &sealed)?;
-            if session.state(settings, now).is_err() {
+            let user_ended = users
+                .get(&session.user)
+                .is_none_or(|u| u.disabled_at.is_some() || session.created_at < u.sessions_after);
+            if user_ended || session.state(settings, now).is_err() {
                 dead.push(row);
             }
         }

@@ -80,7 +80,39 @@ fn not_empty(s: &str) -> Option<String> {
 }
 
 impl Console {
-    pub(super) async fn overview(&self, v: &Visitor) -> Response {
+    /// The embedders the plugin set offers (from the status the server
+    /// keeps), for the new-namespace form.
+    fn embedders(&self) -> Vec<String> {
+        crate::plugins::status::PluginStatus::read(&self.inner.plugin_status)
+            .map(|s| {
+                s.plugins
+                    .into_iter()
+                    .filter(|p| p.kind == "embedder")
+                    .map(|p| p.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) async fn create_namespace(&self, v: &Visitor, req: &Req) -> Response {
+        let settings = crate::service::NamespaceSettings {
+            policy: not_empty(req.f("policy")).unwrap_or_else(|| "allow".into()),
+            description: not_empty(req.f("description")),
+            embedder: match req.f("embedder") {
+                "" | "default" => None,
+                other => Some(other.to_string()),
+            },
+            ..crate::service::NamespaceSettings::default()
+        };
+        let (service, who) = (self.inner.service.clone(), v.who.clone());
+        let name = req.f("name").trim().to_string();
+        match blocking(move || service.create_namespace(&who, &name, settings)).await {
+            Ok(ns) => redirect(&format!("/console/ns/{}?ok=created", ns.name)),
+            Err(e) => error_page(Some(v), &e),
+        }
+    }
+
+    pub(super) async fn overview(&self, v: &Visitor, req: &Req) -> Response {
         let (service, who) = (self.inner.service.clone(), v.who.clone());
         let r = blocking(move || {
             let mut rows = Vec::new();
@@ -113,7 +145,10 @@ impl Console {
         })
         .await;
         match r {
-            Ok((rows, waiting)) => html(StatusCode::OK, pages::overview(v, &rows, waiting)),
+            Ok((rows, waiting)) => html(
+                StatusCode::OK,
+                pages::overview(v, req.q("ok"), &rows, waiting, &self.embedders()),
+            ),
             Err(e) => error_page(Some(v), &e),
         }
     }
@@ -562,7 +597,7 @@ impl Console {
         );
         let r = blocking(move || {
             let current = (!current.is_empty()).then_some(current);
-            service.set_password(&who, &name, current.as_deref(), &new, None)
+            service.set_password(&who, &name, current.as_deref(), &new)
         })
         .await;
         match r {

@@ -15,6 +15,7 @@
 //! | `GET /console/login`, `POST` | sign in with a password |
 //! | `GET /console/link/{token}`, `POST` | sign in with a one-time link (GET only asks; POST spends it) |
 //! | `GET /console` | namespaces, with counts, settings, indexing |
+//! | `POST /console/namespaces` | create a namespace (admins) |
 //! | `GET /console/ns/{ns}` | memories: list with filters, or search (`q`) |
 //! | `POST /console/ns/{ns}/memories` | store a memory |
 //! | `GET /console/ns/{ns}/m/{id}` | one memory, its versions, a diff between two (`from`, `to`) |
@@ -402,7 +403,8 @@ impl Console {
             return refused;
         }
         match (post, segs.as_slice()) {
-            (false, []) => self.overview(v).await,
+            (false, []) => self.overview(v, &req).await,
+            (true, ["namespaces"]) => self.create_namespace(v, &req).await,
             (false, ["ns", ns]) => self.memories(v, &req, ns).await,
             (true, ["ns", ns, "memories"]) => self.store(v, &req, ns).await,
             (false, ["ns", ns, "m", id]) => self.memory(v, &req, ns, id).await,

@@ -254,6 +254,7 @@ pub(super) fn problem(v: Option<&Visitor>, title: &str, detail: &str) -> Markup 
 
 pub(super) fn held(v: Option<&Visitor>, item: &PendingAction) -> Markup {
     let body = html! {
+        h1 { "Held for approval" }
         div.flash.warn role="status" {
             strong { "Held for approval. " }
             "Nothing was written yet: the namespace's policy asks for "
@@ -267,7 +268,14 @@ pub(super) fn held(v: Option<&Visitor>, item: &PendingAction) -> Markup {
     }
 }
 
-pub(super) fn overview(v: &Visitor, rows: &[NamespaceRow], waiting: usize) -> Markup {
+pub(super) fn overview(
+    v: &Visitor,
+    ok: Option<&str>,
+    rows: &[NamespaceRow],
+    waiting: usize,
+    embedders: &[String],
+) -> Markup {
+    let admin = v.who.grants.iter().any(|g| g.role == Role::Admin);
     layout(
         v,
         "namespaces",
@@ -275,13 +283,14 @@ pub(super) fn overview(v: &Visitor, rows: &[NamespaceRow], waiting: usize) -> Ma
         html! {
             h1 { "Namespaces" }
             p.sub { "The namespaces you have a role on." }
+            (flash(ok))
             @if waiting > 0 {
                 div.flash.warn {
                     a href="/console/approvals" { (waiting) " change" @if waiting != 1 { "s" } " waiting for your vote" }
                 }
             }
             @if rows.is_empty() {
-                div.panel { p { "You have no role on any namespace yet." } }
+                div.panel { p { @if admin { "No namespaces yet: create one below." } @else { "You have no role on any namespace yet." } } }
             } @else {
                 div.table-wrap {
                     table.stack {
@@ -305,6 +314,24 @@ pub(super) fn overview(v: &Visitor, rows: &[NamespaceRow], waiting: usize) -> Ma
                                 }
                             }
                         }
+                    }
+                }
+            }
+            @if admin {
+                h2 { "New namespace" }
+                div.panel {
+                    form.stack method="post" action="/console/namespaces" {
+                        (csrf(v))
+                        label { "Name (lowercase letters, digits, . _ -)" input type="text" name="name" required pattern="[a-z0-9][a-z0-9._-]{0,62}"; }
+                        label { "Description (optional)" input type="text" name="description"; }
+                        label { "Policy" input type="text" name="policy" value="allow" required; }
+                        p.muted.small { code { "allow" } ", " code { "single:human" } ", " code { "consensus:2" } ", or per kind: " code { "store=allow; forget=single:human; *=consensus:2" } }
+                        label { "Meaning search (embedder, bound for good)" select name="embedder" {
+                            option value="default" { "the server's default" }
+                            @for e in embedders { option value=(e) { (e) } }
+                            option value="none" { "none: words only" }
+                        } }
+                        div.actions { button type="submit" { "Create namespace" } }
                     }
                 }
             }
@@ -350,6 +377,22 @@ pub(super) fn memories(
                 " · your role " (role.map_or("-", Role::as_str))
             }
             (flash(req.q("ok")))
+            details.panel {
+                summary { "Settings" }
+                dl.facts {
+                    dt { "Policy" } dd { code { (ns.settings.policy) } " read by " (ns.settings.policy_plugin) }
+                    dt { "Held changes wait" } dd { (ns.settings.approval_ttl_ms() / 3_600_000) " h" }
+                    dt { "Human votes" } dd { @match ns.settings.human_votes {
+                        crate::service::HumanVotes::Any => "people in the console and keys typed human",
+                        crate::service::HumanVotes::Console => "only people signed in to the console",
+                    } }
+                    dt { "Redactor" } dd { (ns.settings.redactor) }
+                    dt { "Embedder" } dd { (ns.settings.embedder.as_deref().unwrap_or("none")) @if let Some(d) = ns.settings.dimensions { " (" (d) " dimensions)" } }
+                    dt { "Extractor" } dd { (ns.settings.extractor.as_deref().unwrap_or("none")) }
+                    dt { "Created" } dd { (when(ns.created_at)) }
+                    dt { "Id" } dd { code { (ns.id) } }
+                }
+            }
             form.row method="get" role="search" {
                 input type="search" name="q" value=(q) placeholder="Search by words and meaning" aria-label="Search";
                 input type="text" name="tags" value=(tags_q) placeholder="tags (a, b)" aria-label="Tags" size="14";
@@ -407,7 +450,7 @@ pub(super) fn memories(
                     }
                 }
             }
-            @if role.is_some_and(|r| r >= Role::Writer) {
+            @if role.is_some_and(|r| r >= Role::Writer) && matches!(listing, Listing::Page(..)) {
                 h2 { "New memory" }
                 div.panel {
                     form.stack method="post" action={ "/console/ns/" (ns.name) "/memories" } {
