@@ -14,6 +14,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = os.environ.get("MEMHOST_CHROMIUM", "/usr/bin/chromium")
 DRIVER = os.environ.get("MEMHOST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -38,6 +40,14 @@ def browser(width=1280, height=900):
     ]:
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+
+
+def navigating(d, act):
+    """Do `act` (a click, a key), then wait until the next page replaced
+    this one: a form's answer arrives after the click returns."""
+    old = d.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(d, 15).until(expected_conditions.staleness_of(old))
 
 
 def say(step, **fields):
@@ -75,7 +85,7 @@ def use_link(d, link):
     before = page(d)
     buttons = d.find_elements(By.CSS_SELECTOR, "form button[type=submit]")
     if buttons:
-        buttons[0].click()
+        navigating(d, buttons[0].click)
     return before, page(d)
 
 
@@ -83,12 +93,13 @@ def sign_in(d, base, user, password):
     d.get(base + "/console/login")
     d.find_element(By.NAME, "user").send_keys(user)
     d.find_element(By.NAME, "password").send_keys(password)
-    d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    navigating(d, d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click)
     return page(d)
 
 
 def sign_out(d):
-    d.find_element(By.CSS_SELECTOR, "header form[action='/console/sign-out'] button").click()
+    button = d.find_element(By.CSS_SELECTOR, "header form[action='/console/sign-out'] button")
+    navigating(d, button.click)
     return page(d)
 
 
@@ -162,7 +173,8 @@ def scenario_approve(a):
         use_link(d, a["link"])
         d.get(a["base"] + "/console/approvals")
         queue = [e.text for e in d.find_elements(By.CSS_SELECTOR, "tbody tr")]
-        d.find_element(By.CSS_SELECTOR, f"a[href='/console/approvals/{a['approval']}']").click()
+        link = d.find_element(By.CSS_SELECTOR, f"a[href='/console/approvals/{a['approval']}']")
+        navigating(d, link.click)
         item = page(d)
         inserted = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".diff ins")]
         deleted = [e.text for e in d.find_elements(By.CSS_SELECTOR, ".diff del")]
@@ -173,7 +185,7 @@ def scenario_approve(a):
         comment.send_keys(Keys.TAB)
         focused = d.switch_to.active_element
         focused_is_approve = focused.get_attribute("value") == "approve"
-        focused.send_keys(Keys.ENTER)
+        navigating(d, lambda: focused.send_keys(Keys.ENTER))
         say(
             "approve",
             queue=queue,
@@ -196,7 +208,7 @@ def fill(d, form_css, fields):
         box = form.find_element(By.NAME, name)
         box.clear()
         box.send_keys(value)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    navigating(d, form.find_element(By.CSS_SELECTOR, "button[type=submit]").click)
 
 
 def scenario_write(a):
@@ -219,7 +231,8 @@ def scenario_write(a):
         held = page(d)
         approval = [e.get_attribute("href") for e in d.find_elements(By.CSS_SELECTOR, "main a[href^='/console/approvals/'], main a[href*='/console/approvals/']")]
         d.get(memory_url)
-        d.find_element(By.CSS_SELECTOR, "form[action$='/forget'] button").click()
+        forget = d.find_element(By.CSS_SELECTOR, "form[action$='/forget'] button")
+        navigating(d, forget.click)
         forgot = page(d)
         say("write", stored=stored, memory_url=memory_url, changed=changed,
             inserted=inserted, held=held, approval=approval, forgot=forgot)
