@@ -17,6 +17,9 @@
 //! `cargo xtask bench http` unpacks, as for `bench quality`). `--keep DIR`
 //! keeps the server's data, keys and count in DIR and, when they are there,
 //! grows from what is stored instead of starting again.
+//!
+//! Then the web console at the largest size, as a signed-in person loads
+//! it: a page of 1,000 memories, a search, the overview (p50 / p99, size).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -65,22 +68,49 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Bytes)> {
+        let body = Bytes::from(body.map(Value::to_string).unwrap_or_default());
+        let (status, _, bytes) = self
+            .request(
+                method,
+                path,
+                body,
+                &[("content-type", "application/json".into())],
+            )
+            .await?;
+        Ok((status, bytes))
+    }
+
+    /// A request with these headers besides the key: status, headers, body.
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<(u16, hyper::HeaderMap, Bytes)> {
         // The server closes a connection left idle: open another.
         if self.send.ready().await.is_err() {
             *self = Client::connect(&self.addr, &self.key).await?;
         }
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", &self.addr)
-            .header("authorization", format!("Bearer {}", self.key))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                body.map(Value::to_string).unwrap_or_default(),
-            )))?;
-        let response = self.send.send_request(request).await?;
+            .header("authorization", format!("Bearer {}", self.key));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = self
+            .send
+            .send_request(request.body(Full::new(body))?)
+            .await?;
         let status = response.status().as_u16();
-        Ok((status, response.into_body().collect().await?.to_bytes()))
+        let headers = response.headers().clone();
+        Ok((
+            status,
+            headers,
+            response.into_body().collect().await?.to_bytes(),
+        ))
     }
 
     async fn json(
@@ -316,6 +346,83 @@ async fn queued(admin: &mut Client) -> anyhow::Result<u64> {
     Ok(ns["index"]["queued"].as_u64().unwrap_or(0))
 }
 
+/// The first cookie a response sets, as `name=value`.
+fn set_cookie(headers: &hyper::HeaderMap) -> Option<String> {
+    headers
+        .get("set-cookie")?
+        .to_str()
+        .ok()?
+        .split(';')
+        .next()
+        .map(str::to_string)
+}
+
+/// Sign in to the console as user `bench` (made once, reader everywhere)
+/// with a one-time link, as a browser would: the session cookie.
+async fn console_session(dir: &Path, client: &mut Client) -> anyhow::Result<String> {
+    let data = dir.join("data");
+    let data_arg = data.to_str().unwrap_or_default();
+    if !memhost(&["users", "list", "--json", "--data", data_arg])?.contains("\"bench\"") {
+        memhost(&[
+            "users", "create", "bench", "--role", "*=reader", "--data", data_arg,
+        ])?;
+    }
+    let link = memhost(&[
+        "login-link",
+        "bench",
+        "--data",
+        data_arg,
+        "--listen",
+        &client.addr,
+    ])?;
+    let path = link
+        .split_once("/console/")
+        .map(|(_, p)| format!("/console/{p}"))
+        .ok_or_else(|| anyhow::anyhow!("not a sign-in link: {link}"))?;
+    let (_, headers, page) = client.request("GET", &path, Bytes::new(), &[]).await?;
+    let form_cookie = set_cookie(&headers).ok_or_else(|| anyhow::anyhow!("no form cookie"))?;
+    let page = String::from_utf8_lossy(&page);
+    let token = page
+        .split("name=\"signin\" value=\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .ok_or_else(|| anyhow::anyhow!("no sign-in form"))?;
+    let (status, headers, _) = client
+        .request(
+            "POST",
+            &path,
+            Bytes::from(format!("signin={token}")),
+            &[
+                ("cookie", form_cookie),
+                ("content-type", "application/x-www-form-urlencoded".into()),
+            ],
+        )
+        .await?;
+    anyhow::ensure!(status == 303, "signing in answered {status}");
+    set_cookie(&headers).ok_or_else(|| anyhow::anyhow!("no session cookie"))
+}
+
+/// `n` console page loads of `path`: p50 / p99, and the page's size.
+async fn console_page(
+    client: &mut Client,
+    cookie: &str,
+    path: &str,
+    n: usize,
+) -> anyhow::Result<(String, usize)> {
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..n {
+        let started = Instant::now();
+        let (status, _, page) = client
+            .request("GET", path, Bytes::new(), &[("cookie", cookie.to_string())])
+            .await?;
+        times.push(started.elapsed());
+        anyhow::ensure!(status == 200, "{path}: {status}");
+        size = page.len();
+    }
+    Ok((p50_p99(&mut times), size))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
@@ -484,6 +591,35 @@ async fn main() -> anyhow::Result<()> {
             server.rss_mb(),
         );
     }
+    // The web console, as a person sees it: the release server renders
+    // a page of 1,000 memories and a search.
+    let cookie = console_session(&dir, &mut admin).await?;
+    let question = questions.first().cloned().unwrap_or_default();
+    let search = format!(
+        "/console/ns/{NAMESPACE}?q={}",
+        question
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            })
+            .collect::<String>()
+    );
+    let (list, list_size) = console_page(
+        &mut admin,
+        &cookie,
+        &format!("/console/ns/{NAMESPACE}?limit=1000"),
+        50,
+    )
+    .await?;
+    let (found, found_size) = console_page(&mut admin, &cookie, &search, 50).await?;
+    let (home, _) = console_page(&mut admin, &cookie, "/console", 50).await?;
+    println!(
+        "\nthe web console at {stored} memories, 50 loads each (server time plus transfer on loopback; no script, one stylesheet):\n\n| page | p50 / p99 ms | size KB |\n|---|---|---|\n| a namespace's page of 1,000 memories | {list} | {:.0} |\n| a search (hybrid, 50 results) | {found} | {:.0} |\n| namespaces overview (counts, indexing) | {home} | |",
+        list_size as f64 / 1024.0,
+        found_size as f64 / 1024.0,
+    );
     println!(
         "\nstored/s: memories created per second by one client's bulk requests (redaction, policy and the write); searchable by meaning after: from the first write of the size's batch until the embedding queue is empty; indexed/s: memories per second over that time. Latency: one recall as the client sees it, hybrid (the default) unless said, the question's embedding included; words only / meaning only: the same questions in mode lexical / vector. RSS: the server's resident memory after the row's workload (embedder instances are made on first use and dropped after two idle minutes)."
     );

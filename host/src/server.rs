@@ -260,7 +260,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         )
         .map(crate::api::rest::with_allow)
         .with(warp::log::custom(|info| {
-        tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), "request");
+        // A sign-in link's token is a credential until used: not in logs.
+        let path = if info.path().starts_with("/console/link/") {
+            "/console/link/…"
+        } else {
+            info.path()
+        };
+        tracing::debug!(method = %info.method(), path, status = info.status().as_u16(), "request");
     }));
 
     let listener = tokio::net::TcpListener::bind(opts.listen)

@@ -14,6 +14,7 @@ pub fn route_label(path: &str) -> &'static str {
         "/health" => "/health",
         "/ready" => "/ready",
         "/metrics" => "/metrics",
+        p if p == "/console" || p.starts_with("/console/") => "/console",
         p => rest::openapi::route_template(p).unwrap_or("other"),
     }
 }

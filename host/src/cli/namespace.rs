@@ -29,6 +29,10 @@ pub(crate) enum NamespaceCommand {
         /// The policy plugin that reads it (default policy-standard).
         #[arg(long)]
         policy_plugin: Option<String>,
+        /// Whose votes count as a human's: any (console users and keys
+        /// typed human, default) or console (people signed in only).
+        #[arg(long, value_parser = parse_human_votes)]
+        human_votes: Option<crate::service::HumanVotes>,
         /// The host configuration (its plugins decide and check the policy).
         #[arg(long, env = "MEMHOST_CONFIG")]
         config: Option<PathBuf>,
@@ -96,6 +100,11 @@ fn parse_mode(s: &str) -> Result<RedactionMode, String> {
         .map_err(|_| format!("\"{s}\" is not a redaction mode: store-redacted, egress or off"))
 }
 
+fn parse_human_votes(s: &str) -> Result<crate::service::HumanVotes, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("\"{s}\" is not who may vote as a human: any or console"))
+}
+
 pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
     match cmd {
         NamespaceCommand::Create {
@@ -104,10 +113,14 @@ pub(crate) fn run(cmd: NamespaceCommand) -> anyhow::Result<i32> {
             redactor,
             policy,
             policy_plugin,
+            human_votes,
             config,
             data,
         } => {
-            let mut settings = NamespaceSettings::default();
+            let mut settings = NamespaceSettings {
+                human_votes: human_votes.unwrap_or_default(),
+                ..NamespaceSettings::default()
+            };
             if let Some(r) = redaction {
                 settings.redaction = r;
             }

@@ -116,26 +116,50 @@ impl Console {
     }
 
     fn cookie_name(&self, base: &str) -> String {
-        if self.inner.secure {
-            format!("__Secure-{base}")
-        } else {
-            base.to_string()
-        }
+        cookie_name(self.inner.secure, base)
     }
 
     fn cookie(&self, base: &str, value: &str, max_age: Option<u64>) -> String {
-        let mut c = format!(
-            "{}={value}; Path=/console; HttpOnly; SameSite=Strict",
-            self.cookie_name(base)
-        );
-        if let Some(age) = max_age {
-            c.push_str(&format!("; Max-Age={age}"));
-        }
-        if self.inner.secure {
-            c.push_str("; Secure");
-        }
-        c
+        set_cookie(self.inner.secure, base, value, max_age)
     }
+}
+
+/// `base`, or `__Secure-base` over https (a browser then takes it only
+/// from a secure origin).
+fn cookie_name(secure: bool, base: &str) -> String {
+    if secure {
+        format!("__Secure-{base}")
+    } else {
+        base.to_string()
+    }
+}
+
+/// A `Set-Cookie` value: only for the console, out of scripts' reach,
+/// never sent with a request from another site.
+fn set_cookie(secure: bool, base: &str, value: &str, max_age: Option<u64>) -> String {
+    let mut c = format!(
+        "{}={value}; Path=/console; HttpOnly; SameSite=Strict",
+        cookie_name(secure, base)
+    );
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
+/// Does a browser say this request came from another site? By
+/// `Sec-Fetch-Site` when it sends one (every current browser), and by an
+/// `Origin` other than `expected` (this server's). The CSRF token is what
+/// protects clients that send neither.
+fn cross_site(fetch_site: Option<&str>, origin: Option<&str>, expected: Option<&str>) -> bool {
+    let by_fetch = fetch_site.is_some_and(|s| !matches!(s, "same-origin" | "none"));
+    let by_origin = origin
+        .filter(|o| *o != "null")
+        .is_some_and(|o| expected.is_none_or(|e| !o.eq_ignore_ascii_case(e)));
+    by_fetch || by_origin
 }
 
 /// The session cookie's name (without the `__Secure-` prefix).
@@ -509,29 +533,19 @@ impl Console {
         None
     }
 
-    /// Refuse a POST a browser says came from another site: by
-    /// `Sec-Fetch-Site` when it sends one (every current browser), and by
-    /// `Origin` when that names another origin. (The CSRF token is what
-    /// protects clients that send neither.)
+    /// Refuse a POST a browser says came from another site.
     fn cross_site(&self, req: &Req) -> Option<Response> {
-        let by_fetch = req
-            .fetch_site
-            .as_deref()
-            .is_some_and(|s| !matches!(s, "same-origin" | "none"));
-        let by_origin = req
-            .origin
-            .as_deref()
-            .filter(|o| *o != "null")
-            .is_some_and(|o| {
-                let expected = match (&self.inner.origin, &req.host) {
-                    (Some(o), _) => o.clone(),
-                    (None, Some(host)) => format!("http://{host}"),
-                    (None, None) => return true,
-                };
-                !o.eq_ignore_ascii_case(&expected)
-            });
-        let cross = by_fetch || by_origin;
-        cross.then(|| {
+        let expected = match (&self.inner.origin, &req.host) {
+            (Some(o), _) => Some(o.clone()),
+            (None, Some(host)) => Some(format!("http://{host}")),
+            (None, None) => None,
+        };
+        cross_site(
+            req.fetch_site.as_deref(),
+            req.origin.as_deref(),
+            expected.as_deref(),
+        )
+        .then(|| {
             refuse(
                 None,
                 StatusCode::FORBIDDEN,
@@ -714,6 +728,34 @@ mod tests {
         ] {
             assert_eq!(safe_next(Some(bad)), "/console", "{bad}");
         }
+    }
+
+    #[test]
+    fn cookies_are_console_only_http_only_strict_and_secure_over_https() {
+        assert_eq!(
+            set_cookie(false, SESSION_COOKIE, "mhs_x", None),
+            "memhost_session=mhs_x; Path=/console; HttpOnly; SameSite=Strict"
+        );
+        assert_eq!(
+            set_cookie(true, SESSION_COOKIE, "", Some(0)),
+            "__Secure-memhost_session=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0; Secure"
+        );
+    }
+
+    #[test]
+    fn posts_from_other_sites_are_spotted() {
+        let here = Some("https://memory.example.com");
+        assert!(!cross_site(Some("same-origin"), here, here));
+        assert!(!cross_site(None, None, here), "curl: the token decides");
+        assert!(!cross_site(Some("same-origin"), Some("null"), here));
+        assert!(cross_site(Some("cross-site"), None, here));
+        assert!(
+            cross_site(Some("same-site"), None, here),
+            "a sibling subdomain"
+        );
+        assert!(cross_site(None, Some("https://evil.example"), here));
+        assert!(cross_site(None, Some("http://memory.example.com"), here));
+        assert!(cross_site(None, Some("https://evil.example"), None));
     }
 
     #[test]

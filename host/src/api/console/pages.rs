@@ -482,7 +482,7 @@ fn memory_cell(ns: &str, m: &Memory) -> Markup {
         .unwrap_or(&m.content);
     let text: String = text.chars().take(160).collect();
     html! {
-        a.clip href={ "/console/ns/" (ns) "/m/" (m.id) } title=(text) { (text) }
+        a.clip href={ "/console/ns/" (ns) "/m/" (m.id) } { (text) }
     }
 }
 
