@@ -128,7 +128,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         )?,
         auth_failures: counter(
             "memhost_auth_failures_total",
-            "Requests refused for their credential, by reason (missing, malformed, unknown, revoked, expired)",
+            "Requests refused for their credential, by reason (missing, malformed, unknown, revoked, expired; console: a failed console sign-in)",
             &["reason"],
         )?,
         rate_limited: IntCounter::new(

@@ -625,37 +625,39 @@ fn a_writer_stores_changes_and_forgets_in_the_browser_under_the_same_governance(
     }
 }
 
+/// The sign-in form as a browser sends it: its page first (for the
+/// form's cookie and token), then the POST.
+fn sign_in_post(addr: &str, user: &str, password: &str) -> Reply {
+    let form = console(addr, "GET", "/console/login", &[], None);
+    let cookie = form.header("set-cookie").unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let token = body(&form)
+        .split("name=\"signin\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    console(
+        addr,
+        "POST",
+        "/console/login",
+        &[&format!("cookie: {cookie}")],
+        Some(&format!(
+            "signin={token}&user={}&password={}",
+            encode(user),
+            encode(password)
+        )),
+    )
+}
+
 #[test]
 fn failed_sign_ins_are_rate_limited_per_user_and_audited() {
     let s = setup_plugins(&["redact-pii"], "", &[], &[]);
     let password = "the right password";
     create_user(&s.data, "dave", &["*=reader"], Some(password));
-    let attempt = |pw: &str| {
-        let form = console(&s.server.addr, "GET", "/console/login", &[], None);
-        let cookie = form
-            .header("set-cookie")
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
-        let page = body(&form).to_string();
-        let token = page
-            .split("name=\"signin\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_string();
-        console(
-            &s.server.addr,
-            "POST",
-            "/console/login",
-            &[&format!("cookie: {cookie}")],
-            Some(&format!("signin={token}&user=dave&password={}", encode(pw))),
-        )
-    };
+    let attempt = |pw: &str| sign_in_post(&s.server.addr, "dave", pw);
     // Without the sign-in form's own token, nothing is even checked.
     let r = console(
         &s.server.addr,
@@ -686,6 +688,27 @@ fn failed_sign_ins_are_rate_limited_per_user_and_audited() {
         .collect();
     assert!(denied.len() >= 5, "{denied:?}");
     assert!(denied.iter().all(|e| e["key_id"] == "console:dave"));
+
+    // Guessing across names is held by the address's limit (shared with
+    // failed API keys, 10 a minute by default): once over it, even the
+    // right password of another user is refused before it is checked.
+    create_user(&s.data, "erin", &["*=reader"], Some(password));
+    let attempt_as = |user: &str, pw: &str| sign_in_post(&s.server.addr, user, pw).status;
+    let statuses: Vec<u16> = (0..10)
+        .map(|i| attempt_as(&format!("nobody-{i}"), "guess one two three"))
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(attempt_as("erin", password), 429);
+    // A name no user can have is the address's failure only, with nothing
+    // of it kept: not even a megabyte of it.
+    let huge = "x".repeat(1 << 19);
+    assert_eq!(attempt_as(&huge, "guess one two three"), 429);
+    assert!(
+        audit_entries(&s.admin)
+            .iter()
+            .all(|e| e.to_string().len() < 4096),
+        "an audit entry carries the huge name"
+    );
 }
 
 #[test]
@@ -841,7 +864,7 @@ fn sessions_end_when_their_user_is_disabled_signed_out_or_given_a_new_password()
     use memhost::auth::Principal;
     use memhost::auth::sessions::SessionSettings;
     use memhost::crypto::MasterKey;
-    use memhost::service::Service;
+    use memhost::service::{NewKey, Service, ServiceError};
     use memhost::store::keyring::Keyring;
     use memhost::store::{Store, StoreOptions};
     use std::sync::Arc;
@@ -891,9 +914,89 @@ fn sessions_end_when_their_user_is_disabled_signed_out_or_given_a_new_password()
         .sign_in_password("cat", "another long password", None)
         .unwrap()
         .token;
+    // Links made before a sign-out everywhere are void too.
+    let (ben_link, _) = service.sign_in_link(&op, "ben", 600_000).unwrap();
+    service.sign_out_everywhere(&op, "ben").unwrap();
+    assert!(service.use_link(&ben_link, None).is_err());
     let fresh_ben = sign_in("ben");
+
+    // A person changing their own password gives the current one.
+    let ben_self = service
+        .session(&fresh_ben, &settings)
+        .unwrap()
+        .1
+        .principal();
+    let refused = service.set_password(&ben_self, "ben", None, "yet another password");
+    assert!(
+        matches!(refused, Err(ServiceError::Forbidden(_))),
+        "{refused:?}"
+    );
+    let refused = service.set_password(&ben_self, "ben", Some("wrong one"), "yet another password");
+    assert!(
+        matches!(refused, Err(ServiceError::Forbidden(_))),
+        "{refused:?}"
+    );
+
+    // Only global admins manage people: a namespace admin who could sign
+    // in as someone could vote as them.
+    let (team_admin, _) = service
+        .create_key(
+            &op,
+            NewKey {
+                agent_id: "lead".into(),
+                agent_type: "human".into(),
+                grants: vec!["team=admin".parse().unwrap()],
+                expires_at: None,
+                rate: None,
+            },
+        )
+        .unwrap();
+    let lead = service.authenticate(&team_admin).unwrap().principal();
+    service
+        .create_user(&op, "tim", vec!["team=reader".parse().unwrap()], Some(pw))
+        .unwrap();
+    for refused in [
+        service
+            .create_user(&lead, "sock", vec!["team=reader".parse().unwrap()], None)
+            .map(|_| ()),
+        service.sign_in_link(&lead, "tim", 600_000).map(|_| ()),
+        service.set_password(&lead, "tim", None, "taken over by lead"),
+        service.disable_user(&lead, "tim").map(|_| ()),
+        service.users(&lead).map(|_| ()),
+    ] {
+        assert!(
+            matches!(refused, Err(ServiceError::Forbidden(_))),
+            "{refused:?}"
+        );
+    }
+
+    // Disabling a person revokes the keys they made in the console.
+    service
+        .create_user(&op, "dee", vec!["team=admin".parse().unwrap()], Some(pw))
+        .unwrap();
+    let dee = service
+        .sign_in_password("dee", pw, None)
+        .unwrap()
+        .user
+        .principal();
+    let (dee_key, _) = service
+        .create_key(
+            &dee,
+            NewKey {
+                agent_id: "dee-bot".into(),
+                agent_type: "assistant".into(),
+                grants: vec!["team=writer".parse().unwrap()],
+                expires_at: None,
+                rate: None,
+            },
+        )
+        .unwrap();
+    assert!(service.authenticate(&dee_key).is_ok());
+    service.disable_user(&op, "dee").unwrap();
+    assert!(service.authenticate(&dee_key).is_err());
+
     // The sweep deletes the expired link and the sessions nobody can use
-    // (here the ones `session` already dropped are gone too); the new
+    // (the ones `session` already dropped are gone already); the new
     // sessions stay.
     let swept = service.purge_sessions(&settings).unwrap();
     assert!(swept >= 1, "{swept}");

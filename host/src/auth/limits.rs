@@ -334,7 +334,7 @@ impl Limiter {
     }
 }
 
-/// Failed console sign-ins one user name may have in a burst, and how
+/// Console sign-in attempts one user name may fail in a burst, and how
 /// fast they come back: 5, then one every 3 minutes. Counted per name
 /// whatever the address, so guessing one person's password from many
 /// addresses is as slow as from one; a valid password is refused too
@@ -343,42 +343,62 @@ const SIGN_IN_BURST: f64 = 5.0;
 const SIGN_INS_PER_SECOND: f64 = 1.0 / 180.0;
 
 impl Limiter {
-    /// May user `name` try to sign in now? A refusal while its failures
-    /// are over their rate.
-    pub fn sign_in_allowed(&self, name: &str) -> Result<(), Refused> {
-        let Ok(mut map) = self.sign_ins.lock() else {
-            return Err(poisoned());
-        };
-        let Some(bucket) = map.get_mut(name) else {
-            return Ok(());
-        };
-        bucket.refill(SIGN_INS_PER_SECOND, SIGN_IN_BURST);
-        if bucket.tokens >= 1.0 {
-            return Ok(());
-        }
-        let first = !bucket.throttled;
-        bucket.throttled = true;
-        Err(Refused {
-            retry_after: (((1.0 - bucket.tokens) / SIGN_INS_PER_SECOND).ceil() as u64).max(1),
-            reason: format!("too many failed sign-ins for \"{name}\"; try again later"),
-            first,
+    /// Is `source` refused for its failed authentications right now? Looks
+    /// without counting: a sign-in checks it before any password work, so
+    /// an address over its limit costs no Argon2 and learns nothing.
+    pub fn failing(&self, source: IpAddr) -> Option<Refused> {
+        let source = source_of(source);
+        let (per_second, burst) = self.failure_rate();
+        let mut failures = self.failures.lock().ok()?;
+        let bucket = failures.get_mut(&source)?;
+        bucket.refill(per_second, burst);
+        (bucket.tokens < 1.0).then(|| Refused {
+            retry_after: (((1.0 - bucket.tokens) / per_second).ceil() as u64).max(1),
+            reason: format!(
+                "too many failed authentications from {source}; at most {} per minute",
+                self.settings.auth_failures_per_minute
+            ),
+            first: false,
         })
     }
 
-    /// Count a failed sign-in of user `name` (a name that does not exist
-    /// counts too: names are not an oracle).
-    pub fn sign_in_failed(&self, name: &str) {
-        if let Ok(mut map) = self.sign_ins.lock() {
-            if map.len() >= MAX_SOURCES && !map.contains_key(name) {
-                map.retain(|_, b| {
-                    b.refill(SIGN_INS_PER_SECOND, SIGN_IN_BURST);
-                    b.tokens < SIGN_IN_BURST
-                });
+    /// Take one of user `name`'s sign-in attempts before its password is
+    /// checked (so parallel guesses cannot all pass before the first
+    /// failure is counted); [`Limiter::sign_in_succeeded`] gives it back.
+    /// A refusal while its failures are over their rate.
+    pub fn sign_in_attempt(&self, name: &str) -> Result<(), Refused> {
+        let Ok(mut map) = self.sign_ins.lock() else {
+            return Err(poisoned());
+        };
+        if map.len() >= MAX_SOURCES && !map.contains_key(name) {
+            map.retain(|_, b| {
+                b.refill(SIGN_INS_PER_SECOND, SIGN_IN_BURST);
+                b.tokens < SIGN_IN_BURST
+            });
+            // Still full of names being guessed: forget half of them
+            // rather than grow without bound.
+            if map.len() >= MAX_SOURCES {
+                let drop: Vec<String> = map.keys().step_by(2).cloned().collect();
+                for n in drop {
+                    map.remove(&n);
+                }
             }
-            let bucket = map
-                .entry(name.to_string())
-                .or_insert_with(|| Bucket::full(SIGN_IN_BURST));
-            let _ = bucket.take(SIGN_INS_PER_SECOND, SIGN_IN_BURST, "");
+        }
+        map.entry(name.to_string())
+            .or_insert_with(|| Bucket::full(SIGN_IN_BURST))
+            .take(
+                SIGN_INS_PER_SECOND,
+                SIGN_IN_BURST,
+                &format!("too many failed sign-ins for \"{name}\"; try again later"),
+            )
+    }
+
+    /// User `name` signed in: the attempt taken for it was not a failure.
+    pub fn sign_in_succeeded(&self, name: &str) {
+        if let Ok(mut map) = self.sign_ins.lock()
+            && let Some(b) = map.get_mut(name)
+        {
+            b.tokens = (b.tokens + 1.0).min(SIGN_IN_BURST);
         }
     }
 }

@@ -13,8 +13,8 @@
 //!
 //! A session ends at the first of: sign-out, its idle timeout (no request
 //! for that long), its absolute timeout (since sign-in), the user's
-//! `sessions_after` passing its start (sign out everywhere, a new password,
-//! the user disabled). A link works once, until it expires.
+//! `session_epoch` moving on (sign out everywhere, a new password, the user
+//! disabled). A link works once, until it expires or the epoch moves on.
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -117,6 +117,9 @@ pub struct Session {
     /// The address it signed in from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The user's `session_epoch` when it began.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Why a stored session no longer counts.
@@ -129,8 +132,8 @@ pub enum Ended {
 }
 
 impl Session {
-    /// A new session for `user` at `now`.
-    pub fn new(user: &str, method: &str, source: Option<String>, now: i64) -> Session {
+    /// A new session for `user` (in its session epoch `epoch`) at `now`.
+    pub fn new(user: &str, epoch: u64, method: &str, source: Option<String>, now: i64) -> Session {
         let mut csrf = [0u8; 32];
         rand::rng().fill_bytes(&mut csrf);
         Session {
@@ -140,6 +143,7 @@ impl Session {
             csrf: hex::encode(csrf),
             method: method.into(),
             source,
+            epoch,
         }
     }
 
@@ -171,6 +175,9 @@ pub struct SignInLink {
     pub expires_at: i64,
     /// Who made it.
     pub created_by: String,
+    /// The user's `session_epoch` when it was made.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[cfg(test)]
@@ -184,7 +191,7 @@ mod tests {
             absolute_hours: 12,
             link_minutes: 15,
         };
-        let mut session = Session::new("alice", "password", None, 0);
+        let mut session = Session::new("alice", 0, "password", None, 0);
         assert_eq!(session.state(&s, 29 * 60_000), Ok(()));
         assert_eq!(session.state(&s, 30 * 60_000), Err(Ended::Idle));
         // Active all along, still over after 12 hours.

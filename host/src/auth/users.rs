@@ -65,10 +65,12 @@ pub struct User {
     /// Unix ms, once disabled: no sign-in, every session ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<i64>,
-    /// Sessions that began before this instant (Unix ms) are over: "sign
-    /// out everywhere", a new password, a disabled user.
+    /// Bumped by "sign out everywhere", a new password, a disable: a
+    /// session or a sign-in link made under another epoch is over. (A
+    /// count, not a time: nothing depends on two clocks or on which
+    /// millisecond something happened in.)
     #[serde(default)]
-    pub sessions_after: i64,
+    pub session_epoch: u64,
 }
 
 /// A user as shown: never the password hash.
@@ -201,7 +203,7 @@ mod tests {
             created_at: 0,
             created_by: "op".into(),
             disabled_at: None,
-            sessions_after: 0,
+            session_epoch: 0,
         };
         assert!(user.verify_password("correct horse battery"));
         assert!(!user.verify_password("correct horse batterx"));

@@ -271,7 +271,7 @@ impl Service {
         Ok((token, key.info(now)))
     }
 
-    fn all_keys(&self) -> Result<Vec<ApiKey>, ServiceError> {
+    pub(super) fn all_keys(&self) -> Result<Vec<ApiKey>, ServiceError> {
         let rows = self
             .store
             .rows(|t| t.principals, b"key/", |k| k.starts_with(b"key/"))?;

@@ -2,9 +2,11 @@
 //! sign-in links, and sessions (sign in, find, sign out). The console and
 //! the CLI call these; every change is audited.
 //!
-//! Who may manage whom follows keys: an admin may create, disable, give
-//! a link to, or reset the password of a user whose every role it could
-//! grant itself; a user may change its own password and end its own
+//! Only global admins (`*=admin`, the command line included) manage
+//! users: create, list, disable, give a sign-in link to, reset a password.
+//! A namespace admin who could sign in as a person could vote as that
+//! person, and one admin would meet `consensus:2` of humans alone. A user
+//! may change its own password (giving the current one) and end its own
 //! sessions.
 
 use super::{Service, ServiceError, invalid, model};
@@ -61,12 +63,6 @@ pub struct SignedIn {
     pub user: User,
 }
 
-/// A `sessions_after` that ends every session begun up to now, this
-/// millisecond's included.
-fn every_session_so_far() -> i64 {
-    model::now_ms() + 1
-}
-
 impl Service {
     fn load_user(&self, name: &str) -> Result<Option<User>, ServiceError> {
         if !users::valid_name(name) {
@@ -120,29 +116,44 @@ impl Service {
         Ok(())
     }
 
-    /// A user `who` may manage, or the refusal (not found and not yours
-    /// look the same).
+    /// Refuse (audited) unless `who` is a global admin: who the people
+    /// are is the operator's to decide.
+    fn user_admin(
+        &self,
+        who: &Principal,
+        action: &str,
+        target: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        if who.is_global_admin() {
+            return Ok(());
+        }
+        let mut record = Record::by(who, action).outcome("denied", None);
+        record.target = target.map(str::to_string);
+        Err(self.deny(
+            record,
+            format!(
+                "{} is not a global admin (*=admin): only they manage the people who sign in",
+                who.key_id
+            ),
+        ))
+    }
+
+    /// User `name`, for a global admin to manage.
     fn managed_user(
         &self,
         who: &Principal,
         name: &str,
         action: &str,
     ) -> Result<User, ServiceError> {
-        match self.load_user(name)? {
-            Some(u) if who.may_grant(&u.grants) => Ok(u),
-            _ if !who.is_global_admin() => Err(self.deny(
-                Record::by(who, action).target(name).outcome("denied", None),
-                format!("{} may not manage user \"{name}\"", who.key_id),
-            )),
-            _ => Err(ServiceError::Invalid {
-                field: "user".into(),
-                detail: format!("user \"{name}\" does not exist"),
-            }),
-        }
+        self.user_admin(who, action, Some(name))?;
+        self.load_user(name)?.ok_or_else(|| ServiceError::Invalid {
+            field: "user".into(),
+            detail: format!("user \"{name}\" does not exist"),
+        })
     }
 
     /// Create console user `name` with `grants` and, optionally, a
-    /// password. Only an admin over every pattern granted may.
+    /// password. Global admins only.
     pub fn create_user(
         &self,
         who: &Principal,
@@ -166,17 +177,7 @@ impl Service {
             ));
         }
         let wanted = crate::auth::describe(&grants);
-        if !who.may_grant(&grants) {
-            return Err(self.deny(
-                Record::by(who, "user.create")
-                    .target(name)
-                    .outcome("denied", Some(format!("may not grant {wanted}"))),
-                format!(
-                    "{} may only grant roles on namespaces it administers; it asked for {wanted}",
-                    who.key_id
-                ),
-            ));
-        }
+        self.user_admin(who, "user.create", Some(name))?;
         let password = match password {
             Some(p) => {
                 users::check_password(p).map_err(|why| invalid("password", why))?;
@@ -191,7 +192,7 @@ impl Service {
             created_at: model::now_ms(),
             created_by: who.agent_id.clone(),
             disabled_at: None,
-            sessions_after: 0,
+            session_epoch: 0,
         };
         let record = Record::by(who, "user.create")
             .target(name)
@@ -200,24 +201,10 @@ impl Service {
         Ok(user.info())
     }
 
-    /// The users `who` administers, by name.
+    /// Every user, by name. Global admins only.
     pub fn users(&self, who: &Principal) -> Result<Vec<UserInfo>, ServiceError> {
-        if !who
-            .grants
-            .iter()
-            .any(|g| g.role == crate::auth::Role::Admin)
-        {
-            return Err(self.deny(
-                Record::by(who, "user.list").outcome("denied", None),
-                format!("{} is not an admin of any namespace", who.key_id),
-            ));
-        }
-        let mut out: Vec<UserInfo> = self
-            .all_users()?
-            .into_iter()
-            .filter(|u| who.may_grant(&u.grants))
-            .map(|u| u.info())
-            .collect();
+        self.user_admin(who, "user.list", None)?;
+        let mut out: Vec<UserInfo> = self.all_users()?.iter().map(User::info).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -245,10 +232,8 @@ impl Service {
             let user = self
                 .load_user(name)?
                 .ok_or_else(|| ServiceError::Forbidden(format!("user \"{name}\" is gone")))?;
-            if user.password.is_some()
-                && !current.is_some_and(|c| user.verify_password(c))
-                && !who.may_grant(&user.grants)
-            {
+            // A stolen session alone cannot take the account over.
+            if user.password.is_some() && !current.is_some_and(|c| user.verify_password(c)) {
                 return Err(self.deny(
                     Record::by(who, "user.password")
                         .target(name)
@@ -264,7 +249,7 @@ impl Service {
         user.password = Some(users::hash_password(password).map_err(ServiceError::Internal)?);
         // Sessions begun before now end; the caller's own stays when it is
         // the user's (it just proved itself).
-        user.sessions_after = every_session_so_far();
+        user.session_epoch += 1;
         self.put_user(&user, Record::by(who, "user.password").target(name), false)
     }
 
@@ -276,8 +261,23 @@ impl Service {
         }
         let now = model::now_ms();
         user.disabled_at.get_or_insert(now);
-        user.sessions_after = every_session_so_far();
+        user.session_epoch += 1;
         self.put_user(&user, Record::by(who, "user.disable").target(name), false)?;
+        // The keys the person made in the console go with them (and what
+        // those keys minted: revoking cascades).
+        let credential = users::credential_id(name);
+        let made: Vec<String> = self
+            .all_keys()?
+            .into_iter()
+            .filter(|k| {
+                k.fields.created_by_key.as_deref() == Some(credential.as_str())
+                    && k.fields.revoked_at.is_none()
+            })
+            .map(|k| k.fields.id)
+            .collect();
+        for id in made {
+            self.revoke_key(who, &id)?;
+        }
         Ok(user.info())
     }
 
@@ -290,7 +290,7 @@ impl Service {
         } else {
             self.managed_user(who, name, "user.sign-out")?
         };
-        user.sessions_after = every_session_so_far();
+        user.session_epoch += 1;
         self.put_user(&user, Record::by(who, "user.sign-out").target(name), false)
     }
 
@@ -320,6 +320,7 @@ impl Service {
             created_at: now,
             expires_at: now + valid_ms,
             created_by: who.agent_id.clone(),
+            epoch: user.session_epoch,
         };
         let token = sessions::new_token(sessions::LINK_PREFIX);
         let record = Record::by(who, "user.link")
@@ -346,7 +347,8 @@ impl Service {
     }
 
     /// Spend link `token` and start a session; the link is deleted in the
-    /// same write, so two uses cannot both succeed.
+    /// same write, so two uses cannot both succeed. A failure is not
+    /// audited here: see [`Service::sign_in_refused`].
     pub fn use_link(&self, token: &str, source: Option<String>) -> Result<SignedIn, SignInFailure> {
         if !sessions::well_formed(token, sessions::LINK_PREFIX) {
             return Err(SignInFailure::BadLink);
@@ -379,7 +381,11 @@ impl Service {
             if user.disabled_at.is_some() {
                 return Ok(Err(SignInFailure::Disabled(user.name)));
             }
-            let session = Session::new(&user.name, "link", src.clone(), now);
+            // "Sign out everywhere" and a new password void unused links.
+            if link.epoch != user.session_epoch {
+                return Ok(Err(SignInFailure::BadLink));
+            }
+            let session = Session::new(&user.name, user.session_epoch, "link", src.clone(), now);
             let sealed = super::seal_json(&system, "principals", &session_row, &session)
                 .map_err(|e| StoreError::Lmdb(e.to_string()))?;
             txn.put(
@@ -403,15 +409,13 @@ impl Service {
                     user,
                 })
             }
-            Err(failure) => {
-                self.sign_in_refused(None, source, &failure);
-                Err(failure)
-            }
+            Err(failure) => Err(failure),
         }
     }
 
     /// Check `password` for user `name` and start a session. Costs one
-    /// Argon2id verification whether or not the user exists.
+    /// Argon2id verification whether or not the user exists. A failure is
+    /// not audited here: see [`Service::sign_in_refused`].
     pub fn sign_in_password(
         &self,
         name: &str,
@@ -429,17 +433,46 @@ impl Service {
             Some(_) => None,
         };
         let (Some(user), None) = (user, failure.clone()) else {
-            let failure = failure.unwrap_or(SignInFailure::WrongPassword);
-            self.sign_in_refused(Some(name), source, &failure);
-            return Err(failure);
+            return Err(failure.unwrap_or(SignInFailure::WrongPassword));
         };
         let now = model::now_ms();
-        let session = Session::new(&user.name, "password", source.clone(), now);
+        let session = Session::new(
+            &user.name,
+            user.session_epoch,
+            "password",
+            source.clone(),
+            now,
+        );
         let token = sessions::new_token(sessions::SESSION_PREFIX);
         let mut record = Record::by(&user.principal(), "console.sign-in")
             .outcome("ok", Some("with a password".into()));
         record.source = source;
-        self.insert_principal_row(sessions::session_row(&token), &session, record)?;
+        // The password took tens of milliseconds to check: the user is read
+        // again inside the write, so a new password, a sign-out everywhere
+        // or a disable meanwhile wins.
+        let (row, user_row) = (sessions::session_row(&token), users::row(&user.name));
+        let sealed = super::seal_json(&*self.system_key()?, "principals", &row, &session)?;
+        let (system, audit, checked) = (self.system_key()?, self.audit.clone(), user.clone());
+        let entry = self.store.write_blocking(move |txn, t| {
+            let now_user: Option<User> = get_in(txn, t.principals, &user_row)?
+                .map(|s| super::open_json(&system, "principals", &user_row, &s))
+                .transpose()
+                .map_err(|e| StoreError::Lmdb(e.to_string()))?;
+            let same = now_user.is_some_and(|u| {
+                u.password == checked.password
+                    && u.disabled_at.is_none()
+                    && u.session_epoch == checked.session_epoch
+            });
+            if !same {
+                return Ok(None);
+            }
+            txn.put(t.principals, &row, &sealed, WriteFlags::NO_OVERWRITE)?;
+            audit.append(txn, t, &record).map(Some)
+        })?;
+        let Some(entry) = entry else {
+            return Err(SignInFailure::WrongPassword);
+        };
+        crate::audit::emit(&entry);
         Ok(SignedIn {
             token,
             session,
@@ -447,7 +480,8 @@ impl Service {
         })
     }
 
-    /// A refused sign-in, in the audit log.
+    /// A refused sign-in, in the audit log (the caller decides which, so
+    /// a flood of them does not flood the log).
     pub fn sign_in_refused(&self, name: Option<&str>, source: Option<String>, why: &SignInFailure) {
         let mut record = Record::auth_failure(
             name.map(users::credential_id).as_deref(),
@@ -476,7 +510,7 @@ impl Service {
         let good = session.state(settings, now).is_ok()
             && user
                 .as_ref()
-                .is_some_and(|u| u.disabled_at.is_none() && session.created_at >= u.sessions_after);
+                .is_some_and(|u| u.disabled_at.is_none() && session.epoch == u.session_epoch);
         let (true, Some(user)) = (good, user) else {
             self.store
                 .write_blocking(move |txn, t| match txn.del(t.principals, &row, None) {
@@ -544,7 +578,7 @@ impl Service {
             let session: Session = super::open_json(&system, "principals", &row, &sealed)?;
             let user_ended = users
                 .get(&session.user)
-                .is_none_or(|u| u.disabled_at.is_some() || session.created_at < u.sessions_after);
+                .is_none_or(|u| u.disabled_at.is_some() || session.epoch != u.session_epoch);
             if user_ended || session.state(settings, now).is_err() {
                 dead.push(row);
             }

@@ -39,11 +39,10 @@ pub(crate) enum Listing {
     Found(Vec<crate::service::recall::Hit>),
 }
 
-/// The audit chain as last verified.
+/// The audit chain as last verified (walked again at most once a minute:
+/// a walk reads every entry).
 #[derive(Debug, Clone)]
 pub(crate) struct Verified {
-    /// Entries in the chain then.
-    pub length: u64,
     /// How many verified, or where it broke.
     pub outcome: Result<u64, String>,
     /// When, Unix ms.
@@ -80,10 +79,20 @@ fn not_empty(s: &str) -> Option<String> {
 }
 
 impl Console {
-    /// The embedders the plugin set offers (from the status the server
-    /// keeps), for the new-namespace form.
-    fn embedders(&self) -> Vec<String> {
-        crate::plugins::status::PluginStatus::read(&self.inner.plugin_status)
+    /// The plugin status the server keeps (a small file), read off the
+    /// async runtime.
+    async fn plugin_status(&self) -> Option<crate::plugins::status::PluginStatus> {
+        let path = self.inner.plugin_status.clone();
+        tokio::task::spawn_blocking(move || crate::plugins::status::PluginStatus::read(&path).ok())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The embedders the plugin set offers, for the new-namespace form.
+    async fn embedders(&self) -> Vec<String> {
+        self.plugin_status()
+            .await
             .map(|s| {
                 s.plugins
                     .into_iter()
@@ -147,7 +156,7 @@ impl Console {
         match r {
             Ok((rows, waiting)) => html(
                 StatusCode::OK,
-                pages::overview(v, req.q("ok"), &rows, waiting, &self.embedders()),
+                pages::overview(v, req.q("ok"), &rows, waiting, &self.embedders().await),
             ),
             Err(e) => error_page(Some(v), &e),
         }
@@ -425,20 +434,25 @@ impl Console {
         let (service, who, f) = (self.inner.service.clone(), v.who.clone(), filter.clone());
         let r = blocking(move || {
             let (entries, next) = service.audit_page(&who, before, 100, |e: &Entry| f.keeps(e))?;
-            Ok((entries, next, verification(&service)?))
+            Ok((
+                entries,
+                next,
+                verification(&service)?,
+                service.audit_length()?,
+            ))
         })
         .await;
         match r {
-            Ok((entries, next, verified)) => html(
+            Ok((entries, next, verified, length)) => html(
                 StatusCode::OK,
-                pages::audit(v, &filter, &entries, next, &verified),
+                pages::audit(v, &filter, &entries, next, &verified, length),
             ),
             Err(e) => error_page(Some(v), &e),
         }
     }
 
     pub(super) async fn plugins(&self, v: &Visitor, req: &Req) -> Response {
-        let status = crate::plugins::status::PluginStatus::read(&self.inner.plugin_status).ok();
+        let status = self.plugin_status().await;
         let failures = crate::metrics::recent_plugin_failures();
         html(
             StatusCode::OK,
@@ -590,6 +604,19 @@ impl Console {
             );
         }
         let current = req.f("current").to_string();
+        // Guessing the current password here is guessing a sign-in.
+        if let Err(refused) = self.inner.limiter.sign_in_attempt(&v.user.name) {
+            return refuse(
+                Some(v),
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                &refused.reason,
+            );
+        }
+        let _turn = match self.password_turn().await {
+            Ok(turn) => turn,
+            Err(busy) => return busy,
+        };
         let (service, who, name) = (
             self.inner.service.clone(),
             v.who.clone(),
@@ -600,6 +627,9 @@ impl Console {
             service.set_password(&who, &name, current.as_deref(), &new)
         })
         .await;
+        if !matches!(r, Err(ServiceError::Forbidden(_))) {
+            self.inner.limiter.sign_in_succeeded(&v.user.name);
+        }
         match r {
             // Every session ended with the old password, this one too.
             Ok(()) => with_cookie(
@@ -609,6 +639,10 @@ impl Console {
             Err(ServiceError::Invalid { detail, .. }) => html(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 pages::account(v, None, Some(&format!("the new password {detail}"))),
+            ),
+            Err(ServiceError::Forbidden(detail)) => html(
+                StatusCode::FORBIDDEN,
+                pages::account(v, None, Some(&detail)),
             ),
             Err(e) => error_page(Some(v), &e),
         }
@@ -645,16 +679,13 @@ impl Console {
 /// passed (a walk reads every entry).
 fn verification(service: &crate::service::Service) -> Result<Verified, ServiceError> {
     let now = crate::clock::now_ms();
-    let length = service.audit_length()?;
     if let Ok(cached) = VERIFIED.lock()
         && let Some(v) = cached.as_ref()
-        && v.length == length
         && now - v.at < 60_000
     {
         return Ok(v.clone());
     }
     let verified = Verified {
-        length,
         outcome: service.verify_audit().map_err(|e| e.to_string()),
         at: now,
     };

@@ -50,7 +50,7 @@ use crate::api::rest::problem::Problem;
 use crate::auth::Principal;
 use crate::auth::limits::Limiter;
 use crate::auth::sessions::{Session, SessionSettings};
-use crate::auth::users::User;
+use crate::auth::users::{self, User};
 use crate::plugins::ReloadSummary;
 use crate::service::people::SignInFailure;
 use crate::service::{Service, ServiceError};
@@ -80,7 +80,14 @@ struct Inner {
     limiter: Arc<Limiter>,
     plugin_status: PathBuf,
     reload: Reload,
+    /// Argon2id checks at once (19 MiB and tens of ms of a core each): a
+    /// flood of sign-ins waits here instead of taking every blocking
+    /// thread and gigabytes of memory.
+    password_work: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a sign-in waits for a turn at checking its password.
+const PASSWORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Console {
     /// The console over `service`.
@@ -111,7 +118,35 @@ impl Console {
                 limiter,
                 plugin_status,
                 reload,
+                password_work: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )),
             }),
+        }
+    }
+
+    /// A turn at Argon2id work, or the page saying the server is busy.
+    pub(crate) async fn password_turn(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+        match tokio::time::timeout(
+            PASSWORD_WAIT,
+            self.inner.password_work.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                let mut r = refuse(
+                    None,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Busy",
+                    "too many sign-ins are being checked at once; try again in a moment",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                Err(r)
+            }
         }
     }
 
@@ -300,6 +335,7 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && let Some(h) = s.get(i + 1..i + 3)
+            && h.bytes().all(|c| c.is_ascii_hexdigit())
             && let Ok(b) = u8::from_str_radix(h, 16)
         {
             out.push(b);
@@ -550,17 +586,27 @@ impl Console {
                 None,
                 StatusCode::FORBIDDEN,
                 "Form refused",
-                "the form was sent from another site",
+                "the form was sent from another site (behind a proxy, set [server] public_url to the address browsers use)",
             )
         })
     }
 
     /// The sign-in form, with a fresh double-submit token.
     fn sign_in_form(&self, req: &Req, error: Option<&str>, status: StatusCode) -> Response {
-        let token = crate::auth::sessions::new_token("");
+        let token = self.signin_token(req);
         let next = safe_next(req.q("next").or(Some(req.f("next"))));
         let page = html(status, pages::sign_in(&token, &next, error, req.q("done")));
         with_cookie(page, &self.cookie(SIGNIN_COOKIE, &token, Some(3600)))
+    }
+
+    /// The sign-in forms' double-submit token: the browser's own when it
+    /// has one (a second tab keeps the first one's form working), else new.
+    fn signin_token(&self, req: &Req) -> String {
+        req.cookies
+            .get(&self.cookie_name(SIGNIN_COOKIE))
+            .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .cloned()
+            .unwrap_or_else(|| crate::auth::sessions::new_token(""))
     }
 
     fn signin_token_ok(&self, req: &Req) -> bool {
@@ -583,33 +629,50 @@ impl Console {
         }
         let name = req.f("user").trim().to_lowercase();
         let password = req.f("password").to_string();
-        if let Err(refused) = self.inner.limiter.sign_in_allowed(&name) {
-            if refused.first {
-                // An audit write: off the async runtime.
-                let (service, n, source) = (
-                    self.inner.service.clone(),
-                    name.clone(),
-                    req.source.map(|s| s.to_string()),
-                );
-                let why = SignInFailure::Throttled(refused.reason.clone());
-                let _ = tokio::task::spawn_blocking(move || {
-                    service.sign_in_refused(Some(&n), source, &why)
-                })
-                .await;
-            }
+        // An address over its failures is refused before any work.
+        if let Some(ip) = req.source
+            && let Some(refused) = self.inner.limiter.failing(ip)
+        {
             return self.too_many(req, &refused);
         }
+        // A name no user can have, or a password no user can have set, is
+        // the address's failure only: nothing is kept or written under it.
+        if !crate::auth::users::valid_name(&name) || password.len() > 4 * users::MAX_PASSWORD {
+            if let Some(refused) = self
+                .failed_sign_in(req, None, SignInFailure::WrongPassword)
+                .await
+            {
+                return self.too_many(req, &refused);
+            }
+            return self.sign_in_form(
+                req,
+                Some("wrong user name or password"),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        if let Err(refused) = self.inner.limiter.sign_in_attempt(&name) {
+            let why = SignInFailure::Throttled(refused.reason.clone());
+            let _ = self.failed_sign_in(req, Some(&name), why).await;
+            return self.too_many(req, &refused);
+        }
+        let _turn = match self.password_turn().await {
+            Ok(turn) => turn,
+            Err(busy) => {
+                self.inner.limiter.sign_in_succeeded(&name);
+                return busy;
+            }
+        };
         let service = self.inner.service.clone();
         let source = req.source.map(|s| s.to_string());
         let n = name.clone();
         match blocking(move || service.sign_in_password(&n, &password, source)).await {
-            Ok(signed) => self.signed_in(req, signed),
+            Ok(signed) => {
+                self.inner.limiter.sign_in_succeeded(&name);
+                self.signed_in(req, signed)
+            }
             Err(SignInFailure::Internal(e)) => error_page(None, &ServiceError::Internal(e)),
-            Err(_) => {
-                self.inner.limiter.sign_in_failed(&name);
-                if let Some(ip) = req.source
-                    && let Some(refused) = self.inner.limiter.failed(ip).refused
-                {
+            Err(why) => {
+                if let Some(refused) = self.failed_sign_in(req, Some(&name), why).await {
                     return self.too_many(req, &refused);
                 }
                 self.sign_in_form(
@@ -619,6 +682,43 @@ impl Console {
                 )
             }
         }
+    }
+
+    /// A failed sign-in (a password, a link): counted against its address
+    /// together with failed API keys, audited while the failures of all
+    /// addresses are within the audit rate (as failed keys are); the
+    /// refusal once the address has failed too often.
+    async fn failed_sign_in(
+        &self,
+        req: &Req,
+        name: Option<&str>,
+        why: SignInFailure,
+    ) -> Option<crate::auth::limits::Refused> {
+        crate::metrics::auth_failure("console");
+        let (audit, refused) = match req.source {
+            Some(ip) => {
+                let f = self.inner.limiter.failed(ip);
+                (f.audit, f.refused)
+            }
+            None => (true, None),
+        };
+        if audit {
+            self.audit_sign_in(req, name, why).await;
+        }
+        refused
+    }
+
+    /// Write a refused sign-in to the audit log, off the async runtime.
+    async fn audit_sign_in(&self, req: &Req, name: Option<&str>, why: SignInFailure) {
+        let (service, name, source) = (
+            self.inner.service.clone(),
+            name.map(str::to_string),
+            req.source.map(|s| s.to_string()),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            service.sign_in_refused(name.as_deref(), source, &why)
+        })
+        .await;
     }
 
     fn too_many(&self, req: &Req, refused: &crate::auth::limits::Refused) -> Response {
@@ -651,15 +751,13 @@ impl Console {
         let t = token.to_string();
         match blocking(move || service.peek_link(&t)).await {
             Ok(user) => {
-                let signin = crate::auth::sessions::new_token("");
+                let signin = self.signin_token(req);
                 let page = html(StatusCode::OK, pages::link(&user, &signin));
                 with_cookie(page, &self.cookie(SIGNIN_COOKIE, &signin, Some(3600)))
             }
             Err(SignInFailure::Internal(e)) => error_page(None, &ServiceError::Internal(e)),
-            Err(_) => {
-                if let Some(ip) = req.source {
-                    let _ = self.inner.limiter.failed(ip);
-                }
+            Err(why) => {
+                let _ = self.failed_sign_in(req, None, why).await;
                 html(StatusCode::UNAUTHORIZED, pages::link_refused())
             }
         }
@@ -682,10 +780,8 @@ impl Console {
         match blocking(move || service.use_link(&t, source)).await {
             Ok(signed) => self.signed_in(req, signed),
             Err(SignInFailure::Internal(e)) => error_page(None, &ServiceError::Internal(e)),
-            Err(_) => {
-                if let Some(ip) = req.source
-                    && let Some(refused) = self.inner.limiter.failed(ip).refused
-                {
+            Err(why) => {
+                if let Some(refused) = self.failed_sign_in(req, None, why).await {
                     return self.too_many(req, &refused);
                 }
                 html(StatusCode::UNAUTHORIZED, pages::link_refused())
@@ -761,6 +857,7 @@ mod tests {
     #[test]
     fn paths_and_forms_decode() {
         assert_eq!(percent_decode("team%2Da"), "team-a");
+        assert_eq!(percent_decode("a%+fb"), "a%+fb");
         let f = pairs(b"content=a+b%26c&csrf=x");
         assert_eq!(f["content"], "a b&c");
         assert_eq!(

@@ -83,7 +83,7 @@ fn layout(v: &Visitor, here: &str, title: &str, body: Markup) -> Markup {
         ("audit", "/console/audit", "Audit", global),
         ("plugins", "/console/plugins", "Plugins", true),
         ("keys", "/console/keys", "Keys", admin),
-        ("users", "/console/users", "Users", admin),
+        ("users", "/console/users", "Users", global),
     ];
     document(
         title,
@@ -439,12 +439,11 @@ pub(super) fn memories(
                     }
                     div.pager {
                         @if let Some(c) = next {
-                            a.button.quiet href={ "/console/ns/" (ns.name) "?cursor=" (c) "&limit=" (per_page)
-                                "&tags=" (tags_q) "&agent=" (agent_q) } { "Next " (per_page) " →" }
+                            a.button.quiet href={ "/console/ns/" (ns.name) "?" (query(&[("cursor", &c.to_string()), ("limit", &per_page.to_string()), ("tags", tags_q), ("agent", agent_q)])) } { "Next " (per_page) " →" }
                         }
                         span.muted.small { "Per page: "
                             @for n in [100, 500, MAX_PAGE] {
-                                a href={ "/console/ns/" (ns.name) "?limit=" (n) "&tags=" (tags_q) "&agent=" (agent_q) } { (n) } " "
+                                a href={ "/console/ns/" (ns.name) "?" (query(&[("limit", &n.to_string()), ("tags", tags_q), ("agent", agent_q)])) } { (n) } " "
                             }
                         }
                     }
@@ -464,6 +463,16 @@ pub(super) fn memories(
             }
         },
     )
+}
+
+/// A query string from `pairs` (empty values left out), each encoded.
+fn query(pairs: &[(&str, &str)]) -> String {
+    let kept: Vec<(&str, &str)> = pairs
+        .iter()
+        .copied()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    serde_urlencoded::to_string(kept).unwrap_or_default()
 }
 
 fn channel(c: &str) -> &str {
@@ -806,8 +815,9 @@ pub(super) fn audit(
     entries: &[Entry],
     next: Option<u64>,
     verified: &super::actions::Verified,
+    length: u64,
 ) -> Markup {
-    let (length, outcome, at) = (verified.length, &verified.outcome, verified.at);
+    let (outcome, at) = (&verified.outcome, verified.at);
     layout(
         v,
         "audit",
@@ -815,7 +825,7 @@ pub(super) fn audit(
         html! {
             h1 { "Audit log" }
             @match outcome {
-                Ok(n) => div.flash.ok role="status" { "Chain verified: " (n) " entries, each sealed to the one before (checked " (relative(at)) ")." },
+                Ok(n) => div.flash.ok role="status" { "Chain verified: " (n) " entries, each sealed to the one before (checked " (relative(at)) "; again at most once a minute)." },
                 Err(e) => div.flash.bad role="alert" { strong { "The chain does not verify. " } (e) },
             }
             p.sub { (length) " entries in all, newest first." }
@@ -986,7 +996,7 @@ pub(super) fn users(v: &Visitor, users: &[UserInfo], link: Option<&(String, Stri
         "Users",
         html! {
             h1 { "Users" }
-            p.sub { "People who sign in to this console. Their agent type is " code { "human" } "; what they do is recorded as " code { "console:NAME" } "." }
+            p.sub { "People who sign in to this console (global admins manage them). Their agent type is " code { "human" } "; what they do is recorded as " code { "console:NAME" } "." }
             @if let Some((name, url)) = link {
                 div.flash.ok role="status" {
                     p { strong { "Sign-in link for " (name) ". " } "It works once, for a short time; send it privately." }
