@@ -14,7 +14,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = os.environ.get("MEMHOST_CHROMIUM", "/usr/bin/chromium")
@@ -47,7 +47,20 @@ def navigating(d, act):
     this one: a form's answer arrives after the click returns."""
     old = d.find_element(By.TAG_NAME, "html")
     act()
-    WebDriverWait(d, 15).until(expected_conditions.staleness_of(old))
+
+    def replaced(_):
+        # Chromium reports a node of a page that is gone either as stale or
+        # as "does not belong to the document": both mean the page changed.
+        try:
+            old.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    WebDriverWait(d, 15).until(replaced)
+    WebDriverWait(d, 15).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
 
 
 def say(step, **fields):
