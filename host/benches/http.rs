@@ -362,7 +362,9 @@ fn set_cookie(headers: &hyper::HeaderMap) -> Option<String> {
 async fn console_session(dir: &Path, client: &mut Client) -> anyhow::Result<String> {
     let data = dir.join("data");
     let data_arg = data.to_str().unwrap_or_default();
-    if !memhost(&["users", "list", "--json", "--data", data_arg])?.contains("\"bench\"") {
+    let users: Vec<Value> =
+        serde_json::from_str(&memhost(&["users", "list", "--json", "--data", data_arg])?)?;
+    if !users.iter().any(|u| u["name"] == "bench") {
         memhost(&[
             "users", "create", "bench", "--role", "*=reader", "--data", data_arg,
         ])?;

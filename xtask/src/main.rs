@@ -553,20 +553,19 @@ fn serve(root: &Path, extra: &[String]) -> Result<()> {
     // ...and a person to sign in to the web console as, with a fresh
     // one-time link each run.
     let data_arg = data.to_str().context("the data directory is not UTF-8")?;
-    let (code, listed) = {
-        let out = Command::new(&bin)
-            .args(["users", "list", "--json", "--data", data_arg])
-            .output()
-            .context("running memhost users list")?;
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    };
-    if code && !listed.contains("\"name\": \"admin\"") {
-        run(Command::new(&bin).args([
-            "users", "create", "admin", "--role", "*=admin", "--data", data_arg,
-        ]))?;
+    // Made once, like the key; the marker says so.
+    let console_user = dev.join("console-user");
+    if !console_user.exists() {
+        // A refusal here is "already exists": the link below tells if not.
+        let made = Command::new(&bin)
+            .args([
+                "users", "create", "admin", "--role", "*=admin", "--data", data_arg,
+            ])
+            .status()
+            .context("running memhost users create")?;
+        if made.success() {
+            std::fs::write(&console_user, "admin\n")?;
+        }
     }
     let link = Command::new(&bin)
         .args(["login-link", "admin", "--valid", "1h", "--data", data_arg])

@@ -143,17 +143,46 @@ impl Bucket {
         }
         let first = !self.throttled;
         self.throttled = true;
+        Err(Refused {
+            retry_after: self.wait(per_second),
+            reason: reason.to_string(),
+            first,
+        })
+    }
+
+    /// Seconds until a token is there (at least 1).
+    fn wait(&self, per_second: f64) -> u64 {
         let wait = if per_second > 0.0 {
             (1.0 - self.tokens) / per_second
         } else {
             3600.0
         };
-        Err(Refused {
-            retry_after: (wait.ceil() as u64).max(1),
-            reason: reason.to_string(),
-            first,
-        })
+        (wait.ceil() as u64).max(1)
     }
+}
+
+/// The bucket of `key` in `map`, made full if new. The map holds at most
+/// [`MAX_SOURCES`]: past it, the keys that have fully recovered are
+/// forgotten first, then half of the rest rather than grow without bound.
+fn bucket_of<K: std::hash::Hash + Eq + Clone>(
+    map: &mut HashMap<K, Bucket>,
+    key: K,
+    per_second: f64,
+    burst: f64,
+) -> &mut Bucket {
+    if map.len() >= MAX_SOURCES && !map.contains_key(&key) {
+        map.retain(|_, b| {
+            b.refill(per_second, burst);
+            b.tokens < burst
+        });
+        if map.len() >= MAX_SOURCES {
+            let drop: Vec<K> = map.keys().step_by(2).cloned().collect();
+            for k in drop {
+                map.remove(&k);
+            }
+        }
+    }
+    map.entry(key).or_insert_with(|| Bucket::full(burst))
 }
 
 /// Most source addresses whose failures are remembered; beyond it, the
@@ -281,31 +310,11 @@ impl Limiter {
                 refused: Some(poisoned()),
             };
         };
-        if failures.len() >= MAX_SOURCES && !failures.contains_key(&source) {
-            failures.retain(|_, b| {
-                b.refill(per_second, burst);
-                b.tokens < burst
-            });
-            // Still full of active sources: forget half of them rather
-            // than grow without bound.
-            if failures.len() >= MAX_SOURCES {
-                let drop: Vec<IpAddr> = failures.keys().step_by(2).copied().collect();
-                for ip in drop {
-                    failures.remove(&ip);
-                }
-            }
-        }
-        let outcome = failures
-            .entry(source)
-            .or_insert_with(|| Bucket::full(burst))
-            .take(
-                per_second,
-                burst,
-                &format!(
-                    "too many failed authentications from {source}; at most {} per minute",
-                    self.settings.auth_failures_per_minute
-                ),
-            );
+        let outcome = bucket_of(&mut failures, source, per_second, burst).take(
+            per_second,
+            burst,
+            &self.failures_reason(source),
+        );
         drop(failures);
         // However many sources there are, at most this many failures per
         // second reach the audit log; the rest are counted in the log.
@@ -353,13 +362,17 @@ impl Limiter {
         let bucket = failures.get_mut(&source)?;
         bucket.refill(per_second, burst);
         (bucket.tokens < 1.0).then(|| Refused {
-            retry_after: (((1.0 - bucket.tokens) / per_second).ceil() as u64).max(1),
-            reason: format!(
-                "too many failed authentications from {source}; at most {} per minute",
-                self.settings.auth_failures_per_minute
-            ),
+            retry_after: bucket.wait(per_second),
+            reason: self.failures_reason(source),
             first: false,
         })
+    }
+
+    fn failures_reason(&self, source: IpAddr) -> String {
+        format!(
+            "too many failed authentications from {source}; at most {} per minute",
+            self.settings.auth_failures_per_minute
+        )
     }
 
     /// Take one of user `name`'s sign-in attempts before its password is
@@ -370,27 +383,17 @@ impl Limiter {
         let Ok(mut map) = self.sign_ins.lock() else {
             return Err(poisoned());
         };
-        if map.len() >= MAX_SOURCES && !map.contains_key(name) {
-            map.retain(|_, b| {
-                b.refill(SIGN_INS_PER_SECOND, SIGN_IN_BURST);
-                b.tokens < SIGN_IN_BURST
-            });
-            // Still full of names being guessed: forget half of them
-            // rather than grow without bound.
-            if map.len() >= MAX_SOURCES {
-                let drop: Vec<String> = map.keys().step_by(2).cloned().collect();
-                for n in drop {
-                    map.remove(&n);
-                }
-            }
-        }
-        map.entry(name.to_string())
-            .or_insert_with(|| Bucket::full(SIGN_IN_BURST))
-            .take(
-                SIGN_INS_PER_SECOND,
-                SIGN_IN_BURST,
-                &format!("too many failed sign-ins for \"{name}\"; try again later"),
-            )
+        bucket_of(
+            &mut map,
+            name.to_string(),
+            SIGN_INS_PER_SECOND,
+            SIGN_IN_BURST,
+        )
+        .take(
+            SIGN_INS_PER_SECOND,
+            SIGN_IN_BURST,
+            &format!("too many failed sign-ins for \"{name}\"; try again later"),
+        )
     }
 
     /// User `name` signed in: the attempt taken for it was not a failure.

@@ -279,6 +279,16 @@ impl Principal {
             .max()
     }
 
+    /// May this principal change or forget a memory of namespace `name`
+    /// written by agent `author`? A writer its own, an admin any.
+    pub fn may_change(&self, name: &str, author: &str) -> bool {
+        match self.role_in(name) {
+            Some(Role::Admin) => true,
+            Some(Role::Writer) => author == self.agent_id,
+            _ => false,
+        }
+    }
+
     /// Admin on `*`: server-wide operations.
     pub fn is_global_admin(&self) -> bool {
         self.grants

@@ -81,22 +81,29 @@ impl Service {
         }
     }
 
-    /// Put a new sealed `principals` row with its audit entry, in one
-    /// write.
-    pub(super) fn insert_principal_row<T: serde::Serialize>(
+    /// Put a sealed `principals` row with its audit entry, in one write;
+    /// `only_new`: leave an existing row alone and answer false.
+    pub(super) fn put_principal_row<T: serde::Serialize>(
         &self,
         row: Vec<u8>,
         value: &T,
         record: Record,
-    ) -> Result<(), ServiceError> {
+        only_new: bool,
+    ) -> Result<bool, ServiceError> {
         let sealed = super::seal_json(&*self.system_key()?, "principals", &row, value)?;
         let audit = self.audit.clone();
         let entry = self.store.write_blocking(move |txn, t| {
-            txn.put(t.principals, &row, &sealed, WriteFlags::NO_OVERWRITE)?;
-            audit.append(txn, t, &record)
+            if only_new && get_in(txn, t.principals, &row)?.is_some() {
+                return Ok(None);
+            }
+            txn.put(t.principals, &row, &sealed, WriteFlags::empty())?;
+            audit.append(txn, t, &record).map(Some)
         })?;
+        let Some(entry) = entry else {
+            return Ok(false);
+        };
         crate::audit::emit(&entry);
-        Ok(())
+        Ok(true)
     }
 
     fn load_key(&self, id: &str) -> Result<Option<ApiKey>, ServiceError> {

@@ -1226,6 +1226,15 @@ impl Service {
 /// Why `who` (a member of the item's namespace) may not vote on `item`,
 /// if it may not: it is the requester's agent, holds a key minted through
 /// the requester, or is of a type the requirement does not accept.
+/// Would a vote of `who` count on `item` now: open, not voted yet, not
+/// its requester's, of a type it accepts? (A namespace that counts only
+/// console users as `human` refuses keys besides, when the vote comes.)
+pub fn may_vote(who: &Principal, item: &PendingAction) -> bool {
+    item.open_at(model::now_ms())
+        && item.voted(&who.agent_id).is_none()
+        && not_a_voter(who, item).is_none()
+}
+
 fn not_a_voter(who: &Principal, item: &PendingAction) -> Option<ServiceError> {
     let id = item.id;
     if item.requester.agent_id == who.agent_id {

@@ -926,10 +926,7 @@ impl Service {
                 }
             }
             self.store
-                .write_blocking(move |txn, t| match txn.del(t.jobs, &index_key, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
-                    Err(e) => Err(e.into()),
-                })?;
+                .write_blocking(move |txn, t| del_in(txn, t.jobs, &index_key))?;
         }
         Ok(purged)
     }
@@ -982,7 +979,7 @@ impl Service {
         m: &Memory,
         action: &str,
     ) -> Result<(), ServiceError> {
-        if m.agent_id == who.agent_id || who.role_in(&ns.name) >= Some(Role::Admin) {
+        if who.may_change(&ns.name, &m.agent_id) {
             return Ok(());
         }
         let detail = format!(

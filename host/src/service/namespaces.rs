@@ -131,6 +131,16 @@ impl Service {
         open_json(&*self.system_key()?, "namespaces", &row, &sealed)
     }
 
+    /// The ids of the loaded embedders a new namespace may be bound to.
+    pub fn embedder_ids(&self) -> Vec<String> {
+        self.plugins
+            .snapshot()
+            .entries()
+            .filter(|e| e.info.manifest.kind == crate::plugins::PluginKind::Embedder)
+            .map(|e| e.info.manifest.id.clone())
+            .collect()
+    }
+
     /// Every namespace `who` holds a role on, by name.
     pub fn namespaces(&self, who: &Principal) -> Result<Vec<Namespace>, ServiceError> {
         let mut all = self.all_namespaces()?;

@@ -14,7 +14,8 @@ use crate::audit::Record;
 use crate::auth::sessions::{self, Session, SessionSettings, SignInLink};
 use crate::auth::users::{self, User, UserInfo};
 use crate::auth::{Grant, Principal};
-use crate::store::{StoreError, WriteFlags, get_in};
+use crate::crypto::DataKey;
+use crate::store::{StoreError, Tables, Transaction, WriteFlags, del_in, get_in};
 
 /// Why a sign-in or a session was not accepted. The browser is told only
 /// "not signed in"; the reason goes to the audit log.
@@ -63,6 +64,20 @@ pub struct SignedIn {
     pub user: User,
 }
 
+/// User `name` as it is inside `txn`.
+fn user_in(
+    txn: &impl Transaction,
+    t: &Tables,
+    system: &DataKey,
+    name: &str,
+) -> Result<Option<User>, StoreError> {
+    let row = users::row(name);
+    get_in(txn, t.principals, &row)?
+        .map(|s| super::open_json(system, "principals", &row, &s))
+        .transpose()
+        .map_err(|e| StoreError::Lmdb(e.to_string()))
+}
+
 impl Service {
     fn load_user(&self, name: &str) -> Result<Option<User>, ServiceError> {
         if !users::valid_name(name) {
@@ -91,28 +106,12 @@ impl Service {
     /// Write `user` (audited as `record`); `create`: refuse if the name is
     /// taken.
     fn put_user(&self, user: &User, record: Record, create: bool) -> Result<(), ServiceError> {
-        let row = users::row(&user.name);
-        let sealed = super::seal_json(&*self.system_key()?, "principals", &row, user)?;
-        let audit = self.audit.clone();
-        let flags = if create {
-            WriteFlags::NO_OVERWRITE
-        } else {
-            WriteFlags::empty()
-        };
-        let entry = self.store.write_blocking(move |txn, t| {
-            if create && get_in(txn, t.principals, &row)?.is_some() {
-                return Ok(None);
-            }
-            txn.put(t.principals, &row, &sealed, flags)?;
-            audit.append(txn, t, &record).map(Some)
-        })?;
-        let Some(entry) = entry else {
+        if !self.put_principal_row(users::row(&user.name), user, record, create)? {
             return Err(ServiceError::Conflict(format!(
                 "user \"{}\" already exists",
                 user.name
             )));
-        };
-        crate::audit::emit(&entry);
+        }
         Ok(())
     }
 
@@ -326,7 +325,8 @@ impl Service {
         let record = Record::by(who, "user.link")
             .target(name)
             .outcome("ok", Some(format!("valid {} s", valid_ms / 1000)));
-        self.insert_principal_row(sessions::link_row(&token), &link, record)?;
+        // 256 random bits: a fresh row.
+        self.put_principal_row(sessions::link_row(&token), &link, record, true)?;
         Ok((token, link.expires_at))
     }
 
@@ -370,12 +370,7 @@ impl Service {
             if link.expires_at <= now {
                 return Ok(Err(SignInFailure::BadLink));
             }
-            let user_row = users::row(&link.user);
-            let user: Option<User> = get_in(txn, t.principals, &user_row)?
-                .map(|s| super::open_json(&system, "principals", &user_row, &s))
-                .transpose()
-                .map_err(|e| StoreError::Lmdb(e.to_string()))?;
-            let Some(user) = user else {
+            let Some(user) = user_in(txn, t, &system, &link.user)? else {
                 return Ok(Err(SignInFailure::BadLink));
             };
             if user.disabled_at.is_some() {
@@ -450,15 +445,11 @@ impl Service {
         // The password took tens of milliseconds to check: the user is read
         // again inside the write, so a new password, a sign-out everywhere
         // or a disable meanwhile wins.
-        let (row, user_row) = (sessions::session_row(&token), users::row(&user.name));
+        let row = sessions::session_row(&token);
         let sealed = super::seal_json(&*self.system_key()?, "principals", &row, &session)?;
         let (system, audit, checked) = (self.system_key()?, self.audit.clone(), user.clone());
         let entry = self.store.write_blocking(move |txn, t| {
-            let now_user: Option<User> = get_in(txn, t.principals, &user_row)?
-                .map(|s| super::open_json(&system, "principals", &user_row, &s))
-                .transpose()
-                .map_err(|e| StoreError::Lmdb(e.to_string()))?;
-            let same = now_user.is_some_and(|u| {
+            let same = user_in(txn, t, &system, &checked.name)?.is_some_and(|u| {
                 u.password == checked.password
                     && u.disabled_at.is_none()
                     && u.session_epoch == checked.session_epoch
@@ -513,10 +504,7 @@ impl Service {
                 .is_some_and(|u| u.disabled_at.is_none() && session.epoch == u.session_epoch);
         let (true, Some(user)) = (good, user) else {
             self.store
-                .write_blocking(move |txn, t| match txn.del(t.principals, &row, None) {
-                    Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
-                    Err(e) => Err(e.into()),
-                })?;
+                .write_blocking(move |txn, t| del_in(txn, t.principals, &row))?;
             return Err(SignInFailure::NoSession);
         };
         if session.stale(now) {
@@ -539,10 +527,7 @@ impl Service {
         let record = Record::by(who, "console.sign-out");
         let audit = self.audit.clone();
         let entry = self.store.write_blocking(move |txn, t| {
-            match txn.del(t.principals, &row, None) {
-                Ok(()) | Err(lmdb::Error::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
+            del_in(txn, t.principals, &row)?;
             audit.append(txn, t, &record)
         })?;
         crate::audit::emit(&entry);
@@ -587,10 +572,7 @@ impl Service {
         if n > 0 {
             self.store.write_blocking(move |txn, t| {
                 for row in &dead {
-                    match txn.del(t.principals, row, None) {
-                        Ok(()) | Err(lmdb::Error::NotFound) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+                    del_in(txn, t.principals, row)?;
                 }
                 Ok(())
             })?;

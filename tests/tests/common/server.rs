@@ -217,6 +217,33 @@ pub fn curl_full(
     body: Option<&str>,
     headers: &[&str],
 ) -> Reply {
+    let auth = c.key.as_ref().map(|k| format!("authorization: Bearer {k}"));
+    let mut all: Vec<&str> = auth.iter().map(String::as_str).collect();
+    all.extend(headers);
+    let (status, headers, body) = curl_raw(
+        &c.addr,
+        method,
+        path,
+        &all,
+        body.map(|b| ("application/json", b)),
+    );
+    Reply {
+        status,
+        body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        headers,
+    }
+}
+
+/// One request with curl, as it is: (status, response headers, body).
+/// The body goes through stdin, with its content type: it may be larger
+/// than an argument.
+pub fn curl_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: Option<(&str, &str)>,
+) -> (u16, String, String) {
     let mut cmd = Command::new("curl");
     cmd.args([
         "-s",
@@ -229,37 +256,33 @@ pub fn curl_full(
         "-X",
         method,
     ])
-    .arg(format!("http://{}{path}", c.addr))
+    .arg(format!("http://{addr}{path}"))
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    if let Some(key) = &c.key {
-        cmd.args(["-H", &format!("authorization: Bearer {key}")]);
-    }
     for h in headers {
         cmd.args(["-H", h]);
     }
-    if body.is_some() {
-        // The body goes through stdin: it may be larger than an argument.
+    if let Some((content_type, _)) = body {
         cmd.args([
             "-H",
-            "content-type: application/json",
+            &format!("content-type: {content_type}"),
             "--data-binary",
             "@-",
         ]);
     }
     let mut child = cmd.spawn().expect("curl is needed for these tests");
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body.unwrap_or("").as_bytes());
+        let _ = stdin.write_all(body.map_or("", |(_, b)| b).as_bytes());
     }
     let out = child.wait_with_output().expect("curl did not finish");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    Reply {
-        status: status.trim().parse().unwrap_or(0),
-        body: serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        headers: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    (
+        status.trim().parse().unwrap_or(0),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        body.to_string(),
+    )
 }
 
 /// A global admin key for the data directory, created once (kept in the

@@ -89,23 +89,8 @@ impl Console {
             .flatten()
     }
 
-    /// The embedders the plugin set offers, for the new-namespace form.
-    async fn embedders(&self) -> Vec<String> {
-        self.plugin_status()
-            .await
-            .map(|s| {
-                s.plugins
-                    .into_iter()
-                    .filter(|p| p.kind == "embedder")
-                    .map(|p| p.id)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     pub(super) async fn create_namespace(&self, v: &Visitor, req: &Req) -> Response {
-        let settings = crate::service::NamespaceSettings {
-            policy: not_empty(req.f("policy")).unwrap_or_else(|| "allow".into()),
+        let mut settings = crate::service::NamespaceSettings {
             description: not_empty(req.f("description")),
             embedder: match req.f("embedder") {
                 "" | "default" => None,
@@ -113,6 +98,9 @@ impl Console {
             },
             ..crate::service::NamespaceSettings::default()
         };
+        if let Some(policy) = not_empty(req.f("policy")) {
+            settings.policy = policy;
+        }
         let (service, who) = (self.inner.service.clone(), v.who.clone());
         let name = req.f("name").trim().to_string();
         match blocking(move || service.create_namespace(&who, &name, settings)).await {
@@ -156,7 +144,13 @@ impl Console {
         match r {
             Ok((rows, waiting)) => html(
                 StatusCode::OK,
-                pages::overview(v, req.q("ok"), &rows, waiting, &self.embedders().await),
+                pages::overview(
+                    v,
+                    req.q("ok"),
+                    &rows,
+                    waiting,
+                    &self.inner.service.embedder_ids(),
+                ),
             ),
             Err(e) => error_page(Some(v), &e),
         }

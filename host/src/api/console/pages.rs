@@ -151,6 +151,16 @@ fn flash(ok: Option<&str>) -> Markup {
     html! { div class=(class) role="status" { (text) } }
 }
 
+/// A secret the page shows this once (a new key, a sign-in link).
+fn shown_once(headline: &str, note: &str, secret: &str) -> Markup {
+    html! {
+        div.flash.ok role="status" {
+            p { strong { (headline) } " " (note) }
+            div.secret { (secret) }
+        }
+    }
+}
+
 fn state(s: State) -> Markup {
     html! { span class={ "state state-" (s.as_str()) } { (s.as_str()) } }
 }
@@ -503,9 +513,7 @@ pub(super) fn memory(
     from: u32,
     to: u32,
 ) -> Markup {
-    let role = v.who.role_in(&m.namespace);
-    let may_change = role
-        .is_some_and(|r| r == Role::Admin || (r == Role::Writer && m.agent_id == v.who.agent_id));
+    let may_change = v.who.may_change(&m.namespace, &m.agent_id);
     let version = |n: u32| versions.iter().find(|x| x.version == n);
     layout(
         v,
@@ -651,7 +659,7 @@ pub(super) fn approval(
     let open = i.state == State::Pending;
     let own = i.requester.agent_id == v.who.agent_id;
     let voted = i.voted(&v.who.agent_id).is_some();
-    let may_vote = open && !own && !voted && i.accepts(&v.who.agent_type);
+    let may_vote = crate::service::approvals::may_vote(&v.who, i);
     let payload = a.payload.as_ref();
     let field = |path: &[&str]| -> Option<String> {
         let mut x = payload?;
@@ -948,10 +956,7 @@ pub(super) fn keys(v: &Visitor, keys: &[KeyInfo], created: Option<&(String, Stri
             h1 { "API keys" }
             p.sub { "Keys identify agents and command-line tools. You see the keys whose every role you could grant." }
             @if let Some((token, id)) = created {
-                div.flash.ok role="status" {
-                    p { strong { "Key " (id) " created. " } "Copy it now: it is shown once, never again." }
-                    div.secret { (token) }
-                }
+                (shown_once(&format!("Key {id} created."), "Copy it now: it is shown once, never again.", token))
             }
             div.table-wrap { table.stack {
                 thead { tr { th { "Id" } th { "Agent" } th { "Type" } th { "Roles" } th { "Created" } th { "Expires" } th { "Status" } th {} } }
@@ -998,10 +1003,7 @@ pub(super) fn users(v: &Visitor, users: &[UserInfo], link: Option<&(String, Stri
             h1 { "Users" }
             p.sub { "People who sign in to this console (global admins manage them). Their agent type is " code { "human" } "; what they do is recorded as " code { "console:NAME" } "." }
             @if let Some((name, url)) = link {
-                div.flash.ok role="status" {
-                    p { strong { "Sign-in link for " (name) ". " } "It works once, for a short time; send it privately." }
-                    div.secret { (url) }
-                }
+                (shown_once(&format!("Sign-in link for {name}."), "It works once, for a short time; send it privately.", url))
             }
             div.table-wrap { table.stack {
                 thead { tr { th { "Name" } th { "Roles" } th { "Password" } th { "Created" } th { "Status" } th {} } }
