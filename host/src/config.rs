@@ -13,6 +13,11 @@
 //! absolute_hours = 12              # ... and every session after this long
 //! link_minutes = 15                # one-time sign-in links work this long
 //!
+//! [oauth]                          # MCP clients sign in (see auth::oauth)
+//! access_minutes = 60              # access tokens last this long
+//! refresh_days = 30                # a refresh token this long (each refresh starts anew)
+//! redirect_uris = ["cursor://anysphere.cursor-mcp/oauth/callback"]  # besides loopback, Claude, ChatGPT
+//!
 //! [server.connections]             # see api::listener
 //! max_connections = 1024
 //! header_timeout_seconds = 10
@@ -58,6 +63,8 @@ pub struct HostConfig {
     pub limits: crate::auth::limits::LimitSettings,
     /// `[console]`: sessions and sign-in links of the web console.
     pub console: crate::auth::sessions::SessionSettings,
+    /// `[oauth]`: the authorization server MCP clients sign in with.
+    pub oauth: crate::auth::oauth::OAuthSettings,
 }
 
 /// `[store]`: the database.
@@ -162,6 +169,7 @@ impl HostConfig {
         config.server.connections.validate().map_err(err)?;
         config.server.public_url().map_err(err)?;
         config.console.validate().map_err(err)?;
+        config.oauth.validate().map_err(err)?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(dir) = &config.plugins.dir {
             config.plugins.dir = Some(base.join(dir));

@@ -170,7 +170,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             opts.data.root().display()
         );
     }
-    spawn_expiry_sweep(service.clone(), opts.config.console);
     spawn_instance_retirement(registry.clone());
     for worker in 0..INDEX_WORKERS {
         let indexer = service.clone();
@@ -182,7 +181,25 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let limiter = Arc::new(crate::auth::limits::Limiter::new(
         opts.config.limits.clone(),
     ));
-    let gate = crate::api::rest::auth::Gate::new(service.clone(), limiter.clone(), opts.no_auth);
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = opts
+        .config
+        .server
+        .public_url()
+        .map_err(anyhow::Error::msg)?;
+    let oauth =
+        crate::auth::oauth::AuthServer::new(public_url.as_deref(), addr, opts.config.oauth.clone())
+            .map_err(|e| anyhow::anyhow!("[oauth] enabled = true, but {e}"))?
+            .map(Arc::new);
+    if let Some(server) = &oauth {
+        tracing::info!(issuer = %server.issuer, resource = %server.resource, "OAuth for MCP clients is on");
+    }
+    let gate = crate::api::rest::auth::Gate::new(service.clone(), limiter.clone(), opts.no_auth)
+        .with_oauth(oauth.clone());
+    spawn_expiry_sweep(service.clone(), opts.config.console, oauth.clone());
     let mcp = crate::api::mcp::route(
         service.clone(),
         gate.clone(),
@@ -231,17 +248,23 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let metrics = crate::api::rest::metrics(service.clone(), gate.clone());
     let console = {
         let r = reloader.clone();
-        crate::api::console::routes(crate::api::console::Console::new(
-            service.clone(),
-            opts.config.console,
-            opts.config
-                .server
-                .public_url()
-                .map_err(anyhow::Error::msg)?,
-            limiter.clone(),
-            opts.data.plugin_status(),
-            Arc::new(move || r.reload()),
-        ))
+        crate::api::console::routes(
+            crate::api::console::Console::new(
+                service.clone(),
+                opts.config.console,
+                public_url.clone(),
+                limiter.clone(),
+                opts.data.plugin_status(),
+                Arc::new(move || r.reload()),
+            )
+            .with_oauth(oauth.clone()),
+        )
+    };
+    let oauth_routes = match &oauth {
+        Some(server) => crate::api::oauth::routes(service.clone(), server.clone(), limiter.clone()),
+        None => warp::any()
+            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+            .boxed(),
     };
     let routes = warp::path::full()
         .and(
@@ -254,6 +277,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 .or(mcp)
                 .unify()
                 .or(console)
+                .unify()
+                .or(oauth_routes)
                 .unify()
                 .or(crate::api::rest::routes(service, gate))
                 .unify(),
@@ -269,10 +294,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tracing::debug!(method = %info.method(), path, status = info.status().as_u16(), "request");
     }));
 
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.listen))?;
-    let addr = listener.local_addr()?;
     tracing::info!(
         "memhost {} listening on http://{addr}",
         env!("CARGO_PKG_VERSION")
@@ -372,6 +393,7 @@ const LEFTOVERS_EVERY: u32 = 60;
 fn spawn_expiry_sweep(
     service: crate::service::Service,
     sessions: crate::auth::sessions::SessionSettings,
+    oauth: Option<Arc<crate::auth::oauth::AuthServer>>,
 ) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PURGE_INTERVAL);
@@ -397,6 +419,14 @@ fn spawn_expiry_sweep(
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "purging ended console sessions failed"),
                 Err(e) => tracing::warn!(error = %e, "purging ended console sessions panicked"),
+            }
+            if let Some(server) = oauth.clone() {
+                let s = service.clone();
+                match tokio::task::spawn_blocking(move || s.purge_oauth(&server)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "purging spent OAuth rows failed"),
+                    Err(e) => tracing::warn!(error = %e, "purging spent OAuth rows panicked"),
+                }
             }
             let s = service.clone();
             match tokio::task::spawn_blocking(move || s.sweep_approvals()).await {

@@ -286,6 +286,91 @@ def scenario_screens(a):
     say("screens", shots=shots)
 
 
+def scenario_consent(a):
+    """A hosted client's page on another site sends the person to the
+    consent page (already signed in: the hop brings the session along),
+    they share one namespace read-only and press Allow with the keyboard;
+    the client's callback gets the code, which the client exchanges."""
+    import base64
+    import hashlib
+    import http.server
+    import secrets
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    seen = {}
+
+    class Site(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.startswith("/cb"):
+                seen["callback"] = self.path
+                body = b"<!doctype html><title>Connected</title><h1>Connected</h1>"
+            else:
+                body = f'<!doctype html><title>Client</title><a id="go" href="{seen["authorize"]}">Connect memhost</a>'.encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    port = site.server_address[1]
+    base = a["base"]
+    redirect = f"http://127.0.0.1:{port}/cb"
+    reg = urllib.request.Request(
+        base + "/oauth/register",
+        data=json.dumps({"client_name": "Browser test client", "redirect_uris": [redirect]}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    client_id = json.load(urllib.request.urlopen(reg))["client_id"]
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    seen["authorize"] = base + "/console/oauth/authorize?" + urllib.parse.urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect, "state": "s1",
+        "code_challenge": challenge, "code_challenge_method": "S256",
+        "resource": base + "/mcp", "scope": "memory:read memory:write",
+    })
+    d = browser()
+    try:
+        say("signed_in", **sign_in(d, base, a["user"], a["password"]))
+        # The client's page is on another site (localhost, not 127.0.0.1).
+        d.get(f"http://localhost:{port}/")
+        navigating(d, d.find_element(By.ID, "go").click)
+        WebDriverWait(d, 15).until(lambda d: has(d, "form select"))
+        selects = {
+            e.get_attribute("name"): [o.get_attribute("value") for o in e.find_elements(By.TAG_NAME, "option")]
+            for e in d.find_elements(By.CSS_SELECTOR, "form select")
+        }
+        say("consent", **page(d), host=text(d, ".host"), selects=selects,
+            scopes=[e.text for e in d.find_elements(By.CSS_SELECTOR, ".consent ul li")])
+        os.makedirs(a["out"], exist_ok=True)
+        d.save_screenshot(os.path.join(a["out"], "consent.png"))
+        from selenium.webdriver.support.ui import Select
+        Select(d.find_element(By.NAME, "role:home")).select_by_value("reader")
+        Select(d.find_element(By.NAME, "role:other")).select_by_value("none")
+        # The keyboard: Tab from the last choice reaches Allow; Enter.
+        d.find_element(By.NAME, "role:other").send_keys(Keys.TAB)
+        focused = d.switch_to.active_element
+        say("focus", text=focused.text, value=focused.get_attribute("value"))
+        navigating(d, lambda: focused.send_keys(Keys.ENTER))
+        WebDriverWait(d, 15).until(lambda d: "callback" in seen)
+        say("callback", url=d.current_url, path=seen["callback"])
+        code = urllib.parse.parse_qs(urllib.parse.urlparse(seen["callback"]).query)["code"][0]
+        form = urllib.parse.urlencode({
+            "grant_type": "authorization_code", "client_id": client_id, "code": code,
+            "redirect_uri": redirect, "code_verifier": verifier, "resource": base + "/mcp",
+        }).encode()
+        tokens = json.load(urllib.request.urlopen(urllib.request.Request(base + "/oauth/token", data=form)))
+        say("tokens", **tokens)
+    finally:
+        d.quit()
+        site.shutdown()
+
+
 if __name__ == "__main__":
     scenario, inputs = sys.argv[1], json.loads(sys.argv[2])
     globals()["scenario_" + scenario](inputs)

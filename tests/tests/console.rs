@@ -10,12 +10,12 @@
 //! are rate-limited per user and audited, oversized forms refused.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::common::people::*;
 use crate::common::root;
 use crate::common::server::*;
 
@@ -40,33 +40,6 @@ fn browse(scenario: &str, inputs: Value) -> HashMap<String, Value> {
     crate::common::steps(&out, &format!("the browser scenario {scenario}"))
 }
 
-/// `memhost users create NAME --role …`, with a password on stdin if given.
-fn create_user(data: &Path, name: &str, roles: &[&str], password: Option<&str>) {
-    let mut cmd = Command::new(memhost_bin());
-    cmd.args(["users", "create", name, "--data", data.to_str().unwrap()]);
-    for r in roles {
-        cmd.args(["--role", r]);
-    }
-    if password.is_some() {
-        cmd.arg("--password");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(p) = password {
-        writeln!(child.stdin.take().unwrap(), "{p}").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A one-time sign-in link for `name`, working for `valid`.
 fn login_link(s: &Setup, name: &str, valid: &str) -> String {
     let (code, out, err) = memhost(&[
@@ -88,44 +61,12 @@ fn login_link(s: &Setup, name: &str, valid: &str) -> String {
     link
 }
 
-/// A request to the console with curl, a form as its body if given.
-fn console(addr: &str, method: &str, path: &str, headers: &[&str], form: Option<&str>) -> Reply {
-    let (status, headers, body) = curl_raw(
-        addr,
-        method,
-        path,
-        headers,
-        form.map(|f| ("application/x-www-form-urlencoded", f)),
-    );
-    Reply {
-        status,
-        body: Value::String(body),
-        headers,
-    }
-}
-
-/// `pairs` as a browser encodes a form.
-fn form(pairs: &[(&str, &str)]) -> String {
-    serde_urlencoded::to_string(pairs).unwrap()
-}
-
 fn cookie_header(cookie: &Value) -> String {
     format!(
         "cookie: {}={}",
         cookie["name"].as_str().unwrap(),
         cookie["value"].as_str().unwrap()
     )
-}
-
-fn body(r: &Reply) -> &str {
-    r.body.as_str().unwrap_or("")
-}
-
-fn audit_of(s: &Setup, action: &str) -> Vec<Value> {
-    audit_entries(&s.admin)
-        .into_iter()
-        .filter(|e| e["action"] == action)
-        .collect()
 }
 
 #[test]
@@ -602,33 +543,6 @@ fn a_writer_stores_changes_and_forgets_in_the_browser_under_the_same_governance(
     }
 }
 
-/// The sign-in form as a browser sends it: its page first (for the
-/// form's cookie and token), then the POST.
-fn sign_in_post(addr: &str, user: &str, password: &str) -> Reply {
-    let page = console(addr, "GET", "/console/login", &[], None);
-    let cookie = page.header("set-cookie").unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_string();
-    let token = body(&page)
-        .split("name=\"signin\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    console(
-        addr,
-        "POST",
-        "/console/login",
-        &[&format!("cookie: {cookie}")],
-        Some(&form(&[
-            ("signin", token.as_str()),
-            ("user", user),
-            ("password", password),
-        ])),
-    )
-}
-
 #[test]
 fn failed_sign_ins_are_rate_limited_per_user_and_audited() {
     let s = setup_plugins(&["redact-pii"], "", &[], &[]);
@@ -985,4 +899,88 @@ fn sessions_end_when_their_user_is_disabled_signed_out_or_given_a_new_password()
     assert!(service.session(&fresh, &settings).is_ok());
     assert!(service.session(&fresh_ben, &settings).is_ok());
     assert_eq!(service.purge_sessions(&settings).unwrap(), 0);
+}
+
+#[test]
+fn a_person_allows_a_connector_on_the_consent_page_with_the_keyboard() {
+    let s = setup_plugins(
+        &["redact-pii"],
+        "",
+        &[],
+        &[
+            r#"{"name": "home", "embedder": "none"}"#,
+            r#"{"name": "other", "embedder": "none"}"#,
+        ],
+    );
+    create_user(
+        &s.data,
+        "erin",
+        &["home=writer", "other=reader"],
+        Some("erin's long password"),
+    );
+    let base = format!("http://{}", s.server.addr);
+    let out = browse(
+        "consent",
+        json!({
+            "base": base,
+            "user": "erin",
+            "password": "erin's long password",
+            "out": root().join("target/consent-screenshots"),
+        }),
+    );
+    // Signed in before; coming back from the client's site, the consent
+    // page shows at once (no second sign-in), naming where the answer goes.
+    let consent = &out["consent"];
+    assert!(
+        consent["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{base}/console/oauth/authorize?")),
+        "{consent}"
+    );
+    assert_eq!(
+        consent["h1"], "Allow Browser test client to use your memories?",
+        "{consent}"
+    );
+    assert_eq!(consent["host"], "127.0.0.1");
+    assert_eq!(
+        consent["selects"]["role:home"],
+        json!(["none", "reader", "writer"])
+    );
+    assert_eq!(consent["selects"]["role:other"], json!(["none", "reader"]));
+    assert_eq!(
+        out["focus"]["value"], "allow",
+        "Tab from the choices reaches Allow"
+    );
+    // The client's callback got a code, the state and this issuer.
+    let callback = out["callback"]["path"].as_str().unwrap();
+    let query: HashMap<String, String> =
+        serde_urlencoded::from_str(callback.split_once('?').unwrap().1).unwrap();
+    assert_eq!(query["state"], "s1");
+    assert_eq!(query["iss"], base);
+    // The token carries what erin chose: home, read-only; other not at all.
+    let tokens = &out["tokens"];
+    assert_eq!(tokens["token_type"], "Bearer");
+    let agent = Client::new(&s.server.addr, tokens["access_token"].as_str());
+    let listed = mcp(
+        &agent,
+        "tools/call",
+        Some("memory_list"),
+        json!({"name": "memory_list", "arguments": {"namespace": "home"}}),
+    );
+    assert_eq!(listed["isError"], false, "{listed}");
+    let stored = mcp(
+        &agent,
+        "tools/call",
+        Some("memory_store"),
+        json!({"name": "memory_store", "arguments": {"namespace": "home", "content": "x"}}),
+    );
+    assert_eq!(stored["isError"], true, "reader only: {stored}");
+    let other = mcp(
+        &agent,
+        "tools/call",
+        Some("memory_list"),
+        json!({"name": "memory_list", "arguments": {"namespace": "other"}}),
+    );
+    assert_eq!(other["isError"], true, "not shared: {other}");
 }

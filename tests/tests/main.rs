@@ -22,6 +22,7 @@ mod load_checks;
 mod master_key;
 mod mcp;
 mod metrics;
+mod oauth;
 mod plugin_kinds;
 mod plugin_new;
 mod plugin_output;

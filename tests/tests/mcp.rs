@@ -12,7 +12,8 @@ use crate::common::root;
 use crate::common::server::*;
 use serde_json::Value;
 
-fn python() -> std::path::PathBuf {
+/// The Python of `target/py-mcp`, where the MCP SDK is installed.
+pub(crate) fn python() -> std::path::PathBuf {
     let p = root().join("target/py-mcp/bin/python");
     assert!(
         p.exists(),

@@ -4,6 +4,7 @@
 pub mod console;
 pub mod listener;
 pub mod mcp;
+pub mod oauth;
 pub mod rest;
 
 /// A request path as a metrics label: its route template, one of the
@@ -15,6 +16,10 @@ pub fn route_label(path: &str) -> &'static str {
         "/ready" => "/ready",
         "/metrics" => "/metrics",
         p if p == "/console" || p.starts_with("/console/") => "/console",
+        p if p.starts_with("/.well-known/") => "/.well-known",
+        "/oauth/register" => "/oauth/register",
+        "/oauth/token" => "/oauth/token",
+        "/oauth/revoke" => "/oauth/revoke",
         p => rest::openapi::route_template(p).unwrap_or("other"),
     }
 }

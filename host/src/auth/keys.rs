@@ -140,6 +140,7 @@ impl ApiKey {
                 f.minted_by.clone()
             },
             idempotency_key: None,
+            scopes: None,
             _slot: None,
         }
     }

@@ -201,6 +201,8 @@ pub struct Limiter {
     over_cap: Mutex<std::collections::HashSet<String>>,
     /// Failed console sign-ins per user name.
     sign_ins: Mutex<HashMap<String, Bucket>>,
+    /// OAuth client registrations per source address.
+    registrations: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
 /// One request in flight for a key; dropping it frees the place.
@@ -234,7 +236,24 @@ impl Limiter {
             audited_failures: Mutex::new(Bucket::full(AUDITED_FAILURES_PER_SECOND * 10.0)),
             over_cap: Mutex::new(std::collections::HashSet::new()),
             sign_ins: Mutex::new(HashMap::new()),
+            registrations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Take one of `source`'s OAuth client registrations: `per_hour`,
+    /// all at once at most (registering is anonymous, and each keeps a
+    /// row until it expires).
+    pub fn registration(&self, source: IpAddr, per_hour: u32) -> Result<(), Refused> {
+        let source = source_of(source);
+        let Ok(mut map) = self.registrations.lock() else {
+            return Err(poisoned());
+        };
+        let (per_second, burst) = (f64::from(per_hour) / 3600.0, f64::from(per_hour));
+        bucket_of(&mut map, source, per_second, burst).take(
+            per_second,
+            burst,
+            &format!("too many client registrations from {source}; at most {per_hour} an hour"),
+        )
     }
 
     /// The rate for a key: its own, else its strongest role's, else the default.

@@ -1,4 +1,4 @@
-//! Identity and access: API keys and console sessions → [`Principal`] (agent id, agent type,
+//! Identity and access: API keys, console sessions and OAuth access tokens → [`Principal`] (agent id, agent type,
 //! roles per namespace pattern), the role rules, and request limits.
 //!
 //! | role | may |
@@ -18,6 +18,7 @@
 
 pub mod keys;
 pub mod limits;
+pub mod oauth;
 pub mod sessions;
 pub mod users;
 
@@ -202,6 +203,9 @@ pub struct Principal {
     /// Request-scoped: the `Idempotency-Key` the request carried. A
     /// retried change that a policy held returns the same approval.
     pub idempotency_key: Option<String>,
+    /// The OAuth scopes of an access token (`None` for every other
+    /// credential: its roles are the whole story).
+    pub scopes: Option<Vec<oauth::Scope>>,
     /// Held for the length of the request (the per-key concurrency cap).
     pub(crate) _slot: Option<Arc<limits::Slot>>,
 }
@@ -216,6 +220,7 @@ impl Principal {
             expires_at: None,
             minted_by: Vec::new(),
             idempotency_key: None,
+            scopes: None,
             _slot: None,
         }
     }

@@ -11,6 +11,7 @@ mod error;
 mod limits;
 mod linker;
 mod outbound;
+pub use outbound::fetch_public;
 mod output;
 mod store;
 

@@ -175,6 +175,98 @@ impl Body for Paced {
     }
 }
 
+/// GET a small public document over `https` for the host itself (an
+/// OAuth client's metadata document), with the care plugin egress takes:
+/// the name is resolved once and every address it gives must be public
+/// (no loopback, private, link-local or metadata address), the connection
+/// goes to those addresses, the certificate is checked, redirects are not
+/// followed, the answer must be `200` and at most `max_bytes`, and the
+/// whole exchange ends within `within`.
+pub async fn fetch_public(
+    url: &str,
+    max_bytes: usize,
+    within: Duration,
+) -> Result<Vec<u8>, String> {
+    tokio::time::timeout(within, fetch_public_inner(url, max_bytes))
+        .await
+        .map_err(|_| format!("no answer within {} s", within.as_secs_f64()))?
+}
+
+async fn fetch_public_inner(url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+    let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
+    if uri.scheme_str() != Some("https") {
+        return Err("only https URLs are fetched".into());
+    }
+    let host = uri
+        .host()
+        .ok_or("the URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    if let Some(a) = addrs.iter().find(|a| super::egress::is_special(a.ip())) {
+        return Err(format!(
+            "{host} resolves to {}, a loopback, private or otherwise special address: refused",
+            a.ip()
+        ));
+    }
+    let tcp = tokio::net::TcpStream::connect(addrs.as_slice())
+        .await
+        .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| format!("{host} is not a TLS server name"))?;
+    let config = TLS.as_ref().map_err(Clone::clone)?.clone();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {host} failed: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("HTTP with {host} failed: {e}"))?;
+    tokio::spawn(connection);
+    let request = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            http::header::HOST,
+            uri.authority().map_or(host.as_str(), |a| a.as_str()),
+        )
+        .header(http::header::ACCEPT, "application/json")
+        .header(
+            http::header::USER_AGENT,
+            concat!("memhost/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP with {host} failed: {e}"))?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!(
+            "{host} answered {} (redirects are not followed)",
+            response.status().as_u16()
+        ));
+    }
+    let mut body = response.into_body();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading from {host} failed: {e}"))?;
+        if let Some(data) = frame.data_ref() {
+            if out.len() + data.len() > max_bytes {
+                return Err(format!("the document is larger than {max_bytes} bytes"));
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

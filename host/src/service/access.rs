@@ -8,7 +8,7 @@ use crate::audit::{Broken, Entry, Record};
 use crate::auth::keys::{self, ApiKey, KeyFields, KeyInfo, KeyState, Rate, Revocation};
 use crate::auth::limits::Audited;
 use crate::auth::{Grant, Principal, Role};
-use crate::store::{StoreError, WriteFlags, get_in, rows_in};
+use crate::store::{StoreError, WriteFlags, del_in, get_in, rows_in};
 
 /// A key to create, as an admin sends it.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -38,15 +38,23 @@ pub enum AuthFailure {
     /// Not `Bearer mhk_…`.
     #[error("the Authorization header is not Bearer with a memhost key")]
     Malformed,
-    /// No key with that id, or the secret does not match.
-    #[error("unknown API key")]
+    /// No key with that id, or the secret does not match (or no such
+    /// access token).
+    #[error("unknown API key or token")]
     Unknown(Option<String>),
     /// Revoked.
-    #[error("the API key was revoked")]
+    #[error("the API key or token was revoked")]
     Revoked(String),
     /// Expired.
-    #[error("the API key has expired")]
+    #[error("the API key or token has expired")]
     Expired(String),
+    /// An access token issued for another resource (RFC 8707): another
+    /// `public_url`.
+    #[error("the access token was issued for another resource")]
+    WrongResource(String),
+    /// An OAuth access token where only keys are taken (`/v1`).
+    #[error("an OAuth access token is for /mcp only; /v1 takes API keys")]
+    NotHere,
     /// The store failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -57,10 +65,25 @@ impl AuthFailure {
     pub fn key_id(&self) -> Option<&str> {
         match self {
             AuthFailure::Unknown(id) => id.as_deref(),
-            AuthFailure::Revoked(id) | AuthFailure::Expired(id) => Some(id),
+            AuthFailure::Revoked(id)
+            | AuthFailure::Expired(id)
+            | AuthFailure::WrongResource(id) => Some(id),
             _ => None,
         }
     }
+}
+
+/// The sealed `principals` row `row` as it is inside `txn`, opened.
+pub(super) fn sealed_in<T: serde::de::DeserializeOwned>(
+    txn: &impl crate::store::Transaction,
+    t: &crate::store::Tables,
+    system: &crate::crypto::DataKey,
+    row: &[u8],
+) -> Result<Option<T>, StoreError> {
+    get_in(txn, t.principals, row)?
+        .map(|s| super::open_json(system, "principals", row, &s))
+        .transpose()
+        .map_err(|e| StoreError::Lmdb(e.to_string()))
 }
 
 impl Service {
@@ -104,6 +127,40 @@ impl Service {
         };
         crate::audit::emit(&entry);
         Ok(true)
+    }
+
+    /// The sealed `principals` rows under `prefix` that `over` says can
+    /// no longer be used.
+    pub(super) fn dead_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &'static [u8],
+        over: impl Fn(&T) -> bool,
+    ) -> Result<Vec<Vec<u8>>, ServiceError> {
+        let key = self.system_key()?;
+        let mut dead = Vec::new();
+        for (row, sealed) in self
+            .store
+            .rows(|t| t.principals, prefix, |k| k.starts_with(prefix))?
+        {
+            if over(&super::open_json(&key, "principals", &row, &sealed)?) {
+                dead.push(row);
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Delete `rows` of `principals` in one write; how many.
+    pub(super) fn delete_principal_rows(&self, rows: Vec<Vec<u8>>) -> Result<usize, ServiceError> {
+        let n = rows.len();
+        if n > 0 {
+            self.store.write_blocking(move |txn, t| {
+                for row in &rows {
+                    del_in(txn, t.principals, row)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(n)
     }
 
     fn load_key(&self, id: &str) -> Result<Option<ApiKey>, ServiceError> {

@@ -28,6 +28,7 @@ pub use memories::{LIST_SCAN_BUDGET, MAX_TTL_SECONDS};
 pub use namespaces::MAX_DESCRIPTION;
 pub mod model;
 mod namespaces;
+pub mod oauth;
 pub mod operations;
 pub mod people;
 pub mod recall;

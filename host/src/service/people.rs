@@ -71,11 +71,7 @@ fn user_in(
     system: &DataKey,
     name: &str,
 ) -> Result<Option<User>, StoreError> {
-    let row = users::row(name);
-    get_in(txn, t.principals, &row)?
-        .map(|s| super::open_json(system, "principals", &row, &s))
-        .transpose()
-        .map_err(|e| StoreError::Lmdb(e.to_string()))
+    super::access::sealed_in(txn, t, system, &users::row(name))
 }
 
 impl Service {
@@ -538,45 +534,19 @@ impl Service {
     /// expired, signed out everywhere, their user disabled or gone); how
     /// many.
     pub fn purge_sessions(&self, settings: &SessionSettings) -> Result<usize, ServiceError> {
-        let system = self.system_key()?;
         let now = model::now_ms();
-        let mut dead = Vec::new();
-        for (row, sealed) in
-            self.store
-                .rows(|t| t.principals, b"link/", |k| k.starts_with(b"link/"))?
-        {
-            let link: SignInLink = super::open_json(&system, "principals", &row, &sealed)?;
-            if link.expires_at <= now {
-                dead.push(row);
-            }
-        }
+        let mut dead = self.dead_rows(b"link/", |link: &SignInLink| link.expires_at <= now)?;
         let users: std::collections::HashMap<String, User> = self
             .all_users()?
             .into_iter()
             .map(|u| (u.name.clone(), u))
             .collect();
-        for (row, sealed) in self.store.rows(
-            |t| t.principals,
-            b"session/",
-            |k| k.starts_with(b"session/"),
-        )? {
-            let session: Session = super::open_json(&system, "principals", &row, &sealed)?;
+        dead.extend(self.dead_rows(b"session/", |session: &Session| {
             let user_ended = users
                 .get(&session.user)
                 .is_none_or(|u| u.disabled_at.is_some() || session.epoch != u.session_epoch);
-            if user_ended || session.state(settings, now).is_err() {
-                dead.push(row);
-            }
-        }
-        let n = dead.len();
-        if n > 0 {
-            self.store.write_blocking(move |txn, t| {
-                for row in &dead {
-                    del_in(txn, t.principals, row)?;
-                }
-                Ok(())
-            })?;
-        }
-        Ok(n)
+            user_ended || session.state(settings, now).is_err()
+        })?);
+        self.delete_principal_rows(dead)
     }
 }

@@ -2,6 +2,7 @@
 //! directory, and a log capture for asserting what the host logged.
 #![allow(dead_code)]
 
+pub mod people;
 pub mod server;
 
 use std::io::Write;

@@ -427,13 +427,25 @@ pub fn setup_in(
 }
 
 /// Call an MCP tool with a plain JSON-RPC request (stateless Streamable
-/// HTTP, protocol 2026-07-28), as `c`, on `/mcp?profile=admin`.
+/// HTTP, protocol 2026-07-28), as `c`, on `/mcp?profile=admin`: its result.
 pub fn mcp(
     c: &Client,
     method: &str,
     name: Option<&str>,
     params: serde_json::Value,
 ) -> serde_json::Value {
+    let r = mcp_request(c, method, name, params);
+    assert_eq!(r.status, 200, "{method} {name:?}: {}", r.body);
+    r.body["result"].clone()
+}
+
+/// [`mcp`]'s request, answered as it is.
+pub fn mcp_request(
+    c: &Client,
+    method: &str,
+    name: Option<&str>,
+    params: serde_json::Value,
+) -> Reply {
     let body = serde_json::json!({
         "jsonrpc": "2.0", "id": 1, "method": method,
         "params": {
@@ -456,15 +468,21 @@ pub fn mcp(
         headers.push(format!("mcp-name: {n}"));
     }
     let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
-    let r = curl_full(
+    curl_full(
         c,
         "POST",
         "/mcp?profile=admin",
         Some(&body.to_string()),
         &headers,
-    );
-    assert_eq!(r.status, 200, "{method} {name:?}: {}", r.body);
-    r.body["result"].clone()
+    )
+}
+
+/// The audit entries of `action`, oldest first.
+pub fn audit_of(s: &Setup, action: &str) -> Vec<serde_json::Value> {
+    audit_entries(&s.admin)
+        .into_iter()
+        .filter(|e| e["action"] == action)
+        .collect()
 }
 
 /// Every audit entry, oldest first, as `admin` (a global admin) reads

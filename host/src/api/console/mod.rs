@@ -30,6 +30,7 @@
 //! | `POST /console/sign-out`, `/console/sign-out-everywhere` | end this session, or all of yours |
 
 mod actions;
+mod consent;
 mod pages;
 
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ const CSS: &str = include_str!("console.css");
 #[derive(Clone)]
 pub struct Console {
     inner: Arc<Inner>,
+    /// The authorization server whose consent page is here, when OAuth is on.
+    oauth: Option<Arc<crate::auth::oauth::AuthServer>>,
 }
 
 struct Inner {
@@ -122,7 +125,14 @@ impl Console {
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
             }),
+            oauth: None,
         }
+    }
+
+    /// This console with the consent page of `server` (OAuth on).
+    pub fn with_oauth(mut self, server: Option<Arc<crate::auth::oauth::AuthServer>>) -> Console {
+        self.oauth = server;
+        self
     }
 
     /// A turn at Argon2id work, or the page saying the server is busy.
@@ -207,6 +217,8 @@ struct Req {
     method: Method,
     segs: Vec<String>,
     query: HashMap<String, String>,
+    /// The query string as sent (for the way back after signing in).
+    raw_query: String,
     cookies: HashMap<String, String>,
     origin: Option<String>,
     fetch_site: Option<String>,
@@ -276,6 +288,7 @@ pub fn routes(console: Console) -> warp::filters::BoxedFilter<(Response,)> {
                             .map(percent_decode)
                             .collect(),
                         query: pairs(query.as_bytes()),
+                        raw_query: query,
                         cookies: cookies(cookie.as_deref().unwrap_or("")),
                         origin,
                         fetch_site,
@@ -293,17 +306,20 @@ pub fn routes(console: Console) -> warp::filters::BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// The console's content security policy: no script, forms only to
+/// itself, never framed. (The consent page also lets its form lead to the
+/// client's redirect origin.)
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// Headers every console answer carries.
 fn harden(r: &mut Response) {
     let h = r.headers_mut();
     let set = |h: &mut warp::http::HeaderMap, name: &'static str, value: &'static str| {
         h.insert(name, HeaderValue::from_static(value));
     };
-    set(
-        h,
-        "content-security-policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
+    if !h.contains_key("content-security-policy") {
+        set(h, "content-security-policy", CSP);
+    }
     set(h, "x-frame-options", "DENY");
     set(h, "x-content-type-options", "nosniff");
     set(h, "referrer-policy", "same-origin");
@@ -430,6 +446,12 @@ impl Console {
             (true, _, ["login"]) => return self.sign_in_form(&req, None, StatusCode::OK),
             (_, true, ["login"]) => return self.sign_in_password(&req).await,
             (true, _, ["link", token]) => return self.link_form(&req, token).await,
+            (true, _, ["oauth", "authorize"]) if self.needs_hop(&req) => {
+                return html(
+                    StatusCode::OK,
+                    pages::hop(&format!("/console/oauth/authorize?{}", req.raw_query)),
+                );
+            }
             (_, true, ["link", token]) => return self.use_link(&req, token).await,
             _ => {}
         }
@@ -475,6 +497,8 @@ impl Console {
             (true, ["account", "password"]) => self.change_password(v, &req).await,
             (true, ["sign-out"]) => self.sign_out(v).await,
             (true, ["sign-out-everywhere"]) => self.sign_out_everywhere(v).await,
+            (false, ["oauth", "authorize"]) => self.authorize(v, &req).await,
+            (true, ["oauth", "authorize"]) => self.decide(v, &req).await,
             _ => refuse(
                 Some(v),
                 StatusCode::NOT_FOUND,
@@ -487,8 +511,10 @@ impl Console {
     /// The signed-in visitor, or the way to the sign-in page.
     async fn visitor(&self, req: &Req) -> Result<Visitor, Response> {
         let to_sign_in = || {
-            let next = if req.method == Method::GET {
+            let next = if req.method == Method::GET && req.raw_query.is_empty() {
                 format!("/console/{}", req.segs.join("/"))
+            } else if req.method == Method::GET {
+                format!("/console/{}?{}", req.segs.join("/"), req.raw_query)
             } else {
                 "/console".into()
             };
@@ -777,14 +803,17 @@ impl Console {
     }
 }
 
-/// A `next` that stays inside the console (never another site).
+/// A `next` that stays inside the console (never another site). Its
+/// query may carry anything percent-encoded (an authorization request's
+/// redirect URI).
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with("/console")
-                && !n.starts_with("/console/login")
-                && !n.contains("//")
-                && !n.contains('\\')
+    let path = next.map(|n| n.split('?').next().unwrap_or(""));
+    match (next, path) {
+        (Some(n), Some(path))
+            if path.starts_with("/console")
+                && !path.starts_with("/console/login")
+                && !path.contains("//")
+                && !path.contains('\\')
                 && n.chars().all(|c| c.is_ascii_graphic()) =>
         {
             n.to_string()

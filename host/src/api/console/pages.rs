@@ -1081,3 +1081,87 @@ pub(super) fn account(v: &Visitor, ok: Option<&str>, error: Option<&str>) -> Mar
         },
     )
 }
+
+/// The consent page of an OAuth authorization request: which app, where
+/// the answer goes (large), what it asks, which of the person's roles it
+/// gets. `params`: the request, carried through the form unchanged.
+pub(super) fn consent(
+    v: &Visitor,
+    auth: &crate::service::oauth::Authorization,
+    params: &[(&str, &str)],
+) -> Markup {
+    use crate::auth::oauth::{ClientKind, redirect_host, scope_cap};
+    let host = redirect_host(&auth.redirect_uri);
+    let cap = scope_cap(&auth.scopes).unwrap_or(Role::Reader);
+    let unverified = auth.client.kind == ClientKind::Registered;
+    bare(
+        "Allow access",
+        html! {
+            div.panel.consent {
+                h1 { "Allow " q { (auth.client.name) } " to use your memories?" }
+                @if unverified {
+                    p.muted.small { "This app registered itself: memhost has not checked its name." }
+                }
+                div.flash.warn role="note" {
+                    "After you answer, your browser goes to "
+                    strong.host { (host) }
+                    ". Allow only if you started this from there."
+                }
+                p { "Signed in as " strong { (v.user.name) } ". It asks to:" }
+                ul {
+                    @for s in &auth.scopes { li { (s.describe()) } }
+                }
+                form.stack method="post" action="/console/oauth/authorize" {
+                    (csrf(v))
+                    @for (name, value) in params {
+                        input type="hidden" name=(name) value=(value);
+                    }
+                    fieldset {
+                        legend { "What it may reach (at most your own role)" }
+                        @for g in &v.user.grants {
+                            @let most = g.role.min(cap);
+                            label {
+                                code { (g.pattern) }
+                                select name=(format!("role:{}", g.pattern)) {
+                                    option value="none" { "not shared" }
+                                    @for r in [Role::Reader, Role::Writer, Role::Admin] {
+                                        @if r <= most {
+                                            option value=(r.as_str()) selected[r == most] { (r.as_str()) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    p.muted.small {
+                        "It acts as you (" (v.user.name) "), typed as an assistant: it can never approve a change that needs a person. Disconnect it any time by signing out everywhere."
+                    }
+                    div.actions {
+                        button type="submit" name="decision" value="allow" { "Allow" }
+                        button.quiet type="submit" name="decision" value="deny" { "Deny" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A page that sends the browser on to `to` (this server) from a page of
+/// this server, so the session cookie (`SameSite=Strict`) is sent: a
+/// navigation that began on another site gets no cookie.
+pub(super) fn hop(to: &str) -> Markup {
+    document(
+        "Continue",
+        html! {
+            meta http-equiv="refresh" content=(format!("0;url={to}"));
+            main id="main" {
+                div.signin {
+                    div.panel {
+                        h1 { "Continue to memhost" }
+                        p { a href=(to) { "Continue" } }
+                    }
+                }
+            }
+        },
+    )
+}

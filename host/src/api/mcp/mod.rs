@@ -5,6 +5,11 @@
 //! in its extensions. Every tool calls the same `service/` method as the
 //! equivalent REST route, so authorization and audit are the same.
 //!
+//! An OAuth access token is checked against the tool it calls: a token
+//! whose scopes do not reach the role the tool needs gets
+//! `403 insufficient_scope` naming the scope to ask for (the client can
+//! step up), before anything runs.
+//!
 //! Stateless: no session is kept between requests, so a restart of the
 //! server breaks no client — clients on the 2026-07-28 revision send their
 //! version with every request; clients on the session-based revisions
@@ -23,9 +28,10 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::api::rest::auth::{Gate, principal};
+use crate::api::rest::auth::{Gate, bearer_challenge, principal};
 use crate::api::rest::problem::{self, Problem};
 use crate::auth::Principal;
+use crate::auth::oauth::{self, Scope};
 use crate::service::Service;
 
 pub use tools::Tools;
@@ -55,7 +61,8 @@ pub fn route(
         Arc::new(NeverSessionManager::default()),
         config,
     ));
-    let inner = principal(gate)
+    let oauth_server = gate.oauth().cloned();
+    let inner = principal(gate.for_mcp())
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
@@ -68,9 +75,30 @@ pub fn route(
                   headers: warp::http::HeaderMap,
                   body: Bytes| {
                 let mcp = mcp.clone();
+                let oauth_server = oauth_server.clone();
                 async move {
-                    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-                        return parse_error(&e);
+                    let call = match serde_json::from_slice::<ToolCall>(&body) {
+                        Ok(call) => call,
+                        Err(e) => return parse_error(&e),
+                    };
+                    if let (Some(server), Some(refused)) =
+                        (oauth_server, insufficient_scope(&who, &call))
+                    {
+                        let mut p = Problem::new(
+                            StatusCode::FORBIDDEN,
+                            "insufficient-scope",
+                            "Insufficient scope",
+                            format!(
+                                "the access token's scopes do not allow {}; authorize again with {}",
+                                call.tool_name().unwrap_or_default(),
+                                oauth::scope_string(&refused)
+                            ),
+                        );
+                        p.challenge = Some(bearer_challenge(
+                            &server,
+                            Some(("insufficient_scope", &refused)),
+                        ));
+                        return p.reply();
                     }
                     let uri = if query.is_empty() {
                         path.as_str().to_string()
@@ -135,6 +163,45 @@ pub fn route(
         .and(warp::path::end())
         .and(other.or(warp::post().and(inner)).unify())
         .boxed()
+}
+
+/// What the scope check reads of a request: a JSON value of any shape,
+/// and the tool a `tools/call` names.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ToolCall {
+    Call { method: String, params: CallParams },
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(serde::Deserialize)]
+struct CallParams {
+    name: String,
+}
+
+impl ToolCall {
+    fn tool_name(&self) -> Option<&str> {
+        match self {
+            ToolCall::Call { method, params } if method == "tools/call" => Some(&params.name),
+            _ => None,
+        }
+    }
+}
+
+/// The scopes to ask for when `who` (an OAuth token) calls a tool its
+/// scopes do not reach: its own and the one the tool needs.
+fn insufficient_scope(who: &Principal, call: &ToolCall) -> Option<Vec<Scope>> {
+    let scopes = who.scopes.as_ref()?;
+    let needed = tools::needs(call.tool_name()?);
+    if oauth::scope_cap(scopes).is_some_and(|cap| cap >= needed) {
+        return None;
+    }
+    let scope = Scope::ALL.into_iter().find(|s| s.role() == needed)?;
+    let mut out = scopes.clone();
+    out.push(scope);
+    out.sort();
+    out.dedup();
+    Some(out)
 }
 
 /// A body that is not JSON: 400 with a JSON-RPC parse error naming where

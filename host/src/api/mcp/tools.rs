@@ -427,8 +427,9 @@ fn for_voters(tool: &str) -> bool {
     )
 }
 
-/// The least role a tool needs on some namespace to be listed.
-fn needs(tool: &str) -> Role {
+/// The least role a tool needs on some namespace to be listed (and the
+/// OAuth scope a token needs to call it).
+pub(super) fn needs(tool: &str) -> Role {
     match tool {
         "memory_store" | "memory_update" | "memory_forget" => Role::Writer,
         t if in_admin_profile(t) => Role::Admin,

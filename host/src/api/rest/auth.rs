@@ -1,6 +1,9 @@
-//! The credential check every `/v1` request passes once, before any route:
-//! `Authorization: Bearer <key>` → [`Principal`], with the per-source limit
-//! on failed attempts and the per-key rate and concurrency limits.
+//! The credential check every `/v1` and `/mcp` request passes once, before
+//! any route: `Authorization: Bearer <key>` → [`Principal`], with the
+//! per-source limit on failed attempts and the per-key rate and
+//! concurrency limits. At `/mcp` an OAuth access token (`mha_…`) is
+//! accepted too, and a 401 names where to get one (RFC 9728); `/v1`
+//! takes API keys only — a token is for the resource it was issued for.
 //!
 //! The source address is the TCP peer. `X-Forwarded-For` is not read: a
 //! proxy in front must do its own limiting; memhost trusts no address.
@@ -17,6 +20,7 @@ use crate::api::listener::ClientAddr;
 use crate::audit::Record;
 use crate::auth::Principal;
 use crate::auth::limits::{Limiter, Refused};
+use crate::auth::oauth::{self, AuthServer};
 use crate::logging::Sampled;
 use crate::service::{AuthFailure, Service};
 
@@ -29,6 +33,10 @@ pub struct Gate {
     no_auth: bool,
     /// Failed authentications over the audit budget, logged by sample.
     unaudited: Arc<Sampled>,
+    /// The authorization server, when OAuth is on.
+    oauth: Option<Arc<AuthServer>>,
+    /// This gate guards `/mcp`: access tokens are accepted.
+    takes_tokens: bool,
 }
 
 impl Gate {
@@ -40,7 +48,53 @@ impl Gate {
             limiter,
             no_auth,
             unaudited: Arc::new(Sampled::every(std::time::Duration::from_secs(1))),
+            oauth: None,
+            takes_tokens: false,
         }
+    }
+
+    /// This gate with OAuth on: `server` issues the tokens.
+    pub fn with_oauth(mut self, server: Option<Arc<AuthServer>>) -> Gate {
+        self.oauth = server;
+        self
+    }
+
+    /// The authorization server, when OAuth is on.
+    pub fn oauth(&self) -> Option<&Arc<AuthServer>> {
+        self.oauth.as_ref()
+    }
+
+    /// The gate of `/mcp`: OAuth access tokens are accepted there.
+    pub fn for_mcp(&self) -> Gate {
+        Gate {
+            takes_tokens: true,
+            ..self.clone()
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of a 401 here: at `/mcp` with OAuth
+    /// on, where the resource's metadata is and the scopes to ask for.
+    fn challenge(&self) -> String {
+        match (&self.oauth, self.takes_tokens) {
+            (Some(server), true) => bearer_challenge(server, None),
+            _ => "Bearer realm=\"memhost\"".into(),
+        }
+    }
+}
+
+/// `Bearer resource_metadata="…", scope="…"` (RFC 9728 §5.1), with
+/// `error="…"` when one is named (`insufficient_scope`).
+pub fn bearer_challenge(server: &AuthServer, error: Option<(&str, &[oauth::Scope])>) -> String {
+    let metadata = format!("{}/.well-known/oauth-protected-resource/mcp", server.issuer);
+    match error {
+        None => format!(
+            "Bearer resource_metadata=\"{metadata}\", scope=\"{}\"",
+            oauth::scope_string(&[oauth::Scope::Read, oauth::Scope::Write])
+        ),
+        Some((error, scopes)) => format!(
+            "Bearer error=\"{error}\", scope=\"{}\", resource_metadata=\"{metadata}\"",
+            oauth::scope_string(scopes)
+        ),
     }
 }
 
@@ -48,15 +102,26 @@ fn reject(p: Problem) -> warp::Rejection {
     warp::reject::custom(ProblemRejection(p))
 }
 
-fn unauthorized(detail: &str) -> Problem {
+fn unauthorized(detail: &str, challenge: String) -> Problem {
     let mut p = Problem::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
         "Unauthorized",
         detail,
     );
-    p.challenge = true;
+    p.challenge = Some(challenge);
     p
+}
+
+/// Authentication could not be decided (the store failed): logged, 500.
+fn internal(e: &str) -> Problem {
+    tracing::error!(error = %e, "authentication failed internally");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+        "internal error; see the server log",
+    )
 }
 
 fn too_many(refused: &Refused) -> Problem {
@@ -156,24 +221,29 @@ impl Gate {
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
+        if let Some(t) = token.filter(|t| t.starts_with(oauth::ACCESS_PREFIX)) {
+            return self.token(t, req.source);
+        }
         let key = match token.map(|t| self.service.authenticate(t)) {
             None => return Err(self.failed(req.source, &AuthFailure::Malformed)),
             Some(Err(AuthFailure::Internal(e))) => {
-                tracing::error!(error = %e, "authentication failed internally");
-                return Err(Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                    "internal error; see the server log",
-                ));
+                return Err(internal(&e));
             }
             Some(Err(failure)) => return Err(self.failed(req.source, &failure)),
             Some(Ok(key)) => key,
         };
-        let mut principal = key.principal();
-        let strongest = principal.grants.iter().map(|g| g.role).max();
-        let rate = self.limiter.rate_for(key.fields.rate, strongest);
-        match self.limiter.admit(&key.fields.id, rate) {
+        self.admit(key.principal(), key.fields.rate)
+    }
+
+    /// `principal` within its rate (`own`, or its strongest role's) and
+    /// its in-flight cap; the first refusal of an episode is audited.
+    fn admit(
+        &self,
+        mut principal: Principal,
+        own: Option<crate::auth::keys::Rate>,
+    ) -> Result<Principal, Problem> {
+        let rate = self.limiter.rate_for(own, principal.strongest_role());
+        match self.limiter.admit(&principal.key_id, rate) {
             Ok(slot) => {
                 principal._slot = Some(slot);
                 Ok(principal)
@@ -190,6 +260,22 @@ impl Gate {
         }
     }
 
+    /// An OAuth access token: good at `/mcp` for this server's resource.
+    fn token(&self, token: &str, source: Option<IpAddr>) -> Result<Principal, Problem> {
+        let found = match (&self.oauth, self.takes_tokens) {
+            (Some(server), true) => self.service.authenticate_access(token, server),
+            _ => Err(AuthFailure::NotHere),
+        };
+        let principal = match found {
+            Ok(p) => p,
+            Err(AuthFailure::Internal(e)) => {
+                return Err(internal(&e));
+            }
+            Err(failure) => return Err(self.failed(source, &failure)),
+        };
+        self.admit(principal, None)
+    }
+
     /// A failed authentication: counted per source, audited within limits,
     /// answered 401 — or 429 once the source has failed too often.
     fn failed(&self, source: Option<IpAddr>, why: &AuthFailure) -> Problem {
@@ -199,6 +285,8 @@ impl Gate {
             AuthFailure::Unknown(_) => "unknown",
             AuthFailure::Revoked(_) => "revoked",
             AuthFailure::Expired(_) => "expired",
+            AuthFailure::WrongResource(_) => "wrong_resource",
+            AuthFailure::NotHere => "token_not_here",
             AuthFailure::Internal(_) => "internal",
         });
         let src = source.map(|s| s.to_string());
@@ -224,8 +312,13 @@ impl Gate {
         // The caller learns only that it is not authenticated, and how to
         // send a key; which part was wrong is in the audit log.
         match why {
-            AuthFailure::Missing | AuthFailure::Malformed => unauthorized(&why.to_string()),
-            _ => unauthorized("the API key is not valid (unknown, revoked or expired)"),
+            AuthFailure::Missing | AuthFailure::Malformed | AuthFailure::NotHere => {
+                unauthorized(&why.to_string(), self.challenge())
+            }
+            _ => unauthorized(
+                "the API key or token is not valid (unknown, revoked, expired or for another resource)",
+                self.challenge(),
+            ),
         }
     }
 }

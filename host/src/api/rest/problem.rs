@@ -54,9 +54,9 @@ pub struct Problem {
     /// Seconds to wait (`Retry-After`), for 429.
     #[serde(skip)]
     pub retry_after: Option<u64>,
-    /// Send `WWW-Authenticate: Bearer` (401).
+    /// The `WWW-Authenticate` value to send (401, 403).
     #[serde(skip)]
-    pub challenge: bool,
+    pub challenge: Option<String>,
 }
 
 impl Problem {
@@ -68,7 +68,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
-            challenge: false,
+            challenge: None,
         }
     }
 
@@ -87,11 +87,14 @@ impl Problem {
                 .headers_mut()
                 .insert(warp::http::header::RETRY_AFTER, secs.into());
         }
-        if self.challenge {
-            response.headers_mut().insert(
-                warp::http::header::WWW_AUTHENTICATE,
-                warp::http::HeaderValue::from_static("Bearer realm=\"memhost\""),
-            );
+        if let Some(v) = self
+            .challenge
+            .as_deref()
+            .and_then(|c| warp::http::HeaderValue::from_str(c).ok())
+        {
+            response
+                .headers_mut()
+                .insert(warp::http::header::WWW_AUTHENTICATE, v);
         }
         response
     }

@@ -1,0 +1,1020 @@
+//! OAuth 2.1 use cases: register a client (RFC 7591), check an
+//! authorization request, record a person's consent as a single-use code,
+//! exchange it (PKCE S256), rotate refresh tokens, revoke (RFC 7009), and
+//! find the principal an access token acts as. The rows are described in
+//! `auth::oauth`.
+//!
+//! Every step that reads and then changes a code, a connection or a
+//! refresh token does both in one write transaction: two exchanges of one
+//! code, or two refreshes with one token, cannot both succeed.
+//!
+//! | replayed | what happens |
+//! |---|---|
+//! | a code already exchanged | `invalid_grant`, and the connection it made is revoked |
+//! | the refresh token just replaced, within 30 s | a new pair (a client whose answer was lost) |
+//! | any older refresh token | `invalid_grant`, and the connection is revoked |
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::{Service, ServiceError, model};
+use crate::audit::Record;
+use crate::auth::oauth::{
+    self, AccessToken, AuthMethod, AuthServer, Client, ClientKind, Code, Connection, RefreshToken,
+    Scope,
+};
+use crate::auth::sessions;
+use crate::auth::users::User;
+use crate::auth::{Grant, Principal};
+use crate::crypto::DataKey;
+use crate::service::access::AuthFailure;
+use crate::store::{RwTransaction, StoreError, Tables, WriteFlags, del_in};
+
+/// An OAuth error (RFC 6749 §5.2): its code and what to tell the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {description}")]
+pub struct OAuthError {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`, …
+    pub code: &'static str,
+    /// For the developer reading it.
+    pub description: String,
+}
+
+impl OAuthError {
+    /// Error `code` with `description`.
+    pub fn new(code: &'static str, description: impl Into<String>) -> OAuthError {
+        OAuthError {
+            code,
+            description: description.into(),
+        }
+    }
+
+    /// `invalid_request`.
+    pub fn invalid_request(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("invalid_request", description)
+    }
+
+    /// `invalid_client` (401).
+    pub fn invalid_client(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("invalid_client", description)
+    }
+
+    /// `server_error` (500).
+    pub fn server_error(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("server_error", description)
+    }
+
+    /// `slow_down` (429).
+    pub fn slow_down(description: impl Into<String>) -> OAuthError {
+        OAuthError::new("slow_down", description)
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> u16 {
+        match self.code {
+            "invalid_client" => 401,
+            "server_error" => 500,
+            "slow_down" => 429,
+            "temporarily_unavailable" => 503,
+            _ => 400,
+        }
+    }
+}
+
+impl From<ServiceError> for OAuthError {
+    fn from(e: ServiceError) -> Self {
+        tracing::error!(error = %e, "OAuth request failed internally");
+        OAuthError::new("server_error", "internal error; see the server log")
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
+/// A registration request (RFC 7591 §2), as a client sends it. Other
+/// metadata (`client_uri`, `logo_uri`, …) is accepted and not kept: memhost
+/// fetches nothing a registration names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Registration {
+    /// Where codes may be sent.
+    pub redirect_uris: Vec<String>,
+    /// Its name.
+    pub client_name: Option<String>,
+    /// `authorization_code`, `refresh_token`.
+    pub grant_types: Option<Vec<String>>,
+    /// `code`.
+    pub response_types: Option<Vec<String>>,
+    /// `none` (default), `client_secret_post`, `client_secret_basic`.
+    pub token_endpoint_auth_method: Option<String>,
+}
+
+/// A client just registered, with its secret (shown once).
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The record.
+    pub client: Client,
+    /// The secret of a confidential client.
+    pub secret: Option<String>,
+}
+
+/// The parameters of an authorization request, as sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthorizeParams {
+    /// `code`.
+    pub response_type: Option<String>,
+    /// The client.
+    pub client_id: Option<String>,
+    /// Where to send the answer.
+    pub redirect_uri: Option<String>,
+    /// Echoed.
+    pub state: Option<String>,
+    /// PKCE.
+    pub code_challenge: Option<String>,
+    /// `S256`.
+    pub code_challenge_method: Option<String>,
+    /// RFC 8707.
+    pub resource: Option<String>,
+    /// Space-separated.
+    pub scope: Option<String>,
+}
+
+/// An authorization request that may be shown to a person.
+#[derive(Debug, Clone)]
+pub struct Authorization {
+    /// The client.
+    pub client: Client,
+    /// Where the answer goes (matched against the client's).
+    pub redirect_uri: String,
+    /// The client's state, echoed.
+    pub state: Option<String>,
+    /// PKCE S256 challenge.
+    pub challenge: String,
+    /// The scopes asked for (ones this server knows).
+    pub scopes: Vec<Scope>,
+}
+
+/// Why an authorization request cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizeError {
+    /// The client or redirect URI cannot be trusted: shown to the person,
+    /// never sent anywhere.
+    Shown(String),
+    /// Sent back to the client at its (checked) redirect URI.
+    Redirect {
+        /// The client's redirect URI.
+        redirect_uri: String,
+        /// The error.
+        error: OAuthError,
+        /// The client's state.
+        state: Option<String>,
+    },
+}
+
+/// The token endpoint's answer (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tokens {
+    /// `mha_…`.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds.
+    pub expires_in: i64,
+    /// `mhr_…`, when the client may refresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// What was granted.
+    pub scope: String,
+}
+
+/// A token request's client credentials, as presented.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCredentials {
+    /// From HTTP Basic or the form.
+    pub client_id: Option<String>,
+    /// From HTTP Basic or the form.
+    pub secret: Option<String>,
+    /// Came in HTTP Basic.
+    pub basic: bool,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// A sealed `principals` row opened inside a transaction.
+fn open_in<T: serde::de::DeserializeOwned>(
+    txn: &impl crate::store::Transaction,
+    t: &Tables,
+    key: &DataKey,
+    row: &[u8],
+) -> Result<Option<T>, StoreError> {
+    super::access::sealed_in(txn, t, key, row)
+}
+
+fn put_in<T: Serialize>(
+    txn: &mut RwTransaction<'_>,
+    t: &Tables,
+    key: &DataKey,
+    row: &[u8],
+    value: &T,
+) -> Result<(), StoreError> {
+    let sealed = super::seal_json(key, "principals", row, value)
+        .map_err(|e| StoreError::Lmdb(e.to_string()))?;
+    txn.put(t.principals, &row, &sealed, WriteFlags::empty())?;
+    Ok(())
+}
+
+/// A new access token (and refresh token, if `refresh`) for `conn`,
+/// written in `txn`; `conn` is updated to name the new refresh token.
+fn mint(
+    txn: &mut RwTransaction<'_>,
+    t: &Tables,
+    key: &DataKey,
+    conn: &mut Connection,
+    refresh: bool,
+    server: &AuthServer,
+    now: i64,
+) -> Result<Tokens, StoreError> {
+    let access = sessions::new_token(oauth::ACCESS_PREFIX);
+    let expires_at = now + server.settings.access_ms();
+    put_in(
+        txn,
+        t,
+        key,
+        &oauth::access_row(&access),
+        &AccessToken {
+            connection: conn.id.clone(),
+            expires_at,
+        },
+    )?;
+    let refresh_token = if refresh {
+        let token = sessions::new_token(oauth::REFRESH_PREFIX);
+        put_in(
+            txn,
+            t,
+            key,
+            &oauth::refresh_row(&token),
+            &RefreshToken {
+                connection: conn.id.clone(),
+                expires_at: now + server.settings.refresh_ms(),
+            },
+        )?;
+        conn.refresh = Some(oauth::secret_hash(&token));
+        conn.renewed_at = now;
+        Some(token)
+    } else {
+        None
+    };
+    put_in(txn, t, key, &oauth::connection_row(&conn.id), conn)?;
+    Ok(Tokens {
+        access_token: access,
+        token_type: "Bearer".into(),
+        expires_in: server.settings.access_ms() / 1000,
+        refresh_token,
+        scope: oauth::scope_string(&conn.scopes),
+    })
+}
+
+/// Revoke `conn` in `txn` because of `why`.
+fn revoke_in(
+    txn: &mut RwTransaction<'_>,
+    t: &Tables,
+    key: &DataKey,
+    conn: &mut Connection,
+    why: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    if conn.revoked_at.is_none() {
+        conn.revoked_at = Some(now);
+        conn.revoked_because = Some(why.into());
+        put_in(txn, t, key, &oauth::connection_row(&conn.id), conn)?;
+    }
+    Ok(())
+}
+
+/// Is `user` still the person who consented to `conn`: active, and in
+/// the same session epoch?
+fn still_consenting(user: Option<&User>, conn: &Connection) -> bool {
+    user.is_some_and(|u| u.disabled_at.is_none() && u.session_epoch == conn.user_epoch)
+}
+
+/// The record of an OAuth event with no principal behind it yet.
+fn anonymous(action: &str, source: Option<String>) -> Record {
+    let mut r = Record::auth_failure(None, source, "");
+    r.action = action.into();
+    r.outcome = "ok".into();
+    r.detail = None;
+    r
+}
+
+impl Service {
+    /// Register a client (RFC 7591). `source`: the caller's address, for
+    /// the audit log.
+    pub fn register_client(
+        &self,
+        reg: Registration,
+        server: &AuthServer,
+        source: Option<String>,
+    ) -> Result<Registered, OAuthError> {
+        let bad = |d: &str| OAuthError::new("invalid_client_metadata", d);
+        if reg.redirect_uris.is_empty() || reg.redirect_uris.len() > 10 {
+            return Err(OAuthError::new(
+                "invalid_redirect_uri",
+                "redirect_uris must list 1-10 URIs",
+            ));
+        }
+        for uri in &reg.redirect_uris {
+            oauth::redirect_allowed(uri, &server.settings.redirect_uris)
+                .map_err(|e| OAuthError::new("invalid_redirect_uri", e))?;
+        }
+        if reg
+            .response_types
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|t| t != "code"))
+        {
+            return Err(bad("response_types may only be [\"code\"]"));
+        }
+        let grants = reg
+            .grant_types
+            .unwrap_or_else(|| vec!["authorization_code".into(), "refresh_token".into()]);
+        if grants
+            .iter()
+            .any(|g| g != "authorization_code" && g != "refresh_token")
+            || !grants.iter().any(|g| g == "authorization_code")
+        {
+            return Err(bad(
+                "grant_types must include authorization_code and may add refresh_token; nothing else is supported",
+            ));
+        }
+        let method = match reg.token_endpoint_auth_method.as_deref() {
+            None => AuthMethod::None,
+            Some(m) => AuthMethod::parse(m).ok_or_else(|| {
+                bad("token_endpoint_auth_method must be none, client_secret_post or client_secret_basic")
+            })?,
+        };
+        let name = reg.client_name.unwrap_or_default();
+        let name = name.trim();
+        if name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(bad(
+                "client_name must be at most 100 characters, none of them control characters",
+            ));
+        }
+        let (max, rows) = (server.settings.max_clients, self.registered_clients()?);
+        if rows >= max {
+            return Err(OAuthError::new(
+                "temporarily_unavailable",
+                format!("this server keeps at most {max} registered clients; try again later"),
+            ));
+        }
+        let now = model::now_ms();
+        let secret = (method != AuthMethod::None)
+            .then(|| format!("{}{}", oauth::SECRET_PREFIX, random_hex(32)));
+        let client = Client {
+            client_id: format!("{}{}", oauth::CLIENT_PREFIX, random_hex(16)),
+            name: if name.is_empty() {
+                "an unnamed client".into()
+            } else {
+                name.into()
+            },
+            redirect_uris: reg.redirect_uris,
+            refresh: grants.iter().any(|g| g == "refresh_token"),
+            auth_method: method,
+            secret_hash: secret.as_deref().map(oauth::secret_hash),
+            kind: ClientKind::Registered,
+            created_at: now,
+            last_used_at: now,
+        };
+        let hosts: Vec<String> = client
+            .redirect_uris
+            .iter()
+            .map(|u| oauth::redirect_host(u))
+            .collect();
+        let record = anonymous("oauth.register", source)
+            .target(&client.client_id)
+            .outcome(
+                "ok",
+                Some(format!(
+                    "\"{}\", redirects to {}",
+                    client.name,
+                    hosts.join(", ")
+                )),
+            );
+        self.put_principal_row(oauth::client_row(&client.client_id), &client, record, true)?;
+        Ok(Registered { client, secret })
+    }
+
+    /// Keep `client`, read from its metadata document (replacing an older
+    /// copy).
+    pub fn keep_metadata_client(
+        &self,
+        client: &Client,
+        source: Option<String>,
+    ) -> Result<(), ServiceError> {
+        let record = anonymous("oauth.client-document", source)
+            .target(&client.client_id)
+            .outcome("ok", Some(format!("\"{}\"", client.name)));
+        self.put_principal_row(oauth::client_row(&client.client_id), client, record, false)?;
+        Ok(())
+    }
+
+    /// How many dynamically registered clients are kept.
+    fn registered_clients(&self) -> Result<usize, ServiceError> {
+        Ok(self
+            .store
+            .rows(
+                |t| t.principals,
+                b"oauth-client/",
+                |k| k.starts_with(b"oauth-client/"),
+            )?
+            .len())
+    }
+
+    /// Client `client_id`: configured, or registered here.
+    pub fn oauth_client(
+        &self,
+        client_id: &str,
+        server: &AuthServer,
+    ) -> Result<Option<Client>, ServiceError> {
+        if let Some(c) = server.settings.configured(client_id) {
+            return Ok(Some(c));
+        }
+        if client_id.is_empty() || client_id.len() > 2048 {
+            return Ok(None);
+        }
+        self.principal_row(&oauth::client_row(client_id))
+    }
+
+    /// Check an authorization request before it is shown to a person.
+    /// `client`: the client it names, found by the caller (a metadata
+    /// document is fetched there).
+    pub fn check_authorization(
+        &self,
+        q: &AuthorizeParams,
+        client: Option<Client>,
+        server: &AuthServer,
+    ) -> Result<Authorization, AuthorizeError> {
+        let Some(client) = client else {
+            return Err(AuthorizeError::Shown(match &q.client_id {
+                None => "the request names no client (client_id is missing)".into(),
+                Some(_) => "the client is not registered with this server".into(),
+            }));
+        };
+        let Some(redirect_uri) = q.redirect_uri.clone() else {
+            return Err(AuthorizeError::Shown(
+                "the request has no redirect_uri".into(),
+            ));
+        };
+        if !client
+            .redirect_uris
+            .iter()
+            .any(|r| oauth::redirect_matches(r, &redirect_uri))
+        {
+            return Err(AuthorizeError::Shown(format!(
+                "the redirect URI is not one \"{}\" registered: nothing was sent to it",
+                client.name
+            )));
+        }
+        let back = |code: &'static str, d: &str| AuthorizeError::Redirect {
+            redirect_uri: redirect_uri.clone(),
+            error: OAuthError::new(code, d),
+            state: q.state.clone(),
+        };
+        if q.response_type.as_deref() != Some("code") {
+            return Err(back(
+                "unsupported_response_type",
+                "response_type must be code",
+            ));
+        }
+        let Some(challenge) = q.code_challenge.clone() else {
+            return Err(back(
+                "invalid_request",
+                "code_challenge is required (PKCE with S256)",
+            ));
+        };
+        if q.code_challenge_method.as_deref() != Some("S256") {
+            return Err(back(
+                "invalid_request",
+                "code_challenge_method must be S256 (plain is not accepted)",
+            ));
+        }
+        if !oauth::valid_challenge(&challenge) {
+            return Err(back(
+                "invalid_request",
+                "code_challenge must be 43 characters of base64url (SHA-256 of the verifier)",
+            ));
+        }
+        match q.resource.as_deref() {
+            None => {
+                return Err(back(
+                    "invalid_request",
+                    &format!("resource is required (RFC 8707): {}", server.resource),
+                ));
+            }
+            Some(r) if r.trim_end_matches('/') != server.resource => {
+                return Err(back(
+                    "invalid_target",
+                    &format!("this server issues tokens only for {}", server.resource),
+                ));
+            }
+            Some(_) => {}
+        }
+        Ok(Authorization {
+            client,
+            redirect_uri,
+            state: q.state.clone(),
+            challenge,
+            scopes: oauth::requested_scopes(q.scope.as_deref()),
+        })
+    }
+
+    /// User `user` allowed `auth` with roles `chosen`: a code (60 s,
+    /// single use), and the URL to send the browser to. Each chosen role
+    /// must be one the user holds (or less), within the scopes asked for.
+    pub fn consent(
+        &self,
+        user: &User,
+        auth: &Authorization,
+        chosen: Vec<Grant>,
+        server: &AuthServer,
+        source: Option<String>,
+    ) -> Result<String, ServiceError> {
+        let who = user.principal();
+        let cap = oauth::scope_cap(&auth.scopes);
+        for g in &chosen {
+            let held = user
+                .grants
+                .iter()
+                .any(|u| u.pattern == g.pattern && g.role <= u.role);
+            if !held || cap.is_none_or(|c| g.role > c) {
+                return Err(self.deny(
+                    Record::by(&who, "oauth.consent")
+                        .target(&auth.client.client_id)
+                        .outcome("denied", Some(format!("asked to give {g}"))),
+                    format!(
+                        "{} cannot give {g}: only a role it holds on that pattern, within the scopes asked for",
+                        user.name
+                    ),
+                ));
+            }
+        }
+        if chosen.is_empty() {
+            return Err(super::invalid(
+                "roles",
+                "choose at least one namespace to share",
+            ));
+        }
+        let now = model::now_ms();
+        let code = sessions::new_token(oauth::CODE_PREFIX);
+        let connection = Connection {
+            id: random_hex(16),
+            client_id: auth.client.client_id.clone(),
+            client_name: auth.client.name.clone(),
+            user: user.name.clone(),
+            user_epoch: user.session_epoch,
+            grants: chosen,
+            scopes: auth.scopes.clone(),
+            resource: server.resource.clone(),
+            created_at: now,
+            renewed_at: now,
+            refresh: None,
+            previous_refresh: None,
+            revoked_at: None,
+            revoked_because: None,
+        };
+        let mut record = Record::by(&who, "oauth.consent")
+            .target(&auth.client.client_id)
+            .outcome(
+                "ok",
+                Some(format!(
+                    "\"{}\" as {}: {}; {}",
+                    auth.client.name,
+                    connection.credential_id(),
+                    crate::auth::describe(&connection.grants),
+                    oauth::scope_string(&connection.scopes)
+                )),
+            );
+        record.source = source;
+        let row = oauth::code_row(&code);
+        let value = Code {
+            client_id: auth.client.client_id.clone(),
+            redirect_uri: auth.redirect_uri.clone(),
+            challenge: auth.challenge.clone(),
+            connection,
+            expires_at: now + oauth::CODE_MS,
+            used: false,
+        };
+        self.put_principal_row(row, &value, record, true)?;
+        let mut params = vec![("code", code.as_str()), ("iss", server.issuer.as_str())];
+        if let Some(s) = &auth.state {
+            params.push(("state", s));
+        }
+        Ok(oauth::redirect_with(&auth.redirect_uri, &params))
+    }
+
+    /// The person said no: audited; the URL that tells the client.
+    pub fn consent_refused(
+        &self,
+        user: &User,
+        auth: &Authorization,
+        server: &AuthServer,
+    ) -> String {
+        self.record_event(
+            Record::by(&user.principal(), "oauth.consent")
+                .target(&auth.client.client_id)
+                .outcome("refused", Some(format!("\"{}\"", auth.client.name))),
+        );
+        let mut params = vec![
+            ("error", "access_denied"),
+            ("error_description", "the person did not allow access"),
+            ("iss", server.issuer.as_str()),
+        ];
+        if let Some(s) = &auth.state {
+            params.push(("state", s));
+        }
+        oauth::redirect_with(&auth.redirect_uri, &params)
+    }
+
+    /// The client a token request comes from, authenticated as it
+    /// registered (`invalid_client` otherwise).
+    pub fn token_client(
+        &self,
+        creds: &ClientCredentials,
+        server: &AuthServer,
+    ) -> Result<Client, OAuthError> {
+        let unknown = || OAuthError::new("invalid_client", "client authentication failed");
+        let id = creds.client_id.as_deref().ok_or_else(|| {
+            OAuthError::new("invalid_client", "the request names no client (client_id)")
+        })?;
+        let client = self.oauth_client(id, server)?.ok_or_else(unknown)?;
+        match client.auth_method {
+            AuthMethod::None => Ok(client),
+            AuthMethod::ClientSecretPost | AuthMethod::ClientSecretBasic => {
+                match creds.secret.as_deref() {
+                    Some(s) if client.secret_matches(s) => Ok(client),
+                    _ => Err(unknown()),
+                }
+            }
+        }
+    }
+
+    /// Exchange a code (RFC 6749 §4.1.3 with PKCE and RFC 8707).
+    pub fn exchange_code(
+        &self,
+        client: &Client,
+        code: &str,
+        redirect_uri: Option<&str>,
+        verifier: Option<&str>,
+        resource: Option<&str>,
+        server: &AuthServer,
+    ) -> Result<Tokens, OAuthError> {
+        fn invalid(d: &str) -> OAuthError {
+            OAuthError::new("invalid_grant", d)
+        }
+        fn gone() -> OAuthError {
+            invalid("the code is not valid (unknown, used or expired)")
+        }
+        if !sessions::well_formed(code, oauth::CODE_PREFIX) {
+            return Err(gone());
+        }
+        let verifier = verifier.ok_or_else(|| {
+            OAuthError::new("invalid_request", "code_verifier is required (PKCE)")
+        })?;
+        let resource = resource.ok_or_else(|| {
+            OAuthError::new(
+                "invalid_request",
+                format!("resource is required (RFC 8707): {}", server.resource),
+            )
+        })?;
+        let row = oauth::code_row(code);
+        let key = self.system_key()?;
+        let (client, server) = (client.clone(), server.clone());
+        let (redirect_uri, verifier, resource) = (
+            redirect_uri.map(str::to_string),
+            verifier.to_string(),
+            resource.trim_end_matches('/').to_string(),
+        );
+        let user_key = key.clone();
+        let audit = self.audit.clone();
+        let (result, entry) = self.store.write_blocking(move |txn, t| {
+            let now = model::now_ms();
+            let Some(mut code) = open_in::<Code>(txn, t, &key, &row)? else {
+                return Ok((Err(gone()), None));
+            };
+            if code.used {
+                // Someone has this code besides the client that used it:
+                // whatever it minted is revoked.
+                let conn_row = oauth::connection_row(&code.connection.id);
+                let entry = match open_in::<Connection>(txn, t, &key, &conn_row)? {
+                    Some(mut conn) => {
+                        revoke_in(txn, t, &key, &mut conn, "its code was presented twice", now)?;
+                        let record = Record::by(&conn.principal(&[], 0), "oauth.revoke")
+                            .target(&conn.client_id)
+                            .outcome("revoked", Some("the code was presented twice".into()));
+                        Some(audit.append(txn, t, &record)?)
+                    }
+                    None => None,
+                };
+                return Ok((Err(gone()), entry));
+            }
+            if code.expires_at <= now || code.client_id != client.client_id {
+                return Ok((Err(gone()), None));
+            }
+            if redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
+                return Ok((
+                    Err(invalid(
+                        "redirect_uri must be the one of the authorization request",
+                    )),
+                    None,
+                ));
+            }
+            if resource != code.connection.resource || resource != server.resource {
+                return Ok((
+                    Err(OAuthError::new(
+                        "invalid_target",
+                        format!("this server issues tokens only for {}", server.resource),
+                    )),
+                    None,
+                ));
+            }
+            if !oauth::pkce_matches(&verifier, &code.challenge) {
+                // A wrong verifier spends the code: it cannot be guessed at.
+                del_in(txn, t.principals, &row)?;
+                return Ok((
+                    Err(invalid("code_verifier does not match the code_challenge")),
+                    None,
+                ));
+            }
+            let user: Option<User> = open_in(
+                txn,
+                t,
+                &user_key,
+                &crate::auth::users::row(&code.connection.user),
+            )?;
+            if !still_consenting(user.as_ref(), &code.connection) {
+                return Ok((Err(gone()), None));
+            }
+            code.used = true;
+            put_in(txn, t, &key, &row, &code)?;
+            let mut conn = code.connection.clone();
+            let tokens = mint(txn, t, &key, &mut conn, client.refresh, &server, now)?;
+            touch_client(txn, t, &key, &client, now)?;
+            Ok((Ok(tokens), None))
+        })?;
+        if let Some(entry) = entry {
+            crate::audit::emit(&entry);
+        }
+        result
+    }
+
+    /// Rotate a refresh token (RFC 6749 §6, OAuth 2.1 §4.3.1).
+    pub fn refresh(
+        &self,
+        client: &Client,
+        token: &str,
+        resource: Option<&str>,
+        scope: Option<&str>,
+        server: &AuthServer,
+    ) -> Result<Tokens, OAuthError> {
+        fn gone() -> OAuthError {
+            OAuthError::new(
+                "invalid_grant",
+                "the refresh token is not valid (unknown, revoked, reused or expired)",
+            )
+        }
+        if !sessions::well_formed(token, oauth::REFRESH_PREFIX) {
+            return Err(gone());
+        }
+        if let Some(r) = resource
+            && r.trim_end_matches('/') != server.resource
+        {
+            return Err(OAuthError::new(
+                "invalid_target",
+                format!("this server issues tokens only for {}", server.resource),
+            ));
+        }
+        let asked = scope.map(|s| oauth::requested_scopes(Some(s)));
+        let row = oauth::refresh_row(token);
+        let presented = oauth::secret_hash(token);
+        let key = self.system_key()?;
+        let (client, server) = (client.clone(), server.clone());
+        let audit = self.audit.clone();
+        let (result, entry) = self.store.write_blocking(move |txn, t| {
+            let now = model::now_ms();
+            let Some(stored) = open_in::<RefreshToken>(txn, t, &key, &row)? else {
+                return Ok((Err(gone()), None));
+            };
+            let conn_row = oauth::connection_row(&stored.connection);
+            let Some(mut conn) = open_in::<Connection>(txn, t, &key, &conn_row)? else {
+                return Ok((Err(gone()), None));
+            };
+            if stored.expires_at <= now
+                || conn.revoked_at.is_some()
+                || conn.client_id != client.client_id
+            {
+                return Ok((Err(gone()), None));
+            }
+            let current = conn.refresh.as_deref() == Some(presented.as_str());
+            let in_grace = conn
+                .previous_refresh
+                .as_ref()
+                .is_some_and(|(h, at)| *h == presented && now - at < oauth::REFRESH_GRACE_MS);
+            if !current && !in_grace {
+                // An old token again: it was copied. Every token of the
+                // connection stops working.
+                revoke_in(
+                    txn,
+                    t,
+                    &key,
+                    &mut conn,
+                    "a replaced refresh token was presented again",
+                    now,
+                )?;
+                let record = Record::by(&conn.principal(&[], 0), "oauth.revoke")
+                    .target(&conn.client_id)
+                    .outcome(
+                        "revoked",
+                        Some("a replaced refresh token was presented again".into()),
+                    );
+                let entry = audit.append(txn, t, &record)?;
+                return Ok((Err(gone()), Some(entry)));
+            }
+            if let Some(asked) = &asked
+                && asked.iter().any(|s| !conn.scopes.contains(s))
+            {
+                return Ok((
+                    Err(OAuthError::new(
+                        "invalid_scope",
+                        "a refresh cannot add scopes; authorize again",
+                    )),
+                    None,
+                ));
+            }
+            let user: Option<User> = open_in(txn, t, &key, &crate::auth::users::row(&conn.user))?;
+            if !still_consenting(user.as_ref(), &conn) {
+                return Ok((Err(gone()), None));
+            }
+            // After a rotation the replaced token works once more within
+            // the grace; used then, it is spent too.
+            conn.previous_refresh = match (current, conn.refresh.clone()) {
+                (true, Some(old)) => Some((old, now)),
+                _ => None,
+            };
+            let tokens = mint(txn, t, &key, &mut conn, true, &server, now)?;
+            touch_client(txn, t, &key, &client, now)?;
+            Ok((Ok(tokens), None))
+        })?;
+        if let Some(entry) = entry {
+            crate::audit::emit(&entry);
+        }
+        result
+    }
+
+    /// Revoke a token (RFC 7009): an access token alone; a refresh token
+    /// and its whole connection. A token that is unknown or belongs to
+    /// another client is left alone, and the answer is the same.
+    pub fn revoke_token(&self, client: &Client, token: &str) -> Result<(), OAuthError> {
+        let key = self.system_key()?;
+        let client_id = client.client_id.clone();
+        let token = token.to_string();
+        let audit = self.audit.clone();
+        let entry = self.store.write_blocking(move |txn, t| {
+            let now = model::now_ms();
+            let (conn_id, access) = if sessions::well_formed(&token, oauth::ACCESS_PREFIX) {
+                let row = oauth::access_row(&token);
+                match open_in::<AccessToken>(txn, t, &key, &row)? {
+                    Some(a) => (a.connection, Some(row)),
+                    None => return Ok(None),
+                }
+            } else if sessions::well_formed(&token, oauth::REFRESH_PREFIX) {
+                match open_in::<RefreshToken>(txn, t, &key, &oauth::refresh_row(&token))? {
+                    Some(r) => (r.connection, None),
+                    None => return Ok(None),
+                }
+            } else {
+                return Ok(None);
+            };
+            let conn_row = oauth::connection_row(&conn_id);
+            let Some(mut conn) = open_in::<Connection>(txn, t, &key, &conn_row)? else {
+                return Ok(None);
+            };
+            if conn.client_id != client_id {
+                return Ok(None);
+            }
+            let what = match access {
+                Some(row) => {
+                    del_in(txn, t.principals, &row)?;
+                    "an access token"
+                }
+                None => {
+                    revoke_in(txn, t, &key, &mut conn, "revoked by the client", now)?;
+                    "the connection (by its refresh token)"
+                }
+            };
+            let record = Record::by(&conn.principal(&[], 0), "oauth.revoke")
+                .target(&conn.client_id)
+                .outcome("ok", Some(format!("{what}, by the client")));
+            audit.append(txn, t, &record).map(Some)
+        })?;
+        if let Some(entry) = entry {
+            crate::audit::emit(&entry);
+        }
+        Ok(())
+    }
+
+    /// The principal an access token acts as, if it is good now for
+    /// `server`'s resource.
+    pub fn authenticate_access(
+        &self,
+        token: &str,
+        server: &AuthServer,
+    ) -> Result<Principal, AuthFailure> {
+        let internal = |e: ServiceError| AuthFailure::Internal(e.to_string());
+        if !sessions::well_formed(token, oauth::ACCESS_PREFIX) {
+            return Err(AuthFailure::Malformed);
+        }
+        let access: AccessToken = self
+            .principal_row(&oauth::access_row(token))
+            .map_err(internal)?
+            .ok_or(AuthFailure::Unknown(None))?;
+        let conn: Connection = self
+            .principal_row(&oauth::connection_row(&access.connection))
+            .map_err(internal)?
+            .ok_or(AuthFailure::Unknown(None))?;
+        let id = conn.credential_id();
+        if conn.revoked_at.is_some() {
+            return Err(AuthFailure::Revoked(id));
+        }
+        if access.expires_at <= model::now_ms() {
+            return Err(AuthFailure::Expired(id));
+        }
+        if conn.resource != server.resource {
+            return Err(AuthFailure::WrongResource(id));
+        }
+        let user: Option<User> = self
+            .principal_row(&crate::auth::users::row(&conn.user))
+            .map_err(internal)?;
+        if !still_consenting(user.as_ref(), &conn) {
+            return Err(AuthFailure::Revoked(id));
+        }
+        let grants = user.map(|u| u.grants).unwrap_or_default();
+        Ok(conn.principal(&grants, access.expires_at))
+    }
+
+    /// Delete what can no longer be used: expired codes and tokens,
+    /// connections past their refresh lifetime (revoked ones a day after),
+    /// registered clients idle too long (never used: after a day). How
+    /// many rows.
+    pub fn purge_oauth(&self, server: &AuthServer) -> Result<usize, ServiceError> {
+        let now = model::now_ms();
+        let s = &server.settings;
+        let mut dead = self.dead_rows(b"oauth-code/", |c: &Code| c.expires_at <= now)?;
+        dead.extend(self.dead_rows(b"oauth-access/", |a: &AccessToken| a.expires_at <= now)?);
+        dead.extend(self.dead_rows(b"oauth-refresh/", |r: &RefreshToken| r.expires_at <= now)?);
+        dead.extend(self.dead_rows(b"oauth-conn/", |c: &Connection| {
+            let lives = if c.refresh.is_some() {
+                s.refresh_ms()
+            } else {
+                s.access_ms()
+            };
+            c.revoked_at.is_some_and(|at| at + 86_400_000 <= now) || c.renewed_at + lives <= now
+        })?);
+        dead.extend(self.dead_rows(b"oauth-client/", |c: &Client| {
+            let idle = if c.last_used_at == c.created_at {
+                86_400_000
+            } else {
+                (s.idle_client_days * 86_400_000) as i64
+            };
+            c.kind != ClientKind::Configured && c.last_used_at + idle <= now
+        })?);
+        self.delete_principal_rows(dead)
+    }
+}
+
+/// Note that `client` was used (at most once an hour: a registered client
+/// idle long enough is forgotten).
+fn touch_client(
+    txn: &mut RwTransaction<'_>,
+    t: &Tables,
+    key: &DataKey,
+    client: &Client,
+    now: i64,
+) -> Result<(), StoreError> {
+    if client.kind == ClientKind::Configured {
+        return Ok(());
+    }
+    let row = oauth::client_row(&client.client_id);
+    if let Some(mut stored) = open_in::<Client>(txn, t, key, &row)?
+        && (stored.last_used_at == stored.created_at || now - stored.last_used_at >= 3_600_000)
+    {
+        stored.last_used_at = now.max(stored.created_at + 1);
+        put_in(txn, t, key, &row, &stored)?;
+    }
+    Ok(())
+}
