@@ -392,6 +392,35 @@ fn discovery_documents_name_this_server_and_a_401_points_to_them() {
             .contains(&json!("offline_access"))
     );
 
+    // A browser-based client may call the endpoints from its own origin.
+    let (status, headers, _) = curl_raw(
+        addr,
+        "OPTIONS",
+        "/oauth/token",
+        &[
+            "origin: http://localhost:6274",
+            "access-control-request-method: POST",
+        ],
+        None,
+    );
+    assert_eq!(status, 204);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "{headers}"
+    );
+    let r = post_json(
+        addr,
+        "/oauth/register",
+        &json!({"redirect_uris": ["http://localhost:6274/oauth/callback"]}),
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+
     // /mcp without a credential says where to go; /v1 stays key-only.
     let r = curl_full(&Client::new(addr, None), "POST", "/mcp", Some("{}"), &[]);
     assert_eq!(r.status, 401);
@@ -820,4 +849,100 @@ fn a_configured_client_proves_its_secret_and_oauth_stays_off_without_https_off_l
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("public_url with https://"), "{err}");
+}
+
+#[test]
+fn a_person_sees_their_connected_apps_and_disconnects_them() {
+    let s = server("");
+    let addr = &s.server.addr;
+    create_user(&s.data, "bob", &["home=writer"], Some(PASSWORD));
+    let redirect = "http://127.0.0.1:5555/cb";
+    let client = register(addr, redirect);
+    let alice = session_cookie(addr, "alice", PASSWORD);
+    let tokens = exchange(
+        addr,
+        &client,
+        &code(addr, &alice, &client, redirect, &[("role:other", "none")]),
+        redirect,
+    );
+    let access = tokens.body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(mcp_status(addr, &access), 200);
+
+    let page = console(addr, "GET", "/console/account", &[&alice], None);
+    assert!(body(&page).contains("Test client"), "{}", body(&page));
+    assert!(
+        body(&page).contains("home=writer (memory:read memory:write)"),
+        "{}",
+        body(&page)
+    );
+    let id = body(&page)
+        .split("/console/account/connections/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let csrf = |cookie: &str| {
+        let page = console(addr, "GET", "/console/account", &[cookie], None);
+        consent_fields(body(&page))
+            .into_iter()
+            .find(|(k, _)| k == "csrf")
+            .unwrap()
+            .1
+    };
+    // Bob cannot end alice's connection.
+    let bob = session_cookie(addr, "bob", PASSWORD);
+    let path = format!("/console/account/connections/{id}/disconnect");
+    let r = console(
+        addr,
+        "POST",
+        &path,
+        &[&bob],
+        Some(&form(&[("csrf", &csrf(&bob))])),
+    );
+    assert_eq!(r.status, 422, "{}", body(&r));
+    assert_eq!(mcp_status(addr, &access), 200);
+    // Alice can: its tokens stop at once, and the list is empty.
+    let r = console(
+        addr,
+        "POST",
+        &path,
+        &[&alice],
+        Some(&form(&[("csrf", &csrf(&alice))])),
+    );
+    assert_eq!(r.status, 303, "{}", body(&r));
+    assert_eq!(mcp_status(addr, &access), 401);
+    let page = console(addr, "GET", "/console/account", &[&alice], None);
+    assert!(body(&page).contains("No MCP client"), "{}", body(&page));
+
+    // Signing out everywhere disconnects every app too.
+    let tokens = exchange(
+        addr,
+        &client,
+        &code(addr, &alice, &client, redirect, &[]),
+        redirect,
+    );
+    let access = tokens.body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(mcp_status(addr, &access), 200);
+    let r = console(
+        addr,
+        "POST",
+        "/console/sign-out-everywhere",
+        &[&alice],
+        Some(&form(&[("csrf", &csrf(&alice))])),
+    );
+    assert_eq!(r.status, 303);
+    assert_eq!(mcp_status(addr, &access), 401);
+    let refresh = tokens.body["refresh_token"].as_str().unwrap();
+    let r = post_form(
+        addr,
+        "/oauth/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client),
+            ("refresh_token", refresh),
+        ],
+    );
+    assert_eq!(r.body["error"], "invalid_grant");
 }

@@ -13,7 +13,9 @@
 //! | `POST /oauth/revoke` | RFC 7009 |
 //!
 //! Everything is built from `issuer` (`[server] public_url`), never from
-//! the request's `Host`. The routes exist only while OAuth is on.
+//! the request's `Host`. The routes exist only while OAuth is on. They
+//! answer any origin (CORS `*`): none reads a cookie, so a page gains
+//! nothing by calling them from a person's browser.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -100,13 +102,9 @@ fn error(e: &OAuthError, basic: bool) -> Response {
     r
 }
 
-/// Public metadata: any page may read it.
+/// Public metadata, cached a while.
 fn public_json(body: serde_json::Value) -> Response {
     let mut r = warp::reply::json(&body).into_response();
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),
@@ -498,7 +496,33 @@ pub fn routes(
                 false,
             )
         });
-    prm.or(asm)
+    // A browser-based client (the MCP Inspector) calls these from its own
+    // origin; none of them reads a cookie, so any origin may.
+    let preflight = warp::options()
+        .and(warp::path("oauth").or(warp::path(".well-known")).unify())
+        .and(warp::path::tail())
+        .map(|_| {
+            let mut r = Response::new(Default::default());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type, mcp-protocol-version"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+            r
+        });
+    preflight
+        .or(prm)
+        .unify()
+        .or(asm)
         .unify()
         .or(register)
         .unify()
@@ -508,5 +532,12 @@ pub fn routes(
         .unify()
         .or(refused)
         .unify()
+        .map(|mut r: Response| {
+            r.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            r
+        })
         .boxed()
 }

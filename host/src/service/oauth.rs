@@ -967,6 +967,74 @@ impl Service {
         Ok(conn.principal(&grants, access.expires_at))
     }
 
+    /// The connections user `name` allowed that still work, newest first.
+    pub fn connections(
+        &self,
+        name: &str,
+        server: &AuthServer,
+    ) -> Result<Vec<Connection>, ServiceError> {
+        let key = self.system_key()?;
+        let now = model::now_ms();
+        let user: Option<User> = self.principal_row(&crate::auth::users::row(name))?;
+        let mut out = Vec::new();
+        for (row, sealed) in self.store.rows(
+            |t| t.principals,
+            b"oauth-conn/",
+            |k| k.starts_with(b"oauth-conn/"),
+        )? {
+            let c: Connection = super::open_json(&key, "principals", &row, &sealed)?;
+            if c.user == name
+                && c.revoked_at.is_none()
+                && still_consenting(user.as_ref(), &c)
+                && !connection_over(&c, server, now)
+            {
+                out.push(c);
+            }
+        }
+        out.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+        Ok(out)
+    }
+
+    /// User `user` ends its connection `id` (audited). Someone else's, or
+    /// none by that id: refused the same way.
+    pub fn disconnect(&self, user: &User, id: &str) -> Result<(), ServiceError> {
+        let who = user.principal();
+        let row = oauth::connection_row(id);
+        let key = self.system_key()?;
+        let (name, audit) = (user.name.clone(), self.audit.clone());
+        let record = Record::by(&who, "oauth.revoke").target(id).outcome(
+            "ok",
+            Some("the connection, by its user in the console".into()),
+        );
+        let entry = self.store.write_blocking(move |txn, t| {
+            let Some(mut conn) = open_in::<Connection>(txn, t, &key, &row)? else {
+                return Ok(None);
+            };
+            if conn.user != name {
+                return Ok(None);
+            }
+            revoke_in(
+                txn,
+                t,
+                &key,
+                &mut conn,
+                "disconnected by its user",
+                model::now_ms(),
+            )?;
+            audit.append(txn, t, &record).map(Some)
+        })?;
+        match entry {
+            Some(entry) => {
+                crate::audit::emit(&entry);
+                Ok(())
+            }
+            None => Err(super::invalid(
+                "connection",
+                format!("you have no connection {id}"),
+            )),
+        }
+    }
+
     /// Delete what can no longer be used: expired codes and tokens,
     /// connections past their refresh lifetime (revoked ones a day after),
     /// registered clients idle too long (never used: after a day). How
@@ -978,12 +1046,7 @@ impl Service {
         dead.extend(self.dead_rows(b"oauth-access/", |a: &AccessToken| a.expires_at <= now)?);
         dead.extend(self.dead_rows(b"oauth-refresh/", |r: &RefreshToken| r.expires_at <= now)?);
         dead.extend(self.dead_rows(b"oauth-conn/", |c: &Connection| {
-            let lives = if c.refresh.is_some() {
-                s.refresh_ms()
-            } else {
-                s.access_ms()
-            };
-            c.revoked_at.is_some_and(|at| at + 86_400_000 <= now) || c.renewed_at + lives <= now
+            c.revoked_at.is_some_and(|at| at + 86_400_000 <= now) || connection_over(c, server, now)
         })?);
         dead.extend(self.dead_rows(b"oauth-client/", |c: &Client| {
             let idle = if c.last_used_at == c.created_at {
@@ -995,6 +1058,16 @@ impl Service {
         })?);
         self.delete_principal_rows(dead)
     }
+}
+
+/// Has `conn` outlived every token it could still mint or use?
+fn connection_over(conn: &Connection, server: &AuthServer, now: i64) -> bool {
+    let lives = if conn.refresh.is_some() {
+        server.settings.refresh_ms()
+    } else {
+        server.settings.access_ms()
+    };
+    conn.renewed_at + lives <= now
 }
 
 /// Note that `client` was used (at most once an hour: a registered client

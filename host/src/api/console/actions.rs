@@ -592,10 +592,14 @@ impl Console {
     pub(super) async fn change_password(&self, v: &Visitor, req: &Req) -> Response {
         let (new, again) = (req.f("password").to_string(), req.f("again"));
         if new != again {
-            return html(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                pages::account(v, None, Some("the two new passwords differ")),
-            );
+            return self
+                .account_page(
+                    v,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some("the two new passwords differ"),
+                )
+                .await;
         }
         let current = req.f("current").to_string();
         // Guessing the current password here is guessing a sign-in.
@@ -630,14 +634,19 @@ impl Console {
                 redirect("/console/login?done=password"),
                 &self.cookie(super::SESSION_COOKIE, "", Some(0)),
             ),
-            Err(ServiceError::Invalid { detail, .. }) => html(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                pages::account(v, None, Some(&format!("the new password {detail}"))),
-            ),
-            Err(ServiceError::Forbidden(detail)) => html(
-                StatusCode::FORBIDDEN,
-                pages::account(v, None, Some(&detail)),
-            ),
+            Err(ServiceError::Invalid { detail, .. }) => {
+                self.account_page(
+                    v,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    None,
+                    Some(&format!("the new password {detail}")),
+                )
+                .await
+            }
+            Err(ServiceError::Forbidden(detail)) => {
+                self.account_page(v, StatusCode::FORBIDDEN, None, Some(&detail))
+                    .await
+            }
             Err(e) => error_page(Some(v), &e),
         }
     }

@@ -11,6 +11,9 @@
 //!
 //! The request is checked again when the form comes back: nothing on the
 //! page is trusted that the server did not check twice.
+//!
+//! The account page lists the connections a person allowed, each with
+//! Disconnect.
 
 use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
@@ -138,6 +141,36 @@ impl Console {
                 Err(redirect(&redirect_with(&redirect_uri, &p)))
             }
             Err(e) => Err(error_page(None, &e)),
+        }
+    }
+
+    /// The account page, with the person's connected apps when OAuth is on.
+    pub(super) async fn account_page(
+        &self,
+        v: &Visitor,
+        status: StatusCode,
+        ok: Option<&str>,
+        error: Option<&str>,
+    ) -> Response {
+        let connections = match self.oauth.clone() {
+            None => None,
+            Some(server) => {
+                let (service, name) = (self.inner.service.clone(), v.user.name.clone());
+                match blocking(move || service.connections(&name, &server)).await {
+                    Ok(list) => Some(list),
+                    Err(e) => return error_page(Some(v), &e),
+                }
+            }
+        };
+        html(status, pages::account(v, ok, error, connections.as_deref()))
+    }
+
+    /// `POST /console/account/connections/{id}/disconnect`.
+    pub(super) async fn disconnect(&self, v: &Visitor, id: &str) -> Response {
+        let (service, user, id) = (self.inner.service.clone(), v.user.clone(), id.to_string());
+        match blocking(move || service.disconnect(&user, &id)).await {
+            Ok(()) => redirect("/console/account?ok=disconnected"),
+            Err(e) => error_page(Some(v), &e),
         }
     }
 

@@ -493,7 +493,11 @@ impl Console {
             (true, ["users"]) => self.create_user(v, &req).await,
             (true, ["users", name, "link"]) => self.user_link(v, &req, name).await,
             (true, ["users", name, "disable"]) => self.disable_user(v, name).await,
-            (false, ["account"]) => html(StatusCode::OK, pages::account(v, req.q("ok"), None)),
+            (false, ["account"]) => {
+                self.account_page(v, StatusCode::OK, req.q("ok"), None)
+                    .await
+            }
+            (true, ["account", "connections", id, "disconnect"]) => self.disconnect(v, id).await,
             (true, ["account", "password"]) => self.change_password(v, &req).await,
             (true, ["sign-out"]) => self.sign_out(v).await,
             (true, ["sign-out-everywhere"]) => self.sign_out_everywhere(v).await,

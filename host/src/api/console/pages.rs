@@ -142,6 +142,7 @@ fn flash(ok: Option<&str>) -> Markup {
         Some("disabled") => "Disabled: the user's sessions have ended.",
         Some("reloaded") => "Plugins reloaded.",
         Some("password") => "Password changed.",
+        Some("disconnected") => "Disconnected: the app's tokens stop working at once.",
         _ => return html! {},
     };
     let class = match ok {
@@ -1043,7 +1044,12 @@ pub(super) fn users(v: &Visitor, users: &[UserInfo], link: Option<&(String, Stri
     )
 }
 
-pub(super) fn account(v: &Visitor, ok: Option<&str>, error: Option<&str>) -> Markup {
+pub(super) fn account(
+    v: &Visitor,
+    ok: Option<&str>,
+    error: Option<&str>,
+    connections: Option<&[crate::auth::oauth::Connection]>,
+) -> Markup {
     let s = &v.session;
     layout(
         v,
@@ -1071,11 +1077,39 @@ pub(super) fn account(v: &Visitor, ok: Option<&str>, error: Option<&str>) -> Mar
                     div.actions { button type="submit" { "Change password" } span.muted.small { "Every session of yours ends, this one too." } }
                 }
             }
+            @if let Some(list) = connections {
+                h2 { "Connected apps" }
+                div.panel {
+                    @if list.is_empty() {
+                        p.muted { "No MCP client (Claude, ChatGPT, …) is connected as you." }
+                    } @else {
+                        div.table-wrap { table.stack {
+                            thead { tr { th { "App" } th { "May reach" } th { "Allowed" } th { "Last renewed" } th { "" } } }
+                            tbody {
+                                @for c in list {
+                                    tr {
+                                        td data-label="App" { (c.client_name) }
+                                        td data-label="May reach" { (crate::auth::describe(&c.grants)) " (" (crate::auth::oauth::scope_string(&c.scopes)) ")" }
+                                        td data-label="Allowed" { (when(c.created_at)) }
+                                        td data-label="Last renewed" { (relative(c.renewed_at)) }
+                                        td {
+                                            form.inline method="post" action=(format!("/console/account/connections/{}/disconnect", c.id)) {
+                                                (csrf(v))
+                                                button.danger type="submit" { "Disconnect" }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } }
+                    }
+                }
+            }
             h2 { "Sessions" }
             div.panel {
                 form method="post" action="/console/sign-out-everywhere" {
                     (csrf(v))
-                    div.actions { button.danger type="submit" { "Sign out everywhere" } span.muted.small { "Ends every session of yours, on every device." } }
+                    div.actions { button.danger type="submit" { "Sign out everywhere" } span.muted.small { "Ends every session of yours, on every device, and disconnects every app." } }
                 }
             }
         },
