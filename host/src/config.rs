@@ -7,6 +7,7 @@
 //! metrics_listen = "10.0.0.5:9477"  # GET /metrics without a key, private addresses only
 //!
 //! public_url = "https://memory.example.com"  # how browsers reach it (behind a proxy)
+//! trusted_proxies = ["10.0.0.2"]   # believe X-Forwarded-For from these
 //!
 //! [console]                        # the web console at /console
 //! idle_minutes = 30                # a session with no request this long ends
@@ -119,6 +120,11 @@ pub struct ServerSettings {
     /// when it is not the listen address: behind a TLS proxy. Sign-in links
     /// are printed with it; with `https` the console's cookies are `Secure`.
     pub public_url: Option<String>,
+    /// Addresses of the proxies in front (`["10.0.0.2"]`): a request from
+    /// one of them counts as coming from the address it forwarded
+    /// (`X-Forwarded-For`), for rate limits and the audit log. Empty (the
+    /// default): the TCP peer, and no header is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl ServerSettings {

@@ -302,6 +302,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         listener,
         routes,
         opts.config.server.connections,
+        opts.config.server.trusted_proxies.clone().into(),
         shutdown_signal(),
         Duration::from_secs(10),
     )
@@ -368,6 +369,7 @@ async fn spawn_metrics_listener(
         listener,
         route,
         connections,
+        Arc::from(Vec::new()),
         shutdown_signal(),
         Duration::from_secs(1),
     ));

@@ -227,7 +227,7 @@ fn mcp_status(addr: &str, token: &str) -> u16 {
 
 #[test]
 fn the_mcp_sdk_connects_with_oauth_in_both_eras_and_refreshes() {
-    let s = server("");
+    let s = server("[oauth]\nrefresh_grace_seconds = 1\n");
     let url = format!("http://{}/mcp", s.server.addr);
     for mode in ["auto", "legacy"] {
         let out = Command::new(crate::mcp::python())
@@ -292,7 +292,7 @@ fn the_mcp_sdk_connects_with_oauth_in_both_eras_and_refreshes() {
         let newest = refreshed["access"].as_str().unwrap();
         assert_eq!(mcp_status(&s.server.addr, newest), 200);
 
-        // The replaced refresh token: once more within the grace (a client
+        // The spent refresh token: good again within the grace (a client
         // whose answer was lost), then it is a replay and ends everything.
         let client = seen["registered"]["client_id"].as_str().unwrap();
         let refresh = |token: &str| {
@@ -308,6 +308,11 @@ fn the_mcp_sdk_connects_with_oauth_in_both_eras_and_refreshes() {
         };
         let retried = refresh(first_refresh);
         assert_eq!(retried.status, 200, "{}", retried.body);
+        // The pair the SDK kept is good too (a client that refreshed twice
+        // at once keeps whichever answer it saved).
+        let kept = refresh(refreshed["refresh"].as_str().unwrap());
+        assert_eq!(kept.status, 200, "{}", kept.body);
+        std::thread::sleep(std::time::Duration::from_millis(1200));
         let replay = refresh(first_refresh);
         assert_eq!(replay.status, 400, "{}", replay.body);
         assert_eq!(replay.body["error"], "invalid_grant");
@@ -332,7 +337,7 @@ fn the_mcp_sdk_connects_with_oauth_in_both_eras_and_refreshes() {
         revoked[0]["detail"]
             .as_str()
             .unwrap()
-            .contains("presented again")
+            .contains("spent refresh token")
     );
     // The tool calls are recorded under the connection, as alice.
     let stores = audit_of(&s, "memory.store");
@@ -430,6 +435,24 @@ fn discovery_documents_name_this_server_and_a_401_points_to_them() {
             "Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\", scope=\"memory:read memory:write\""
         )
     );
+    let r = curl_full(
+        &Client::new(
+            addr,
+            Some("mha_0000000000000000000000000000000000000000000000000000000000000000"),
+        ),
+        "POST",
+        "/mcp",
+        Some("{}"),
+        &[],
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_token\""),
+        "{:?}",
+        r.header("www-authenticate")
+    );
     let r = curl_full(&Client::new(addr, None), "GET", "/v1/namespaces", None, &[]);
     assert_eq!(r.status, 401);
     assert!(
@@ -454,8 +477,24 @@ fn the_authorization_server_refuses_what_the_specification_forbids() {
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"], "invalid_redirect_uri");
     assert!(!r.body.to_string().contains("evil.example"), "{}", r.body);
+    // A list with one allowed redirect: registered with that one only.
+    let r = post_json(
+        &addr,
+        "/oauth/register",
+        &json!({"redirect_uris": ["https://vscode.dev/redirect", "http://127.0.0.1:33418/"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["redirect_uris"], json!(["http://127.0.0.1:33418/"]));
     let client = register(&addr, redirect);
     let cookie = session_cookie(&addr, "alice", PASSWORD);
+    // A parameter given twice: which redirect would be meant? Refused.
+    let twice = format!(
+        "{}&redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
+        authorize_path(&addr, &client, redirect, &[])
+    );
+    let r = console(&addr, "GET", &twice, &[&cookie], None);
+    assert_eq!(r.status, 400, "{}", body(&r));
+    assert!(r.header("location").is_none());
 
     // An unknown client or a redirect it did not register: a page, and
     // nothing sent anywhere.
@@ -539,6 +578,16 @@ fn the_authorization_server_refuses_what_the_specification_forbids() {
     );
     assert_eq!(page.status, 200, "{}", body(&page));
     assert!(body(&page).contains("127.0.0.1"));
+    // A popup that an app opened keeps its opener on these pages.
+    assert_eq!(
+        page.header("cross-origin-opener-policy").as_deref(),
+        Some("unsafe-none")
+    );
+    let home = console(&addr, "GET", "/console", &[&cookie], None);
+    assert_eq!(
+        home.header("cross-origin-opener-policy").as_deref(),
+        Some("same-origin")
+    );
     assert!(
         page.header("content-security-policy")
             .unwrap()
@@ -740,23 +789,53 @@ fn the_authorization_server_refuses_what_the_specification_forbids() {
 
 #[test]
 fn a_registration_flood_is_refused_and_registered_clients_keep_working() {
-    let s = server("[oauth]\nregistrations_per_hour = 5\n");
-    let addr = &s.server.addr;
-    let first = register(addr, "http://127.0.0.1:5555/cb");
-    for _ in 0..4 {
-        register(addr, "http://127.0.0.1:5555/cb");
+    // Behind a proxy (here the test itself, on loopback) each forwarded
+    // address has its own allowance.
+    let mut s = server("[oauth]\nregistrations_per_hour = 5\n");
+    let addr = s.server.addr.clone();
+    let first = register(&addr, "http://127.0.0.1:5555/cb");
+    let config = s.tmp.path().join("memhost.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n{text}"),
+    )
+    .unwrap();
+    s.server.child.kill().unwrap();
+    s.server.child.wait().unwrap();
+    s.server = Server::start_at(&s.data, &config, &[], &addr);
+    let from = |who: &str| {
+        let (status, headers, _) = curl_raw(
+            &addr,
+            "POST",
+            "/oauth/register",
+            &[&format!("x-forwarded-for: 198.51.100.7, {who}")],
+            Some((
+                "application/json",
+                r#"{"redirect_uris": ["http://127.0.0.1:5555/cb"]}"#,
+            )),
+        );
+        (status, headers)
+    };
+    for _ in 0..5 {
+        assert_eq!(from("203.0.113.1").0, 201);
     }
-    let r = post_json(
-        addr,
-        "/oauth/register",
-        &json!({"redirect_uris": ["http://127.0.0.1:5555/cb"]}),
+    let (status, headers) = from("203.0.113.1");
+    assert_eq!(status, 429);
+    assert!(
+        headers.to_ascii_lowercase().contains("retry-after"),
+        "{headers}"
     );
-    assert_eq!(r.status, 429, "{}", r.body);
-    assert!(r.header("retry-after").is_some());
-    let cookie = session_cookie(addr, "alice", PASSWORD);
-    let c = code(addr, &cookie, &first, "http://127.0.0.1:5555/cb", &[]);
     assert_eq!(
-        exchange(addr, &first, &c, "http://127.0.0.1:5555/cb").status,
+        from("203.0.113.2").0,
+        201,
+        "another address has its own allowance"
+    );
+    // A client registered before goes on.
+    let cookie = session_cookie(&addr, "alice", PASSWORD);
+    let c = code(&addr, &cookie, &first, "http://127.0.0.1:5555/cb", &[]);
+    assert_eq!(
+        exchange(&addr, &first, &c, "http://127.0.0.1:5555/cb").status,
         200
     );
 }
@@ -813,11 +892,18 @@ fn a_configured_client_proves_its_secret_and_oauth_stays_off_without_https_off_l
     let r = post_form(addr, "/oauth/token", &with_secret);
     assert_eq!(r.status, 200, "{}", r.body);
 
-    // Listening off loopback without an https public_url: OAuth is off,
-    // and `enabled = true` refuses to start.
+    // Listening off loopback without an https public_url: OAuth is off
+    // (an http public_url naming localhost does not change that), and
+    // `enabled = true` refuses to start.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = plugins_config(tmp.path(), &["redact-pii"], "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("[server]\npublic_url = \"http://localhost:7077\"\n{text}"),
+    )
+    .unwrap();
     let mut open = Server::start_at(&data, &config, &[], "0.0.0.0:0");
     let port = open.addr.rsplit(':').next().unwrap().to_string();
     let local = format!("127.0.0.1:{port}");

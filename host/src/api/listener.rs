@@ -10,8 +10,14 @@
 //! | `body_timeout_seconds` | 30 | a request's body must arrive whole within this long of its headers; else 408 and the connection is closed |
 //!
 //! HTTP/1.1 only: TLS and HTTP/2 belong to the proxy in front.
+//!
+//! The client's address is the TCP peer's — unless the peer is one of
+//! `[server] trusted_proxies`: then it is the nearest address in
+//! `X-Forwarded-For` that is not a trusted proxy (each proxy appends the
+//! address it saw, so the entries a client wrote itself come first and
+//! are never taken while a proxy's own entry follows).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -79,13 +85,41 @@ impl ConnectionSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// The client a request comes from: `peer`, or when `peer` is a trusted
+/// proxy, the nearest untrusted address in `X-Forwarded-For`.
+pub fn client_of(peer: SocketAddr, headers: &http::HeaderMap, trusted: &[IpAddr]) -> SocketAddr {
+    if !trusted.contains(&peer.ip()) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        let hop = hop.trim().trim_start_matches('[');
+        let hop = hop.split(']').next().unwrap_or(hop);
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            // Garbage from the client's side of the chain: stop here.
+            return peer;
+        };
+        if !trusted.contains(&ip) {
+            return SocketAddr::new(ip, 0);
+        }
+    }
+    peer
+}
+
 /// Serve `routes` on `listener` within `settings` until `shutdown`
 /// resolves; then stop accepting and give open connections up to
-/// `drain` to finish.
+/// `drain` to finish. `trusted`: the proxies whose `X-Forwarded-For` is
+/// believed.
 pub async fn serve<F>(
     listener: TcpListener,
     routes: F,
     settings: ConnectionSettings,
+    trusted: Arc<[IpAddr]>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) where
@@ -142,11 +176,14 @@ pub async fn serve<F>(
         });
         let handler = {
             let activity = activity.clone();
+            let trusted = trusted.clone();
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let mut service = service.clone();
                 let busy = Busy::start(activity.clone());
                 let (mut parts, body) = req.into_parts();
-                parts.extensions.insert(ClientAddr(addr));
+                parts
+                    .extensions
+                    .insert(ClientAddr(client_of(addr, &parts.headers, &trusted)));
                 let route = super::route_label(parts.uri.path());
                 let method = super::method_label(&parts.method);
                 let started = std::time::Instant::now();
@@ -371,5 +408,41 @@ impl Body for Deadline {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarded_address_counts_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "10.0.0.2".parse().unwrap();
+        let peer = SocketAddr::new(proxy, 5555);
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4, 203.0.113.9".parse().unwrap());
+        // Not trusted: the peer, whatever the header says.
+        assert_eq!(client_of(peer, &h, &[]), peer);
+        // Trusted: the nearest address the proxy saw, not one the client wrote.
+        assert_eq!(
+            client_of(peer, &h, &[proxy]).ip(),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // Two trusted proxies in a row.
+        let inner: IpAddr = "10.0.0.3".parse().unwrap();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.3".parse().unwrap());
+        assert_eq!(
+            client_of(peer, &h, &[proxy, inner]).ip(),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // Garbage or nothing: the peer.
+        h.insert("x-forwarded-for", "not-an-address".parse().unwrap());
+        assert_eq!(client_of(peer, &h, &[proxy]), peer);
+        assert_eq!(client_of(peer, &http::HeaderMap::new(), &[proxy]), peer);
+        h.insert("x-forwarded-for", "[2001:db8::1]".parse().unwrap());
+        assert_eq!(
+            client_of(peer, &h, &[proxy]).ip(),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
     }
 }

@@ -42,7 +42,10 @@ pub fn resource_metadata(server: &AuthServer) -> serde_json::Value {
     json!({
         "resource": server.resource,
         "authorization_servers": [server.issuer],
-        "scopes_supported": [Scope::Read.as_str(), Scope::Write.as_str(), Scope::Admin.as_str()],
+        // What an agent needs; `memory:admin` exists (the authorization
+        // server lists it) but a client asking for everything listed here
+        // does not ask for it.
+        "scopes_supported": [Scope::Read.as_str(), Scope::Write.as_str()],
         "bearer_methods_supported": ["header"],
         "resource_name": "memhost",
         "resource_documentation": "https://github.com/memhost/memhost/blob/main/docs/mcp.md",
@@ -83,21 +86,19 @@ fn no_store(status: StatusCode, body: &serde_json::Value) -> Response {
     r
 }
 
-/// An RFC 6749 §5.2 error.
-fn error(e: &OAuthError, basic: bool) -> Response {
+/// An RFC 6749 §5.2 error; `invalid_client` is a 401 naming the scheme
+/// a client authenticates with here (HTTP Basic).
+fn error(e: &OAuthError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut r = no_store(
         status,
         &json!({"error": e.code, "error_description": e.description}),
     );
     if status == StatusCode::UNAUTHORIZED {
-        let scheme = if basic {
-            "Basic realm=\"memhost\""
-        } else {
-            "Bearer realm=\"memhost\""
-        };
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"memhost\""),
+        );
     }
     r
 }
@@ -114,7 +115,7 @@ fn public_json(body: serde_json::Value) -> Response {
 
 fn too_many(retry_after: u64, description: String) -> Response {
     crate::metrics::rate_limited();
-    let mut r = error(&OAuthError::slow_down(description), false);
+    let mut r = error(&OAuthError::slow_down(description));
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     r
@@ -207,7 +208,9 @@ pub async fn resolve_document(
     client_id: &str,
     source: Option<IpAddr>,
 ) -> Result<(), String> {
-    if !crate::auth::oauth::is_metadata_url(client_id) {
+    if !crate::auth::oauth::is_metadata_url(client_id)
+        || server.settings.configured(client_id).is_some()
+    {
         return Ok(());
     }
     let (s, srv, id) = (service.clone(), server.clone(), client_id.to_string());
@@ -216,26 +219,42 @@ pub async fn resolve_document(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     let now = crate::clock::now_ms();
-    if kept.is_some_and(|c| now - c.created_at < DOCUMENT_TTL_MS) {
-        return Ok(());
+    match &kept {
+        Some(c) if now - c.created_at < DOCUMENT_TTL_MS => return Ok(()),
+        Some(_) => {}
+        // A new client costs a registration of its address.
+        None => {
+            if let Some(ip) = source {
+                limiter
+                    .registration(ip, server.settings.registrations_per_hour)
+                    .map_err(|r| r.reason)?;
+            }
+        }
     }
-    if let Some(ip) = source {
-        limiter
-            .registration(ip, server.settings.registrations_per_hour)
-            .map_err(|r| r.reason)?;
-    }
-    let body = crate::runtime::fetch_public(client_id, DOCUMENT_MAX, DOCUMENT_WITHIN)
+    let fetched = crate::runtime::fetch_public(client_id, DOCUMENT_MAX, DOCUMENT_WITHIN)
         .await
-        .map_err(|e| format!("the client's metadata document could not be fetched: {e}"))?;
-    let client = crate::auth::oauth::client_from_document(
-        client_id,
-        &body,
-        &server.settings.redirect_uris,
-        now,
-    )?;
-    let s = service.clone();
+        .map_err(|e| format!("the client's metadata document could not be fetched: {e}"))
+        .and_then(|body| {
+            crate::auth::oauth::client_from_document(
+                client_id,
+                &body,
+                &server.settings.redirect_uris,
+                now,
+            )
+        });
+    let client = match (fetched, kept) {
+        (Ok(client), _) => client,
+        (Err(why), None) => return Err(why),
+        // Its host is down or its document broke: the copy kept an hour
+        // ago still says who it is.
+        (Err(why), Some(_)) => {
+            tracing::warn!(client = client_id, error = %why, "keeping the client's earlier metadata document");
+            return Ok(());
+        }
+    };
+    let (s, srv) = (service.clone(), server.clone());
     let src = source.map(|ip| ip.to_string());
-    tokio::task::spawn_blocking(move || s.keep_metadata_client(&client, src))
+    tokio::task::spawn_blocking(move || s.keep_metadata_client(&client, &srv, src))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
@@ -271,13 +290,10 @@ impl Endpoints {
         let reg: Registration = match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
-                return error(
-                    &OAuthError::new(
-                        "invalid_client_metadata",
-                        format!("the body is not a registration: {e}"),
-                    ),
-                    false,
-                );
+                return error(&OAuthError::new(
+                    "invalid_client_metadata",
+                    format!("the body is not a registration: {e}"),
+                ));
             }
         };
         let src = source.map(|s| s.to_string());
@@ -303,7 +319,7 @@ impl Endpoints {
                 }
                 no_store(StatusCode::CREATED, &body)
             }
-            Err(e) => error(&e, false),
+            Err(e) => error(&e),
         }
     }
 
@@ -316,16 +332,16 @@ impl Endpoints {
         authorization: Option<String>,
         body: &[u8],
     ) -> Result<(HashMap<String, String>, ClientCredentials), Response> {
-        if let Some(refused) = source.and_then(|ip| self.limiter.failing(ip)) {
-            return Err(too_many(refused.retry_after, refused.reason));
-        }
-        let params = form(body).map_err(|e| error(&e, false))?;
-        let creds = credentials(authorization.as_deref(), &params).map_err(|e| error(&e, false))?;
+        // No guessing limit here: codes, tokens and secrets are 256 random
+        // bits, and behind a proxy every client shares one address — a
+        // stranger's failures must not stop the others' refreshes.
+        let params = form(body).map_err(|e| error(&e))?;
+        let creds = credentials(authorization.as_deref(), &params).map_err(|e| error(&e))?;
         if let Some(id) = &creds.client_id
             && let Err(why) =
                 resolve_document(&self.service, &self.server, &self.limiter, id, source).await
         {
-            return Err(error(&OAuthError::invalid_client(why), creds.basic));
+            return Err(error(&OAuthError::invalid_client(why)));
         }
         Ok((params, creds))
     }
@@ -340,7 +356,6 @@ impl Endpoints {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let basic = creds.basic;
         let done = self
             .blocking(move |s, server| {
                 let client = s.token_client(&creds, &server)?;
@@ -376,13 +391,10 @@ impl Endpoints {
         match done {
             Ok(tokens) => no_store(StatusCode::OK, &json!(tokens)),
             Err(e) => {
-                if matches!(e.code, "invalid_client" | "invalid_grant")
-                    && let Some(ip) = source
-                {
-                    self.limiter.failed(ip);
+                if matches!(e.code, "invalid_client" | "invalid_grant") {
                     crate::metrics::auth_failure("oauth");
                 }
-                error(&e, basic)
+                error(&e)
             }
         }
     }
@@ -397,9 +409,8 @@ impl Endpoints {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let basic = creds.basic;
         let Some(token) = params.get("token").cloned() else {
-            return error(&OAuthError::invalid_request("token is missing"), basic);
+            return error(&OAuthError::invalid_request("token is missing"));
         };
         let done = self
             .blocking(move |s, server| {
@@ -409,14 +420,7 @@ impl Endpoints {
             .await;
         match done {
             Ok(()) => no_store(StatusCode::OK, &json!({})),
-            Err(e) => {
-                if e.code == "invalid_client"
-                    && let Some(ip) = source
-                {
-                    self.limiter.failed(ip);
-                }
-                error(&e, basic)
-            }
+            Err(e) => error(&e),
         }
     }
 }
@@ -493,7 +497,6 @@ pub fn routes(
                 &OAuthError::invalid_request(format!(
                     "POST a form of at most {MAX_BODY} bytes to /oauth/token, /oauth/revoke, or JSON to /oauth/register"
                 )),
-                false,
             )
         });
     // A browser-based client (the MCP Inspector) calls these from its own

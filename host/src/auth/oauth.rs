@@ -67,6 +67,10 @@ pub struct OAuthSettings {
     /// A registered client unused this many days is forgotten (one never
     /// used, after a day).
     pub idle_client_days: u64,
+    /// A spent refresh token works again for this many seconds (a client
+    /// whose answer was lost, or that refreshed twice at once); after it,
+    /// presenting it revokes the connection.
+    pub refresh_grace_seconds: u64,
 }
 
 impl Default for OAuthSettings {
@@ -80,6 +84,7 @@ impl Default for OAuthSettings {
             max_clients: 10_000,
             registrations_per_hour: 20,
             idle_client_days: 30,
+            refresh_grace_seconds: 30,
         }
     }
 }
@@ -102,14 +107,20 @@ pub struct ConfiguredClient {
 impl OAuthSettings {
     /// The reason these settings cannot be used, if any.
     pub fn validate(&self) -> Result<(), String> {
-        if !(1..=24 * 60).contains(&self.access_minutes) {
-            return Err("[oauth] access_minutes must be 1-1440".into());
+        if !(1..=60).contains(&self.access_minutes) {
+            return Err("[oauth] access_minutes must be 1-60 (access tokens are short-lived; refresh tokens carry a connection longer)".into());
         }
         if !(1..=365).contains(&self.refresh_days) {
             return Err("[oauth] refresh_days must be 1-365".into());
         }
-        if !(1..=365).contains(&self.idle_client_days) {
-            return Err("[oauth] idle_client_days must be 1-365".into());
+        if !(self.refresh_days..=365).contains(&self.idle_client_days) {
+            return Err(
+                "[oauth] idle_client_days must be at least refresh_days (a client is kept while its refresh tokens work) and at most 365"
+                    .into(),
+            );
+        }
+        if self.refresh_grace_seconds > 300 {
+            return Err("[oauth] refresh_grace_seconds must be at most 300".into());
         }
         if self.max_clients == 0 || self.registrations_per_hour == 0 {
             return Err(
@@ -143,6 +154,11 @@ impl OAuthSettings {
     /// How long an access token works, in ms.
     pub fn access_ms(&self) -> i64 {
         (self.access_minutes * 60_000) as i64
+    }
+
+    /// How long a spent refresh token still works, in ms.
+    pub fn grace_ms(&self) -> i64 {
+        (self.refresh_grace_seconds * 1000) as i64
     }
 
     /// How long a refresh token works, in ms.
@@ -211,7 +227,11 @@ impl AuthServer {
                 "[server] public_url has a path: the OAuth metadata must be at the root of its origin, so give the origin alone",
             ),
             Ok(u) if u.scheme() == "https" => None,
-            Ok(u) if u.host().as_ref().is_some_and(loopback_host) => None,
+            // Plain http only where nothing crosses a network: the public
+            // name and the listening address both loopback.
+            Ok(u) if u.host().as_ref().is_some_and(loopback_host) && listen.ip().is_loopback() => {
+                None
+            }
             _ => Some(
                 "the OAuth authorization server needs [server] public_url with https:// (behind a TLS proxy) unless it listens on loopback",
             ),
@@ -250,9 +270,6 @@ pub const AGENT_TYPE: &str = "assistant";
 
 /// How long a code may wait for its exchange.
 pub const CODE_MS: i64 = 60_000;
-/// How long after a rotation the previous refresh token still works
-/// (once more each), for a client whose answer was lost.
-pub const REFRESH_GRACE_MS: i64 = 30_000;
 
 fn hashed(prefix: &[u8], secret: &str) -> Vec<u8> {
     [prefix, &Sha256::digest(secret.as_bytes())].concat()
@@ -339,14 +356,17 @@ impl Scope {
 /// dropped — the token response says what was granted); none named means
 /// read and write.
 pub fn requested_scopes(scope: Option<&str>) -> Vec<Scope> {
-    let mut out: Vec<Scope> = scope
-        .unwrap_or("")
-        .split(' ')
-        .filter_map(Scope::parse)
-        .collect();
+    let out = named_scopes(scope.unwrap_or(""));
     if out.is_empty() {
-        out = vec![Scope::Read, Scope::Write];
+        vec![Scope::Read, Scope::Write]
+    } else {
+        out
     }
+}
+
+/// The known scopes named in `scope`, nothing assumed.
+pub fn named_scopes(scope: &str) -> Vec<Scope> {
+    let mut out: Vec<Scope> = scope.split(' ').filter_map(Scope::parse).collect();
     out.sort();
     out.dedup();
     out
@@ -616,12 +636,10 @@ pub struct Connection {
     /// The last time it minted a refresh token (Unix ms): it lives
     /// `refresh_days` from then.
     pub renewed_at: i64,
-    /// SHA-256 (hex) of the current refresh token.
+    /// SHA-256 (hex) of the newest refresh token (none: the client gets
+    /// no refresh tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<String>,
-    /// SHA-256 (hex) of the one before, and when it was replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_refresh: Option<(String, i64)>,
     /// Unix ms, once revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
@@ -638,16 +656,20 @@ impl Connection {
 
     /// The principal a request with one of its access tokens acts as:
     /// the user's name as agent id, typed [`AGENT_TYPE`], with the least
-    /// of the chosen roles and the user's roles today (`user_grants`).
-    pub fn principal(&self, user_grants: &[Grant], expires_at: i64) -> Principal {
-        let mut p = Principal::with(
-            &self.credential_id(),
-            &self.user,
-            AGENT_TYPE,
-            intersect(&self.grants, user_grants),
-        );
+    /// of the chosen roles, the user's roles today (`user_grants`) and what
+    /// the token's `scopes` allow.
+    pub fn principal(&self, user_grants: &[Grant], expires_at: i64, scopes: &[Scope]) -> Principal {
+        let cap = scope_cap(scopes);
+        let grants = intersect(&self.grants, user_grants)
+            .into_iter()
+            .filter_map(|g| {
+                let role = g.role.min(cap?);
+                Some(Grant { role, ..g })
+            })
+            .collect();
+        let mut p = Principal::with(&self.credential_id(), &self.user, AGENT_TYPE, grants);
         p.expires_at = Some(expires_at);
-        p.scopes = Some(self.scopes.clone());
+        p.scopes = Some(scopes.to_vec());
         p
     }
 }
@@ -659,16 +681,23 @@ pub struct AccessToken {
     pub connection: String,
     /// Unix ms.
     pub expires_at: i64,
+    /// Fewer scopes than the connection's, when a refresh asked for fewer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
 }
 
-/// A refresh token (sealed). Kept after rotation until it expires, so a
-/// replay is recognised (and revokes the connection).
+/// A refresh token (sealed). Kept after it is spent until it expires, so
+/// a replay is recognised (and revokes the connection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RefreshToken {
     /// Its connection.
     pub connection: String,
     /// Unix ms.
     pub expires_at: i64,
+    /// When it was first exchanged for a new pair (Unix ms): it works
+    /// again only within `[oauth] refresh_grace_seconds` of that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_at: Option<i64>,
 }
 
 /// Is `client_id` a client ID metadata document URL: `https`, a path
@@ -880,17 +909,34 @@ mod tests {
             resource: "r".into(),
             created_at: 0,
             refresh: None,
-            previous_refresh: None,
             revoked_at: None,
             revoked_because: None,
         }
-        .principal(&user, 1);
+        .principal(&user, 1, &[Scope::Read, Scope::Write]);
         assert_eq!(p.role_in("team-a"), Some(Role::Writer));
         assert_eq!(p.role_in("team-b"), Some(Role::Reader));
         assert_eq!(p.role_in("team-c"), None);
         assert_eq!(p.role_in("ops"), None);
         assert_eq!(p.role_in("other"), None);
         assert_eq!(p.agent_type, AGENT_TYPE);
+        // A token narrowed to reading reads, whatever was chosen.
+        let c = Connection {
+            id: "c".into(),
+            client_id: "x".into(),
+            client_name: "x".into(),
+            user: "alice".into(),
+            user_epoch: 0,
+            grants: grants(&["team-a=admin"]),
+            renewed_at: 0,
+            scopes: vec![Scope::Read, Scope::Write],
+            resource: "r".into(),
+            created_at: 0,
+            refresh: None,
+            revoked_at: None,
+            revoked_because: None,
+        };
+        let read = c.principal(&grants(&["*=admin"]), 1, &[Scope::Read]);
+        assert_eq!(read.role_in("team-a"), Some(Role::Reader));
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! | replayed | what happens |
 //! |---|---|
 //! | a code already exchanged | `invalid_grant`, and the connection it made is revoked |
-//! | the refresh token just replaced, within 30 s | a new pair (a client whose answer was lost) |
-//! | any older refresh token | `invalid_grant`, and the connection is revoked |
+//! | a spent refresh token, within `refresh_grace_seconds` (30) | a new pair (a client whose answer was lost, or that refreshed twice at once) |
+//! | a spent refresh token after that | `invalid_grant`, and the connection is revoked |
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -233,12 +233,14 @@ fn put_in<T: Serialize>(
 
 /// A new access token (and refresh token, if `refresh`) for `conn`,
 /// written in `txn`; `conn` is updated to name the new refresh token.
+#[allow(clippy::too_many_arguments)]
 fn mint(
     txn: &mut RwTransaction<'_>,
     t: &Tables,
     key: &DataKey,
     conn: &mut Connection,
     refresh: bool,
+    scopes: &[Scope],
     server: &AuthServer,
     now: i64,
 ) -> Result<Tokens, StoreError> {
@@ -252,6 +254,7 @@ fn mint(
         &AccessToken {
             connection: conn.id.clone(),
             expires_at,
+            scopes: (scopes != conn.scopes.as_slice()).then(|| scopes.to_vec()),
         },
     )?;
     let refresh_token = if refresh {
@@ -264,6 +267,7 @@ fn mint(
             &RefreshToken {
                 connection: conn.id.clone(),
                 expires_at: now + server.settings.refresh_ms(),
+                spent_at: None,
             },
         )?;
         conn.refresh = Some(oauth::secret_hash(&token));
@@ -278,7 +282,7 @@ fn mint(
         token_type: "Bearer".into(),
         expires_in: server.settings.access_ms() / 1000,
         refresh_token,
-        scope: oauth::scope_string(&conn.scopes),
+        scope: oauth::scope_string(scopes),
     })
 }
 
@@ -330,9 +334,29 @@ impl Service {
                 "redirect_uris must list 1-10 URIs",
             ));
         }
-        for uri in &reg.redirect_uris {
-            oauth::redirect_allowed(uri, &server.settings.redirect_uris)
-                .map_err(|e| OAuthError::new("invalid_redirect_uri", e))?;
+        // Redirects this server does not allow are left out (RFC 7591
+        // §3.2.1 lets it: VS Code lists a web one beside its loopback
+        // ones); none left is an error.
+        let mut refused = None;
+        let redirect_uris: Vec<String> = reg
+            .redirect_uris
+            .iter()
+            .filter(
+                |uri| match oauth::redirect_allowed(uri, &server.settings.redirect_uris) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
+                    }
+                },
+            )
+            .cloned()
+            .collect();
+        if redirect_uris.is_empty() {
+            return Err(OAuthError::new(
+                "invalid_redirect_uri",
+                refused.unwrap_or_default(),
+            ));
         }
         if reg
             .response_types
@@ -383,7 +407,7 @@ impl Service {
             } else {
                 name.into()
             },
-            redirect_uris: reg.redirect_uris,
+            redirect_uris,
             refresh: grants.iter().any(|g| g == "refresh_token"),
             auth_method: method,
             secret_hash: secret.as_deref().map(oauth::secret_hash),
@@ -415,8 +439,16 @@ impl Service {
     pub fn keep_metadata_client(
         &self,
         client: &Client,
+        server: &AuthServer,
         source: Option<String>,
     ) -> Result<(), ServiceError> {
+        let known = self.oauth_client(&client.client_id, server)?.is_some();
+        if !known && self.registered_clients()? >= server.settings.max_clients {
+            return Err(ServiceError::Conflict(format!(
+                "this server keeps at most {} clients; try again later",
+                server.settings.max_clients
+            )));
+        }
         let record = anonymous("oauth.client-document", source)
             .target(&client.client_id)
             .outcome("ok", Some(format!("\"{}\"", client.name)));
@@ -584,7 +616,6 @@ impl Service {
             created_at: now,
             renewed_at: now,
             refresh: None,
-            previous_refresh: None,
             revoked_at: None,
             revoked_because: None,
         };
@@ -714,7 +745,7 @@ impl Service {
                 let entry = match open_in::<Connection>(txn, t, &key, &conn_row)? {
                     Some(mut conn) => {
                         revoke_in(txn, t, &key, &mut conn, "its code was presented twice", now)?;
-                        let record = Record::by(&conn.principal(&[], 0), "oauth.revoke")
+                        let record = Record::by(&conn.principal(&[], 0, &[]), "oauth.revoke")
                             .target(&conn.client_id)
                             .outcome("revoked", Some("the code was presented twice".into()));
                         Some(audit.append(txn, t, &record)?)
@@ -763,7 +794,17 @@ impl Service {
             code.used = true;
             put_in(txn, t, &key, &row, &code)?;
             let mut conn = code.connection.clone();
-            let tokens = mint(txn, t, &key, &mut conn, client.refresh, &server, now)?;
+            let scopes = conn.scopes.clone();
+            let tokens = mint(
+                txn,
+                t,
+                &key,
+                &mut conn,
+                client.refresh,
+                &scopes,
+                &server,
+                now,
+            )?;
             touch_client(txn, t, &key, &client, now)?;
             Ok((Ok(tokens), None))
         })?;
@@ -799,15 +840,16 @@ impl Service {
                 format!("this server issues tokens only for {}", server.resource),
             ));
         }
-        let asked = scope.map(|s| oauth::requested_scopes(Some(s)));
+        // Only scopes this server knows count (`offline_access` asks for
+        // nothing more); none named: the connection's.
+        let asked = scope.map(oauth::named_scopes).filter(|s| !s.is_empty());
         let row = oauth::refresh_row(token);
-        let presented = oauth::secret_hash(token);
         let key = self.system_key()?;
         let (client, server) = (client.clone(), server.clone());
         let audit = self.audit.clone();
         let (result, entry) = self.store.write_blocking(move |txn, t| {
             let now = model::now_ms();
-            let Some(stored) = open_in::<RefreshToken>(txn, t, &key, &row)? else {
+            let Some(mut stored) = open_in::<RefreshToken>(txn, t, &key, &row)? else {
                 return Ok((Err(gone()), None));
             };
             let conn_row = oauth::connection_row(&stored.connection);
@@ -820,53 +862,42 @@ impl Service {
             {
                 return Ok((Err(gone()), None));
             }
-            let current = conn.refresh.as_deref() == Some(presented.as_str());
-            let in_grace = conn
-                .previous_refresh
-                .as_ref()
-                .is_some_and(|(h, at)| *h == presented && now - at < oauth::REFRESH_GRACE_MS);
-            if !current && !in_grace {
-                // An old token again: it was copied. Every token of the
-                // connection stops working.
-                revoke_in(
-                    txn,
-                    t,
-                    &key,
-                    &mut conn,
-                    "a replaced refresh token was presented again",
-                    now,
-                )?;
-                let record = Record::by(&conn.principal(&[], 0), "oauth.revoke")
-                    .target(&conn.client_id)
-                    .outcome(
-                        "revoked",
-                        Some("a replaced refresh token was presented again".into()),
-                    );
-                let entry = audit.append(txn, t, &record)?;
-                return Ok((Err(gone()), Some(entry)));
+            match stored.spent_at {
+                None => {
+                    stored.spent_at = Some(now);
+                    put_in(txn, t, &key, &row, &stored)?;
+                }
+                Some(at) if now - at < server.settings.grace_ms() => {}
+                Some(_) => {
+                    // A spent token again, after the grace: it was copied.
+                    // Every token of the connection stops working.
+                    let why = "a spent refresh token was presented again";
+                    revoke_in(txn, t, &key, &mut conn, why, now)?;
+                    let record = Record::by(&conn.principal(&[], 0, &[]), "oauth.revoke")
+                        .target(&conn.client_id)
+                        .outcome("revoked", Some(why.into()));
+                    let entry = audit.append(txn, t, &record)?;
+                    return Ok((Err(gone()), Some(entry)));
+                }
             }
-            if let Some(asked) = &asked
-                && asked.iter().any(|s| !conn.scopes.contains(s))
-            {
-                return Ok((
-                    Err(OAuthError::new(
-                        "invalid_scope",
-                        "a refresh cannot add scopes; authorize again",
-                    )),
-                    None,
-                ));
-            }
+            let scopes = match &asked {
+                Some(asked) if asked.iter().any(|s| !conn.scopes.contains(s)) => {
+                    return Ok((
+                        Err(OAuthError::new(
+                            "invalid_scope",
+                            "a refresh cannot add scopes; authorize again",
+                        )),
+                        None,
+                    ));
+                }
+                Some(asked) => asked.clone(),
+                None => conn.scopes.clone(),
+            };
             let user: Option<User> = open_in(txn, t, &key, &crate::auth::users::row(&conn.user))?;
             if !still_consenting(user.as_ref(), &conn) {
                 return Ok((Err(gone()), None));
             }
-            // After a rotation the replaced token works once more within
-            // the grace; used then, it is spent too.
-            conn.previous_refresh = match (current, conn.refresh.clone()) {
-                (true, Some(old)) => Some((old, now)),
-                _ => None,
-            };
-            let tokens = mint(txn, t, &key, &mut conn, true, &server, now)?;
+            let tokens = mint(txn, t, &key, &mut conn, true, &scopes, &server, now)?;
             touch_client(txn, t, &key, &client, now)?;
             Ok((Ok(tokens), None))
         })?;
@@ -917,7 +948,7 @@ impl Service {
                     "the connection (by its refresh token)"
                 }
             };
-            let record = Record::by(&conn.principal(&[], 0), "oauth.revoke")
+            let record = Record::by(&conn.principal(&[], 0, &[]), "oauth.revoke")
                 .target(&conn.client_id)
                 .outcome("ok", Some(format!("{what}, by the client")));
             audit.append(txn, t, &record).map(Some)
@@ -964,7 +995,8 @@ impl Service {
             return Err(AuthFailure::Revoked(id));
         }
         let grants = user.map(|u| u.grants).unwrap_or_default();
-        Ok(conn.principal(&grants, access.expires_at))
+        let scopes = access.scopes.unwrap_or_else(|| conn.scopes.clone());
+        Ok(conn.principal(&grants, access.expires_at, &scopes))
     }
 
     /// The connections user `name` allowed that still work, newest first.

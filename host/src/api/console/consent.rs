@@ -176,6 +176,21 @@ impl Console {
 
     /// `GET /console/oauth/authorize`: the consent page.
     pub(super) async fn authorize(&self, v: &Visitor, req: &Req) -> Response {
+        // RFC 6749 §3.1: a parameter given twice is refused (which
+        // redirect URI would be the real one?).
+        let given: Vec<(String, String)> =
+            serde_urlencoded::from_str(&req.raw_query).unwrap_or_default();
+        if let Some(twice) = PARAMS
+            .iter()
+            .find(|p| given.iter().filter(|(k, _)| k == *p).count() > 1)
+        {
+            return refuse(
+                None,
+                StatusCode::BAD_REQUEST,
+                "This app cannot connect",
+                &format!("the request gives {twice} more than once"),
+            );
+        }
         let auth = match self
             .checked(params(|k| req.q(k).map(str::to_string)), req)
             .await

@@ -297,8 +297,14 @@ pub fn routes(console: Console) -> warp::filters::BoxedFilter<(Response,)> {
                         form: pairs(&body),
                         too_large,
                     };
+                    // Pages a person passes through while an app waits
+                    // for the answer, maybe in a popup it opened.
+                    let flow = matches!(
+                        req.segs.first().map(String::as_str),
+                        Some("oauth" | "login" | "link")
+                    );
                     let mut response = console.handle(req).await;
-                    harden(&mut response);
+                    harden(&mut response, flow);
                     response
                 }
             },
@@ -311,8 +317,10 @@ pub fn routes(console: Console) -> warp::filters::BoxedFilter<(Response,)> {
 /// client's redirect origin.)
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// Headers every console answer carries.
-fn harden(r: &mut Response) {
+/// Headers every console answer carries. `flow`: a page of the sign-in
+/// and consent flow, which keeps its opener (an app that opened it in a
+/// popup must see it go on, not closed).
+fn harden(r: &mut Response, flow: bool) {
     let h = r.headers_mut();
     let set = |h: &mut warp::http::HeaderMap, name: &'static str, value: &'static str| {
         h.insert(name, HeaderValue::from_static(value));
@@ -323,7 +331,11 @@ fn harden(r: &mut Response) {
     set(h, "x-frame-options", "DENY");
     set(h, "x-content-type-options", "nosniff");
     set(h, "referrer-policy", "same-origin");
-    set(h, "cross-origin-opener-policy", "same-origin");
+    set(
+        h,
+        "cross-origin-opener-policy",
+        if flow { "unsafe-none" } else { "same-origin" },
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, "cache-control", "no-store");
     }

@@ -1154,13 +1154,15 @@ pub(super) fn consent(
                         legend { "What it may reach (at most your own role)" }
                         @for g in &v.user.grants {
                             @let most = g.role.min(cap);
+                            // Admin is never the default: giving it is a choice.
+                            @let default = most.min(Role::Writer);
                             label {
                                 code { (g.pattern) }
                                 select name=(format!("role:{}", g.pattern)) {
                                     option value="none" { "not shared" }
                                     @for r in [Role::Reader, Role::Writer, Role::Admin] {
                                         @if r <= most {
-                                            option value=(r.as_str()) selected[r == most] { (r.as_str()) }
+                                            option value=(r.as_str()) selected[r == default] { (r.as_str()) }
                                         }
                                     }
                                 }

@@ -5,8 +5,9 @@
 //! accepted too, and a 401 names where to get one (RFC 9728); `/v1`
 //! takes API keys only — a token is for the resource it was issued for.
 //!
-//! The source address is the TCP peer. `X-Forwarded-For` is not read: a
-//! proxy in front must do its own limiting; memhost trusts no address.
+//! The source address is the TCP peer, or behind a proxy listed in
+//! `[server] trusted_proxies`, the address it forwarded (see
+//! `api::listener`); no other request header is believed.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -72,11 +73,20 @@ impl Gate {
         }
     }
 
+    /// Does this gate take OAuth access tokens (`/mcp`, OAuth on)?
+    fn oauth_here(&self) -> bool {
+        self.takes_tokens && self.oauth.is_some()
+    }
+
     /// The `WWW-Authenticate` challenge of a 401 here: at `/mcp` with OAuth
-    /// on, where the resource's metadata is and the scopes to ask for.
-    fn challenge(&self) -> String {
-        match (&self.oauth, self.takes_tokens) {
-            (Some(server), true) => bearer_challenge(server, None),
+    /// on, where the resource's metadata is and the scopes to ask for, and
+    /// `error="invalid_token"` when a credential was presented and refused
+    /// (RFC 6750 §3.1).
+    fn challenge(&self, invalid: bool) -> String {
+        let both = [oauth::Scope::Read, oauth::Scope::Write];
+        match (&self.oauth, self.takes_tokens, invalid) {
+            (Some(server), true, false) => bearer_challenge(server, None),
+            (Some(server), true, true) => bearer_challenge(server, Some(("invalid_token", &both))),
             _ => "Bearer realm=\"memhost\"".into(),
         }
     }
@@ -290,7 +300,14 @@ impl Gate {
             AuthFailure::Internal(_) => "internal",
         });
         let src = source.map(|s| s.to_string());
+        // Where clients sign in with OAuth, no credential yet (discovery)
+        // and an expired token (time to refresh) are the normal course,
+        // not guesses: neither counts against the address (behind a proxy
+        // every client shares it) nor fills the audit log.
+        let routine =
+            self.oauth_here() && matches!(why, AuthFailure::Missing | AuthFailure::Expired(_));
         let (audit, refused) = match source {
+            _ if routine => (false, None),
             Some(ip) => {
                 let f = self.limiter.failed(ip);
                 (f.audit, f.refused)
@@ -303,7 +320,7 @@ impl Gate {
                 record = record.outcome("rate-limited", Some(r.reason.clone()));
             }
             self.service.record_event(record);
-        } else if let Some(left_out) = self.unaudited.take() {
+        } else if !routine && let Some(left_out) = self.unaudited.take() {
             tracing::warn!(target: "audit", source = src.as_deref().unwrap_or("-"), reason = %why, left_out, "authentication failed (not written to the audit log: over its rate; `left_out` more since the last such line)");
         }
         if let Some(r) = refused {
@@ -313,11 +330,11 @@ impl Gate {
         // send a key; which part was wrong is in the audit log.
         match why {
             AuthFailure::Missing | AuthFailure::Malformed | AuthFailure::NotHere => {
-                unauthorized(&why.to_string(), self.challenge())
+                unauthorized(&why.to_string(), self.challenge(false))
             }
             _ => unauthorized(
                 "the API key or token is not valid (unknown, revoked, expired or for another resource)",
-                self.challenge(),
+                self.challenge(true),
             ),
         }
     }
