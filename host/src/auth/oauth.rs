@@ -893,11 +893,9 @@ mod tests {
         assert!(!valid_challenge("plain-text-challenge"));
     }
 
-    #[test]
-    fn a_token_gets_the_least_of_what_was_chosen_and_what_the_user_holds() {
-        let chosen = grants(&["team-*=writer", "ops=reader"]);
-        let user = grants(&["team-a=admin", "team-b=reader", "other=admin"]);
-        let p = Connection {
+    /// A connection of alice's with `chosen` roles, reading and writing.
+    fn connection(chosen: Vec<Grant>) -> Connection {
+        Connection {
             id: "c".into(),
             client_id: "x".into(),
             client_name: "x".into(),
@@ -912,7 +910,16 @@ mod tests {
             revoked_at: None,
             revoked_because: None,
         }
-        .principal(&user, 1, &[Scope::Read, Scope::Write]);
+    }
+
+    #[test]
+    fn a_token_gets_the_least_of_what_was_chosen_and_what_the_user_holds() {
+        let user = grants(&["team-a=admin", "team-b=reader", "other=admin"]);
+        let p = connection(grants(&["team-*=writer", "ops=reader"])).principal(
+            &user,
+            1,
+            &[Scope::Read, Scope::Write],
+        );
         assert_eq!(p.role_in("team-a"), Some(Role::Writer));
         assert_eq!(p.role_in("team-b"), Some(Role::Reader));
         assert_eq!(p.role_in("team-c"), None);
@@ -920,22 +927,11 @@ mod tests {
         assert_eq!(p.role_in("other"), None);
         assert_eq!(p.agent_type, AGENT_TYPE);
         // A token narrowed to reading reads, whatever was chosen.
-        let c = Connection {
-            id: "c".into(),
-            client_id: "x".into(),
-            client_name: "x".into(),
-            user: "alice".into(),
-            user_epoch: 0,
-            grants: grants(&["team-a=admin"]),
-            renewed_at: 0,
-            scopes: vec![Scope::Read, Scope::Write],
-            resource: "r".into(),
-            created_at: 0,
-            refresh: None,
-            revoked_at: None,
-            revoked_because: None,
-        };
-        let read = c.principal(&grants(&["*=admin"]), 1, &[Scope::Read]);
+        let read = connection(grants(&["team-a=admin"])).principal(
+            &grants(&["*=admin"]),
+            1,
+            &[Scope::Read],
+        );
         assert_eq!(read.role_in("team-a"), Some(Role::Reader));
     }
 
