@@ -19,7 +19,9 @@
 //! grows from what is stored instead of starting again.
 //!
 //! Then the web console at the largest size, as a signed-in person loads
-//! it: a page of 1,000 memories, a search, the overview (p50 / p99, size).
+//! it: a page of 1,000 memories, a search, the overview (p50 / p99, size);
+//! and MCP with an OAuth access token beside an API key (the same
+//! `tools/list`), and the token endpoint rotating a refresh token.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -625,6 +627,194 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\nstored/s: memories created per second by one client's bulk requests (redaction, policy and the write); searchable by meaning after: from the first write of the size's batch until the embedding queue is empty; indexed/s: memories per second over that time. Latency: one recall as the client sees it, hybrid (the default) unless said, the question's embedding included; words only / meaning only: the same questions in mode lexical / vector. RSS: the server's resident memory after the row's workload (embedder instances are made on first use and dropped after two idle minutes)."
     );
+    let (with_key, with_token, refresh) =
+        oauth(&mut admin, &cookie, &questions[0], &server.addr).await?;
+    println!(
+        "\nMCP at /mcp (`tools/list`, then `memory_recall`), 200 calls each, and the token endpoint (`grant_type=refresh_token`, each rotating the pair), 200 calls:\n\n| credential | tools/list p50 / p99 ms | memory_recall p50 / p99 ms |\n|---|---|---|\n| API key (`mhk_`) | {} | {} |\n| OAuth access token (`mha_`) | {} | {} |\n\nrefresh: {refresh} ms p50 / p99",
+        with_key.0, with_key.1, with_token.0, with_token.1,
+    );
     drop(server);
     Ok(())
+}
+
+/// `n` calls of MCP `method` (a tool when `tool` is given) at `/mcp`:
+/// p50 / p99.
+async fn mcp_calls(
+    client: &mut Client,
+    method: &str,
+    tool: Option<Value>,
+    n: usize,
+) -> anyhow::Result<String> {
+    let mut params = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}});
+    if let Some(t) = &tool {
+        params["name"] = t["name"].clone();
+        params["arguments"] = t["arguments"].clone();
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut headers = vec![
+        ("content-type", "application/json".to_string()),
+        ("accept", "application/json, text/event-stream".to_string()),
+        ("mcp-protocol-version", "2026-07-28".to_string()),
+        ("mcp-method", method.to_string()),
+    ];
+    if let Some(name) = tool.as_ref().and_then(|t| t["name"].as_str()) {
+        headers.push(("mcp-name", name.to_string()));
+    }
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let started = Instant::now();
+        let (status, _, answer) = client
+            .request("POST", "/mcp", Bytes::from(body.clone()), &headers)
+            .await?;
+        times.push(started.elapsed());
+        anyhow::ensure!(
+            status == 200,
+            "{method}: {status} {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(p50_p99(&mut times))
+}
+
+/// Connect as an MCP client with OAuth, as user `bench` allowing it on the
+/// consent page (`cookie`): (tools/list, recall) with the admin's key and
+/// with the token, and refreshes, each p50 / p99.
+async fn oauth(
+    admin: &mut Client,
+    cookie: &str,
+    question: &str,
+    addr: &str,
+) -> anyhow::Result<((String, String), (String, String), String)> {
+    let redirect = "http://127.0.0.1:9/cb";
+    let client_id = admin
+        .json(
+            "POST",
+            "/oauth/register",
+            Some(&json!({"client_name": "bench", "redirect_uris": [redirect]})),
+        )
+        .await?["client_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // RFC 7636's example pair.
+    let (verifier, challenge) = (
+        "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    );
+    let resource = format!("http://{addr}/mcp");
+    let query = serde_urlencoded::to_string([
+        ("response_type", "code"),
+        ("client_id", &client_id),
+        ("redirect_uri", redirect),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("resource", &resource),
+    ])?;
+    let path = format!("/console/oauth/authorize?{query}");
+    let (status, _, page) = admin
+        .request(
+            "GET",
+            &path,
+            Bytes::new(),
+            &[("cookie", cookie.to_string())],
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "the consent page answered {status}");
+    let page = String::from_utf8_lossy(&page);
+    let mut form: Vec<(String, String)> = page
+        .split("<input type=\"hidden\" name=\"")
+        .skip(1)
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once('"')?;
+            let value = rest.split("value=\"").nth(1)?.split('"').next()?;
+            Some((name.to_string(), value.replace("&amp;", "&")))
+        })
+        .collect();
+    form.push(("decision".into(), "allow".into()));
+    form.push(("role:*".into(), "reader".into()));
+    let (status, headers, _) = admin
+        .request(
+            "POST",
+            "/console/oauth/authorize",
+            Bytes::from(serde_urlencoded::to_string(&form)?),
+            &[
+                ("cookie", cookie.to_string()),
+                ("content-type", "application/x-www-form-urlencoded".into()),
+            ],
+        )
+        .await?;
+    anyhow::ensure!(status == 303, "allowing answered {status}");
+    let location = headers
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default();
+    let code = location
+        .split("code=")
+        .nth(1)
+        .and_then(|c| c.split('&').next())
+        .unwrap_or_default()
+        .to_string();
+    let token_form = |pairs: &[(&str, &str)]| {
+        Bytes::from(serde_urlencoded::to_string(pairs).unwrap_or_default())
+    };
+    let form_type = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_string(),
+    )];
+    let (status, _, tokens) = admin
+        .request(
+            "POST",
+            "/oauth/token",
+            token_form(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", &client_id),
+                ("code", &code),
+                ("redirect_uri", redirect),
+                ("code_verifier", verifier),
+                ("resource", &resource),
+            ]),
+            &form_type,
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "the code exchange answered {status}");
+    let tokens: Value = serde_json::from_slice(&tokens)?;
+    let access = tokens["access_token"].as_str().unwrap_or_default();
+    let mut refresh = tokens["refresh_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut agent = Client::connect(addr, access).await?;
+    let recall = json!({"name": "memory_recall", "arguments": {"namespace": NAMESPACE, "query": question, "k": 10}});
+    let key = (
+        mcp_calls(admin, "tools/list", None, 200).await?,
+        mcp_calls(admin, "tools/call", Some(recall.clone()), 200).await?,
+    );
+    let token = (
+        mcp_calls(&mut agent, "tools/list", None, 200).await?,
+        mcp_calls(&mut agent, "tools/call", Some(recall), 200).await?,
+    );
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let (status, _, answer) = admin
+            .request(
+                "POST",
+                "/oauth/token",
+                token_form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client_id),
+                    ("refresh_token", &refresh),
+                ]),
+                &form_type,
+            )
+            .await?;
+        times.push(started.elapsed());
+        anyhow::ensure!(status == 200, "a refresh answered {status}");
+        let answer: Value = serde_json::from_slice(&answer)?;
+        refresh = answer["refresh_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    }
+    Ok((key, token, p50_p99(&mut times)))
 }
