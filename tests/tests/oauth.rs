@@ -1032,3 +1032,62 @@ fn a_person_sees_their_connected_apps_and_disconnects_them() {
     );
     assert_eq!(r.body["error"], "invalid_grant");
 }
+
+#[test]
+fn the_operator_sees_every_connection_ends_one_and_removes_a_client() {
+    let s = server("");
+    let addr = &s.server.addr;
+    let data = s.data.to_str().unwrap();
+    let redirect = "http://127.0.0.1:5555/cb";
+    let (first, second) = (register(addr, redirect), register(addr, redirect));
+    let alice = session_cookie(addr, "alice", PASSWORD);
+    let token = |client: &str| {
+        let r = exchange(
+            addr,
+            client,
+            &code(addr, &alice, client, redirect, &[]),
+            redirect,
+        );
+        r.body["access_token"].as_str().unwrap().to_string()
+    };
+    let (a, b, c) = (token(&first), token(&first), token(&second));
+
+    let (code_, out, err) = memhost(&["oauth", "connections", "--json", "--data", data]);
+    assert_eq!(code_, 0, "{err}");
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.len(), 3, "{out}");
+    assert!(list.iter().all(|c| c["user"] == "alice"));
+    let (_, clients, _) = memhost(&["oauth", "clients", "--data", data]);
+    assert!(
+        clients.contains(&first) && clients.contains("registered"),
+        "{clients}"
+    );
+
+    // One connection ended from the command line: its token stops at once.
+    let id = list.iter().find(|c| c["client_id"] == second).unwrap()["id"]
+        .as_str()
+        .unwrap();
+    let (code_, _, err) = memhost(&["oauth", "revoke", id, "--data", data]);
+    assert_eq!(code_, 0, "{err}");
+    assert_eq!(mcp_status(addr, &c), 401);
+    assert_eq!(mcp_status(addr, &a), 200);
+    // A client removed: every connection it had ends, it cannot come back.
+    let (code_, _, err) = memhost(&["oauth", "remove-client", &first, "--data", data]);
+    assert_eq!(code_, 0, "{err}");
+    assert!(err.contains("2 connections ended"), "{err}");
+    assert_eq!(mcp_status(addr, &a), 401);
+    assert_eq!(mcp_status(addr, &b), 401);
+    let page = console(
+        addr,
+        "GET",
+        &authorize_path(addr, &first, redirect, &[]),
+        &[&alice],
+        None,
+    );
+    assert_eq!(page.status, 400);
+    let (code_, _, err) = memhost(&["oauth", "revoke", "no-such-connection", "--data", data]);
+    assert_ne!(code_, 0);
+    assert!(err.contains("no connection no-such-connection"), "{err}");
+    let removed = audit_of(&s, "oauth.remove-client");
+    assert_eq!(removed[0]["key_id"], "cli");
+}

@@ -7,6 +7,7 @@ mod audit;
 mod backup;
 mod keys;
 mod namespace;
+mod oauth;
 mod output;
 mod plugin;
 mod progress;
@@ -72,6 +73,9 @@ enum Command {
     Users(users::UsersCommand),
     /// Print a one-time sign-in link to the web console for a user.
     LoginLink(users::LoginLinkArgs),
+    /// MCP clients connected with OAuth: connections, clients, revocation.
+    #[command(subcommand)]
+    Oauth(oauth::OAuthCommand),
     /// Verify and read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -142,6 +146,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Users(cmd) => users::run(cmd),
+        Command::Oauth(cmd) => oauth::run(cmd),
         Command::LoginLink(args) => users::login_link(args),
         Command::Namespace(cmd) => namespace::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::{Service, ServiceError, model};
 use crate::audit::Record;
 use crate::auth::oauth::{
-    self, AccessToken, AuthMethod, AuthServer, Client, ClientKind, Code, Connection, RefreshToken,
-    Scope,
+    self, AccessToken, AuthMethod, AuthServer, Client, ClientKind, Code, Connection, OAuthSettings,
+    RefreshToken, Scope,
 };
 use crate::auth::sessions;
 use crate::auth::users::User;
@@ -999,15 +999,44 @@ impl Service {
         Ok(conn.principal(&grants, access.expires_at, &scopes))
     }
 
-    /// The connections user `name` allowed that still work, newest first.
+    /// Refuse (audited) unless `who` may see or end the connections of
+    /// user `name` (`None`: everyone's): the person itself, signed in to
+    /// the console, or a global admin.
+    fn connections_of(
+        &self,
+        who: &Principal,
+        name: Option<&str>,
+        action: &str,
+    ) -> Result<(), ServiceError> {
+        let own = who.is_console_user() && name == Some(who.agent_id.as_str());
+        if own || who.is_global_admin() {
+            return Ok(());
+        }
+        Err(self.deny(
+            Record::by(who, action).outcome("denied", None),
+            format!(
+                "{} is not a global admin (*=admin): only they see and end other people's connected apps",
+                who.key_id
+            ),
+        ))
+    }
+
+    /// The connections that still work, newest first: user `name`'s, or
+    /// (`None`) everyone's.
     pub fn connections(
         &self,
-        name: &str,
-        server: &AuthServer,
+        who: &Principal,
+        name: Option<&str>,
+        settings: &OAuthSettings,
     ) -> Result<Vec<Connection>, ServiceError> {
+        self.connections_of(who, name, "oauth.connections")?;
         let key = self.system_key()?;
         let now = model::now_ms();
-        let user: Option<User> = self.principal_row(&crate::auth::users::row(name))?;
+        let users: std::collections::HashMap<String, User> = self
+            .all_users()?
+            .into_iter()
+            .map(|u| (u.name.clone(), u))
+            .collect();
         let mut out = Vec::new();
         for (row, sealed) in self.store.rows(
             |t| t.principals,
@@ -1015,10 +1044,10 @@ impl Service {
             |k| k.starts_with(b"oauth-conn/"),
         )? {
             let c: Connection = super::open_json(&key, "principals", &row, &sealed)?;
-            if c.user == name
+            if name.is_none_or(|n| c.user == n)
                 && c.revoked_at.is_none()
-                && still_consenting(user.as_ref(), &c)
-                && !connection_over(&c, server, now)
+                && still_consenting(users.get(&c.user), &c)
+                && !connection_over(&c, settings, now)
             {
                 out.push(c);
             }
@@ -1027,42 +1056,109 @@ impl Service {
         Ok(out)
     }
 
-    /// User `user` ends its connection `id` (audited). Someone else's, or
-    /// none by that id: refused the same way.
-    pub fn disconnect(&self, user: &User, id: &str) -> Result<(), ServiceError> {
-        let who = user.principal();
+    /// End connection `id` (audited): its user may, in the console, and a
+    /// global admin. Someone else's, or none by that id: refused the same
+    /// way.
+    pub fn revoke_connection(&self, who: &Principal, id: &str) -> Result<Connection, ServiceError> {
         let row = oauth::connection_row(id);
         let key = self.system_key()?;
-        let (name, audit) = (user.name.clone(), self.audit.clone());
-        let record = Record::by(&who, "oauth.revoke").target(id).outcome(
-            "ok",
-            Some("the connection, by its user in the console".into()),
-        );
-        let entry = self.store.write_blocking(move |txn, t| {
+        let (caller, audit) = (who.clone(), self.audit.clone());
+        let record = Record::by(who, "oauth.revoke").target(id);
+        let done = self.store.write_blocking(move |txn, t| {
             let Some(mut conn) = open_in::<Connection>(txn, t, &key, &row)? else {
                 return Ok(None);
             };
-            if conn.user != name {
+            let own = caller.is_console_user() && conn.user == caller.agent_id;
+            if !own && !caller.is_global_admin() {
                 return Ok(None);
             }
-            revoke_in(
-                txn,
-                t,
-                &key,
-                &mut conn,
-                "disconnected by its user",
-                model::now_ms(),
-            )?;
-            audit.append(txn, t, &record).map(Some)
+            let why = if own {
+                "disconnected by its user"
+            } else {
+                "revoked by an admin"
+            };
+            revoke_in(txn, t, &key, &mut conn, why, model::now_ms())?;
+            let record = record.clone().outcome(
+                "ok",
+                Some(format!("\"{}\" of {}: {why}", conn.client_name, conn.user)),
+            );
+            Ok(Some((conn, audit.append(txn, t, &record)?)))
         })?;
-        match entry {
-            Some(entry) => {
+        match done {
+            Some((conn, entry)) => {
                 crate::audit::emit(&entry);
-                Ok(())
+                Ok(conn)
             }
             None => Err(super::invalid(
                 "connection",
-                format!("you have no connection {id}"),
+                format!("there is no connection {id} you may end"),
+            )),
+        }
+    }
+
+    /// Every client known here: registered, from a metadata document, or
+    /// configured. Global admins only.
+    pub fn oauth_clients(
+        &self,
+        who: &Principal,
+        settings: &OAuthSettings,
+    ) -> Result<Vec<Client>, ServiceError> {
+        self.connections_of(who, None, "oauth.clients")?;
+        let key = self.system_key()?;
+        let mut out: Vec<Client> = settings
+            .clients
+            .iter()
+            .filter_map(|c| settings.configured(&c.client_id))
+            .collect();
+        for (row, sealed) in self.store.rows(
+            |t| t.principals,
+            b"oauth-client/",
+            |k| k.starts_with(b"oauth-client/"),
+        )? {
+            out.push(super::open_json(&key, "principals", &row, &sealed)?);
+        }
+        Ok(out)
+    }
+
+    /// Forget client `client_id` and end every connection it has (an app
+    /// found misbehaving). Global admins only; how many connections ended.
+    pub fn remove_client(&self, who: &Principal, client_id: &str) -> Result<usize, ServiceError> {
+        self.connections_of(who, None, "oauth.remove-client")?;
+        let key = self.system_key()?;
+        let (id, audit) = (client_id.to_string(), self.audit.clone());
+        let record = Record::by(who, "oauth.remove-client").target(client_id);
+        let done = self.store.write_blocking(move |txn, t| {
+            let row = oauth::client_row(&id);
+            if crate::store::get_in(txn, t.principals, &row)?.is_none() {
+                return Ok(None);
+            }
+            del_in(txn, t.principals, &row)?;
+            let now = model::now_ms();
+            let mut ended = 0;
+            for (conn_row, _) in crate::store::rows_in(txn, t.principals, b"oauth-conn/")? {
+                if let Some(mut conn) = open_in::<Connection>(txn, t, &key, &conn_row)?
+                    && conn.client_id == id
+                    && conn.revoked_at.is_none()
+                {
+                    revoke_in(txn, t, &key, &mut conn, "its client was removed", now)?;
+                    ended += 1;
+                }
+            }
+            let record = record
+                .clone()
+                .outcome("ok", Some(format!("{ended} connections ended")));
+            Ok(Some((ended, audit.append(txn, t, &record)?)))
+        })?;
+        match done {
+            Some((ended, entry)) => {
+                crate::audit::emit(&entry);
+                Ok(ended)
+            }
+            None => Err(super::invalid(
+                "client",
+                format!(
+                    "no client {client_id} is registered here (configured clients are removed from the configuration)"
+                ),
             )),
         }
     }
@@ -1078,7 +1174,7 @@ impl Service {
         dead.extend(self.dead_rows(b"oauth-access/", |a: &AccessToken| a.expires_at <= now)?);
         dead.extend(self.dead_rows(b"oauth-refresh/", |r: &RefreshToken| r.expires_at <= now)?);
         dead.extend(self.dead_rows(b"oauth-conn/", |c: &Connection| {
-            c.revoked_at.is_some_and(|at| at + 86_400_000 <= now) || connection_over(c, server, now)
+            c.revoked_at.is_some_and(|at| at + 86_400_000 <= now) || connection_over(c, s, now)
         })?);
         dead.extend(self.dead_rows(b"oauth-client/", |c: &Client| {
             let idle = if c.last_used_at == c.created_at {
@@ -1093,11 +1189,11 @@ impl Service {
 }
 
 /// Has `conn` outlived every token it could still mint or use?
-fn connection_over(conn: &Connection, server: &AuthServer, now: i64) -> bool {
+fn connection_over(conn: &Connection, settings: &OAuthSettings, now: i64) -> bool {
     let lives = if conn.refresh.is_some() {
-        server.settings.refresh_ms()
+        settings.refresh_ms()
     } else {
-        server.settings.access_ms()
+        settings.access_ms()
     };
     conn.renewed_at + lives <= now
 }

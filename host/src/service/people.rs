@@ -89,7 +89,7 @@ impl Service {
             .is_some_and(|u| u.disabled_at.is_none()))
     }
 
-    fn all_users(&self) -> Result<Vec<User>, ServiceError> {
+    pub(super) fn all_users(&self) -> Result<Vec<User>, ServiceError> {
         let rows = self
             .store
             .rows(|t| t.principals, b"user/", |k| k.starts_with(b"user/"))?;

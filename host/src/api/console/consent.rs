@@ -155,8 +155,11 @@ impl Console {
         let connections = match self.oauth.clone() {
             None => None,
             Some(server) => {
-                let (service, name) = (self.inner.service.clone(), v.user.name.clone());
-                match blocking(move || service.connections(&name, &server)).await {
+                let (service, who) = (self.inner.service.clone(), v.who.clone());
+                let name = v.user.name.clone();
+                match blocking(move || service.connections(&who, Some(&name), &server.settings))
+                    .await
+                {
                     Ok(list) => Some(list),
                     Err(e) => return error_page(Some(v), &e),
                 }
@@ -167,9 +170,9 @@ impl Console {
 
     /// `POST /console/account/connections/{id}/disconnect`.
     pub(super) async fn disconnect(&self, v: &Visitor, id: &str) -> Response {
-        let (service, user, id) = (self.inner.service.clone(), v.user.clone(), id.to_string());
-        match blocking(move || service.disconnect(&user, &id)).await {
-            Ok(()) => redirect("/console/account?ok=disconnected"),
+        let (service, who, id) = (self.inner.service.clone(), v.who.clone(), id.to_string());
+        match blocking(move || service.revoke_connection(&who, &id)).await {
+            Ok(_) => redirect("/console/account?ok=disconnected"),
             Err(e) => error_page(Some(v), &e),
         }
     }
