@@ -331,6 +331,17 @@ fn the_mcp_sdk_connects_with_oauth_in_both_eras_and_refreshes() {
             .iter()
             .all(|e| e["key_id"] == "console:alice" && e["outcome"] == "ok")
     );
+    let exchanged = audit_of(&s, "oauth.token");
+    assert_eq!(
+        exchanged.len(),
+        2,
+        "one per connection, refreshes not written: {exchanged:?}"
+    );
+    assert!(
+        exchanged
+            .iter()
+            .all(|e| e["key_id"].as_str().unwrap().starts_with("oauth:"))
+    );
     let revoked = audit_of(&s, "oauth.revoke");
     assert_eq!(revoked.len(), 2, "{revoked:?}");
     assert!(

@@ -806,7 +806,16 @@ impl Service {
                 now,
             )?;
             touch_client(txn, t, &key, &client, now)?;
-            Ok((Ok(tokens), None))
+            // The connection begins: once per consent (refreshes are not
+            // written, they would fill the log).
+            let record = Record::by(&conn.principal(&[], 0, &[]), "oauth.token")
+                .target(&conn.client_id)
+                .outcome(
+                    "ok",
+                    Some(format!("code exchanged by \"{}\"", conn.client_name)),
+                );
+            let entry = audit.append(txn, t, &record)?;
+            Ok((Ok(tokens), Some(entry)))
         })?;
         if let Some(entry) = entry {
             crate::audit::emit(&entry);
