@@ -443,7 +443,7 @@ fn discovery_documents_name_this_server_and_a_401_points_to_them() {
     assert_eq!(
         r.header("www-authenticate").unwrap(),
         format!(
-            "Bearer resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\", scope=\"memory:read memory:write\""
+            "Bearer scope=\"memory:read memory:write\", resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\""
         )
     );
     let r = curl_full(

@@ -42,10 +42,9 @@ pub fn resource_metadata(server: &AuthServer) -> serde_json::Value {
     json!({
         "resource": server.resource,
         "authorization_servers": [server.issuer],
-        // What an agent needs; `memory:admin` exists (the authorization
-        // server lists it) but a client asking for everything listed here
-        // does not ask for it.
-        "scopes_supported": [Scope::Read.as_str(), Scope::Write.as_str()],
+        // `memory:admin` exists (the authorization server lists it), but a
+        // client asking for everything listed here does not ask for it.
+        "scopes_supported": Scope::AGENT.map(Scope::as_str),
         "bearer_methods_supported": ["header"],
         "resource_name": "memhost",
         "resource_documentation": "https://github.com/memhost/memhost/blob/main/docs/mcp.md",
@@ -357,36 +356,7 @@ impl Endpoints {
             Err(r) => return r,
         };
         let done = self
-            .blocking(move |s, server| {
-                let client = s.token_client(&creds, &server)?;
-                let p = |k: &str| params.get(k).map(String::as_str);
-                match p("grant_type") {
-                    Some("authorization_code") => s.exchange_code(
-                        &client,
-                        p("code").unwrap_or_default(),
-                        p("redirect_uri"),
-                        p("code_verifier"),
-                        p("resource"),
-                        &server,
-                    ),
-                    Some("refresh_token") if client.refresh => s.refresh(
-                        &client,
-                        p("refresh_token").unwrap_or_default(),
-                        p("resource"),
-                        p("scope"),
-                        &server,
-                    ),
-                    Some("refresh_token") => Err(OAuthError::new(
-                        "unauthorized_client",
-                        "this client did not register for refresh tokens",
-                    )),
-                    Some(_) => Err(OAuthError::new(
-                        "unsupported_grant_type",
-                        "grant_type must be authorization_code or refresh_token",
-                    )),
-                    None => Err(OAuthError::invalid_request("grant_type is missing")),
-                }
-            })
+            .blocking(move |s, server| s.token_request(&creds, &params, &server))
             .await;
         match done {
             Ok(tokens) => no_store(StatusCode::OK, &json!(tokens)),
@@ -413,10 +383,7 @@ impl Endpoints {
             return error(&OAuthError::invalid_request("token is missing"));
         };
         let done = self
-            .blocking(move |s, server| {
-                let client = s.token_client(&creds, &server)?;
-                s.revoke_token(&client, &token)
-            })
+            .blocking(move |s, server| s.revoke_request(&creds, &token, &server))
             .await;
         match done {
             Ok(()) => no_store(StatusCode::OK, &json!({})),

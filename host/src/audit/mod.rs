@@ -71,19 +71,28 @@ impl Record {
         }
     }
 
-    /// A failed authentication from `source`.
-    pub fn auth_failure(key_id: Option<&str>, source: Option<String>, detail: &str) -> Record {
+    /// `action` by nobody known yet (an anonymous client registering),
+    /// from `source`, succeeded.
+    pub fn anonymous(action: &str, source: Option<String>) -> Record {
         Record {
-            key_id: key_id.map(str::to_string),
+            key_id: None,
             agent_id: None,
             agent_type: None,
-            action: "auth.failure".into(),
+            action: action.into(),
             namespace: None,
             target: None,
-            outcome: "denied".into(),
-            detail: Some(detail.into()),
+            outcome: "ok".into(),
+            detail: None,
             source,
         }
+    }
+
+    /// A failed authentication from `source`.
+    pub fn auth_failure(key_id: Option<&str>, source: Option<String>, detail: &str) -> Record {
+        let mut r =
+            Record::anonymous("auth.failure", source).outcome("denied", Some(detail.into()));
+        r.key_id = key_id.map(str::to_string);
+        r
     }
 
     /// In namespace `ns`.

@@ -206,6 +206,29 @@ pub struct AuthServer {
 }
 
 impl AuthServer {
+    /// The authorization response (RFC 6749 §4.1.2): `redirect_uri` with
+    /// `params` added to its query, the client's `state` and this server's
+    /// `iss` (RFC 9207) — on success and on error alike.
+    pub fn response(
+        &self,
+        redirect_uri: &str,
+        params: &[(&str, &str)],
+        state: Option<&str>,
+    ) -> String {
+        let Ok(mut url) = url::Url::parse(redirect_uri) else {
+            return redirect_uri.to_string();
+        };
+        {
+            let mut q = url.query_pairs_mut();
+            q.extend_pairs(params);
+            if let Some(s) = state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", &self.issuer);
+        }
+        url.into()
+    }
+
     /// The authorization server for `public_url` (checked already) or, if
     /// none, the address listened on. `Ok(None)`: off — by the settings, or
     /// because it cannot run safely here (the reason is logged unless
@@ -318,6 +341,9 @@ pub enum Scope {
 impl Scope {
     /// Every scope, weakest first.
     pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+    /// What an agent needs, and what a client that names no scope gets:
+    /// the resource metadata lists these, a `401` asks for them.
+    pub const AGENT: [Scope; 2] = [Scope::Read, Scope::Write];
 
     /// Its name on the wire.
     pub fn as_str(self) -> &'static str {
@@ -358,7 +384,7 @@ impl Scope {
 pub fn requested_scopes(scope: Option<&str>) -> Vec<Scope> {
     let out = named_scopes(scope.unwrap_or(""));
     if out.is_empty() {
-        vec![Scope::Read, Scope::Write]
+        Scope::AGENT.to_vec()
     } else {
         out
     }
@@ -499,17 +525,6 @@ pub fn redirect_host(uri: &str) -> String {
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_else(|| "an unknown site".into())
-}
-
-/// `uri` with `params` added to its query, for the authorization response.
-pub fn redirect_with(uri: &str, params: &[(&str, &str)]) -> String {
-    match url::Url::parse(uri) {
-        Ok(mut url) => {
-            url.query_pairs_mut().extend_pairs(params);
-            url.into()
-        }
-        Err(_) => uri.to_string(),
-    }
 }
 
 /// How a client authenticates at the token endpoint.

@@ -136,17 +136,29 @@ impl Service {
         prefix: &'static [u8],
         over: impl Fn(&T) -> bool,
     ) -> Result<Vec<Vec<u8>>, ServiceError> {
+        Ok(self
+            .principal_rows(prefix)?
+            .into_iter()
+            .filter(|(_, value)| over(value))
+            .map(|(row, _)| row)
+            .collect())
+    }
+
+    /// Every sealed `principals` row under `prefix` (keys, users,
+    /// sessions, OAuth rows), opened, with its row key.
+    pub(super) fn principal_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &'static [u8],
+    ) -> Result<Vec<(Vec<u8>, T)>, ServiceError> {
         let key = self.system_key()?;
-        let mut dead = Vec::new();
-        for (row, sealed) in self
-            .store
+        self.store
             .rows(|t| t.principals, prefix, |k| k.starts_with(prefix))?
-        {
-            if over(&super::open_json(&key, "principals", &row, &sealed)?) {
-                dead.push(row);
-            }
-        }
-        Ok(dead)
+            .into_iter()
+            .map(|(row, sealed)| {
+                let value = super::open_json(&key, "principals", &row, &sealed)?;
+                Ok((row, value))
+            })
+            .collect()
     }
 
     /// Delete `rows` of `principals` in one write; how many.
@@ -336,13 +348,11 @@ impl Service {
     }
 
     pub(super) fn all_keys(&self) -> Result<Vec<ApiKey>, ServiceError> {
-        let rows = self
-            .store
-            .rows(|t| t.principals, b"key/", |k| k.starts_with(b"key/"))?;
-        let key = self.system_key()?;
-        rows.iter()
-            .map(|(k, v)| super::open_json(&key, "principals", k, v))
-            .collect()
+        Ok(self
+            .principal_rows(b"key/")?
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect())
     }
 
     /// Is there any API key at all?

@@ -17,6 +17,7 @@
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::access::sealed_in;
 use super::{Service, ServiceError, model};
 use crate::audit::Record;
 use crate::auth::oauth::{
@@ -208,16 +209,6 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
-/// A sealed `principals` row opened inside a transaction.
-fn open_in<T: serde::de::DeserializeOwned>(
-    txn: &impl crate::store::Transaction,
-    t: &Tables,
-    key: &DataKey,
-    row: &[u8],
-) -> Result<Option<T>, StoreError> {
-    super::access::sealed_in(txn, t, key, row)
-}
-
 fn put_in<T: Serialize>(
     txn: &mut RwTransaction<'_>,
     t: &Tables,
@@ -307,15 +298,6 @@ fn revoke_in(
 /// the same session epoch?
 fn still_consenting(user: Option<&User>, conn: &Connection) -> bool {
     user.is_some_and(|u| u.disabled_at.is_none() && u.session_epoch == conn.user_epoch)
-}
-
-/// The record of an OAuth event with no principal behind it yet.
-fn anonymous(action: &str, source: Option<String>) -> Record {
-    let mut r = Record::auth_failure(None, source, "");
-    r.action = action.into();
-    r.outcome = "ok".into();
-    r.detail = None;
-    r
 }
 
 impl Service {
@@ -420,7 +402,7 @@ impl Service {
             .iter()
             .map(|u| oauth::redirect_host(u))
             .collect();
-        let record = anonymous("oauth.register", source)
+        let record = Record::anonymous("oauth.register", source)
             .target(&client.client_id)
             .outcome(
                 "ok",
@@ -449,7 +431,7 @@ impl Service {
                 server.settings.max_clients
             )));
         }
-        let record = anonymous("oauth.client-document", source)
+        let record = Record::anonymous("oauth.client-document", source)
             .target(&client.client_id)
             .outcome("ok", Some(format!("\"{}\"", client.name)));
         self.put_principal_row(oauth::client_row(&client.client_id), client, record, false)?;
@@ -642,11 +624,11 @@ impl Service {
             used: false,
         };
         self.put_principal_row(row, &value, record, true)?;
-        let mut params = vec![("code", code.as_str()), ("iss", server.issuer.as_str())];
-        if let Some(s) = &auth.state {
-            params.push(("state", s));
-        }
-        Ok(oauth::redirect_with(&auth.redirect_uri, &params))
+        Ok(server.response(
+            &auth.redirect_uri,
+            &[("code", &code)],
+            auth.state.as_deref(),
+        ))
     }
 
     /// The person said no: audited; the URL that tells the client.
@@ -661,20 +643,69 @@ impl Service {
                 .target(&auth.client.client_id)
                 .outcome("refused", Some(format!("\"{}\"", auth.client.name))),
         );
-        let mut params = vec![
-            ("error", "access_denied"),
-            ("error_description", "the person did not allow access"),
-            ("iss", server.issuer.as_str()),
-        ];
-        if let Some(s) = &auth.state {
-            params.push(("state", s));
+        server.response(
+            &auth.redirect_uri,
+            &[
+                ("error", "access_denied"),
+                ("error_description", "the person did not allow access"),
+            ],
+            auth.state.as_deref(),
+        )
+    }
+
+    /// A token request (RFC 6749 §3.2): its client authenticated by
+    /// `creds`, then the grant its form names.
+    pub fn token_request(
+        &self,
+        creds: &ClientCredentials,
+        form: &std::collections::HashMap<String, String>,
+        server: &AuthServer,
+    ) -> Result<Tokens, OAuthError> {
+        let client = self.token_client(creds, server)?;
+        let p = |k: &str| form.get(k).map(String::as_str);
+        match p("grant_type") {
+            Some("authorization_code") => self.exchange_code(
+                &client,
+                p("code").unwrap_or_default(),
+                p("redirect_uri"),
+                p("code_verifier"),
+                p("resource"),
+                server,
+            ),
+            Some("refresh_token") if client.refresh => self.refresh(
+                &client,
+                p("refresh_token").unwrap_or_default(),
+                p("resource"),
+                p("scope"),
+                server,
+            ),
+            Some("refresh_token") => Err(OAuthError::new(
+                "unauthorized_client",
+                "this client did not register for refresh tokens",
+            )),
+            Some(_) => Err(OAuthError::new(
+                "unsupported_grant_type",
+                "grant_type must be authorization_code or refresh_token",
+            )),
+            None => Err(OAuthError::invalid_request("grant_type is missing")),
         }
-        oauth::redirect_with(&auth.redirect_uri, &params)
+    }
+
+    /// A revocation request (RFC 7009) of `token` by the client `creds`
+    /// authenticate.
+    pub fn revoke_request(
+        &self,
+        creds: &ClientCredentials,
+        token: &str,
+        server: &AuthServer,
+    ) -> Result<(), OAuthError> {
+        let client = self.token_client(creds, server)?;
+        self.revoke_token(&client, token)
     }
 
     /// The client a token request comes from, authenticated as it
     /// registered (`invalid_client` otherwise).
-    pub fn token_client(
+    fn token_client(
         &self,
         creds: &ClientCredentials,
         server: &AuthServer,
@@ -696,7 +727,7 @@ impl Service {
     }
 
     /// Exchange a code (RFC 6749 §4.1.3 with PKCE and RFC 8707).
-    pub fn exchange_code(
+    fn exchange_code(
         &self,
         client: &Client,
         code: &str,
@@ -735,14 +766,14 @@ impl Service {
         let audit = self.audit.clone();
         let (result, entry) = self.store.write_blocking(move |txn, t| {
             let now = model::now_ms();
-            let Some(mut code) = open_in::<Code>(txn, t, &key, &row)? else {
+            let Some(mut code) = sealed_in::<Code>(txn, t, &key, &row)? else {
                 return Ok((Err(gone()), None));
             };
             if code.used {
                 // Someone has this code besides the client that used it:
                 // whatever it minted is revoked.
                 let conn_row = oauth::connection_row(&code.connection.id);
-                let entry = match open_in::<Connection>(txn, t, &key, &conn_row)? {
+                let entry = match sealed_in::<Connection>(txn, t, &key, &conn_row)? {
                     Some(mut conn) => {
                         revoke_in(txn, t, &key, &mut conn, "its code was presented twice", now)?;
                         let record = Record::by(&conn.principal(&[], 0, &[]), "oauth.revoke")
@@ -782,7 +813,7 @@ impl Service {
                     None,
                 ));
             }
-            let user: Option<User> = open_in(
+            let user: Option<User> = sealed_in(
                 txn,
                 t,
                 &user_key,
@@ -824,7 +855,7 @@ impl Service {
     }
 
     /// Rotate a refresh token (RFC 6749 §6, OAuth 2.1 §4.3.1).
-    pub fn refresh(
+    fn refresh(
         &self,
         client: &Client,
         token: &str,
@@ -858,11 +889,11 @@ impl Service {
         let audit = self.audit.clone();
         let (result, entry) = self.store.write_blocking(move |txn, t| {
             let now = model::now_ms();
-            let Some(mut stored) = open_in::<RefreshToken>(txn, t, &key, &row)? else {
+            let Some(mut stored) = sealed_in::<RefreshToken>(txn, t, &key, &row)? else {
                 return Ok((Err(gone()), None));
             };
             let conn_row = oauth::connection_row(&stored.connection);
-            let Some(mut conn) = open_in::<Connection>(txn, t, &key, &conn_row)? else {
+            let Some(mut conn) = sealed_in::<Connection>(txn, t, &key, &conn_row)? else {
                 return Ok((Err(gone()), None));
             };
             if stored.expires_at <= now
@@ -902,7 +933,7 @@ impl Service {
                 Some(asked) => asked.clone(),
                 None => conn.scopes.clone(),
             };
-            let user: Option<User> = open_in(txn, t, &key, &crate::auth::users::row(&conn.user))?;
+            let user: Option<User> = sealed_in(txn, t, &key, &crate::auth::users::row(&conn.user))?;
             if !still_consenting(user.as_ref(), &conn) {
                 return Ok((Err(gone()), None));
             }
@@ -919,7 +950,7 @@ impl Service {
     /// Revoke a token (RFC 7009): an access token alone; a refresh token
     /// and its whole connection. A token that is unknown or belongs to
     /// another client is left alone, and the answer is the same.
-    pub fn revoke_token(&self, client: &Client, token: &str) -> Result<(), OAuthError> {
+    fn revoke_token(&self, client: &Client, token: &str) -> Result<(), OAuthError> {
         let key = self.system_key()?;
         let client_id = client.client_id.clone();
         let token = token.to_string();
@@ -928,12 +959,12 @@ impl Service {
             let now = model::now_ms();
             let (conn_id, access) = if sessions::well_formed(&token, oauth::ACCESS_PREFIX) {
                 let row = oauth::access_row(&token);
-                match open_in::<AccessToken>(txn, t, &key, &row)? {
+                match sealed_in::<AccessToken>(txn, t, &key, &row)? {
                     Some(a) => (a.connection, Some(row)),
                     None => return Ok(None),
                 }
             } else if sessions::well_formed(&token, oauth::REFRESH_PREFIX) {
-                match open_in::<RefreshToken>(txn, t, &key, &oauth::refresh_row(&token))? {
+                match sealed_in::<RefreshToken>(txn, t, &key, &oauth::refresh_row(&token))? {
                     Some(r) => (r.connection, None),
                     None => return Ok(None),
                 }
@@ -941,7 +972,7 @@ impl Service {
                 return Ok(None);
             };
             let conn_row = oauth::connection_row(&conn_id);
-            let Some(mut conn) = open_in::<Connection>(txn, t, &key, &conn_row)? else {
+            let Some(mut conn) = sealed_in::<Connection>(txn, t, &key, &conn_row)? else {
                 return Ok(None);
             };
             if conn.client_id != client_id {
@@ -1039,28 +1070,23 @@ impl Service {
         settings: &OAuthSettings,
     ) -> Result<Vec<Connection>, ServiceError> {
         self.connections_of(who, name, "oauth.connections")?;
-        let key = self.system_key()?;
         let now = model::now_ms();
         let users: std::collections::HashMap<String, User> = self
             .all_users()?
             .into_iter()
             .map(|u| (u.name.clone(), u))
             .collect();
-        let mut out = Vec::new();
-        for (row, sealed) in self.store.rows(
-            |t| t.principals,
-            b"oauth-conn/",
-            |k| k.starts_with(b"oauth-conn/"),
-        )? {
-            let c: Connection = super::open_json(&key, "principals", &row, &sealed)?;
-            if name.is_none_or(|n| c.user == n)
-                && c.revoked_at.is_none()
-                && still_consenting(users.get(&c.user), &c)
-                && !connection_over(&c, settings, now)
-            {
-                out.push(c);
-            }
-        }
+        let mut out: Vec<Connection> = self
+            .principal_rows(b"oauth-conn/")?
+            .into_iter()
+            .map(|(_, c)| c)
+            .filter(|c: &Connection| {
+                name.is_none_or(|n| c.user == n)
+                    && c.revoked_at.is_none()
+                    && still_consenting(users.get(&c.user), c)
+                    && !connection_over(c, settings, now)
+            })
+            .collect();
         out.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         Ok(out)
     }
@@ -1074,7 +1100,7 @@ impl Service {
         let (caller, audit) = (who.clone(), self.audit.clone());
         let record = Record::by(who, "oauth.revoke").target(id);
         let done = self.store.write_blocking(move |txn, t| {
-            let Some(mut conn) = open_in::<Connection>(txn, t, &key, &row)? else {
+            let Some(mut conn) = sealed_in::<Connection>(txn, t, &key, &row)? else {
                 return Ok(None);
             };
             let own = caller.is_console_user() && conn.user == caller.agent_id;
@@ -1113,20 +1139,15 @@ impl Service {
         settings: &OAuthSettings,
     ) -> Result<Vec<Client>, ServiceError> {
         self.connections_of(who, None, "oauth.clients")?;
-        let key = self.system_key()?;
-        let mut out: Vec<Client> = settings
+        let configured = settings
             .clients
             .iter()
-            .filter_map(|c| settings.configured(&c.client_id))
-            .collect();
-        for (row, sealed) in self.store.rows(
-            |t| t.principals,
-            b"oauth-client/",
-            |k| k.starts_with(b"oauth-client/"),
-        )? {
-            out.push(super::open_json(&key, "principals", &row, &sealed)?);
-        }
-        Ok(out)
+            .filter_map(|c| settings.configured(&c.client_id));
+        let kept = self
+            .principal_rows(b"oauth-client/")?
+            .into_iter()
+            .map(|(_, c)| c);
+        Ok(configured.chain(kept).collect())
     }
 
     /// Forget client `client_id` and end every connection it has (an app
@@ -1145,7 +1166,7 @@ impl Service {
             let now = model::now_ms();
             let mut ended = 0;
             for (conn_row, _) in crate::store::rows_in(txn, t.principals, b"oauth-conn/")? {
-                if let Some(mut conn) = open_in::<Connection>(txn, t, &key, &conn_row)?
+                if let Some(mut conn) = sealed_in::<Connection>(txn, t, &key, &conn_row)?
                     && conn.client_id == id
                     && conn.revoked_at.is_none()
                 {
@@ -1220,7 +1241,7 @@ fn touch_client(
         return Ok(());
     }
     let row = oauth::client_row(&client.client_id);
-    if let Some(mut stored) = open_in::<Client>(txn, t, key, &row)?
+    if let Some(mut stored) = sealed_in::<Client>(txn, t, key, &row)?
         && (stored.last_used_at == stored.created_at || now - stored.last_used_at >= 3_600_000)
     {
         stored.last_used_at = now.max(stored.created_at + 1);

@@ -90,13 +90,11 @@ impl Service {
     }
 
     pub(super) fn all_users(&self) -> Result<Vec<User>, ServiceError> {
-        let rows = self
-            .store
-            .rows(|t| t.principals, b"user/", |k| k.starts_with(b"user/"))?;
-        let key = self.system_key()?;
-        rows.iter()
-            .map(|(k, v)| super::open_json(&key, "principals", k, v))
-            .collect()
+        Ok(self
+            .principal_rows(b"user/")?
+            .into_iter()
+            .map(|(_, u)| u)
+            .collect())
     }
 
     /// Write `user` (audited as `record`); `create`: refuse if the name is

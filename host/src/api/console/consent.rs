@@ -19,7 +19,7 @@ use warp::http::{HeaderValue, StatusCode};
 use warp::reply::Response;
 
 use super::{CSP, Console, Req, Visitor, blocking, error_page, html, pages, redirect, refuse};
-use crate::auth::oauth::{AuthServer, redirect_with};
+use crate::auth::oauth::AuthServer;
 use crate::auth::{Grant, Role};
 use crate::service::ServiceError;
 use crate::service::oauth::{Authorization, AuthorizeError, AuthorizeParams};
@@ -107,13 +107,13 @@ impl Console {
                 &why,
             ));
         }
-        let service = self.inner.service.clone();
+        let (service, srv) = (self.inner.service.clone(), server.clone());
         let checked = blocking(move || {
             let client = match &q.client_id {
-                Some(id) => service.oauth_client(id, &server)?,
+                Some(id) => service.oauth_client(id, &srv)?,
                 None => None,
             };
-            Ok::<_, ServiceError>(service.check_authorization(&q, client, &server))
+            Ok::<_, ServiceError>(service.check_authorization(&q, client, &srv))
         })
         .await;
         match checked {
@@ -128,18 +128,14 @@ impl Console {
                 redirect_uri,
                 error,
                 state,
-            })) => {
-                let issuer = self.server().map(|s| s.issuer.clone()).unwrap_or_default();
-                let mut p = vec![
+            })) => Err(redirect(&server.response(
+                &redirect_uri,
+                &[
                     ("error", error.code),
-                    ("error_description", error.description.as_str()),
-                    ("iss", issuer.as_str()),
-                ];
-                if let Some(s) = &state {
-                    p.push(("state", s));
-                }
-                Err(redirect(&redirect_with(&redirect_uri, &p)))
-            }
+                    ("error_description", &error.description),
+                ],
+                state.as_deref(),
+            ))),
             Err(e) => Err(error_page(None, &e)),
         }
     }

@@ -96,7 +96,8 @@ pub fn route(
                         );
                         p.challenge = Some(bearer_challenge(
                             &server,
-                            Some(("insufficient_scope", &refused)),
+                            Some("insufficient_scope"),
+                            &refused,
                         ));
                         return p.reply();
                     }

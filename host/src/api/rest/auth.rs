@@ -83,29 +83,33 @@ impl Gate {
     /// `error="invalid_token"` when a credential was presented and refused
     /// (RFC 6750 §3.1).
     fn challenge(&self, invalid: bool) -> String {
-        let both = [oauth::Scope::Read, oauth::Scope::Write];
-        match (&self.oauth, self.takes_tokens, invalid) {
-            (Some(server), true, false) => bearer_challenge(server, None),
-            (Some(server), true, true) => bearer_challenge(server, Some(("invalid_token", &both))),
+        match (&self.oauth, self.takes_tokens) {
+            (Some(server), true) => bearer_challenge(
+                server,
+                invalid.then_some("invalid_token"),
+                &oauth::Scope::AGENT,
+            ),
             _ => "Bearer realm=\"memhost\"".into(),
         }
     }
 }
 
-/// `Bearer resource_metadata="…", scope="…"` (RFC 9728 §5.1), with
-/// `error="…"` when one is named (`insufficient_scope`).
-pub fn bearer_challenge(server: &AuthServer, error: Option<(&str, &[oauth::Scope])>) -> String {
-    let metadata = format!("{}/.well-known/oauth-protected-resource/mcp", server.issuer);
-    match error {
-        None => format!(
-            "Bearer resource_metadata=\"{metadata}\", scope=\"{}\"",
-            oauth::scope_string(&[oauth::Scope::Read, oauth::Scope::Write])
-        ),
-        Some((error, scopes)) => format!(
-            "Bearer error=\"{error}\", scope=\"{}\", resource_metadata=\"{metadata}\"",
-            oauth::scope_string(scopes)
-        ),
-    }
+/// `Bearer [error="…", ]scope="…", resource_metadata="…"` (RFC 6750 §3,
+/// RFC 9728 §5.1): where the resource's metadata is, the scopes to ask
+/// for, and what was wrong with the token presented, if one was.
+pub fn bearer_challenge(
+    server: &AuthServer,
+    error: Option<&str>,
+    scopes: &[oauth::Scope],
+) -> String {
+    let error = error
+        .map(|e| format!("error=\"{e}\", "))
+        .unwrap_or_default();
+    format!(
+        "Bearer {error}scope=\"{}\", resource_metadata=\"{}/.well-known/oauth-protected-resource/mcp\"",
+        oauth::scope_string(scopes),
+        server.issuer
+    )
 }
 
 fn reject(p: Problem) -> warp::Rejection {
@@ -236,9 +240,6 @@ impl Gate {
         }
         let key = match token.map(|t| self.service.authenticate(t)) {
             None => return Err(self.failed(req.source, &AuthFailure::Malformed)),
-            Some(Err(AuthFailure::Internal(e))) => {
-                return Err(internal(&e));
-            }
             Some(Err(failure)) => return Err(self.failed(req.source, &failure)),
             Some(Ok(key)) => key,
         };
@@ -276,19 +277,20 @@ impl Gate {
             (Some(server), true) => self.service.authenticate_access(token, server),
             _ => Err(AuthFailure::NotHere),
         };
-        let principal = match found {
-            Ok(p) => p,
-            Err(AuthFailure::Internal(e)) => {
-                return Err(internal(&e));
-            }
-            Err(failure) => return Err(self.failed(source, &failure)),
-        };
-        self.admit(principal, None)
+        match found {
+            Ok(principal) => self.admit(principal, None),
+            Err(failure) => Err(self.failed(source, &failure)),
+        }
     }
 
     /// A failed authentication: counted per source, audited within limits,
     /// answered 401 — or 429 once the source has failed too often.
     fn failed(&self, source: Option<IpAddr>, why: &AuthFailure) -> Problem {
+        if let AuthFailure::Internal(e) = why {
+            // Not the caller's failure: nothing counted against it.
+            crate::metrics::auth_failure("internal");
+            return internal(e);
+        }
         crate::metrics::auth_failure(match why {
             AuthFailure::Missing => "missing",
             AuthFailure::Malformed => "malformed",
