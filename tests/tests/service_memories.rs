@@ -538,7 +538,7 @@ fn deleting_a_namespace_destroys_its_key_and_rows_and_spares_the_others() {
 }
 
 /// Picks a table.
-type Pick = fn(&memhost::store::Tables) -> memhost::store::Database;
+type Pick = fn(&memhost::store::Tables) -> memhost::store::Table;
 
 /// Every row of every table that holds namespace data, as (table, key).
 fn all_rows(f: &Fixture) -> Vec<(&'static str, Vec<u8>)> {

@@ -47,7 +47,7 @@ fn write_schema_1(data: &std::path::Path, ns: Uuid, memories: &[(Uuid, String)])
     store
         .write_blocking(move |txn, t| {
             for (k, _) in &current {
-                txn.del(t.terms, k, None)?;
+                txn.del(t.terms, k)?;
             }
             for (k, v) in &rows {
                 txn.put(t.terms, k, v, WriteFlags::empty())?;

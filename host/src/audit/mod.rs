@@ -197,7 +197,7 @@ fn seq_key(seq: u64) -> [u8; 8] {
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Lmdb(format!("audit: {e}"))
+    StoreError::Storage(format!("audit: {e}"))
 }
 
 impl AuditLog {
@@ -530,7 +530,7 @@ mod tests {
         log.record(&store, record(0)).unwrap();
         store
             .write_blocking(|txn, t| {
-                txn.del(t.meta, &META_HEAD, None)?;
+                txn.del(t.meta, &META_HEAD)?;
                 Ok(())
             })
             .unwrap();
@@ -548,7 +548,7 @@ mod tests {
         }
         store
             .write_blocking(|txn, t| {
-                txn.del(t.audit, &seq_key(4), None)?;
+                txn.del(t.audit, &seq_key(4))?;
                 Ok(())
             })
             .unwrap();
@@ -558,7 +558,7 @@ mod tests {
         }
         store
             .write_blocking(|txn, t| {
-                txn.del(t.audit, &seq_key(2), None)?;
+                txn.del(t.audit, &seq_key(2))?;
                 Ok(())
             })
             .unwrap();

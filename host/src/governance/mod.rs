@@ -339,7 +339,7 @@ pub struct Ledger {
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Lmdb(format!("pending: {e}"))
+    StoreError::Storage(format!("pending: {e}"))
 }
 
 impl Ledger {
@@ -494,15 +494,14 @@ impl Ledger {
         ns: &Uuid,
     ) -> Result<Vec<PendingAction>, StoreError> {
         let prefix = open_prefix(ns);
-        let ids: Vec<Uuid> = {
-            let mut cursor = txn.open_ro_cursor(t.pending)?;
-            lmdb::Cursor::iter_from(&mut cursor, &prefix)
-                .map_while(|item| item.ok())
-                .map(|(k, _)| k)
-                .take_while(|k| k.starts_with(&prefix))
-                .filter_map(|k| k.get(18..34).and_then(|b| Uuid::from_slice(b).ok()))
-                .collect()
-        };
+        let mut ids: Vec<Uuid> = Vec::new();
+        crate::store::visit_in(txn, t.pending, &prefix, usize::MAX, |k, _| {
+            if !k.starts_with(&prefix) {
+                return false;
+            }
+            ids.extend(k.get(18..34).and_then(|b| Uuid::from_slice(b).ok()));
+            true
+        })?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(item) = self.get_in(txn, t, &id)? {

@@ -395,7 +395,7 @@ pub fn put(
     remove(txn, t, ns, id, previous)?;
     let mut s = stats(txn, t, ns)?;
     let doc = u32::try_from(s.next).map_err(|_| {
-        StoreError::Lmdb(format!(
+        StoreError::Storage(format!(
             "namespace {ns}: the word index has numbered 2^32 documents; `memhost namespace reindex` renumbers it"
         ))
     })?;
@@ -451,7 +451,7 @@ pub fn remove(
                 };
                 postings.retain(|p| p.0 != doc);
                 if postings.is_empty() {
-                    txn.del(t.terms, &key, None)?;
+                    txn.del(t.terms, &key)?;
                 } else {
                     let block = encode(first_of(&key), &postings);
                     txn.put(t.terms, &key, &block, WriteFlags::empty())?;
@@ -461,7 +461,7 @@ pub fn remove(
         }
         _ => s.dead += count,
     }
-    txn.del(t.terms, &member, None)?;
+    txn.del(t.terms, &member)?;
     del_in(txn, t.terms, &doc_key(ns, doc))?;
     s.docs = s.docs.saturating_sub(1);
     s.total = s.total.saturating_sub(u64::from(len));
@@ -882,7 +882,7 @@ fn upgrade_namespace(
                 append(txn, t, ns, &token, doc, tf)?;
                 postings += 1;
             }
-            txn.del(t.terms, k, None)?;
+            txn.del(t.terms, k)?;
         }
     }
     loop {
@@ -891,10 +891,10 @@ fn upgrade_namespace(
             break;
         }
         for (k, _) in &chunk {
-            txn.del(t.terms, k, None)?;
+            txn.del(t.terms, k)?;
         }
     }
-    txn.del(t.terms, &old_stats, None)?;
+    txn.del(t.terms, &old_stats)?;
     let docs = numbers.len() as u64;
     put_stats(
         txn,

@@ -116,7 +116,7 @@ impl Segment {
 
     fn serialize(&self) -> Result<Vec<u8>, StoreError> {
         postcard::to_allocvec(&self.map)
-            .map_err(|e| StoreError::Lmdb(format!("cannot serialize segment {}: {e}", self.id)))
+            .map_err(|e| StoreError::Storage(format!("cannot serialize segment {}: {e}", self.id)))
     }
 }
 
@@ -201,17 +201,13 @@ pub fn persist(
             txn.put(t.segments, k, v, WriteFlags::empty())?;
         }
         for p in &old {
-            let keys: Vec<Vec<u8>> = {
-                let mut cursor = lmdb::Transaction::open_ro_cursor(txn, t.segments)?;
-                lmdb::Cursor::iter_from(&mut cursor, p)
-                    .map_while(|item| item.ok())
-                    .map(|(k, _)| k)
-                    .take_while(|k| k.starts_with(p))
-                    .map(<[u8]>::to_vec)
-                    .collect()
-            };
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            crate::store::visit_in(txn, t.segments, p, usize::MAX, |k, _| {
+                keys.extend(k.starts_with(p).then(|| k.to_vec()));
+                k.starts_with(p)
+            })?;
             for k in keys {
-                txn.del(t.segments, &k, None)?;
+                txn.del(t.segments, &k)?;
             }
         }
         Ok(())
@@ -242,14 +238,10 @@ pub struct Found {
 pub fn load(store: &Store, key: &DataKey, ns: &Uuid, generation: u32) -> Result<Found, StoreError> {
     let p = prefix(ns, generation);
     let (segments, seen) = store.read(|txn, t| {
+        crate::store::with_prefix_in(txn, t.segments, &p, |rows| {
         let mut parts: std::collections::BTreeMap<u64, Parts<'_>> =
             std::collections::BTreeMap::new();
-        let mut cursor = lmdb::Transaction::open_ro_cursor(txn, t.segments)?;
-        for item in lmdb::Cursor::iter_from(&mut cursor, &p) {
-            let (k, v) = item?;
-            if !k.starts_with(&p) {
-                break;
-            }
+        for &(k, v) in rows {
             let (Some(seg), Some(chunk)) = (
                 k.get(p.len()..p.len() + 8)
                     .and_then(|b| b.try_into().ok())
@@ -351,7 +343,8 @@ pub fn load(store: &Store, key: &DataKey, ns: &Uuid, generation: u32) -> Result<
                 .collect()
         });
         let segments: Vec<Segment> = decoded.into_iter().flatten().collect();
-        Ok((segments, seen))
+        (segments, seen)
+        })
     })?;
     let broken: Vec<u64> = seen
         .iter()

@@ -614,48 +614,41 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
     // core, straight from the map, and parsed only when no segment holds
     // them.
     let opened: Vec<(Uuid, Opened)> = store.read(|txn, t| {
-        let mut cursor = lmdb::Transaction::open_ro_cursor(txn, t.vectors)?;
-        let mut rows: Vec<(&[u8], &[u8])> = Vec::new();
-        for item in lmdb::Cursor::iter_from(&mut cursor, &prefix) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            rows.push((k, v));
-        }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per = rows.len().div_ceil(threads).max(1);
-        Ok(std::thread::scope(|scope| {
-            let workers: Vec<_> = rows
-                .chunks(per)
-                .map(|share| {
-                    scope.spawn(move || {
-                        share
-                            .iter()
-                            .filter_map(|(k, v)| {
-                                let id = k.get(16..).and_then(|b| Uuid::from_slice(b).ok())?;
-                                if let Some(held) = hinted(v).and_then(|h| covered(&id, h)) {
-                                    return Some((id, Opened::Held(held)));
-                                }
-                                let plain = open_row(key, k, v)?;
-                                let version = version_of(&plain)?;
-                                Some((
-                                    id,
-                                    match covered(&id, version) {
-                                        Some(held) => Opened::Held(held),
-                                        None => Opened::Delta(version, floats(&plain)),
-                                    },
-                                ))
-                            })
-                            .collect::<Vec<(Uuid, Opened)>>()
+        crate::store::with_prefix_in(txn, t.vectors, &prefix, |rows| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let per = rows.len().div_ceil(threads).max(1);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = rows
+                    .chunks(per)
+                    .map(|share| {
+                        scope.spawn(move || {
+                            share
+                                .iter()
+                                .filter_map(|(k, v)| {
+                                    let id = k.get(16..).and_then(|b| Uuid::from_slice(b).ok())?;
+                                    if let Some(held) = hinted(v).and_then(|h| covered(&id, h)) {
+                                        return Some((id, Opened::Held(held)));
+                                    }
+                                    let plain = open_row(key, k, v)?;
+                                    let version = version_of(&plain)?;
+                                    Some((
+                                        id,
+                                        match covered(&id, version) {
+                                            Some(held) => Opened::Held(held),
+                                            None => Opened::Delta(version, floats(&plain)),
+                                        },
+                                    ))
+                                })
+                                .collect::<Vec<(Uuid, Opened)>>()
+                        })
                     })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_default())
-                .collect()
-        }))
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| w.join().unwrap_or_default())
+                    .collect()
+            })
+        })
     })?;
     index.live.reserve(opened.len());
     for (id, found) in opened {
@@ -876,7 +869,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn poisoned() -> StoreError {
-    StoreError::Lmdb("vector cache lock poisoned".into())
+    StoreError::Storage("vector cache lock poisoned".into())
 }
 
 #[cfg(test)]
@@ -1068,7 +1061,7 @@ mod tests {
             .write_blocking({
                 let row = row_key(&f.space.ns, &ids[7]);
                 move |txn, t| {
-                    txn.del(t.vectors, &row, None)?;
+                    txn.del(t.vectors, &row)?;
                     Ok(())
                 }
             })

@@ -83,7 +83,7 @@ pub(super) fn sealed_in<T: serde::de::DeserializeOwned>(
     get_in(txn, t.principals, row)?
         .map(|s| super::open_json(system, "principals", row, &s))
         .transpose()
-        .map_err(|e| StoreError::Lmdb(e.to_string()))
+        .map_err(|e| StoreError::Storage(e.to_string()))
 }
 
 impl Service {
@@ -411,7 +411,7 @@ impl Service {
         let audit = self.audit.clone();
         let by = Record::by(who, "key.revoke");
         let root = id.to_string();
-        let internal = |e: ServiceError| StoreError::Lmdb(e.to_string());
+        let internal = |e: ServiceError| StoreError::Storage(e.to_string());
         // Read and revoke in one write: a key minted by the root while it
         // is being revoked is either seen here or refused by create_key.
         let (entries, revocation) = self.store.write_blocking(move |txn, t| {

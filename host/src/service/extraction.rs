@@ -108,7 +108,7 @@ pub(super) fn blind_name(key: &DataKey, name: &str) -> [u8; 32] {
 /// Drop what was extracted from memory `id` — its sealed row and its index
 /// rows — inside the caller's write (an update, a forget).
 pub(super) fn forget_in(
-    txn: &mut lmdb::RwTransaction<'_>,
+    txn: &mut crate::store::RwTransaction<'_>,
     t: &Tables,
     ns: &Uuid,
     id: &Uuid,
@@ -124,11 +124,11 @@ pub(super) fn forget_in(
                         let row = [&(n - 1).to_be_bytes(), sealed].concat();
                         txn.put(t.entities, &entry, &row, WriteFlags::empty())?;
                     }
-                    _ => txn.del(t.entities, &entry, None)?,
+                    _ => txn.del(t.entities, &entry)?,
                 }
             }
         }
-        txn.del(t.entities, &names_key(ns, id), None)?;
+        txn.del(t.entities, &names_key(ns, id))?;
     }
     del_in(txn, t.entities, &row_key(ns, id))
 }

@@ -183,7 +183,7 @@ impl RequeuePass {
 /// the pass is over (also when its namespace is gone or reindexed again
 /// under another row).
 fn requeue_chunk(
-    txn: &mut lmdb::RwTransaction<'_>,
+    txn: &mut crate::store::RwTransaction<'_>,
     t: &Tables,
     system: &DataKey,
     key: &[u8],
@@ -203,7 +203,7 @@ fn requeue_chunk(
             ns.settings.extractor.is_some(),
         ),
         _ => {
-            txn.del(t.jobs, &key, None)?;
+            txn.del(t.jobs, &key)?;
             return Ok((0, true));
         }
     };
@@ -219,27 +219,24 @@ fn requeue_chunk(
     let mut last = None;
     let mut seen = 0;
     let mut ended = true;
-    {
-        let mut cursor = txn.open_ro_cursor(t.memories)?;
-        for item in lmdb::Cursor::iter_from(&mut cursor, &from) {
-            let (k, _) = item?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            let Some(id) = k.get(16..32).and_then(|b| Uuid::from_slice(b).ok()) else {
-                continue;
-            };
-            if seen >= chunk * 4 || heads.len() >= chunk {
-                ended = false;
-                break;
-            }
-            seen += 1;
-            if k.len() == 32 && Some(id) != pass.after {
-                heads.push(id);
-            }
-            last = Some(id);
+    crate::store::visit_in(txn, t.memories, &from, usize::MAX, |k, _| {
+        if !k.starts_with(prefix) {
+            return false;
         }
-    }
+        let Some(id) = k.get(16..32).and_then(|b| Uuid::from_slice(b).ok()) else {
+            return true;
+        };
+        if seen >= chunk * 4 || heads.len() >= chunk {
+            ended = false;
+            return false;
+        }
+        seen += 1;
+        if k.len() == 32 && Some(id) != pass.after {
+            heads.push(id);
+        }
+        last = Some(id);
+        true
+    })?;
     let mut queued = 0;
     for id in &heads {
         if extracts {
@@ -269,7 +266,7 @@ fn requeue_chunk(
         }
     }
     if ended {
-        txn.del(t.jobs, &key, None)?;
+        txn.del(t.jobs, &key)?;
     } else {
         pass.after = last.or(pass.after);
         txn.put(t.jobs, &key, &pass.encode(), WriteFlags::empty())?;
@@ -279,17 +276,16 @@ fn requeue_chunk(
 
 /// How many memories namespace `ns_id` holds (its heads: namespace id +
 /// memory id, 32 bytes; history rows are longer).
-fn heads_in(txn: &lmdb::RwTransaction<'_>, t: &Tables, ns_id: &Uuid) -> Result<usize, StoreError> {
+fn heads_in(txn: &impl Transaction, t: &Tables, ns_id: &Uuid) -> Result<usize, StoreError> {
     let prefix = ns_id.as_bytes();
-    let mut cursor = txn.open_ro_cursor(t.memories)?;
     let mut heads = 0;
-    for item in lmdb::Cursor::iter_from(&mut cursor, prefix) {
-        let (k, _) = item?;
+    crate::store::visit_in(txn, t.memories, prefix, usize::MAX, |k, _| {
         if !k.starts_with(prefix) {
-            break;
+            return false;
         }
         heads += usize::from(k.len() == 32);
-    }
+        true
+    })?;
     Ok(heads)
 }
 
@@ -521,7 +517,7 @@ impl Service {
             }
             // Only if the job is still the one embedded: an update in the
             // meantime queued a newer version.
-            let still = |txn: &lmdb::RwTransaction<'_>, row: &[u8], version: u32| {
+            let still = |txn: &crate::store::RwTransaction<'_>, row: &[u8], version: u32| {
                 get_in(txn, t.jobs, row).map(|current| {
                     current
                         .as_deref()
@@ -540,7 +536,7 @@ impl Service {
                         bytes,
                         WriteFlags::empty(),
                     )?;
-                    txn.del(t.jobs, &job, None)?;
+                    txn.del(t.jobs, &job)?;
                 }
                 written.push(mine);
             }

@@ -10,10 +10,10 @@ use uuid::Uuid;
 
 use super::{Service, ServiceError};
 use crate::index::{segment, vector};
-use crate::store::{Database, Tables};
+use crate::store::{Table, Tables};
 
 /// Picks a table.
-type Pick = fn(&Tables) -> Database;
+type Pick = fn(&Tables) -> Table;
 
 /// The tables whose rows start with the namespace id.
 const BY_NAMESPACE: [Pick; 5] = [

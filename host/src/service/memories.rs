@@ -790,8 +790,8 @@ impl Service {
             }
             txn.put(t.memories, &history, &sealed_old, WriteFlags::NO_OVERWRITE)
                 .map_err(|e| match e {
-                    lmdb::Error::KeyExist => StoreError::Raced(raced.clone()),
-                    other => other.into(),
+                    StoreError::Exists => StoreError::Raced(raced.clone()),
+                    other => other,
                 })?;
             txn.put(t.memories, &head, &sealed_head, WriteFlags::empty())?;
             lexical::put(txn, t, &ns_id, &memory_id, &terms, Some(&old_terms))?;
@@ -1033,13 +1033,13 @@ impl Service {
             }
             // The head and every history row, whatever their numbers.
             for (row, _) in crate::store::rows_in(txn, t.memories, &prefix)? {
-                txn.del(t.memories, &row, None)?;
+                txn.del(t.memories, &row)?;
             }
             lexical::remove(txn, t, &ns_id, &memory_id, Some(&indexed_with))?;
             // A newer memory with the same content may own the dedup row
             // (this one had expired): leave it to that one.
             if get_in(txn, t.dedup, &dedup_row)?.as_deref() == Some(memory_id.as_bytes()) {
-                txn.del(t.dedup, &dedup_row, None)?;
+                txn.del(t.dedup, &dedup_row)?;
             }
             for (db, row) in [
                 (t.vectors, vector::row_key(&ns_id, &memory_id)),

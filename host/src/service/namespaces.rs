@@ -375,7 +375,7 @@ impl Service {
                 return Err(StoreError::Rejected(gone.clone()));
             }
             indexing::unchanged_in(txn, t, &system, &row, &read)?;
-            txn.del(t.namespaces, &row, None)?;
+            txn.del(t.namespaces, &row)?;
             namespaces_changed(txn, t)?;
             del_in(txn, t.keys, &kid)?;
             // A reindex under way has nothing left to do.

@@ -217,7 +217,7 @@ fn put_in<T: Serialize>(
     value: &T,
 ) -> Result<(), StoreError> {
     let sealed = super::seal_json(key, "principals", row, value)
-        .map_err(|e| StoreError::Lmdb(e.to_string()))?;
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
     txn.put(t.principals, &row, &sealed, WriteFlags::empty())?;
     Ok(())
 }

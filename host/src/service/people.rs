@@ -359,8 +359,8 @@ impl Service {
                 return Ok(Err(SignInFailure::BadLink));
             };
             let link: SignInLink = super::open_json(&system, "principals", &link_row, &sealed)
-                .map_err(|e| StoreError::Lmdb(e.to_string()))?;
-            txn.del(t.principals, &link_row, None)?;
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
+            txn.del(t.principals, &link_row)?;
             if link.expires_at <= now {
                 return Ok(Err(SignInFailure::BadLink));
             }
@@ -376,7 +376,7 @@ impl Service {
             }
             let session = Session::new(&user.name, user.session_epoch, "link", src.clone(), now);
             let sealed = super::seal_json(&system, "principals", &session_row, &session)
-                .map_err(|e| StoreError::Lmdb(e.to_string()))?;
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
             txn.put(
                 t.principals,
                 &session_row,

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use super::{RwTransaction, Store, StoreError, Tables, Transaction, WriteFlags};
+use super::{RwTransaction, Store, StoreError, Tables, WriteFlags, get_in};
 use crate::crypto::{CryptoError, DataKey, MasterKey};
 
 /// `meta` key: fingerprint of the master key the data keys are wrapped to.
@@ -63,10 +63,8 @@ impl Keyring {
                 let fp = have.clone();
                 store.write_blocking(move |txn, t| {
                     // Another process may have initialised it meanwhile.
-                    match txn.get(t.meta, &META_MASTER_FINGERPRINT) {
-                        Ok(_) => return Ok(()),
-                        Err(lmdb::Error::NotFound) => {}
-                        Err(e) => return Err(e.into()),
+                    if get_in(txn, t.meta, META_MASTER_FINGERPRINT)?.is_some() {
+                        return Ok(());
                     }
                     txn.put(t.meta, &META_MASTER_FINGERPRINT, &fp, WriteFlags::empty())?;
                     txn.put(t.keys, &SYSTEM_KEY, &system, WriteFlags::empty())?;

@@ -1,12 +1,20 @@
-//! The LMDB environment, its tables, and the single writer with group commit.
+//! The store: an ordered key-value boundary with transactions, the tables
+//! memhost keeps in it, and the single writer with group commit.
 //!
 //! | rule | why |
 //! |---|---|
-//! | one writer thread; concurrent writes are batched into one transaction | a durable commit costs 0.3–6 ms here; batching keeps throughput off fsync speed |
+//! | one writer thread per process; concurrent writes are batched into one transaction | a durable commit costs 0.3–6 ms here; batching keeps throughput off fsync speed |
 //! | each write runs in a nested transaction | one failing write aborts alone, the rest of its batch commits |
 //! | a write is answered only after its batch is durably committed | a 2xx means the data survives a crash |
-//! | readers never block writers; no transaction is held across `.await` | LMDB work runs on blocking threads |
-//! | a full map is grown and the batch retried | writes do not fail because a size guess was low |
+//! | a write may run more than once (a grown map, a retried batch) | the engine may need to start a batch again; a write must not depend on having run before |
+//! | readers never block writers; no transaction is held across `.await` | engine work runs on blocking threads |
+//!
+//! What the layers above see is [`Transaction`] (get, ordered scans from a
+//! key with a limit, the last row at or before a key) and, inside a write,
+//! [`RwTransaction::put`] / [`RwTransaction::del`] — an ordered key-value
+//! store with snapshot reads and atomic multi-key writes, the shape
+//! FoundationDB, TiKV and PostgreSQL share. Keys are compared as bytes.
+//! The engine is LMDB ([`lmdb`](self::lmdb)), embedded.
 //!
 //! This module stores bytes. Sealing happens before bytes reach it (see
 //! `crate::crypto`); it must never see plaintext longer than a call.
@@ -15,13 +23,11 @@ use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 pub mod backup;
 pub mod keyring;
-
-pub use lmdb::{Database, RoTransaction, RwTransaction, Transaction, WriteFlags};
-use lmdb::{DatabaseFlags, Environment, EnvironmentFlags};
+mod lmdb;
 
 /// The schema this build writes and understands.
 ///
@@ -43,9 +49,9 @@ const QUEUE: usize = 8192;
 /// Failures of the store.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// LMDB reported an error.
+    /// The engine reported an error.
     #[error("storage: {0}")]
-    Lmdb(String),
+    Storage(String),
     /// The map is full and may not grow further.
     #[error("storage is full at {size} bytes; raise [store] max_map_size_mb in the config")]
     Full {
@@ -62,6 +68,9 @@ pub enum StoreError {
         /// The version found.
         found: u32,
     },
+    /// A [`WriteFlags::NO_OVERWRITE`] put found a row at its key.
+    #[error("storage: a row already has this key")]
+    Exists,
     /// The map filled up inside a write; the writer grows it and retries.
     #[error("storage map full")]
     MapFull,
@@ -75,15 +84,6 @@ pub enum StoreError {
     /// write won): reading again and retrying may succeed.
     #[error("{0}")]
     Raced(String),
-}
-
-impl From<lmdb::Error> for StoreError {
-    fn from(e: lmdb::Error) -> Self {
-        match e {
-            lmdb::Error::MapFull => StoreError::MapFull,
-            other => StoreError::Lmdb(other.to_string()),
-        }
-    }
 }
 
 /// How to open the store.
@@ -121,55 +121,228 @@ pub struct TableFootprint {
 /// A (key, value) pair copied out of a transaction.
 pub type Row = (Vec<u8>, Vec<u8>);
 
+/// (key, value) pairs lent by a transaction for the length of a call.
+pub type Lent<'t> = [(&'t [u8], &'t [u8])];
+
+/// One of the named tables (see [`Tables`]): a handle, the same in every
+/// engine and every process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Table(u8);
+
+impl Table {
+    /// The table's name, as the engine stores it.
+    pub fn name(self) -> &'static str {
+        TABLE_NAMES[usize::from(self.0)]
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// Every table's name, in [`Table`] order.
+const TABLE_NAMES: [&str; 13] = [
+    "meta",
+    "keys",
+    "principals",
+    "namespaces",
+    "memories",
+    "dedup",
+    "terms",
+    "vectors",
+    "segments",
+    "entities",
+    "pending",
+    "jobs",
+    "audit",
+];
+
 /// The named tables (DESIGN.md, storage).
 #[derive(Debug, Clone, Copy)]
 pub struct Tables {
     /// Schema version, master key fingerprint, settings.
-    pub meta: Database,
+    pub meta: Table,
     /// Wrapped data keys.
-    pub keys: Database,
+    pub keys: Table,
     /// Credentials and principals.
-    pub principals: Database,
+    pub principals: Table,
     /// Namespaces and their settings.
-    pub namespaces: Database,
+    pub namespaces: Table,
     /// Sealed memory records.
-    pub memories: Database,
+    pub memories: Table,
     /// Content-hash dedup entries.
-    pub dedup: Database,
+    pub dedup: Table,
     /// Blind lexical postings.
-    pub terms: Database,
+    pub terms: Table,
     /// Sealed vectors.
-    pub vectors: Database,
+    pub vectors: Table,
     /// Sealed built vector segments.
-    pub segments: Database,
+    pub segments: Table,
     /// Sealed entities.
-    pub entities: Database,
+    pub entities: Table,
     /// Pending governance actions.
-    pub pending: Database,
+    pub pending: Table,
     /// Indexing jobs.
-    pub jobs: Database,
+    pub jobs: Table,
     /// The audit chain.
-    pub audit: Database,
+    pub audit: Table,
 }
+
+/// The tables, for every store.
+const TABLES: Tables = Tables {
+    meta: Table(0),
+    keys: Table(1),
+    principals: Table(2),
+    namespaces: Table(3),
+    memories: Table(4),
+    dedup: Table(5),
+    terms: Table(6),
+    vectors: Table(7),
+    segments: Table(8),
+    entities: Table(9),
+    pending: Table(10),
+    jobs: Table(11),
+    audit: Table(12),
+};
 
 impl Tables {
     /// Every table with its name.
-    pub fn all(&self) -> [(&'static str, Database); 13] {
-        [
-            ("meta", self.meta),
-            ("keys", self.keys),
-            ("principals", self.principals),
-            ("namespaces", self.namespaces),
-            ("memories", self.memories),
-            ("dedup", self.dedup),
-            ("terms", self.terms),
-            ("vectors", self.vectors),
-            ("segments", self.segments),
-            ("entities", self.entities),
-            ("pending", self.pending),
-            ("jobs", self.jobs),
-            ("audit", self.audit),
-        ]
+    pub fn all(&self) -> [(&'static str, Table); 13] {
+        std::array::from_fn(|i| (TABLE_NAMES[i], Table(i as u8)))
+    }
+}
+
+/// How a put treats the row already at its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteFlags(u8);
+
+impl WriteFlags {
+    /// Fail with [`StoreError::Exists`] if the key holds a row.
+    pub const NO_OVERWRITE: WriteFlags = WriteFlags(1);
+    /// A hint: the key sorts after every key of the table (the audit
+    /// chain's next entry). An engine may append without searching.
+    pub const APPEND: WriteFlags = WriteFlags(2);
+
+    /// No flags: put the value, replacing any.
+    pub const fn empty() -> WriteFlags {
+        WriteFlags(0)
+    }
+
+    /// Whether every flag of `other` is set.
+    pub fn contains(self, other: WriteFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// What every transaction reads: one consistent snapshot of the store (a
+/// write transaction also sees its own writes).
+pub trait Transaction {
+    /// The value at `key` in `table`, if any.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Show `f` the rows of `table` from `start` on, in key order, until it
+    /// returns false or `max` rows were shown; returns how many were.
+    fn visit(
+        &self,
+        table: Table,
+        start: &[u8],
+        max: usize,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<usize, StoreError>;
+
+    /// Show `f` every row of `table` whose key starts with `prefix`, all at
+    /// once, in key order (borrowed where the engine can: LMDB lends them
+    /// straight from the map).
+    fn with_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        f: &mut dyn FnMut(&Lent<'_>),
+    ) -> Result<(), StoreError>;
+
+    /// The row of `table` with the greatest key at or before `upto` among
+    /// those starting with `prefix`, if any.
+    fn last_at_or_before(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        upto: &[u8],
+    ) -> Result<Option<Row>, StoreError>;
+}
+
+/// A read-only snapshot, for the duration of [`Store::read`].
+pub struct RoTransaction<'e> {
+    inner: lmdb::Snapshot<'e>,
+}
+
+/// A write transaction, for the duration of one write of a batch. Its
+/// writes become visible when the batch commits, or not at all.
+pub struct RwTransaction<'e> {
+    inner: lmdb::Write<'e>,
+}
+
+/// [`Transaction`] for a transaction type, by its engine's reads.
+macro_rules! reads {
+    ($ty:ident) => {
+        impl Transaction for $ty<'_> {
+            fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+                self.inner.get(table, key)
+            }
+
+            fn visit(
+                &self,
+                table: Table,
+                start: &[u8],
+                max: usize,
+                f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+            ) -> Result<usize, StoreError> {
+                self.inner.visit(table, start, max, f)
+            }
+
+            fn with_prefix(
+                &self,
+                table: Table,
+                prefix: &[u8],
+                f: &mut dyn FnMut(&Lent<'_>),
+            ) -> Result<(), StoreError> {
+                self.inner.with_prefix(table, prefix, f)
+            }
+
+            fn last_at_or_before(
+                &self,
+                table: Table,
+                prefix: &[u8],
+                upto: &[u8],
+            ) -> Result<Option<Row>, StoreError> {
+                self.inner.last_at_or_before(table, prefix, upto)
+            }
+        }
+    };
+}
+
+reads!(RoTransaction);
+reads!(RwTransaction);
+
+impl RwTransaction<'_> {
+    /// Put `value` at `key` in `table` (see [`WriteFlags`]).
+    pub fn put<K: AsRef<[u8]> + ?Sized, V: AsRef<[u8]> + ?Sized>(
+        &mut self,
+        table: Table,
+        key: &K,
+        value: &V,
+        flags: WriteFlags,
+    ) -> Result<(), StoreError> {
+        self.inner.put(table, key.as_ref(), value.as_ref(), flags)
+    }
+
+    /// Delete the row at `key` in `table`, if there is one: a row already
+    /// gone is not an error.
+    pub fn del<K: AsRef<[u8]> + ?Sized>(
+        &mut self,
+        table: Table,
+        key: &K,
+    ) -> Result<(), StoreError> {
+        self.inner.del(table, key.as_ref())
     }
 }
 
@@ -194,14 +367,8 @@ pub struct Store {
 }
 
 struct Inner {
-    env: Environment,
-    tables: Tables,
+    engine: lmdb::Env,
     path: PathBuf,
-    /// Readers hold it shared; growing the map takes it exclusively, since
-    /// LMDB may only resize with no transaction open in this process.
-    gate: RwLock<()>,
-    map_size: AtomicUsize,
-    max_map_size: usize,
     queue: Mutex<Option<SyncSender<WriteJob>>>,
     commits: AtomicUsize,
 }
@@ -209,42 +376,12 @@ struct Inner {
 impl Store {
     /// Open (or create) the store in `dir`, check the schema, start the writer.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Lmdb(format!("{}: {e}", dir.display())))?;
-        let env = Environment::new()
-            // Transactions are not tied to threads: readers run on any
-            // blocking thread.
-            .set_flags(EnvironmentFlags::NO_TLS)
-            .set_max_dbs(16)
-            .set_max_readers(512)
-            .set_map_size(options.map_size)
-            .open_with_permissions(dir, 0o600)?;
-        let create = |name: &str| env.create_db(Some(name), DatabaseFlags::empty());
-        let tables = Tables {
-            meta: create("meta")?,
-            keys: create("keys")?,
-            principals: create("principals")?,
-            namespaces: create("namespaces")?,
-            memories: create("memories")?,
-            dedup: create("dedup")?,
-            terms: create("terms")?,
-            vectors: create("vectors")?,
-            segments: create("segments")?,
-            entities: create("entities")?,
-            pending: create("pending")?,
-            jobs: create("jobs")?,
-            audit: create("audit")?,
-        };
-        let map_size = env.info()?.map_size().max(options.map_size);
+        let engine = lmdb::Env::open(dir, options)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let store = Store {
             inner: Arc::new(Inner {
-                env,
-                tables,
+                engine,
                 path: dir.to_path_buf(),
-                gate: RwLock::new(()),
-                map_size: AtomicUsize::new(map_size),
-                max_map_size: options.max_map_size.max(map_size),
                 queue: Mutex::new(Some(tx)),
                 commits: AtomicUsize::new(0),
             }),
@@ -254,17 +391,20 @@ impl Store {
         std::thread::Builder::new()
             .name("memhost-writer".into())
             .spawn(move || writer(inner, rx))
-            .map_err(|e| StoreError::Lmdb(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| StoreError::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(store)
     }
 
     fn check_schema(&self) -> Result<(), StoreError> {
-        let found = self.read(|txn, t| match txn.get(t.meta, &META_SCHEMA) {
-            Ok(bytes) => Ok(Some(u32::from_be_bytes(bytes.try_into().map_err(
-                |_| StoreError::Lmdb("meta.schema_version is corrupt".into()),
-            )?))),
-            Err(lmdb::Error::NotFound) => Ok(None),
-            Err(e) => Err(e.into()),
+        let found = self.read(|txn, t| {
+            get_in(txn, t.meta, META_SCHEMA)?
+                .map(|bytes| {
+                    bytes
+                        .try_into()
+                        .map(u32::from_be_bytes)
+                        .map_err(|_| StoreError::Storage("meta.schema_version is corrupt".into()))
+                })
+                .transpose()
         })?;
         match found {
             Some(v) if v > SCHEMA_VERSION => Err(StoreError::NewerSchema {
@@ -272,19 +412,16 @@ impl Store {
                 found: v,
             }),
             Some(_) => Ok(()),
-            None => {
-                // A fresh database: stamp it directly (the writer is not
-                // running yet).
-                let mut txn = self.inner.env.begin_rw_txn()?;
+            // A fresh database: stamp it here, on this thread (the writer is
+            // not running yet).
+            None => self.inner.commit_now(|txn, t| {
                 txn.put(
-                    self.inner.tables.meta,
-                    &META_SCHEMA,
+                    t.meta,
+                    META_SCHEMA,
                     &SCHEMA_VERSION.to_be_bytes(),
                     WriteFlags::empty(),
-                )?;
-                txn.commit()?;
-                Ok(())
-            }
+                )
+            }),
         }
     }
 
@@ -303,17 +440,16 @@ impl Store {
         self.write_blocking(|txn, t| {
             txn.put(
                 t.meta,
-                &META_SCHEMA,
+                META_SCHEMA,
                 &SCHEMA_VERSION.to_be_bytes(),
                 WriteFlags::empty(),
-            )?;
-            Ok(())
+            )
         })
     }
 
     /// The tables.
     pub fn tables(&self) -> &Tables {
-        &self.inner.tables
+        &TABLES
     }
 
     /// Copy the environment into the empty directory `dir` (as its
@@ -321,44 +457,12 @@ impl Store {
     /// renumbered. The copy is one consistent snapshot, taken in a read
     /// transaction while writers go on; rows stay sealed as they are.
     pub fn copy_compacted(&self, dir: &Path) -> Result<(), StoreError> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::fs::OpenOptionsExt;
-        let target = dir.join("data.mdb");
-        let failed = |e: &dyn std::fmt::Display| {
-            StoreError::Lmdb(format!("copying the store to {}: {e}", target.display()))
-        };
-        // Made here, owner-only like the store itself (LMDB's own copy
-        // would create it world-readable).
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&target)
-            .map_err(|e| failed(&e))?;
-        // A map resize must not happen under the copy's read transaction.
-        let _shared = self.inner.gate.read().map_err(|_| StoreError::Closed)?;
-        // SAFETY: the environment is open for as long as `self.inner` lives
-        // (it is borrowed here), the descriptor is an open file this
-        // function owns for the duration of the call, and mdb_env_copyfd2
-        // only reads the environment (in its own read transaction) and
-        // writes to that descriptor.
-        let code = unsafe {
-            lmdb_sys::mdb_env_copyfd2(
-                self.inner.env.env(),
-                file.as_raw_fd(),
-                lmdb_sys::MDB_CP_COMPACT,
-            )
-        };
-        if code != 0 {
-            return Err(failed(&lmdb::Error::from_err_code(code)));
-        }
-        file.sync_all().map_err(|e| failed(&e))?;
-        Ok(())
+        self.inner.engine.copy_compacted(dir)
     }
 
     /// The current map size in bytes.
     pub fn map_size(&self) -> usize {
-        self.inner.map_size.load(Ordering::Relaxed)
+        self.inner.engine.map_size()
     }
 
     /// Run `f` in a read transaction. Blocking: call from a blocking thread.
@@ -366,22 +470,15 @@ impl Store {
         &self,
         f: impl FnOnce(&RoTransaction<'_>, &Tables) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let _shared = self.inner.gate.read().map_err(|_| StoreError::Closed)?;
-        let txn = match self.inner.env.begin_ro_txn() {
-            Err(lmdb::Error::MapResized) => {
-                drop(_shared);
-                self.adopt_resize()?;
-                return self.read(f);
-            }
-            other => other?,
-        };
-        f(&txn, &self.inner.tables)
+        self.inner
+            .engine
+            .read(|inner| f(&RoTransaction { inner }, &TABLES))
     }
 
     /// The value at `key` in the table `pick` chooses, if any.
     pub fn get(
         &self,
-        pick: fn(&Tables) -> Database,
+        pick: fn(&Tables) -> Table,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|txn, t| get_in(txn, pick(t), key))
@@ -391,7 +488,7 @@ impl Store {
     /// order, copied out of the transaction.
     pub fn rows(
         &self,
-        pick: fn(&Tables) -> Database,
+        pick: fn(&Tables) -> Table,
         start: &[u8],
         keep: impl Fn(&[u8]) -> bool,
     ) -> Result<Vec<Row>, StoreError> {
@@ -401,7 +498,7 @@ impl Store {
     /// [`Store::rows`], stopping after `max` rows.
     pub fn rows_max(
         &self,
-        pick: fn(&Tables) -> Database,
+        pick: fn(&Tables) -> Table,
         start: &[u8],
         keep: impl Fn(&[u8]) -> bool,
         max: usize,
@@ -413,43 +510,33 @@ impl Store {
     /// with `within`, in order: one seek per prefix, not a scan of its rows.
     pub fn prefixes(
         &self,
-        pick: fn(&Tables) -> Database,
+        pick: fn(&Tables) -> Table,
         within: &[u8],
         len: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         self.read(|txn, t| {
-            let mut cursor = txn.open_ro_cursor(pick(t))?;
             let mut out: Vec<Vec<u8>> = Vec::new();
             let mut from = within.to_vec();
             loop {
-                let next = if from.is_empty() {
-                    lmdb::Cursor::iter_start(&mut cursor).next()
-                } else {
-                    lmdb::Cursor::iter_from(&mut cursor, &from).next()
-                };
-                let Some(item) = next else { break };
-                let (k, _) = item?;
+                let mut next = None;
+                txn.visit(pick(t), &from, 1, &mut |k, _| {
+                    next = Some(k.to_vec());
+                    true
+                })?;
+                let Some(k) = next else { break };
                 if !k.starts_with(within) {
                     break;
                 }
                 let Some(p) = k.get(..len) else {
                     // Shorter than a prefix: step past this one key.
-                    from = [k, &[0]].concat();
+                    from = [&k[..], &[0]].concat();
                     continue;
                 };
                 out.push(p.to_vec());
-                // The smallest key after every key starting with `p`.
-                let mut past = p.to_vec();
-                while let Some(last) = past.pop() {
-                    if last < u8::MAX {
-                        past.push(last + 1);
-                        break;
-                    }
+                match successor(p) {
+                    Some(past) => from = past,
+                    None => break,
                 }
-                if past.is_empty() {
-                    break;
-                }
-                from = past;
             }
             Ok(out)
         })
@@ -460,7 +547,7 @@ impl Store {
     /// keys `counted` accepts.
     pub fn delete_prefix(
         &self,
-        pick: fn(&Tables) -> Database,
+        pick: fn(&Tables) -> Table,
         prefix: &[u8],
         counted: impl Fn(&[u8]) -> bool,
     ) -> Result<usize, StoreError> {
@@ -473,20 +560,11 @@ impl Store {
             n += rows.iter().filter(|(k, _)| counted(k)).count();
             self.write_blocking(move |txn, t| {
                 for (k, _) in &rows {
-                    del_in(txn, pick(t), k)?;
+                    txn.del(pick(t), k)?;
                 }
                 Ok(())
             })?;
         }
-    }
-
-    /// Another process grew the map: adopt its size.
-    fn adopt_resize(&self) -> Result<(), StoreError> {
-        let _exclusive = self.inner.gate.write().map_err(|_| StoreError::Closed)?;
-        self.inner.env.set_map_size(0)?;
-        let size = self.inner.env.info()?.map_size();
-        self.inner.map_size.store(size, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Queue a write and wait until the batch holding it is durably
@@ -511,15 +589,9 @@ impl Store {
 
     fn submit<R: Send + 'static>(
         &self,
-        mut f: impl FnMut(&mut RwTransaction<'_>, &Tables) -> Result<R, StoreError> + Send + 'static,
+        f: impl FnMut(&mut RwTransaction<'_>, &Tables) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<WriteReply>, StoreError> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        let job = WriteJob {
-            run: Box::new(move |txn, tables| {
-                f(txn, tables).map(|r| Box::new(r) as Box<dyn Any + Send>)
-            }),
-            reply,
-        };
+        let (job, rx) = WriteJob::new(f);
         let sender = self
             .inner
             .queue
@@ -554,21 +626,22 @@ impl Store {
     }
 
     /// Rows and the bytes of their keys and values, per table, in one
-    /// snapshot (what is stored, before LMDB's page and node overhead).
+    /// snapshot (what is stored, before the engine's page and node
+    /// overhead).
     pub fn footprint(
         &self,
     ) -> Result<std::collections::BTreeMap<String, TableFootprint>, StoreError> {
         self.read(|txn, t| {
             let mut all = std::collections::BTreeMap::new();
-            for (name, db) in t.all() {
+            for (name, table) in t.all() {
                 let mut f = TableFootprint::default();
-                visit_in(txn, db, b"", usize::MAX, |k, v| {
+                visit_in(txn, table, b"", usize::MAX, |k, v| {
                     f.rows += 1;
                     f.key_bytes += k.len() as u64;
                     f.value_bytes += v.len() as u64;
                     true
                 })?;
-                f.pages = table_pages(txn, db)?;
+                f.pages = txn.inner.pages(table)?;
                 all.insert(name.to_string(), f);
             }
             Ok(all)
@@ -577,108 +650,107 @@ impl Store {
 
     /// The database page size, bytes.
     pub fn page_size(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.env.stat()?.page_size() as u64)
+        self.inner.engine.page_size()
     }
 
     /// Reader slots in use, by every process that has the store open.
     pub fn readers(&self) -> Result<u64, StoreError> {
-        Ok(u64::from(self.inner.env.info()?.num_readers()))
+        self.inner.engine.readers()
     }
 
     /// Bytes used by the database file.
     pub fn used_bytes(&self) -> Result<u64, StoreError> {
-        let info = self.inner.env.info()?;
-        let stat = self.inner.env.stat()?;
-        Ok((info.last_pgno() as u64 + 1) * stat.page_size() as u64)
+        self.inner.engine.used_bytes()
     }
 }
 
-/// The pages of `db`'s B-tree as of `txn` (lmdb-rkv reads this statistic
-/// for the whole environment only).
-fn table_pages<T: Transaction>(txn: &T, db: Database) -> Result<u64, StoreError> {
-    let mut stat = lmdb_sys::MDB_stat {
-        ms_psize: 0,
-        ms_depth: 0,
-        ms_branch_pages: 0,
-        ms_leaf_pages: 0,
-        ms_overflow_pages: 0,
-        ms_entries: 0,
-    };
-    // SAFETY: `txn` is a live transaction for the duration of the borrow,
-    // `db` a handle opened in this environment, and mdb_stat only writes
-    // the struct it is given.
-    let code = unsafe { lmdb_sys::mdb_stat(txn.txn(), db.dbi(), &mut stat) };
-    if code != 0 {
-        return Err(lmdb::Error::from_err_code(code).into());
+impl Inner {
+    /// Run one write as its own batch on this thread (before the writer
+    /// runs).
+    fn commit_now(
+        &self,
+        f: impl FnMut(&mut RwTransaction<'_>, &Tables) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let (job, _reply) = WriteJob::new(f);
+        let mut results = self.engine.commit(&mut [job])?;
+        results.pop().ok_or(StoreError::Closed)?.map(drop)
     }
-    Ok((stat.ms_branch_pages + stat.ms_leaf_pages + stat.ms_overflow_pages) as u64)
 }
 
-/// The row of `db` with the greatest key at or before `upto` among those
+impl WriteJob {
+    fn new<R: Send + 'static>(
+        mut f: impl FnMut(&mut RwTransaction<'_>, &Tables) -> Result<R, StoreError> + Send + 'static,
+    ) -> (WriteJob, tokio::sync::oneshot::Receiver<WriteReply>) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            run: Box::new(move |txn, tables| {
+                f(txn, tables).map(|r| Box::new(r) as Box<dyn Any + Send>)
+            }),
+            reply,
+        };
+        (job, rx)
+    }
+}
+
+/// The smallest key after every key starting with `p` (none when `p` is
+/// all 0xff).
+fn successor(p: &[u8]) -> Option<Vec<u8>> {
+    let mut past = p.to_vec();
+    while let Some(last) = past.pop() {
+        if last < u8::MAX {
+            past.push(last + 1);
+            return Some(past);
+        }
+    }
+    None
+}
+
+/// The row of `table` with the greatest key at or before `upto` among those
 /// starting with `prefix`, if any (a seek, then one step back).
 pub fn last_at_or_before<T: Transaction>(
     txn: &T,
-    db: Database,
+    table: Table,
     prefix: &[u8],
     upto: &[u8],
 ) -> Result<Option<Row>, StoreError> {
-    use lmdb::Cursor;
-    let cursor = txn.open_ro_cursor(db)?;
-    let found = match cursor.get(Some(upto), None, lmdb_sys::MDB_SET_RANGE) {
-        Ok((Some(k), v)) if k == upto => Ok((Some(k), v)),
-        Ok(_) => cursor.get(None, None, lmdb_sys::MDB_PREV),
-        Err(lmdb::Error::NotFound) => cursor.get(None, None, lmdb_sys::MDB_LAST),
-        Err(e) => Err(e),
-    };
-    match found {
-        Ok((Some(k), v)) if k.starts_with(prefix) => Ok(Some((k.to_vec(), v.to_vec()))),
-        Ok(_) | Err(lmdb::Error::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    txn.last_at_or_before(table, prefix, upto)
 }
 
-/// The value at `key` in `db` within a transaction, if any.
+/// The value at `key` in `table` within a transaction, if any.
 pub fn get_in<T: Transaction>(
     txn: &T,
-    db: Database,
+    table: Table,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    match txn.get(db, &key) {
-        Ok(v) => Ok(Some(v.to_vec())),
-        Err(lmdb::Error::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    txn.get(table, key)
 }
 
-/// Delete the row at `key` in `db` within a write transaction, if there is
-/// one: a row already gone is not an error.
-pub fn del_in(txn: &mut RwTransaction<'_>, db: Database, key: &[u8]) -> Result<(), StoreError> {
-    match txn.del(db, &key, None) {
-        Ok(()) | Err(lmdb::Error::NotFound) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+/// Delete the row at `key` in `table` within a write transaction, if there
+/// is one: a row already gone is not an error.
+pub fn del_in(txn: &mut RwTransaction<'_>, table: Table, key: &[u8]) -> Result<(), StoreError> {
+    txn.del(table, key)
 }
 
-/// Every row of `db` whose key starts with `prefix`, within a
+/// Every row of `table` whose key starts with `prefix`, within a
 /// transaction, in key order.
 pub fn rows_in<T: Transaction>(
     txn: &T,
-    db: Database,
+    table: Table,
     prefix: &[u8],
 ) -> Result<Vec<Row>, StoreError> {
-    scan(txn, db, prefix, |k| k.starts_with(prefix), usize::MAX)
+    scan(txn, table, prefix, |k| k.starts_with(prefix), usize::MAX)
 }
 
-/// The rows of `db` from `start` on while `keep(key)` holds, at most `max`.
+/// The rows of `table` from `start` on while `keep(key)` holds, at most `max`.
 fn scan<T: Transaction>(
     txn: &T,
-    db: Database,
+    table: Table,
     start: &[u8],
     keep: impl Fn(&[u8]) -> bool,
     max: usize,
 ) -> Result<Vec<Row>, StoreError> {
     let mut out = Vec::new();
-    visit_in(txn, db, start, max, |k, v| {
+    visit_in(txn, table, start, max, |k, v| {
         if !keep(k) {
             return false;
         }
@@ -688,33 +760,35 @@ fn scan<T: Transaction>(
     Ok(out)
 }
 
-/// Show `f` the rows of `db` from `start` on, in key order, borrowed from
-/// the transaction (nothing is copied), until it returns false or `max`
-/// rows were shown; returns how many were.
+/// Show `f` the rows of `table` from `start` on, in key order, borrowed
+/// from the transaction where the engine can, until it returns false or
+/// `max` rows were shown; returns how many were.
 pub fn visit_in<T: Transaction>(
     txn: &T,
-    db: Database,
+    table: Table,
     start: &[u8],
     max: usize,
     mut f: impl FnMut(&[u8], &[u8]) -> bool,
 ) -> Result<usize, StoreError> {
-    let mut cursor = txn.open_ro_cursor(db)?;
-    // LMDB refuses an empty key to seek to: the whole table starts at the
-    // start.
-    let iter = if start.is_empty() {
-        lmdb::Cursor::iter_start(&mut cursor)
-    } else {
-        lmdb::Cursor::iter_from(&mut cursor, start)
-    };
-    let mut shown = 0;
-    for item in iter {
-        let (k, v) = item?;
-        if shown >= max || !f(k, v) {
-            break;
+    txn.visit(table, start, max, &mut f)
+}
+
+/// Show `f` every row of `table` whose key starts with `prefix`, all at
+/// once, and return what it returns.
+pub fn with_prefix_in<T: Transaction, R>(
+    txn: &T,
+    table: Table,
+    prefix: &[u8],
+    f: impl FnOnce(&[(&[u8], &[u8])]) -> R,
+) -> Result<R, StoreError> {
+    let mut f = Some(f);
+    let mut out = None;
+    txn.with_prefix(table, prefix, &mut |rows| {
+        if let Some(f) = f.take() {
+            out = Some(f(rows));
         }
-        shown += 1;
-    }
-    Ok(shown)
+    })?;
+    out.ok_or_else(|| StoreError::Storage("a prefix scan did not run".into()))
 }
 
 fn finish<R: 'static>(
@@ -724,7 +798,7 @@ fn finish<R: 'static>(
     value
         .downcast::<R>()
         .map(|b| *b)
-        .map_err(|_| StoreError::Lmdb("write returned an unexpected type".into()))
+        .map_err(|_| StoreError::Storage("write returned an unexpected type".into()))
 }
 
 /// The writer loop: take what is queued (up to [`MAX_BATCH`]), run it in
@@ -738,29 +812,9 @@ fn writer(inner: Arc<Inner>, rx: Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        let outcome = loop {
-            match run_batch(&inner, &mut batch) {
-                Err(BatchError::MapFull) => {
-                    if let Err(e) = grow(&inner) {
-                        break Err(e);
-                    }
-                }
-                Err(BatchError::Resized) => {
-                    let resized = inner
-                        .gate
-                        .write()
-                        .map_err(|_| StoreError::Closed)
-                        .and_then(|_g| inner.env.set_map_size(0).map_err(StoreError::from));
-                    if let Err(e) = resized {
-                        break Err(e);
-                    }
-                }
-                Err(BatchError::Failed(e)) => break Err(e),
-                Ok(results) => break Ok(results),
-            }
-        };
-        match outcome {
+        match inner.engine.commit(&mut batch) {
             Ok(results) => {
+                inner.commits.fetch_add(1, Ordering::Relaxed);
                 for (job, result) in batch.into_iter().zip(results) {
                     let _ = job.reply.send(result);
                 }
@@ -773,59 +827,6 @@ fn writer(inner: Arc<Inner>, rx: Receiver<WriteJob>) {
             }
         }
     }
-}
-
-enum BatchError {
-    MapFull,
-    Resized,
-    Failed(StoreError),
-}
-
-impl From<lmdb::Error> for BatchError {
-    fn from(e: lmdb::Error) -> Self {
-        match e {
-            lmdb::Error::MapFull => BatchError::MapFull,
-            lmdb::Error::MapResized => BatchError::Resized,
-            other => BatchError::Failed(other.into()),
-        }
-    }
-}
-
-type BatchResults = Vec<WriteReply>;
-
-fn run_batch(inner: &Inner, batch: &mut [WriteJob]) -> Result<BatchResults, BatchError> {
-    let mut txn = inner.env.begin_rw_txn()?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch.iter_mut() {
-        let mut nested = txn.begin_nested_txn()?;
-        match (job.run)(&mut nested, &inner.tables) {
-            Ok(value) => {
-                nested.commit()?;
-                results.push(Ok(value));
-            }
-            Err(StoreError::MapFull) => return Err(BatchError::MapFull),
-            Err(e) => {
-                nested.abort();
-                results.push(Err(e));
-            }
-        }
-    }
-    txn.commit()?;
-    inner.commits.fetch_add(1, Ordering::Relaxed);
-    Ok(results)
-}
-
-fn grow(inner: &Inner) -> Result<(), StoreError> {
-    let current = inner.map_size.load(Ordering::Relaxed);
-    if current >= inner.max_map_size {
-        return Err(StoreError::Full { size: current });
-    }
-    let next = current.saturating_mul(2).min(inner.max_map_size);
-    let _exclusive = inner.gate.write().map_err(|_| StoreError::Closed)?;
-    inner.env.set_map_size(next)?;
-    inner.map_size.store(next, Ordering::Relaxed);
-    tracing::info!(from = current, to = next, "storage map grown");
-    Ok(())
 }
 
 #[cfg(test)]
