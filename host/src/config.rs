@@ -77,6 +77,15 @@ pub struct StoreSettings {
     /// The map grows when full, up to this many MiB; then writes fail with
     /// a message naming this setting.
     pub max_map_size_mb: u64,
+    /// PostgreSQL (a data directory made with `memhost init --store`):
+    /// connections this host keeps at most.
+    pub pool: usize,
+    /// PostgreSQL: how long a write waits for the database to come back —
+    /// a standby being promoted — before it fails.
+    pub failover_seconds: u64,
+    /// PostgreSQL: a PEM file of certificate authorities to trust for TLS
+    /// to the database besides Mozilla's roots (a managed database's own).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreSettings {
@@ -84,6 +93,9 @@ impl Default for StoreSettings {
         StoreSettings {
             map_size_mb: 1024,
             max_map_size_mb: 1 << 20,
+            pool: 16,
+            failover_seconds: 60,
+            ca_file: None,
         }
     }
 }
@@ -95,6 +107,10 @@ impl StoreSettings {
         crate::store::StoreOptions {
             map_size: mb(self.map_size_mb.max(1)),
             max_map_size: mb(self.max_map_size_mb.max(self.map_size_mb).max(1)),
+            postgres: None,
+            pool: self.pool.max(1),
+            failover: std::time::Duration::from_secs(self.failover_seconds),
+            ca_file: self.ca_file.clone(),
         }
     }
 }

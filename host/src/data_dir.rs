@@ -4,6 +4,7 @@
 //! |--------------------------|-------------------------------------------------|
 //! | `master.key`             | the master key (0600) — back it up              |
 //! | `db/`                    | the LMDB environment (sealed rows)              |
+//! | `store.url`              | instead of `db/`: the PostgreSQL database the rows are in (0600; `MEMHOST_STORE_URL` wins) |
 //! | `cache/components/`      | precompiled plugins (host-owned, 0700)          |
 //! | `plugins/`               | default plugin directory                        |
 //! | `run/memhost.pid`        | pid of the running server                       |
@@ -21,6 +22,10 @@ use crate::store::{Store, StoreOptions};
 pub const ENV_MASTER_KEY: &str = "MEMHOST_MASTER_KEY";
 /// Environment variable holding the passphrase of a protected key file.
 pub const ENV_MASTER_PASSPHRASE: &str = "MEMHOST_MASTER_PASSPHRASE";
+/// Environment variable naming the PostgreSQL database of a data directory
+/// made with `memhost init --store` (wins over its `store.url`: a password
+/// can stay out of files).
+pub const ENV_STORE_URL: &str = "MEMHOST_STORE_URL";
 
 /// The layout of one data directory.
 #[derive(Debug, Clone)]
@@ -47,6 +52,34 @@ impl DataDir {
     /// The LMDB environment directory.
     pub fn db(&self) -> PathBuf {
         self.root.join("db")
+    }
+
+    /// Where a shared store's connection string is kept.
+    pub fn store_url_file(&self) -> PathBuf {
+        self.root.join("store.url")
+    }
+
+    /// The PostgreSQL database this directory's rows are in, if they are
+    /// not in `db/`: `MEMHOST_STORE_URL`, else `store.url`.
+    pub fn store_url(&self) -> anyhow::Result<Option<String>> {
+        if let Ok(url) = std::env::var(ENV_STORE_URL)
+            && !url.trim().is_empty()
+        {
+            return Ok(Some(url.trim().to_string()));
+        }
+        match std::fs::read_to_string(self.store_url_file()) {
+            Ok(url) if !url.trim().is_empty() => Ok(Some(url.trim().to_string())),
+            Ok(_) => anyhow::bail!("{} is empty", self.store_url_file().display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("reading {}", self.store_url_file().display()))
+            }
+        }
+    }
+
+    /// Whether `memhost init` made this directory (LMDB or shared).
+    pub fn is_initialised(&self) -> bool {
+        self.db().exists() || self.store_url_file().exists()
     }
 
     /// Precompiled component cache.
@@ -118,7 +151,7 @@ impl DataDir {
 
     /// [`DataDir::open_store`] with explicit store options.
     pub fn open_store_with(&self, options: &StoreOptions) -> anyhow::Result<(Store, Keyring)> {
-        if !self.db().exists() {
+        if !self.is_initialised() {
             anyhow::bail!(
                 "{} is not initialised: run `memhost init --data {}` first",
                 self.root.display(),
@@ -126,7 +159,11 @@ impl DataDir {
             );
         }
         let master = self.load_master_key()?;
-        let store = Store::open(&self.db(), options)?;
+        let mut options = options.clone();
+        if let Some(url) = self.store_url()? {
+            options.postgres = Some(url);
+        }
+        let store = Store::open(&self.db(), &options)?;
         match Keyring::open(&store, master) {
             Ok(keyring) => Ok((store, keyring)),
             Err(KeyringError::Crypto(CryptoError::WrongMasterKey { expected, .. }))

@@ -42,6 +42,13 @@ enum Command {
         /// The data directory.
         #[arg(long, env = "MEMHOST_DATA", default_value = "./memhost-data")]
         data: PathBuf,
+        /// Keep the rows in this PostgreSQL database instead of LMDB files
+        /// in the directory (`postgres://user@host1,host2/db?target_session_attrs=read-write`;
+        /// the password from `PGPASSWORD` keeps it out of the file). Several
+        /// hosts, each with its own data directory and the same master key,
+        /// share one database.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
     },
     /// Run the server.
     Serve {
@@ -114,7 +121,7 @@ pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     crate::logging::init();
     match cli.command {
-        Command::Init { data } => init(&DataDir::new(&data)),
+        Command::Init { data, store } => init(&DataDir::new(&data), store.as_deref()),
         Command::Serve {
             data,
             listen,
@@ -222,11 +229,11 @@ pub(crate) fn service_with_plugins(
     )?)
 }
 
-fn init(dir: &DataDir) -> anyhow::Result<i32> {
+fn init(dir: &DataDir, store_url: Option<&str>) -> anyhow::Result<i32> {
     use crate::crypto::MasterKey;
     use crate::data_dir::{ENV_MASTER_KEY, ENV_MASTER_PASSPHRASE};
 
-    if dir.db().exists() {
+    if dir.is_initialised() {
         let (_store, keyring) = dir.open_store()?;
         eprintln!(
             "{} is already initialised (master key {}); nothing changed",
@@ -241,10 +248,23 @@ fn init(dir: &DataDir) -> anyhow::Result<i32> {
         let pass = std::env::var(ENV_MASTER_PASSPHRASE).ok();
         MasterKey::generate().write_new(&dir.master_key(), pass.as_deref())?;
     }
-    std::fs::create_dir_all(dir.db())?;
-    let (store, keyring) = dir.open_store()?;
+    match store_url {
+        Some(url) => write_private(&dir.store_url_file(), url.trim())?,
+        None => std::fs::create_dir_all(dir.db())?,
+    }
+    let (store, keyring) = match dir.open_store() {
+        Ok(opened) => opened,
+        Err(e) => {
+            // Leave nothing that says "initialised" behind.
+            let _ = std::fs::remove_file(dir.store_url_file());
+            return Err(e);
+        }
+    };
     store.close();
     eprintln!("created {}", dir.root().display());
+    if let Some(label) = store.shared_label() {
+        eprintln!("store: PostgreSQL {label} (every host serving it needs this same master key)");
+    }
     if from_env {
         eprintln!(
             "master key: from {ENV_MASTER_KEY} (fingerprint {}); keep it safe — without it the data cannot be read",
@@ -264,4 +284,18 @@ fn init(dir: &DataDir) -> anyhow::Result<i32> {
         eprintln!("BACK UP THIS FILE: without it the data in this directory cannot be read");
     }
     Ok(0)
+}
+
+/// Write `text` to a new file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{text}").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }

@@ -124,21 +124,21 @@ impl Env {
         for job in batch.iter_mut() {
             let nested = txn.begin_nested_txn()?;
             let mut write = super::RwTransaction {
-                inner: Write {
+                inner: super::Rw::Lmdb(Write {
                     txn: nested,
                     dbs: &self.dbs,
-                },
+                }),
             };
             match (job.run)(&mut write, &super::TABLES) {
                 Ok(value) => {
-                    write.inner.txn.commit()?;
+                    if let super::Rw::Lmdb(w) = write.inner {
+                        w.txn.commit()?;
+                    }
                     results.push(Ok(value));
                 }
                 Err(StoreError::MapFull) => return Err(BatchError::MapFull),
-                Err(e) => {
-                    write.inner.txn.abort();
-                    results.push(Err(e));
-                }
+                // Dropping the nested transaction aborts it.
+                Err(e) => results.push(Err(e)),
             }
         }
         txn.commit()?;

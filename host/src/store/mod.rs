@@ -14,7 +14,9 @@
 //! [`RwTransaction::put`] / [`RwTransaction::del`] — an ordered key-value
 //! store with snapshot reads and atomic multi-key writes, the shape
 //! FoundationDB, TiKV and PostgreSQL share. Keys are compared as bytes.
-//! The engine is LMDB ([`lmdb`](self::lmdb)), embedded.
+//! Two engines sit under it: LMDB (`store/lmdb.rs`), embedded, the
+//! default; and PostgreSQL (`store/postgres.rs`), for several hosts in
+//! front of one replicated database.
 //!
 //! This module stores bytes. Sealing happens before bytes reach it (see
 //! `crate::crypto`); it must never see plaintext longer than a call.
@@ -28,6 +30,7 @@ use std::sync::{Arc, Mutex};
 pub mod backup;
 pub mod keyring;
 mod lmdb;
+mod postgres;
 
 /// The schema this build writes and understands.
 ///
@@ -93,6 +96,18 @@ pub struct StoreOptions {
     pub map_size: usize,
     /// The map never grows past this.
     pub max_map_size: usize,
+    /// Keep the rows in the PostgreSQL database this connection string
+    /// names (`postgres://user:password@host1,host2/db?target_session_attrs=read-write`)
+    /// instead of LMDB files.
+    pub postgres: Option<String>,
+    /// PostgreSQL: connections this process keeps at most.
+    pub pool: usize,
+    /// PostgreSQL: how long a write waits for the database to come back (a
+    /// failover) before it fails.
+    pub failover: std::time::Duration,
+    /// PostgreSQL: a PEM file of certificate authorities to trust for TLS
+    /// to the database, besides Mozilla's roots (a managed database's own).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -100,6 +115,10 @@ impl Default for StoreOptions {
         StoreOptions {
             map_size: 1 << 30,
             max_map_size: 1 << 40,
+            postgres: None,
+            pool: 16,
+            failover: std::time::Duration::from_secs(60),
+            ca_file: None,
         }
     }
 }
@@ -116,6 +135,16 @@ pub struct TableFootprint {
     /// Pages of the table's B-tree (branch, leaf and overflow): what it
     /// takes in the file, node headers and half-full pages included.
     pub pages: u64,
+}
+
+/// One committed write batch of a shared store: its place in the change
+/// sequence and the keys it put or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The batch's sequence number (gapless, in commit order).
+    pub seq: u64,
+    /// The keys it changed.
+    pub keys: Vec<(Table, Vec<u8>)>,
 }
 
 /// A (key, value) pair copied out of a transaction.
@@ -272,14 +301,78 @@ pub trait Transaction {
 
 /// A read-only snapshot, for the duration of [`Store::read`].
 pub struct RoTransaction<'e> {
-    inner: lmdb::Snapshot<'e>,
+    inner: Ro<'e>,
 }
 
 /// A write transaction, for the duration of one write of a batch. Its
 /// writes become visible when the batch commits, or not at all.
 pub struct RwTransaction<'e> {
-    inner: lmdb::Write<'e>,
+    inner: Rw<'e>,
 }
+
+enum Ro<'e> {
+    Lmdb(lmdb::Snapshot<'e>),
+    Postgres(postgres::Snapshot<'e>),
+}
+
+enum Rw<'e> {
+    Lmdb(lmdb::Write<'e>),
+    Postgres(postgres::Write<'e>),
+}
+
+/// Both engines' reads, for an engine-dispatching transaction.
+macro_rules! dispatch {
+    ($ty:ident) => {
+        impl $ty<'_> {
+            fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+                match self {
+                    $ty::Lmdb(t) => t.get(table, key),
+                    $ty::Postgres(t) => t.get(table, key),
+                }
+            }
+
+            fn visit(
+                &self,
+                table: Table,
+                start: &[u8],
+                max: usize,
+                f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+            ) -> Result<usize, StoreError> {
+                match self {
+                    $ty::Lmdb(t) => t.visit(table, start, max, f),
+                    $ty::Postgres(t) => t.visit(table, start, max, f),
+                }
+            }
+
+            fn with_prefix(
+                &self,
+                table: Table,
+                prefix: &[u8],
+                f: &mut dyn FnMut(&Lent<'_>),
+            ) -> Result<(), StoreError> {
+                match self {
+                    $ty::Lmdb(t) => t.with_prefix(table, prefix, f),
+                    $ty::Postgres(t) => t.with_prefix(table, prefix, f),
+                }
+            }
+
+            fn last_at_or_before(
+                &self,
+                table: Table,
+                prefix: &[u8],
+                upto: &[u8],
+            ) -> Result<Option<Row>, StoreError> {
+                match self {
+                    $ty::Lmdb(t) => t.last_at_or_before(table, prefix, upto),
+                    $ty::Postgres(t) => t.last_at_or_before(table, prefix, upto),
+                }
+            }
+        }
+    };
+}
+
+dispatch!(Ro);
+dispatch!(Rw);
 
 /// [`Transaction`] for a transaction type, by its engine's reads.
 macro_rules! reads {
@@ -332,7 +425,10 @@ impl RwTransaction<'_> {
         value: &V,
         flags: WriteFlags,
     ) -> Result<(), StoreError> {
-        self.inner.put(table, key.as_ref(), value.as_ref(), flags)
+        match &mut self.inner {
+            Rw::Lmdb(t) => t.put(table, key.as_ref(), value.as_ref(), flags),
+            Rw::Postgres(t) => t.put(table, key.as_ref(), value.as_ref(), flags),
+        }
     }
 
     /// Delete the row at `key` in `table`, if there is one: a row already
@@ -342,7 +438,10 @@ impl RwTransaction<'_> {
         table: Table,
         key: &K,
     ) -> Result<(), StoreError> {
-        self.inner.del(table, key.as_ref())
+        match &mut self.inner {
+            Rw::Lmdb(t) => t.del(table, key.as_ref()),
+            Rw::Postgres(t) => t.del(table, key.as_ref()),
+        }
     }
 }
 
@@ -366,22 +465,62 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+/// The engine under a store.
+enum Engine {
+    Lmdb(lmdb::Env),
+    Postgres(Box<postgres::Db>),
+}
+
+impl Engine {
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&RoTransaction<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match self {
+            Engine::Lmdb(env) => env.read(|t| f(&RoTransaction { inner: Ro::Lmdb(t) })),
+            Engine::Postgres(db) => db.read(|t| {
+                f(&RoTransaction {
+                    inner: Ro::Postgres(t),
+                })
+            }),
+        }
+    }
+
+    fn commit(&self, batch: &mut [WriteJob]) -> Result<Vec<WriteReply>, StoreError> {
+        match self {
+            Engine::Lmdb(env) => env.commit(batch),
+            Engine::Postgres(db) => db.commit(batch),
+        }
+    }
+}
+
 struct Inner {
-    engine: lmdb::Env,
+    engine: Engine,
     path: PathBuf,
     queue: Mutex<Option<SyncSender<WriteJob>>>,
     commits: AtomicUsize,
 }
 
 impl Store {
-    /// Open (or create) the store in `dir`, check the schema, start the writer.
+    /// Open (or create) the store — in `dir`, or in the PostgreSQL
+    /// database `options` name — check the schema, start the writer.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        let engine = lmdb::Env::open(dir, options)?;
+        let (engine, path) = match &options.postgres {
+            Some(url) => {
+                let db = Box::new(postgres::Db::open(url, options)?);
+                let label = PathBuf::from(db.label());
+                (Engine::Postgres(db), label)
+            }
+            None => (
+                Engine::Lmdb(lmdb::Env::open(dir, options)?),
+                dir.to_path_buf(),
+            ),
+        };
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let store = Store {
             inner: Arc::new(Inner {
                 engine,
-                path: dir.to_path_buf(),
+                path,
                 queue: Mutex::new(Some(tx)),
                 commits: AtomicUsize::new(0),
             }),
@@ -457,12 +596,56 @@ impl Store {
     /// renumbered. The copy is one consistent snapshot, taken in a read
     /// transaction while writers go on; rows stay sealed as they are.
     pub fn copy_compacted(&self, dir: &Path) -> Result<(), StoreError> {
-        self.inner.engine.copy_compacted(dir)
+        match &self.inner.engine {
+            Engine::Lmdb(env) => env.copy_compacted(dir),
+            Engine::Postgres(db) => Err(StoreError::Storage(format!(
+                "the store is in PostgreSQL ({}): back it up with the database's own tools \
+                 (pg_basebackup, a managed service's snapshots), or export it with `memhost export`",
+                db.label()
+            ))),
+        }
     }
 
-    /// The current map size in bytes.
+    /// The current map size in bytes (LMDB; 0 for PostgreSQL).
     pub fn map_size(&self) -> usize {
-        self.inner.engine.map_size()
+        match &self.inner.engine {
+            Engine::Lmdb(env) => env.map_size(),
+            Engine::Postgres(_) => 0,
+        }
+    }
+
+    /// Whether the rows are in PostgreSQL (shared with other hosts).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.engine, Engine::Postgres(_))
+    }
+
+    /// The last change sequence number committed to a shared store, by any
+    /// host (`None` for LMDB: one process writes, and says so itself).
+    pub fn sequence(&self) -> Result<Option<u64>, StoreError> {
+        match &self.inner.engine {
+            Engine::Postgres(db) => db.sequence().map(Some),
+            Engine::Lmdb(_) => Ok(None),
+        }
+    }
+
+    /// The batches a shared store committed after `after`, in order, at
+    /// most `max` (empty for LMDB).
+    pub fn changes_after(&self, after: u64, max: usize) -> Result<Vec<Change>, StoreError> {
+        match &self.inner.engine {
+            Engine::Postgres(db) => {
+                postgres::changes_after(db, after, i64::try_from(max).unwrap_or(i64::MAX))
+            }
+            Engine::Lmdb(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The shared database's hosts and name (never its password), if the
+    /// rows are in PostgreSQL.
+    pub fn shared_label(&self) -> Option<&str> {
+        match &self.inner.engine {
+            Engine::Postgres(db) => Some(db.label()),
+            Engine::Lmdb(_) => None,
+        }
     }
 
     /// Run `f` in a read transaction. Blocking: call from a blocking thread.
@@ -470,9 +653,7 @@ impl Store {
         &self,
         f: impl FnOnce(&RoTransaction<'_>, &Tables) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        self.inner
-            .engine
-            .read(|inner| f(&RoTransaction { inner }, &TABLES))
+        self.inner.engine.read(|txn| f(txn, &TABLES))
     }
 
     /// The value at `key` in the table `pick` chooses, if any.
@@ -641,7 +822,9 @@ impl Store {
                     f.value_bytes += v.len() as u64;
                     true
                 })?;
-                f.pages = txn.inner.pages(table)?;
+                if let Ro::Lmdb(lmdb) = &txn.inner {
+                    f.pages = lmdb.pages(table)?;
+                }
                 all.insert(name.to_string(), f);
             }
             Ok(all)
@@ -650,17 +833,27 @@ impl Store {
 
     /// The database page size, bytes.
     pub fn page_size(&self) -> Result<u64, StoreError> {
-        self.inner.engine.page_size()
+        match &self.inner.engine {
+            Engine::Lmdb(env) => env.page_size(),
+            Engine::Postgres(_) => Ok(8192),
+        }
     }
 
-    /// Reader slots in use, by every process that has the store open.
+    /// LMDB: reader slots in use, by every process that has the store
+    /// open. PostgreSQL: connections this process holds.
     pub fn readers(&self) -> Result<u64, StoreError> {
-        self.inner.engine.readers()
+        match &self.inner.engine {
+            Engine::Lmdb(env) => env.readers(),
+            Engine::Postgres(db) => Ok(db.connections()),
+        }
     }
 
-    /// Bytes used by the database file.
+    /// Bytes used by the database file (PostgreSQL: by the rows table).
     pub fn used_bytes(&self) -> Result<u64, StoreError> {
-        self.inner.engine.used_bytes()
+        match &self.inner.engine {
+            Engine::Lmdb(env) => env.used_bytes(),
+            Engine::Postgres(db) => db.used_bytes(),
+        }
     }
 }
 

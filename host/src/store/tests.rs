@@ -62,6 +62,7 @@ fn a_full_map_grows_instead_of_failing() {
         &StoreOptions {
             map_size: 256 << 10,
             max_map_size: 64 << 20,
+            ..StoreOptions::default()
         },
     )
     .unwrap();
@@ -90,6 +91,7 @@ fn a_map_at_its_ceiling_says_so() {
         &StoreOptions {
             map_size: 256 << 10,
             max_map_size: 256 << 10,
+            ..StoreOptions::default()
         },
     )
     .unwrap();
@@ -237,4 +239,396 @@ fn a_compacted_copy_taken_during_writes_holds_what_was_acknowledged_and_leaves_o
         .copy_compacted(&dir.path().join("nowhere"))
         .unwrap_err();
     assert!(err.to_string().contains("nowhere"), "{err}");
+}
+
+/// A throwaway PostgreSQL server on a loopback port, run by the
+/// unprivileged `postgres` user when the tests run as root (`initdb`
+/// refuses root), stopped when dropped.
+pub(crate) struct Postgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Postgres {
+    pub(crate) fn start() -> Postgres {
+        let bin =
+            std::env::var("MEMHOST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+        let dir = tempfile::tempdir().unwrap();
+        let as_root = is_root();
+        if as_root {
+            let id = |flag: &str| {
+                let out = std::process::Command::new("id")
+                    .args([flag, "postgres"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .unwrap()
+            };
+            std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g"))).unwrap();
+        }
+        let run = |program: &str, args: &[&str]| {
+            let path = format!("{bin}/{program}");
+            let mut cmd = if as_root {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--", &path]);
+                c
+            } else {
+                std::process::Command::new(&path)
+            };
+            let out = cmd.args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{program}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let data = dir.path().join("data");
+        let data = data.to_str().unwrap();
+        run(
+            "initdb",
+            &["-D", data, "-A", "trust", "-U", "memhost", "--no-sync"],
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().display()
+        );
+        let log = dir.path().join("log");
+        run(
+            "pg_ctl",
+            &[
+                "-D",
+                data,
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        Postgres { dir, port }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://memhost@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub(crate) fn options(&self) -> StoreOptions {
+        StoreOptions {
+            postgres: Some(self.url()),
+            pool: 8,
+            failover: std::time::Duration::from_secs(5),
+            ..StoreOptions::default()
+        }
+    }
+
+    /// Run `sql` in psql.
+    pub(crate) fn psql(&self, sql: &str) -> String {
+        let out = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                &self.url(),
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let stop = format!(
+            "/usr/lib/postgresql/15/bin/pg_ctl -D {} -m immediate stop",
+            data.display()
+        );
+        let _ = if is_root() {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--", "sh", "-c", &stop])
+                .output()
+        } else {
+            std::process::Command::new("sh")
+                .args(["-c", &stop])
+                .output()
+        };
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// What every engine must do the same way.
+fn contract(store: &Store) {
+    let key = |s: &str| s.as_bytes().to_vec();
+    store
+        .write_blocking(move |txn, t| {
+            for k in ["a1", "a2", "a3", "a4", "a5", "b1"] {
+                txn.put(t.memories, k, k, WriteFlags::empty())?;
+            }
+            txn.put(t.dedup, "a1", "other table", WriteFlags::empty())
+        })
+        .unwrap();
+    // Inside one write: its own writes are read back, in key order, merged
+    // with what was there.
+    let seen = store
+        .write_blocking(move |txn, t| {
+            txn.put(t.memories, "a3", "new", WriteFlags::empty())?;
+            txn.del(t.memories, "a2")?;
+            txn.put(t.memories, "a25", "a25", WriteFlags::empty())?;
+            let mut seen = Vec::new();
+            visit_in(txn, t.memories, b"a", 10, |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                k.starts_with(b"a")
+            })?;
+            assert_eq!(get_in(txn, t.memories, b"a2")?, None);
+            assert_eq!(
+                get_in(txn, t.memories, b"a3")?.as_deref(),
+                Some(&b"new"[..])
+            );
+            let last = last_at_or_before(txn, t.memories, b"a", b"a2")?;
+            assert_eq!(last.map(|r| r.0), Some(key("a1")), "a2 is deleted here");
+            let last = last_at_or_before(txn, t.memories, b"a", b"a29")?;
+            assert_eq!(last.map(|r| r.0), Some(key("a25")));
+            let n = with_prefix_in(txn, t.memories, b"a", |rows| rows.len())?;
+            assert_eq!(n, 5);
+            Ok(seen)
+        })
+        .unwrap();
+    let keys: Vec<Vec<u8>> = seen.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            key("a1"),
+            key("a25"),
+            key("a3"),
+            key("a4"),
+            key("a5"),
+            key("b1")
+        ]
+    );
+    assert_eq!(seen[2].1, b"new");
+    // Committed: the same from a read.
+    let rows = store
+        .rows(|t| t.memories, b"a", |k| k.starts_with(b"a"))
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        store.get(|t| t.dedup, b"a1").unwrap().as_deref(),
+        Some(&b"other table"[..])
+    );
+    assert_eq!(
+        store
+            .read(|txn, t| last_at_or_before(txn, t.memories, b"b", b"b9"))
+            .unwrap(),
+        Some((key("b1"), key("b1")))
+    );
+    assert_eq!(
+        store
+            .read(|txn, t| last_at_or_before(txn, t.memories, b"b", b"a9"))
+            .unwrap(),
+        None,
+        "the last key at or before a9 is a5: not in prefix b"
+    );
+    // NO_OVERWRITE refuses a taken key, and the failing write leaves nothing.
+    let taken = store.write_blocking(|txn, t| {
+        txn.put(t.memories, "a9", "half", WriteFlags::empty())?;
+        txn.put(t.memories, "a1", "again", WriteFlags::NO_OVERWRITE)
+    });
+    assert!(matches!(taken, Err(StoreError::Exists)), "{taken:?}");
+    assert_eq!(store.get(|t| t.memories, b"a9").unwrap(), None);
+    assert_eq!(
+        store.get(|t| t.memories, b"a1").unwrap().as_deref(),
+        Some(&b"a1"[..])
+    );
+    // Many rows: a visit crosses pages, deletes inside a write included.
+    store
+        .write_blocking(|txn, t| {
+            for i in 0..700u32 {
+                txn.put(
+                    t.vectors,
+                    &i.to_be_bytes(),
+                    &[1u8; 100],
+                    WriteFlags::empty(),
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (all, some) = store
+        .write_blocking(|txn, t| {
+            for i in (0..700u32).step_by(3) {
+                txn.del(t.vectors, &i.to_be_bytes())?;
+            }
+            let mut all = 0;
+            visit_in(txn, t.vectors, b"", usize::MAX, |_, _| {
+                all += 1;
+                true
+            })?;
+            let some = visit_in(txn, t.vectors, &100u32.to_be_bytes(), 50, |_, _| true)?;
+            Err::<(), _>(StoreError::Rejected(format!("{all} {some}")))
+        })
+        .unwrap_err()
+        .to_string()
+        .split_once(' ')
+        .map(|(a, b)| (a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()))
+        .unwrap();
+    assert_eq!((all, some), (466, 50));
+    assert_eq!(store.rows(|t| t.vectors, b"", |_| true).unwrap().len(), 700);
+    assert_eq!(
+        store.prefixes(|t| t.memories, b"", 1).unwrap(),
+        [key("a"), key("b")]
+    );
+    assert_eq!(
+        store.delete_prefix(|t| t.vectors, b"", |_| true).unwrap(),
+        700
+    );
+    assert!(store.rows(|t| t.vectors, b"", |_| true).unwrap().is_empty());
+}
+
+#[test]
+fn lmdb_keeps_the_engine_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(&open(dir.path()));
+}
+
+#[test]
+fn postgres_keeps_the_engine_contract() {
+    let pg = Postgres::start();
+    let store = Store::open(Path::new("/nonexistent"), &pg.options()).unwrap();
+    contract(&store);
+    assert!(store.is_shared());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_batches_concurrent_writes_and_a_failing_one_alone() {
+    let pg = Postgres::start();
+    let store = Store::open(Path::new("/nonexistent"), &pg.options()).unwrap();
+    let before = store.commits();
+    let mut tasks = Vec::new();
+    for i in 0..300u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .write(move |txn, t| {
+                    txn.put(t.memories, &i.to_be_bytes(), b"v", WriteFlags::empty())?;
+                    if i % 50 == 7 {
+                        return Err(StoreError::Rejected(format!("{i} refused")));
+                    }
+                    Ok(i)
+                })
+                .await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(n) => assert_eq!(n, i as u32),
+            Err(e) => assert_eq!(e.to_string(), format!("{i} refused")),
+        }
+    }
+    let commits = store.commits() - before;
+    assert!(
+        commits < 300,
+        "{commits} commits for 300 writes: no group commit"
+    );
+    let store2 = store.clone();
+    let rows = tokio::task::spawn_blocking(move || store2.rows(|t| t.memories, b"", |_| true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows.len(), 300 - 6);
+    // Every batch that wrote is one change, in order, naming its keys.
+    let changes: u64 = pg
+        .psql("SELECT count(*) FROM memhost_changes")
+        .parse()
+        .unwrap();
+    let keys: u64 = pg
+        .psql("SELECT sum(cardinality(keys)) FROM memhost_changes WHERE seq > 1")
+        .parse()
+        .unwrap();
+    assert!(
+        changes >= 2 && changes as usize <= commits + 1,
+        "{changes} changes"
+    );
+    assert_eq!(keys, 294);
+    let store2 = store.clone();
+    let feed = tokio::task::spawn_blocking(move || store2.changes_after(0, 10_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let seqs: Vec<u64> = feed.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=changes).collect::<Vec<_>>(), "gapless, in order");
+    assert_eq!(feed[0].keys, [(TABLES.meta, META_SCHEMA.to_vec())]);
+    let mut written: Vec<u32> = feed[1..]
+        .iter()
+        .flat_map(|c| &c.keys)
+        .map(|(t, k)| {
+            assert_eq!(*t, TABLES.memories);
+            u32::from_be_bytes(k[..].try_into().unwrap())
+        })
+        .collect();
+    written.sort_unstable();
+    assert_eq!(
+        written,
+        (0..300).filter(|i| i % 50 != 7).collect::<Vec<_>>()
+    );
+    // The database holds sealed bytes only: here, what was put.
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM memhost_rows WHERE tbl = 4 AND v = 'v'::bytea"),
+        "294"
+    );
+}
+
+#[test]
+fn postgres_refuses_a_newer_layout_and_a_newer_schema() {
+    let pg = Postgres::start();
+    {
+        let store = Store::open(Path::new("/nonexistent"), &pg.options()).unwrap();
+        store
+            .write_blocking(|txn, t| txn.put(t.memories, "kept", "yes", WriteFlags::empty()))
+            .unwrap();
+    }
+    pg.psql("UPDATE memhost_layout SET version = version + 1");
+    let err = Store::open(Path::new("/nonexistent"), &pg.options())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("upgrade memhost"), "{err}");
+    pg.psql("UPDATE memhost_layout SET version = version - 1");
+    let newer = (SCHEMA_VERSION + 1).to_be_bytes();
+    pg.psql(&format!(
+        "UPDATE memhost_rows SET v = '\\x{}'::bytea WHERE tbl = 0 AND k = 'schema_version'::bytea",
+        hex::encode(newer)
+    ));
+    let err = Store::open(Path::new("/nonexistent"), &pg.options())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err}"
+    );
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM memhost_rows WHERE k = 'kept'::bytea"),
+        "1"
+    );
 }
