@@ -171,6 +171,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     spawn_instance_retirement(registry.clone());
+    if let Some(label) = store.shared_label() {
+        spawn_follower(service.clone(), &store)?;
+        tracing::info!(database = %label, "store shared in PostgreSQL: following other hosts' changes");
+    }
     for worker in 0..INDEX_WORKERS {
         let indexer = service.clone();
         std::thread::Builder::new()
@@ -392,6 +396,48 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// earlier index generations are collected (also at the first).
 const LEFTOVERS_EVERY: u32 = 60;
 
+/// How long a follower waits for a notification before it looks anyway.
+const FOLLOW_POLL: Duration = Duration::from_secs(1);
+
+/// How long the change sequence keeps a batch: a host that stops following
+/// for longer reads its vector indexes again.
+const CHANGES_KEPT: Duration = Duration::from_secs(3600);
+
+/// A shared store: apply every other host's batch as it commits (woken by
+/// its notification, or after [`FOLLOW_POLL`]).
+fn spawn_follower(
+    service: crate::service::Service,
+    store: &crate::store::Store,
+) -> anyhow::Result<()> {
+    let mut changed = store
+        .watch_changes()?
+        .context("a shared store has a change sequence")?;
+    service.start_following()?;
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            let _ = tokio::time::timeout(FOLLOW_POLL, changed.changed()).await;
+            let s = service.clone();
+            match tokio::task::spawn_blocking(move || s.follow()).await {
+                Ok(Ok(_)) => {
+                    if failing {
+                        tracing::info!("following other hosts' changes again");
+                    }
+                    failing = false;
+                }
+                Ok(Err(e)) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot read other hosts' changes; retrying");
+                    }
+                    failing = true;
+                }
+                Err(e) => tracing::warn!(error = %e, "following changes panicked"),
+            }
+        }
+    });
+    Ok(())
+}
+
 fn spawn_expiry_sweep(
     service: crate::service::Service,
     sessions: crate::auth::sessions::SessionSettings,
@@ -408,6 +454,12 @@ fn spawn_expiry_sweep(
                     Ok(Err(e)) => tracing::warn!(error = %e, "collecting leftover rows failed"),
                     Err(e) => tracing::warn!(error = %e, "collecting leftover rows panicked"),
                 }
+            }
+            let s = service.clone();
+            match tokio::task::spawn_blocking(move || s.prune_changes(CHANGES_KEPT)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "pruning the change sequence failed"),
+                Err(e) => tracing::warn!(error = %e, "pruning the change sequence panicked"),
             }
             let s = service.clone();
             match tokio::task::spawn_blocking(move || s.purge_expired()).await {

@@ -39,6 +39,7 @@ mod sandbox_wasi;
 mod semantic;
 mod serve_cli;
 mod service_memories;
+mod shared_store;
 mod slow_clients;
 mod tenants;
 mod transfer;

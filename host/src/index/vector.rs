@@ -274,6 +274,14 @@ impl Index {
         self.delta.upsert(id, version, v);
     }
 
+    /// The version of `id` this index holds, if any (0 if none).
+    fn held_version(&self, id: &Uuid) -> u32 {
+        self.delta
+            .version(id)
+            .or_else(|| self.live.get(id).map(|h| h.1))
+            .unwrap_or(0)
+    }
+
     fn remove(&mut self, id: &Uuid, version: u32) {
         let floor = self.floor.entry(*id).or_insert(version);
         *floor = (*floor).max(version);
@@ -315,6 +323,10 @@ struct Builds {
     store: Store,
     key: Arc<DataKey>,
     space: Space,
+    /// Whether built segments are written to the store. Not in a shared
+    /// store: every host builds its own from the same vectors, and their
+    /// segment ids would meet.
+    persist: bool,
 }
 
 impl Builds {
@@ -323,6 +335,7 @@ impl Builds {
             store: store.clone(),
             key: key.clone(),
             space,
+            persist: !store.is_shared(),
         }
     }
 }
@@ -456,6 +469,51 @@ impl VectorCache {
             && let Ok(mut s) = s.write()
         {
             s.remove(id, version);
+        }
+    }
+
+    /// Another host changed memory `id`'s vector row in namespace `ns`
+    /// (a shared store): if this host holds the namespace, read the row as
+    /// it is now and hold that — its vector, or none. Reading instead of
+    /// trusting the change makes this idempotent and order-free.
+    pub fn follow(&self, store: &Store, key: &Arc<DataKey>, ns: &Uuid, id: &Uuid) {
+        let held = self
+            .spaces
+            .read()
+            .ok()
+            .and_then(|spaces| spaces.get(ns).cloned());
+        let Some((space, loaded)) = held else {
+            return;
+        };
+        let row = row_key(ns, id);
+        let opened = match store.get(|t| t.vectors, &row) {
+            Ok(value) => value.and_then(|v| open_row(key, &row, &v)),
+            Err(e) => {
+                // The index may miss this change: load it again on next use.
+                tracing::warn!(namespace = %ns, error = %e, "cannot read a changed vector; the namespace is read again");
+                self.drop_namespace(ns);
+                return;
+            }
+        };
+        if let Ok(mut ix) = loaded.write() {
+            match opened
+                .as_deref()
+                .and_then(|p| Some((version_of(p)?, floats(p))))
+            {
+                Some((version, v)) if v.len() == space.dims => ix.upsert(*id, version, &v),
+                _ => {
+                    let version = ix.held_version(id);
+                    ix.remove(id, version);
+                }
+            }
+        }
+        background(&loaded, Builds::new(store, key, space));
+    }
+
+    /// Forget every namespace's index (each is read again on next use).
+    pub fn clear(&self) {
+        if let Ok(mut spaces) = self.spaces.write() {
+            spaces.clear();
         }
     }
 
@@ -594,8 +652,15 @@ fn load(store: &Store, key: &DataKey, space: Space, build_at: usize) -> Result<I
         },
         ..Index::default()
     };
-    let segment::Found { segments, next_id } =
-        segment::load(store, key, &space.ns, space.generation)?;
+    // A shared store holds no segments: each host builds its own.
+    let segment::Found { segments, next_id } = if store.is_shared() {
+        segment::Found {
+            segments: Vec::new(),
+            next_id: 0,
+        }
+    } else {
+        segment::load(store, key, &space.ns, space.generation)?
+    };
     index.next_segment = next_id;
     let mut held: HashMap<Uuid, Vec<(u64, u32)>> = HashMap::new();
     for seg in &segments {
@@ -758,8 +823,10 @@ fn build_rounds(index: &Loaded, job: &Builds) -> Result<(), StoreError> {
         let n = points.len();
         let started = std::time::Instant::now();
         let seg = Arc::new(Segment::build(id, points));
-        let rows = segment::seal(&job.key, &job.space.ns, job.space.generation, &seg)?;
-        segment::persist(&job.store, &job.space.ns, job.space.generation, rows, &[])?;
+        if job.persist {
+            let rows = segment::seal(&job.key, &job.space.ns, job.space.generation, &seg)?;
+            segment::persist(&job.store, &job.space.ns, job.space.generation, rows, &[])?;
+        }
         index.write().map_err(|_| poisoned())?.adopt(seg, &[]);
         tracing::info!(namespace = %job.space.ns, segment = id, points = n, seconds = started.elapsed().as_secs_f32(), "vector segment built");
     }
@@ -815,14 +882,16 @@ fn build_rounds(index: &Loaded, job: &Builds) -> Result<(), StoreError> {
         let n = points.len();
         let started = std::time::Instant::now();
         let seg = Arc::new(Segment::build(id, points));
-        let rows = segment::seal(&job.key, &job.space.ns, job.space.generation, &seg)?;
-        segment::persist(
-            &job.store,
-            &job.space.ns,
-            job.space.generation,
-            rows,
-            &replaced,
-        )?;
+        if job.persist {
+            let rows = segment::seal(&job.key, &job.space.ns, job.space.generation, &seg)?;
+            segment::persist(
+                &job.store,
+                &job.space.ns,
+                job.space.generation,
+                rows,
+                &replaced,
+            )?;
+        }
         index.write().map_err(|_| poisoned())?.adopt(seg, &replaced);
         tracing::info!(namespace = %job.space.ns, segment = id, merged = ?replaced, points = n, seconds = started.elapsed().as_secs_f32(), "vector segments merged");
     }

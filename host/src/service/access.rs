@@ -58,9 +58,20 @@ pub enum AuthFailure {
     /// The store failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The store cannot be reached now (a shared store's failover).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AuthFailure {
+    /// The store failed while deciding: unavailable for now, or internal.
+    pub fn from_store(e: ServiceError) -> AuthFailure {
+        match e {
+            ServiceError::Unavailable(m) => AuthFailure::Unavailable(m),
+            other => AuthFailure::Internal(other.to_string()),
+        }
+    }
+
     /// The key id the attempt named, if it named one.
     pub fn key_id(&self) -> Option<&str> {
         match self {
@@ -193,7 +204,7 @@ impl Service {
         let (id, secret) = keys::parse(token).ok_or(AuthFailure::Malformed)?;
         let key = self
             .load_key(id)
-            .map_err(|e| AuthFailure::Internal(e.to_string()))?
+            .map_err(AuthFailure::from_store)?
             .ok_or_else(|| AuthFailure::Unknown(Some(id.to_string())))?;
         if !key.verify(secret) {
             return Err(AuthFailure::Unknown(Some(id.to_string())));

@@ -194,7 +194,7 @@ impl Service {
     /// Run the extractors on up to `max` queued memories; returns how many
     /// jobs were settled and how many were seen.
     pub fn extract_pending(&self, max: usize) -> Result<(usize, usize), ServiceError> {
-        let rows = self.next_jobs(EXT_PREFIX, EXTRACTION_ROUND, max)?;
+        let rows = self.claim(self.next_jobs(EXT_PREFIX, EXTRACTION_ROUND, max)?)?;
         if rows.is_empty() {
             return Ok((0, 0));
         }
@@ -321,7 +321,9 @@ impl Service {
                     .as_deref()
                     .and_then(Job::decode)
                     .map(|j| j.version);
-                if current.is_some_and(|queued| queued > *version) {
+                // Settled meanwhile (its memory forgotten, or another host
+                // of a shared store was first), or a newer version queued.
+                if current.is_none_or(|queued| queued > *version) {
                     continue;
                 }
                 if let Some((sealed, names)) = sealed {
@@ -359,6 +361,7 @@ impl Service {
                     )?;
                 }
                 del_in(txn, t.jobs, &job)?;
+                del_in(txn, t.jobs, &super::indexing::lease_key(&job))?;
                 settled += 1;
             }
             Ok::<_, StoreError>(settled)

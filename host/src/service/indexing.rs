@@ -177,6 +177,18 @@ impl RequeuePass {
     }
 }
 
+/// `jobs` row of a shared store: a host's lease on a job — `lease/` + the
+/// job's key → host id (16 bytes) + until (Unix ms, big-endian).
+const LEASE_PREFIX: &[u8] = b"lease/";
+
+/// How long a lease holds: a host that dies mid-job leaves it to others
+/// after this.
+const LEASE_MS: i64 = 120_000;
+
+pub(super) fn lease_key(job: &[u8]) -> Vec<u8> {
+    [LEASE_PREFIX, job].concat()
+}
+
 /// One write of namespace `ns_id`'s requeue pass (row `key`): the next
 /// `chunk` memories lose their vector and get an indexing job (or, words
 /// only now, lose their job too). Returns how many were queued and whether
@@ -374,6 +386,7 @@ impl Service {
             k.last()
                 .is_some_and(|b| usize::from(*b) % workers == worker)
         });
+        let rows = self.claim(rows)?;
         if rows.is_empty() {
             return Ok((0, 0));
         }
@@ -423,10 +436,55 @@ impl Service {
         self.store.write_blocking(move |txn, t| {
             for row in &rows {
                 del_in(txn, t.jobs, row)?;
+                del_in(txn, t.jobs, &lease_key(row))?;
             }
             Ok(())
         })?;
         Ok(n)
+    }
+
+    /// A shared store: take a lease on each job of `rows` that is still
+    /// queued as read and not leased to another host, so one host embeds
+    /// it; returns those taken. A host that dies leaves its leases to run
+    /// out ([`LEASE_MS`]). LMDB: every row (one process, its workers split
+    /// the jobs by memory id).
+    pub(super) fn claim(
+        &self,
+        rows: Vec<crate::store::Row>,
+    ) -> Result<Vec<crate::store::Row>, ServiceError> {
+        if !self.store.is_shared() || rows.is_empty() {
+            return Ok(rows);
+        }
+        let me = self.host;
+        let now = crate::clock::now_ms();
+        Ok(self.store.write_blocking(move |txn, t| {
+            let mut taken = Vec::new();
+            for (k, v) in &rows {
+                if get_in(txn, t.jobs, k)?.as_deref() != Some(v.as_slice()) {
+                    continue;
+                }
+                let lease = lease_key(k);
+                if let Some(held) = get_in(txn, t.jobs, &lease)?
+                    && held.get(..16) != Some(me.as_bytes().as_slice())
+                    && held
+                        .get(16..24)
+                        .and_then(|b| b.try_into().ok())
+                        .map(i64::from_be_bytes)
+                        .is_some_and(|until| until > now)
+                {
+                    continue;
+                }
+                let until = now.saturating_add(LEASE_MS);
+                txn.put(
+                    t.jobs,
+                    &lease,
+                    &[me.as_bytes().as_slice(), &until.to_be_bytes()].concat(),
+                    WriteFlags::empty(),
+                )?;
+                taken.push((k.clone(), v.clone()));
+            }
+            Ok(taken)
+        })?)
     }
 
     fn index_batch(&self, ns: &Namespace, jobs: &[(Uuid, Job)]) -> Result<usize, ServiceError> {
@@ -537,6 +595,7 @@ impl Service {
                         WriteFlags::empty(),
                     )?;
                     txn.del(t.jobs, &job)?;
+                    del_in(txn, t.jobs, &lease_key(&job))?;
                 }
                 written.push(mine);
             }
@@ -873,12 +932,16 @@ impl Service {
         if self.requeue_under_way(&ns.id)? {
             return Ok(false);
         }
-        Ok(
-            match self.store.get(|t| t.jobs, &vector::job_key(&ns.id, id))? {
-                None => true,
-                Some(row) => Job::decode(&row).is_some_and(|j| j.failed.is_some()),
-            },
-        )
+        let settled = match self.store.get(|t| t.jobs, &vector::job_key(&ns.id, id))? {
+            None => true,
+            Some(row) => Job::decode(&row).is_some_and(|j| j.failed.is_some()),
+        };
+        // A shared store: another host may have indexed it; this host's
+        // index must have followed that far too.
+        if settled && let Some(now) = self.store.sequence()? {
+            return Ok(self.followed() >= now);
+        }
+        Ok(settled)
     }
 
     /// Run indexing worker `worker` of `workers` on this thread, for

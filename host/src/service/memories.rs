@@ -915,13 +915,18 @@ impl Service {
                     let m: Memory = open_json(&*self.data_key(ns)?, "memories", &head, &sealed)?;
                     // An update may have moved the expiry: only the current one counts.
                     if m.expired(now) {
-                        self.remove(
+                        match self.remove(
                             ns,
                             &m,
                             Record::by(&Principal::system(), "memory.expire"),
                             None,
-                        )?;
-                        purged += 1;
+                        ) {
+                            Ok(_) => purged += 1,
+                            // Changed or removed meanwhile — by another host's
+                            // sweep, in a shared store: its turn, not an error.
+                            Err(ServiceError::Raced(_) | ServiceError::NoMemory { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
             }

@@ -20,6 +20,7 @@
 pub mod access;
 pub mod approvals;
 pub mod extraction;
+mod follow;
 pub mod gazetteer;
 pub mod indexing;
 mod leftovers;
@@ -158,6 +159,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Rejected(m) => ServiceError::Conflict(m),
             StoreError::Raced(m) => ServiceError::Raced(m),
             full @ StoreError::Full { .. } => ServiceError::StorageFull(full.to_string()),
+            gone @ StoreError::Unavailable(_) => ServiceError::Unavailable(gone.to_string()),
             other => ServiceError::Internal(other.to_string()),
         }
     }
@@ -336,8 +338,13 @@ pub struct Service {
     requeues: indexing::Requeues,
     /// Memories a requeue pass handles per write.
     reindex_chunk: usize,
-    /// Woken whenever the indexer settles jobs.
+    /// Woken whenever the indexer settles jobs (or the follower sees
+    /// another host's).
     index_advanced: Arc<tokio::sync::Notify>,
+    /// A shared store: the last change sequence number applied here.
+    followed: Arc<std::sync::atomic::AtomicU64>,
+    /// This process among the hosts of a shared store (its job leases).
+    host: Uuid,
     /// Each namespace's gazetteer as last opened.
     gazetteers: gazetteer::Opened,
     /// When a metrics scrape first saw the embedding queue non-empty since
@@ -459,6 +466,8 @@ impl Service {
             requeues: Arc::default(),
             reindex_chunk: indexing::REINDEX_CHUNK,
             index_advanced: Arc::default(),
+            followed: Arc::default(),
+            host: Uuid::from_bytes(rand::random()),
             gazetteers: Arc::default(),
             queue_busy_since: Arc::default(),
         })

@@ -1006,7 +1006,7 @@ impl Service {
         token: &str,
         server: &AuthServer,
     ) -> Result<Principal, AuthFailure> {
-        let internal = |e: ServiceError| AuthFailure::Internal(e.to_string());
+        let internal = AuthFailure::from_store;
         if !sessions::well_formed(token, oauth::ACCESS_PREFIX) {
             return Err(AuthFailure::Malformed);
         }

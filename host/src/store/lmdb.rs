@@ -145,6 +145,24 @@ impl Env {
         Ok(results)
     }
 
+    /// Put `rows` into `t` in one transaction of its own, growing the map
+    /// as needed (filling a new environment; no writer runs).
+    pub(super) fn load(&self, t: Table, rows: &[Row]) -> Result<(), StoreError> {
+        loop {
+            let attempt = (|| {
+                let mut txn = self.env.begin_rw_txn()?;
+                for (k, v) in rows {
+                    txn.put(self.dbs[t.index()], k, v, lmdb::WriteFlags::empty())?;
+                }
+                txn.commit()
+            })();
+            match attempt {
+                Err(lmdb::Error::MapFull) => self.grow()?,
+                other => return Ok(other?),
+            }
+        }
+    }
+
     fn grow(&self) -> Result<(), StoreError> {
         let current = self.map_size.load(Ordering::Relaxed);
         if current >= self.max_map_size {

@@ -31,6 +31,8 @@ pub mod backup;
 pub mod keyring;
 mod lmdb;
 mod postgres;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 /// The schema this build writes and understands.
 ///
@@ -77,6 +79,10 @@ pub enum StoreError {
     /// The map filled up inside a write; the writer grows it and retries.
     #[error("storage map full")]
     MapFull,
+    /// The database cannot be reached now (a shared store during a
+    /// failover): trying again shortly may succeed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The writer thread is gone (the store is shutting down).
     #[error("the store is shutting down")]
     Closed,
@@ -143,6 +149,8 @@ pub struct TableFootprint {
 pub struct Change {
     /// The batch's sequence number (gapless, in commit order).
     pub seq: u64,
+    /// This process committed it (and already holds what it wrote).
+    pub mine: bool,
     /// The keys it changed.
     pub keys: Vec<(Table, Vec<u8>)>,
 }
@@ -591,19 +599,51 @@ impl Store {
         &TABLES
     }
 
-    /// Copy the environment into the empty directory `dir` (as its
-    /// `data.mdb`), compacted: free pages are left out and the pages
-    /// renumbered. The copy is one consistent snapshot, taken in a read
-    /// transaction while writers go on; rows stay sealed as they are.
+    /// Copy the store into the empty directory `dir` as an LMDB
+    /// environment (its `data.mdb`), compacted: free pages are left out and
+    /// the pages renumbered. The copy is one consistent snapshot, taken in a
+    /// read transaction while writers go on; rows stay sealed as they are.
+    /// A shared store is copied row by row, in one snapshot, into a new
+    /// LMDB environment: a backup of either opens as an LMDB store.
     pub fn copy_compacted(&self, dir: &Path) -> Result<(), StoreError> {
         match &self.inner.engine {
             Engine::Lmdb(env) => env.copy_compacted(dir),
-            Engine::Postgres(db) => Err(StoreError::Storage(format!(
-                "the store is in PostgreSQL ({}): back it up with the database's own tools \
-                 (pg_basebackup, a managed service's snapshots), or export it with `memhost export`",
-                db.label()
-            ))),
+            Engine::Postgres(_) => self.copy_rows_into(dir),
         }
+    }
+
+    fn copy_rows_into(&self, dir: &Path) -> Result<(), StoreError> {
+        if std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_some()) {
+            return Err(StoreError::Storage(format!(
+                "copying the store to {}: not an empty directory",
+                dir.display()
+            )));
+        }
+        // Written here, not through a writer thread: the environment is
+        // closed when this returns.
+        let copy = lmdb::Env::open(dir, &StoreOptions::default())?;
+        let put = |table: Table, rows: Vec<Row>| copy.load(table, &rows);
+        self.read(|txn, t| {
+            for (_, table) in t.all() {
+                let mut rows: Vec<Row> = Vec::new();
+                let mut failed = None;
+                visit_in(txn, table, b"", usize::MAX, |k, v| {
+                    rows.push((k.to_vec(), v.to_vec()));
+                    if rows.len() >= 1000
+                        && let Err(e) = put(table, std::mem::take(&mut rows))
+                    {
+                        failed = Some(e);
+                        return false;
+                    }
+                    true
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                put(table, rows)?;
+            }
+            Ok(())
+        })
     }
 
     /// The current map size in bytes (LMDB; 0 for PostgreSQL).
@@ -636,6 +676,25 @@ impl Store {
                 postgres::changes_after(db, after, i64::try_from(max).unwrap_or(i64::MAX))
             }
             Engine::Lmdb(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// A shared store: a receiver that changes whenever a batch commits, by
+    /// any host, or the connection that listens comes back (look for
+    /// changes then). `None` for LMDB.
+    pub fn watch_changes(&self) -> Result<Option<tokio::sync::watch::Receiver<u64>>, StoreError> {
+        match &self.inner.engine {
+            Engine::Postgres(db) => db.watch().map(Some),
+            Engine::Lmdb(_) => Ok(None),
+        }
+    }
+
+    /// A shared store: forget the change rows older than `keep`; returns
+    /// how many.
+    pub fn prune_changes(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+        match &self.inner.engine {
+            Engine::Postgres(db) => db.prune_changes(keep),
+            Engine::Lmdb(_) => Ok(0),
         }
     }
 

@@ -36,6 +36,13 @@ const LAYOUT: i32 = 1;
 /// The advisory lock every write batch takes: "memhost" in ASCII.
 const WRITER_LOCK: i64 = 0x006d_656d_686f_7374;
 
+/// The channel a committed batch notifies, with its sequence number.
+const CHANNEL: &str = "memhost_changes";
+
+/// Own batches remembered for the follower at most (it takes them as it
+/// goes; a process that does not follow forgets the oldest).
+const OWN_MAX: usize = 100_000;
+
 /// How many rows one scan query asks for at first; it doubles while a
 /// visit keeps going, up to [`PAGE_MAX`].
 const PAGE: i64 = 64;
@@ -108,6 +115,11 @@ pub(super) struct Db {
     failover: Duration,
     /// The database as messages name it: hosts and database, no password.
     label: String,
+    /// Sequence numbers of batches this process committed, until the
+    /// follower takes them (its caches already hold what they wrote).
+    own: Mutex<std::collections::BTreeSet<u64>>,
+    /// The last sequence number a notification named (0: none yet).
+    notified: tokio::sync::watch::Sender<u64>,
 }
 
 /// A pooled connection, given back when dropped (unless it broke).
@@ -128,14 +140,9 @@ impl std::ops::Deref for Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
-        let Ok(mut pool) = self.db.pool.lock() else {
-            return;
-        };
-        match self.conn.take() {
-            Some(conn) if !conn.client.is_closed() => pool.idle.push(conn),
-            _ => pool.open = pool.open.saturating_sub(1),
+        if let Some(conn) = self.conn.take() {
+            self.db.give_back(conn);
         }
-        self.db.freed.notify_one();
     }
 }
 
@@ -143,14 +150,44 @@ impl Pooled<'_> {
     /// Close this connection instead of giving it back (its state is
     /// unknown after an error).
     fn discard(mut self) {
-        self.conn.take();
+        if self.conn.take().is_some() {
+            self.db.closed_one();
+        }
+    }
+
+    /// The connection itself, still counted as open: give it back with
+    /// [`Db::give_back`] or [`Db::closed_one`].
+    fn into_conn(mut self) -> Conn {
+        self.conn
+            .take()
+            .unwrap_or_else(|| unreachable!("a pooled connection is present"))
     }
 }
 
-/// What went wrong with the database, by what to do about it.
-fn failed(label: &str, e: &tokio_postgres::Error) -> StoreError {
-    StoreError::Storage(format!("postgres {label}: {}", describe(e)))
+/// Counts a connection taken out of its [`Pooled`] as closed if it is
+/// never given back (a read that panicked).
+struct Borrowed<'d>(&'d Db);
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        self.0.closed_one();
+    }
 }
+
+/// What went wrong with the database: unavailable (for now) when the
+/// connection or the server went away, else a storage error.
+fn failed(label: &str, e: &tokio_postgres::Error) -> StoreError {
+    let what = format!("postgres {label}: {}", describe(e));
+    if connection_lost(e) {
+        StoreError::Unavailable(what)
+    } else {
+        StoreError::Storage(what)
+    }
+}
+
+/// How long a read waits for a connection while the database is away (a
+/// failover) before it answers "unavailable".
+const READ_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The error with its server detail, if any.
 fn describe(e: &tokio_postgres::Error) -> String {
@@ -220,6 +257,8 @@ impl Db {
                 open: 0,
             }),
             freed: Condvar::new(),
+            own: Mutex::default(),
+            notified: tokio::sync::watch::Sender::new(0),
             pool_size: options.pool.max(1),
             failover: options.failover,
             label,
@@ -347,23 +386,63 @@ impl Db {
         &self,
         f: impl FnOnce(Snapshot<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let conn = self.conn()?;
+        let conn = RefCell::new(self.patient_conn()?.into_conn());
+        let lent = Borrowed(self);
         let began = Cell::new(false);
         let out = f(Snapshot {
             view: View {
                 db: self,
-                conn: &conn,
+                conn: Source::Lent(&conn),
                 began: Some(&began),
                 failure: None,
             },
         });
+        std::mem::forget(lent);
+        let conn = conn.into_inner();
         if began.get()
             && let Err(e) = block_on(conn.client.batch_execute("COMMIT"))
         {
-            conn.discard();
+            drop(conn);
+            self.closed_one();
             return out.and(Err(failed(&self.label, &e)));
         }
+        self.give_back(conn);
         out
+    }
+
+    /// Put a connection back in the pool (or count it gone if it closed).
+    fn give_back(&self, conn: Conn) {
+        let Ok(mut pool) = self.pool.lock() else {
+            return;
+        };
+        if conn.client.is_closed() {
+            pool.open = pool.open.saturating_sub(1);
+        } else {
+            pool.idle.push(conn);
+        }
+        self.freed.notify_one();
+    }
+
+    /// Count one connection of the pool's as gone.
+    fn closed_one(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.open = pool.open.saturating_sub(1);
+        }
+        self.freed.notify_one();
+    }
+
+    /// A connection, waiting up to [`READ_PATIENCE`] while the database is
+    /// away.
+    fn patient_conn(&self) -> Result<Pooled<'_>, StoreError> {
+        let deadline = Instant::now() + READ_PATIENCE;
+        loop {
+            match self.conn() {
+                Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Run `batch` in one transaction under the writer lock, each write
@@ -405,10 +484,13 @@ impl Db {
                 Err(e) => e,
             };
             if Instant::now() >= deadline {
-                return Err(StoreError::Storage(format!(
-                    "{err}; the database did not come back within {} s",
-                    self.failover.as_secs()
-                )));
+                return Err(match err {
+                    StoreError::Unavailable(m) => StoreError::Unavailable(format!(
+                        "{m}; the database did not come back within {} s",
+                        self.failover.as_secs()
+                    )),
+                    other => other,
+                });
             }
             tracing::warn!(error = %err, "write batch will be retried");
             std::thread::sleep(pause);
@@ -439,7 +521,7 @@ impl Db {
                 inner: super::Rw::Postgres(Write {
                     view: View {
                         db: self,
-                        conn: &conn,
+                        conn: Source::Fixed(&conn),
                         began: None,
                         failure: Some(&failure),
                     },
@@ -463,11 +545,15 @@ impl Db {
                 Err(e) => classify(conn, e),
             };
         }
-        if let Err(e) = block_on(self.flush(&conn, &base, id)) {
-            return classify(conn, e);
-        }
+        let seq = match block_on(self.flush(&conn, &base, id)) {
+            Ok(seq) => seq,
+            Err(e) => return classify(conn, e),
+        };
         match block_on(conn.client.batch_execute("COMMIT")) {
-            Ok(()) => Attempt::Done(results),
+            Ok(()) => {
+                self.remember(seq);
+                Attempt::Done(results)
+            }
             Err(e) if connection_lost(&e) => {
                 // The COMMIT went out; whether it landed is unknown until
                 // the batch id is looked for.
@@ -485,7 +571,7 @@ impl Db {
         conn: &Conn,
         base: &Overlay,
         id: &[u8; 16],
-    ) -> Result<(), tokio_postgres::Error> {
+    ) -> Result<u64, tokio_postgres::Error> {
         let mut put_t: Vec<i16> = Vec::new();
         let mut put_k: Vec<&[u8]> = Vec::new();
         let mut put_v: Vec<&[u8]> = Vec::new();
@@ -519,7 +605,71 @@ impl Db {
         a?;
         b?;
         c?;
-        Ok(())
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// Note a batch this process committed.
+    fn remember(&self, seq: u64) {
+        if let Ok(mut own) = self.own.lock() {
+            own.insert(seq);
+            while own.len() > OWN_MAX {
+                own.pop_first();
+            }
+        }
+    }
+
+    /// Whether this process committed batch `seq` (asked once per batch,
+    /// in order, by the follower).
+    fn mine(&self, seq: u64) -> bool {
+        self.own.lock().is_ok_and(|mut own| {
+            // Older ones were passed by: a follower never asks again.
+            while own.first().is_some_and(|first| *first < seq) {
+                own.pop_first();
+            }
+            own.remove(&seq)
+        })
+    }
+
+    /// Wake on every committed batch: a connection that LISTENs on
+    /// [`CHANNEL`] (reconnecting, from any primary the connection string
+    /// reaches) and publishes each sequence number notified.
+    pub(super) fn watch(&self) -> Result<tokio::sync::watch::Receiver<u64>, StoreError> {
+        let rx = self.notified.subscribe();
+        if self.notified.receiver_count() > 1 {
+            // Already listening.
+            return Ok(rx);
+        }
+        let config = self.config.clone();
+        let tls = self.tls.clone();
+        let label = self.label.clone();
+        let tx = self.notified.clone();
+        self.runtime()?.spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            while !tx.is_closed() {
+                match listen(&config, tls.clone(), &tx).await {
+                    Ok(()) => pause = Duration::from_millis(100),
+                    Err(e) => {
+                        tracing::debug!(database = %label, error = %e, "change notifications interrupted");
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Delete change rows older than `keep` (the followers have long read
+    /// them); returns how many went.
+    pub(super) fn prune_changes(&self, keep: Duration) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let seconds = keep.as_secs_f64();
+        block_on(conn.client.execute(
+            "DELETE FROM memhost_changes WHERE at < now() - make_interval(secs => $1) \
+             AND seq < (SELECT seq FROM memhost_sequence)",
+            &[&seconds],
+        ))
+        .map_err(|e| failed(&self.label, &e))
     }
 
     /// The database's size, bytes (rows, indexes and their TOAST).
@@ -567,6 +717,40 @@ fn written(write: super::RwTransaction<'_>) -> Overlay {
         super::Rw::Postgres(write) => write.own,
         super::Rw::Lmdb(_) => Overlay::default(),
     }
+}
+
+/// One LISTEN connection, until it ends: every notification's sequence
+/// number goes to `tx`. A (re)connect also publishes, so a follower looks
+/// for what it may have missed meanwhile.
+async fn listen(
+    config: &Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    tx: &tokio::sync::watch::Sender<u64>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(tls).await?;
+    let (messages_tx, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        // The connection is driven here, its messages passed on, until it
+        // ends.
+        while let Some(Ok(message)) =
+            futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await
+        {
+            if messages_tx.send(message).is_err() {
+                break;
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    tx.send_modify(|_| {});
+    while let Some(message) = messages.recv().await {
+        if let tokio_postgres::AsyncMessage::Notification(n) = message
+            && let Ok(seq) = n.payload().parse::<u64>()
+        {
+            tx.send_modify(|last| *last = (*last).max(seq));
+        }
+    }
+    driver.abort();
+    Ok(())
 }
 
 enum Attempt {
@@ -740,7 +924,7 @@ impl Overlay {
 /// or on failure.
 struct View<'a> {
     db: &'a Db,
-    conn: &'a Conn,
+    conn: Source<'a>,
     /// A snapshot's: whether its transaction has begun (it begins with its
     /// first query).
     began: Option<&'a Cell<bool>>,
@@ -748,24 +932,52 @@ struct View<'a> {
     failure: Option<&'a RefCell<Option<tokio_postgres::Error>>>,
 }
 
+/// The connection a view queries on.
+enum Source<'a> {
+    /// A write's: its batch's.
+    Fixed(&'a Conn),
+    /// A snapshot's, replaced if it turns out stale before the snapshot
+    /// began.
+    Lent(&'a RefCell<Conn>),
+}
+
 impl View<'_> {
     fn query(
         &self,
-        statement: &Statement,
+        statement: impl Fn(&Statements) -> &Statement,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
-        let client = &self.conn.client;
-        let result = match self.began {
-            Some(began) if !began.get() => {
+        let first = |conn: &Conn| {
+            // Sent together: one round trip.
+            let (begin, rows) = block_on(futures_util::future::join(
+                conn.client
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+                conn.client.query(statement(&conn.st), params),
+            ));
+            begin.and(rows)
+        };
+        let result = match (&self.conn, self.began) {
+            (Source::Lent(cell), Some(began)) if !began.get() => {
                 began.set(true);
-                // Sent together: one round trip.
-                let (begin, rows) = block_on(futures_util::future::join(
-                    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
-                    client.query(statement, params),
-                ));
-                begin.and(rows)
+                let result = first(&cell.borrow());
+                match result {
+                    // The pooled connection's server went away (a
+                    // failover): nothing was read yet, so once more on a
+                    // new connection.
+                    Err(e) if connection_lost(&e) => {
+                        let fresh = self.db.patient_conn()?.into_conn();
+                        drop(cell.replace(fresh));
+                        self.db.closed_one();
+                        first(&cell.borrow())
+                    }
+                    other => other,
+                }
             }
-            _ => block_on(client.query(statement, params)),
+            (Source::Lent(cell), _) => {
+                let conn = cell.borrow();
+                block_on(conn.client.query(statement(&conn.st), params))
+            }
+            (Source::Fixed(conn), _) => block_on(conn.client.query(statement(&conn.st), params)),
         };
         result.map_err(|e| {
             let err = failed(&self.db.label, &e);
@@ -880,7 +1092,7 @@ fn get(
     if let Some(v) = layered(layers, t, key) {
         return Ok(v.clone());
     }
-    let rows = view.query(&view.conn.st.get, &[&i16::from(t.0), &key])?;
+    let rows = view.query(|st| &st.get, &[&i16::from(t.0), &key])?;
     Ok(rows.first().map(|row| row.get::<_, Vec<u8>>(0)))
 }
 
@@ -899,7 +1111,7 @@ fn visit(
         if shown >= max {
             return Ok(shown);
         }
-        let rows = view.query(&view.conn.st.scan, &[&i16::from(t.0), &from, &page])?;
+        let rows = view.query(|st| &st.scan, &[&i16::from(t.0), &from, &page])?;
         let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= page;
         let fetched: Vec<(Vec<u8>, Vec<u8>)> = rows
             .iter()
@@ -1000,7 +1212,7 @@ fn last_at_or_before(
     let mut below = [upto, &[0]].concat();
     let theirs = 'seek: loop {
         let rows = view.query(
-            &view.conn.st.last,
+            |st| &st.last,
             &[&i16::from(t.0), &below, &prefix, &STEP_BACK],
         )?;
         for row in &rows {
@@ -1037,8 +1249,10 @@ pub(super) fn changes_after(db: &Db, after: u64, max: i64) -> Result<Vec<Change>
             let seq: i64 = row.get(0);
             let tbls: Vec<i16> = row.get(1);
             let keys: Vec<Vec<u8>> = row.get(2);
+            let seq = u64::try_from(seq).unwrap_or(0);
             Change {
-                seq: u64::try_from(seq).unwrap_or(0),
+                seq,
+                mine: db.mine(seq),
                 keys: tbls
                     .into_iter()
                     .zip(keys)

@@ -1,3 +1,4 @@
+use super::testing::Postgres;
 use super::*;
 
 fn open(dir: &Path) -> Store {
@@ -241,144 +242,6 @@ fn a_compacted_copy_taken_during_writes_holds_what_was_acknowledged_and_leaves_o
     assert!(err.to_string().contains("nowhere"), "{err}");
 }
 
-/// A throwaway PostgreSQL server on a loopback port, run by the
-/// unprivileged `postgres` user when the tests run as root (`initdb`
-/// refuses root), stopped when dropped.
-pub(crate) struct Postgres {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Postgres {
-    pub(crate) fn start() -> Postgres {
-        let bin =
-            std::env::var("MEMHOST_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
-        let dir = tempfile::tempdir().unwrap();
-        let as_root = is_root();
-        if as_root {
-            let id = |flag: &str| {
-                let out = std::process::Command::new("id")
-                    .args([flag, "postgres"])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout)
-                    .trim()
-                    .parse::<u32>()
-                    .unwrap()
-            };
-            std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g"))).unwrap();
-        }
-        let run = |program: &str, args: &[&str]| {
-            let path = format!("{bin}/{program}");
-            let mut cmd = if as_root {
-                let mut c = std::process::Command::new("runuser");
-                c.args(["-u", "postgres", "--", &path]);
-                c
-            } else {
-                std::process::Command::new(&path)
-            };
-            let out = cmd.args(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{program}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let data = dir.path().join("data");
-        let data = data.to_str().unwrap();
-        run(
-            "initdb",
-            &["-D", data, "-A", "trust", "-U", "memhost", "--no-sync"],
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            dir.path().display()
-        );
-        let log = dir.path().join("log");
-        run(
-            "pg_ctl",
-            &[
-                "-D",
-                data,
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start",
-            ],
-        );
-        Postgres { dir, port }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("postgres://memhost@127.0.0.1:{}/postgres", self.port)
-    }
-
-    pub(crate) fn options(&self) -> StoreOptions {
-        StoreOptions {
-            postgres: Some(self.url()),
-            pool: 8,
-            failover: std::time::Duration::from_secs(5),
-            ..StoreOptions::default()
-        }
-    }
-
-    /// Run `sql` in psql.
-    pub(crate) fn psql(&self, sql: &str) -> String {
-        let out = std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                &self.url(),
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let stop = format!(
-            "/usr/lib/postgresql/15/bin/pg_ctl -D {} -m immediate stop",
-            data.display()
-        );
-        let _ = if is_root() {
-            std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--", "sh", "-c", &stop])
-                .output()
-        } else {
-            std::process::Command::new("sh")
-                .args(["-c", &stop])
-                .output()
-        };
-    }
-}
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
-}
-
 /// What every engine must do the same way.
 fn contract(store: &Store) {
     let key = |s: &str| s.as_bytes().to_vec();
@@ -560,11 +423,14 @@ async fn postgres_batches_concurrent_writes_and_a_failing_one_alone() {
     assert_eq!(rows.len(), 300 - 6);
     // Every batch that wrote is one change, in order, naming its keys.
     let changes: u64 = pg
-        .psql("SELECT count(*) FROM memhost_changes")
+        .psql(0, "SELECT count(*) FROM memhost_changes")
         .parse()
         .unwrap();
     let keys: u64 = pg
-        .psql("SELECT sum(cardinality(keys)) FROM memhost_changes WHERE seq > 1")
+        .psql(
+            0,
+            "SELECT sum(cardinality(keys)) FROM memhost_changes WHERE seq > 1",
+        )
         .parse()
         .unwrap();
     assert!(
@@ -595,7 +461,10 @@ async fn postgres_batches_concurrent_writes_and_a_failing_one_alone() {
     );
     // The database holds sealed bytes only: here, what was put.
     assert_eq!(
-        pg.psql("SELECT count(*) FROM memhost_rows WHERE tbl = 4 AND v = 'v'::bytea"),
+        pg.psql(
+            0,
+            "SELECT count(*) FROM memhost_rows WHERE tbl = 4 AND v = 'v'::bytea"
+        ),
         "294"
     );
 }
@@ -609,14 +478,14 @@ fn postgres_refuses_a_newer_layout_and_a_newer_schema() {
             .write_blocking(|txn, t| txn.put(t.memories, "kept", "yes", WriteFlags::empty()))
             .unwrap();
     }
-    pg.psql("UPDATE memhost_layout SET version = version + 1");
+    pg.psql(0, "UPDATE memhost_layout SET version = version + 1");
     let err = Store::open(Path::new("/nonexistent"), &pg.options())
         .err()
         .unwrap();
     assert!(err.to_string().contains("upgrade memhost"), "{err}");
-    pg.psql("UPDATE memhost_layout SET version = version - 1");
+    pg.psql(0, "UPDATE memhost_layout SET version = version - 1");
     let newer = (SCHEMA_VERSION + 1).to_be_bytes();
-    pg.psql(&format!(
+    pg.psql(0, &format!(
         "UPDATE memhost_rows SET v = '\\x{}'::bytea WHERE tbl = 0 AND k = 'schema_version'::bytea",
         hex::encode(newer)
     ));
@@ -628,7 +497,10 @@ fn postgres_refuses_a_newer_layout_and_a_newer_schema() {
         "{err}"
     );
     assert_eq!(
-        pg.psql("SELECT count(*) FROM memhost_rows WHERE k = 'kept'::bytea"),
+        pg.psql(
+            0,
+            "SELECT count(*) FROM memhost_rows WHERE k = 'kept'::bytea"
+        ),
         "1"
     );
 }

@@ -27,9 +27,10 @@ pub fn memhost(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// `memhost init` the data directory unless it already is.
+/// `memhost init` the data directory unless it already is (in LMDB, or
+/// shared: `memhost init --store`).
 pub fn init(data: &Path) {
-    if !data.join("db").exists() {
+    if !data.join("db").exists() && !data.join("store.url").exists() {
         let (code, _, err) = memhost(&["init", "--data", data.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
     }

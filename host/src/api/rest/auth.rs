@@ -286,10 +286,25 @@ impl Gate {
     /// A failed authentication: counted per source, audited within limits,
     /// answered 401 — or 429 once the source has failed too often.
     fn failed(&self, source: Option<IpAddr>, why: &AuthFailure) -> Problem {
-        if let AuthFailure::Internal(e) = why {
+        match why {
             // Not the caller's failure: nothing counted against it.
-            crate::metrics::auth_failure("internal");
-            return internal(e);
+            AuthFailure::Internal(e) => {
+                crate::metrics::auth_failure("internal");
+                return internal(e);
+            }
+            AuthFailure::Unavailable(e) => {
+                crate::metrics::auth_failure("unavailable");
+                tracing::warn!(error = %e, "authentication waits for the store");
+                let mut p = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Unavailable",
+                    "the database is unavailable (a failover?); retry shortly",
+                );
+                p.retry_after = Some(1);
+                return p;
+            }
+            _ => {}
         }
         crate::metrics::auth_failure(match why {
             AuthFailure::Missing => "missing",
@@ -299,7 +314,7 @@ impl Gate {
             AuthFailure::Expired(_) => "expired",
             AuthFailure::WrongResource(_) => "wrong_resource",
             AuthFailure::NotHere => "token_not_here",
-            AuthFailure::Internal(_) => "internal",
+            AuthFailure::Internal(_) | AuthFailure::Unavailable(_) => "internal",
         });
         let src = source.map(|s| s.to_string());
         // Where clients sign in with OAuth, no credential yet (discovery)
