@@ -1,8 +1,15 @@
-//! Store benchmark: `cargo xtask bench store`. Service-level (the same path
-//! REST handlers take, minus HTTP), real LMDB with durable commits, real
-//! sealing, every write decided by the real `policy-standard` plugin (as
-//! staged by `cargo xtask plugins`); redaction off so the numbers are the
-//! store's. Prints a table; asserts nothing.
+//! Store benchmark: `cargo xtask bench store [--backend postgres
+//! [--standbys N]]`. Service-level (the same path REST handlers take,
+//! minus HTTP), real LMDB with durable commits — or a real PostgreSQL 15
+//! primary on loopback (durable commits; with `--standbys N`, N streaming
+//! standbys and commits waiting for one) — real sealing, every write
+//! decided by the real `policy-standard` plugin (as staged by `cargo xtask
+//! plugins`); redaction off so the numbers are the store's. With
+//! PostgreSQL also two hosts on the one database (two services in this
+//! process, each following the other's changes and running its indexer, as
+//! two `memhost serve` do): recall through each, and how long a memory
+//! stored through one takes to be found by meaning through the other.
+//! Prints a table; asserts nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +24,8 @@ use memhost::plugins::{PluginRegistry, PluginSettings};
 use memhost::runtime::{Runtime, RuntimeConfig};
 use memhost::service::{ListQuery, NamespaceSettings, NewMemory, RedactionMode, Service};
 use memhost::store::keyring::Keyring;
+#[cfg(feature = "testing")]
+use memhost::store::testing::Cluster;
 use memhost::store::{Store, StoreOptions};
 
 fn us(d: Duration) -> String {
@@ -34,14 +43,30 @@ fn content(i: usize) -> String {
 /// A new store in `dir` and the service over it, every write decided by
 /// the staged `policy-standard` plugin.
 fn fresh(dir: &std::path::Path) -> anyhow::Result<(Store, Service, Arc<PluginRegistry>)> {
-    let store = Store::open(&dir.join("db"), &StoreOptions::default())?;
-    let keyring = Arc::new(Keyring::open(&store, MasterKey::generate())?);
+    host(dir, &StoreOptions::default(), &MasterKey::generate())
+}
+
+/// A service over the store `options` name (LMDB in `dir`, or a shared
+/// database) with master key `master`, serving the staged
+/// `policy-standard` and `embed-hashing` plugins.
+fn host(
+    dir: &std::path::Path,
+    options: &StoreOptions,
+    master: &MasterKey,
+) -> anyhow::Result<(Store, Service, Arc<PluginRegistry>)> {
+    let store = Store::open(&dir.join("db"), options)?;
+    let keyring = Arc::new(Keyring::open(
+        &store,
+        MasterKey::parse(&master.export()).map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?);
     let runtime = Runtime::new(&RuntimeConfig::default())?;
     let plugins = Arc::new(PluginRegistry::new(runtime, PluginSettings::default())?);
-    let staged =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/policy-standard");
+    let staged = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
     plugins
-        .apply(vec![staged])
+        .apply(vec![
+            staged.join("policy-standard"),
+            staged.join("embed-hashing"),
+        ])
         .map_err(|e| anyhow::anyhow!("{}: run `cargo xtask plugins` first", e.summary))?;
     let service = Service::new(store.clone(), keyring, plugins.clone())?;
     Ok((store, service, plugins))
@@ -56,7 +81,28 @@ fn main() -> anyhow::Result<()> {
         return disk(copies);
     }
     let dir = tempfile::tempdir()?;
-    let (store, service, plugins) = fresh(dir.path())?;
+    let postgres = common::flag(&args, "--backend").is_some_and(|b| b == "postgres");
+    #[cfg(feature = "testing")]
+    let cluster = postgres.then(|| {
+        Cluster::with_standbys(
+            common::flag(&args, "--standbys")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        )
+    });
+    #[cfg(not(feature = "testing"))]
+    anyhow::ensure!(
+        !postgres,
+        "--backend postgres needs the `testing` feature: run `cargo xtask bench store --backend postgres`"
+    );
+    let master = MasterKey::generate();
+    #[cfg(feature = "testing")]
+    let options = cluster
+        .as_ref()
+        .map_or_else(StoreOptions::default, Cluster::options);
+    #[cfg(not(feature = "testing"))]
+    let options = StoreOptions::default();
+    let (store, service, plugins) = host(dir.path(), &options, &master)?;
     // The writer is a key-holding agent, as over the API (every store also
     // appends its audit entry in the same transaction).
     let actor = Principal::operator();
@@ -69,8 +115,24 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
 
-    println!("memhost store benchmark (command: cargo xtask bench store)");
-    println!("durable LMDB commits, sealed rows, ~1 KiB memories, redaction off\n");
+    let command = args
+        .iter()
+        .skip(1)
+        .filter(|a| *a != "--bench")
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!("memhost store benchmark (command: cargo xtask bench store {command})");
+    match store.shared_label() {
+        Some(_) => println!(
+            "PostgreSQL 15 on loopback (durable commits{}), sealed rows, ~1 KiB memories, redaction off\n",
+            match common::flag(&args, "--standbys").as_deref() {
+                Some(n) if n != "0" => format!(", each waiting for one of {n} streaming standbys"),
+                _ => String::new(),
+            }
+        ),
+        None => println!("durable LMDB commits, sealed rows, ~1 KiB memories, redaction off\n"),
+    }
     println!("| {:<44} | {:>12} | {:>12} |", "what", "p50 / rate", "p99");
     println!("|{:-<46}|{:-<14}|{:-<14}|", "", "", "");
 
@@ -314,11 +376,155 @@ fn main() -> anyhow::Result<()> {
         us(pct(&mut samples, 99))
     );
 
+    if store.is_shared() {
+        two_hosts(dir.path(), &options, &master, (&store, &service))?;
+    }
     println!(
         "\n(targets: store p99 ≤ 2 ms at 1 client, ≥ 5,000 stores/s at 64 clients, get p99 ≤ 1 ms, policy ≤ 50 µs added at p50)"
     );
     store.close();
+    if store.is_shared() {
+        return Ok(());
+    }
     disk(1)
+}
+
+/// Host A (`a`) and a second host B on the same database, each following
+/// the other's changes (woken by the database's notifications, as the
+/// server is) and running its indexer: recall through each, and how long a
+/// memory stored through A takes to be found by meaning through B.
+fn two_hosts(
+    dir: &std::path::Path,
+    options: &StoreOptions,
+    master: &MasterKey,
+    (store_a, a): (&Store, &Service),
+) -> anyhow::Result<()> {
+    let (store_b, b, _plugins_b) = host(&dir.join("b"), options, master)?;
+    let actor = Principal::operator();
+    a.create_namespace(
+        &actor,
+        "meaning",
+        NamespaceSettings {
+            redaction: RedactionMode::Off,
+            embedder: Some("embed-hashing".into()),
+            ..NamespaceSettings::default()
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    for (svc, store) in [(a.clone(), store_a.clone()), (b.clone(), store_b.clone())] {
+        let mut changed = store
+            .watch_changes()?
+            .ok_or_else(|| anyhow::anyhow!("a shared store has a change sequence"))?;
+        svc.start_following()?;
+        runtime.spawn(async move {
+            loop {
+                let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
+                let s = svc.clone();
+                let _ = tokio::task::spawn_blocking(move || s.follow()).await;
+            }
+        });
+    }
+    for svc in [a, &b] {
+        for worker in 0..2 {
+            let svc = svc.clone();
+            std::thread::spawn(move || svc.run_indexer(worker, 2));
+        }
+    }
+    let query = |svc: &Service, text: &str| {
+        svc.recall(
+            &actor,
+            "meaning",
+            &memhost::service::recall::RecallQuery {
+                query: text.into(),
+                k: Some(5),
+                mode: memhost::service::recall::RecallMode::Vector,
+                ..Default::default()
+            },
+        )
+    };
+    // Stored through A; found by meaning through B.
+    let (mut visible, mut after_indexed) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let text = format!("ticket {i}: the harbour crane {i} needs a new hydraulic hose");
+        let t = Instant::now();
+        let id = a
+            .store(
+                &actor,
+                "meaning",
+                NewMemory {
+                    content: text.clone(),
+                    ..NewMemory::default()
+                },
+            )?
+            .memory
+            .id;
+        while !a.indexed("meaning", &id)? {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let indexed = Instant::now();
+        while !query(&b, &text)?.iter().any(|h| h.memory.id == id) {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "never seen through B"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        visible.push(t.elapsed());
+        after_indexed.push(indexed.elapsed());
+    }
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "store on A → found by meaning on B",
+        us(pct(&mut visible, 50)),
+        us(pct(&mut visible, 99))
+    );
+    println!(
+        "| {:<44} | {:>12} | {:>12} |",
+        "  of which: indexed on A → followed by B",
+        us(pct(&mut after_indexed, 50)),
+        us(pct(&mut after_indexed, 99))
+    );
+    for (name, svc) in [("A", a), ("B", &b)] {
+        let mut samples = Vec::new();
+        for i in 0..500 {
+            let t = Instant::now();
+            query(svc, &format!("crane {} hydraulic hose", i % 200))?;
+            samples.push(t.elapsed());
+        }
+        println!(
+            "| {:<44} | {:>12} | {:>12} |",
+            format!("recall by meaning through host {name} (latency)"),
+            us(pct(&mut samples, 50)),
+            us(pct(&mut samples, 99))
+        );
+    }
+    // 8 clients on one host, then 4 on each (one machine: the same cores).
+    for (label, split) in [("one host", false), ("two hosts", true)] {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for c in 0..8 {
+                let svc = if split && c % 2 == 1 { &b } else { a };
+                let query = &query;
+                s.spawn(move || {
+                    for i in 0..250 {
+                        let _ = query(svc, &format!("crane {} hose", (c * 250 + i) % 200));
+                    }
+                });
+            }
+        });
+        println!(
+            "| {:<44} | {:>12} | {:>12} |",
+            format!("recall, 8 clients through {label} (calls/s)"),
+            format!("{:.0}/s", 2000.0 / start.elapsed().as_secs_f64()),
+            ""
+        );
+    }
+    store_b.close();
+    runtime.shutdown_background();
+    Ok(())
 }
 
 /// LongMemEval's chat turns (as `cargo xtask bench quality` fetches them),

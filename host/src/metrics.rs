@@ -158,12 +158,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
         namespaces: gauge("memhost_namespaces", "Namespaces")?,
         map_size: gauge(
             "memhost_store_map_size_bytes",
-            "The LMDB map size (address space reserved; grows on demand)",
+            "The LMDB map size (address space reserved; grows on demand); 0 on PostgreSQL",
         )?,
-        used: gauge("memhost_store_used_bytes", "Bytes of the LMDB file in use")?,
+        used: gauge(
+            "memhost_store_used_bytes",
+            "Bytes of the LMDB file in use (PostgreSQL: of the rows table)",
+        )?,
         readers: gauge(
             "memhost_store_readers",
-            "LMDB reader slots in use (all processes)",
+            "LMDB reader slots in use (all processes); PostgreSQL: this host's connections",
         )?,
         audit_entries: gauge("memhost_audit_entries", "Length of the audit chain")?,
         last_backup: gauge(

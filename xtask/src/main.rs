@@ -863,11 +863,18 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         Some("store") => {
             plugins(root)?;
-            fetch(root, &LONGMEMEVAL)?;
-            run(cargo()
-                .current_dir(root)
-                .args(["bench", "-p", "memhost", "--bench", "store", "--"])
-                .args(&args[1..]))
+            // PostgreSQL: a throwaway cluster (store::testing) instead of
+            // the LMDB disk section.
+            let postgres = args.iter().any(|a| a == "postgres");
+            if !postgres {
+                fetch(root, &LONGMEMEVAL)?;
+            }
+            let mut cmd = cargo();
+            cmd.current_dir(root).args(["bench", "-p", "memhost"]);
+            if postgres {
+                cmd.args(["--features", "testing"]);
+            }
+            run(cmd.args(["--bench", "store", "--"]).args(&args[1..]))
         }
         Some("embed") => {
             plugins(root)?;

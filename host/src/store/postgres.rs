@@ -395,6 +395,7 @@ impl Db {
                 conn: Source::Lent(&conn),
                 began: Some(&began),
                 failure: None,
+                seen: None,
             },
         });
         std::mem::forget(lent);
@@ -514,6 +515,7 @@ impl Db {
             return classify(conn, e);
         }
         let mut base = Overlay::default();
+        let seen = RefCell::new(Seen::default());
         let mut results = Vec::with_capacity(batch.len());
         for job in batch.iter_mut() {
             let failure = RefCell::new(None);
@@ -524,6 +526,7 @@ impl Db {
                         conn: Source::Fixed(&conn),
                         began: None,
                         failure: Some(&failure),
+                        seen: Some(&seen),
                     },
                     base: &base,
                     own: Overlay::default(),
@@ -930,7 +933,16 @@ struct View<'a> {
     began: Option<&'a Cell<bool>>,
     /// A write's: the database error that broke it, for the batch to see.
     failure: Option<&'a RefCell<Option<tokio_postgres::Error>>>,
+    /// A batch's: rows it read from the database. Under the writer lock
+    /// nothing else changes them until the batch ends, so a second read of
+    /// a row (the audit head, a word's posting block, the index stats) by
+    /// another write of the batch costs no round trip. Writes are in the
+    /// layers, which are looked at first.
+    seen: Option<&'a RefCell<Seen>>,
 }
+
+/// Rows a batch read: (table, key) → value, or none.
+type Seen = std::collections::HashMap<(u8, Vec<u8>), Option<Vec<u8>>>;
 
 /// The connection a view queries on.
 enum Source<'a> {
@@ -1092,8 +1104,18 @@ fn get(
     if let Some(v) = layered(layers, t, key) {
         return Ok(v.clone());
     }
+    if let Some(v) = view
+        .seen
+        .and_then(|seen| seen.borrow().get(&(t.0, key.to_vec())).cloned())
+    {
+        return Ok(v);
+    }
     let rows = view.query(|st| &st.get, &[&i16::from(t.0), &key])?;
-    Ok(rows.first().map(|row| row.get::<_, Vec<u8>>(0)))
+    let value = rows.first().map(|row| row.get::<_, Vec<u8>>(0));
+    if let Some(seen) = view.seen {
+        seen.borrow_mut().insert((t.0, key.to_vec()), value.clone());
+    }
+    Ok(value)
 }
 
 fn visit(
