@@ -182,9 +182,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .spawn(move || indexer.run_indexer(worker, INDEX_WORKERS))
             .context("cannot start an indexing thread")?;
     }
-    let limiter = Arc::new(crate::auth::limits::Limiter::new(
-        opts.config.limits.clone(),
-    ));
+    let mut limiter = crate::auth::limits::Limiter::new(opts.config.limits.clone());
+    if store.is_shared() {
+        // Sign-in guessing, failed authentications and registrations are
+        // counted by every host together.
+        limiter = limiter.with_shared(Arc::new(crate::service::shared_limits::StoreBuckets::new(
+            &service,
+        )?));
+    }
+    let limiter = Arc::new(limiter);
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -454,6 +460,12 @@ fn spawn_expiry_sweep(
                     Ok(Err(e)) => tracing::warn!(error = %e, "collecting leftover rows failed"),
                     Err(e) => tracing::warn!(error = %e, "collecting leftover rows panicked"),
                 }
+            }
+            let s = service.clone();
+            match tokio::task::spawn_blocking(move || s.purge_limits()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "purging full rate-limit buckets failed"),
+                Err(e) => tracing::warn!(error = %e, "purging rate-limit buckets panicked"),
             }
             let s = service.clone();
             match tokio::task::spawn_blocking(move || s.prune_changes(CHANGES_KEPT)).await {

@@ -16,6 +16,17 @@ use crate::common::server::*;
 /// A data directory for one more host of `url`'s database, with the master
 /// key of `first` (every host of one database needs the same).
 pub fn host_dir(tmp: &Path, name: &str, url: &str, first: Option<&Path>) -> (PathBuf, PathBuf) {
+    host_dir_with(tmp, name, url, first, "")
+}
+
+/// [`host_dir`] with `extra` config.
+fn host_dir_with(
+    tmp: &Path,
+    name: &str,
+    url: &str,
+    first: Option<&Path>,
+    extra: &str,
+) -> (PathBuf, PathBuf) {
     let data = tmp.join(name).join("data");
     std::fs::create_dir_all(&data).unwrap();
     if let Some(first) = first {
@@ -27,7 +38,10 @@ pub fn host_dir(tmp: &Path, name: &str, url: &str, first: Option<&Path>) -> (Pat
     let config = plugins_config(
         &tmp.join(name),
         &["redact-pii", "embed-hashing"],
-        "[limits]\nrequests_per_second = 100000.0\nburst = 100000\n",
+        &format!(
+            "{extra}\n[limits]\nrequests_per_second = 100000.0\nburst = 100000\n{}",
+            ""
+        ),
     );
     (data, config)
 }
@@ -566,4 +580,94 @@ fn a_killed_primary_is_replaced_by_a_standby_and_no_acknowledged_write_is_lost()
     let (code, out, err) = memhost(&["audit", "verify", "--data", b_data.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     drop(b);
+}
+
+#[test]
+fn guessing_through_several_hosts_is_limited_as_through_one() {
+    use crate::common::people::{create_user, sign_in_post};
+    let pg = Cluster::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // Each part from its own address (as a proxy in front would say).
+    let extra =
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[oauth]\nregistrations_per_hour = 4\n";
+    let (a_data, a_config) = host_dir_with(tmp.path(), "a", &pg.url(), None, extra);
+    let (b_data, b_config) = host_dir_with(tmp.path(), "b", &pg.url(), Some(&a_data), extra);
+    let a = Server::start(&a_data, &a_config);
+    let b = Server::start(&b_data, &b_config);
+    let hosts = [a.addr.as_str(), b.addr.as_str()];
+
+    // A person's password: 5 wrong guesses in all, whichever host took
+    // them; then both refuse, the right password too.
+    let password = "the right password";
+    create_user(&a_data, "dave", &["*=reader"], Some(password));
+    for (i, host) in hosts.iter().cycle().take(5).enumerate() {
+        assert_eq!(
+            sign_in_post(host, "dave", "guess one two three").status,
+            401,
+            "guess {i}"
+        );
+    }
+    for host in hosts {
+        let r = sign_in_post(host, "dave", "guess one two three");
+        assert_eq!(r.status, 429, "{}", r.headers);
+        assert!(r.header("retry-after").is_some());
+        assert_eq!(sign_in_post(host, "dave", password).status, 429);
+    }
+
+    // OAuth client registrations from one address: 4 an hour across hosts.
+    let register = |host: &str| {
+        let body = json!({"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"});
+        curl_raw(
+            host,
+            "POST",
+            "/oauth/register",
+            &["x-forwarded-for: 198.51.100.7"],
+            Some(("application/json", &body.to_string())),
+        )
+        .0
+    };
+    let statuses: Vec<u16> = hosts.iter().cycle().take(6).map(|h| register(h)).collect();
+    assert_eq!(statuses, [201, 201, 201, 201, 429, 429]);
+
+    // Failed API keys from one address (10 a minute by default), counted
+    // by both hosts together.
+    let bad = Client::new(hosts[0], Some("mhk_0000000000000000_guess"));
+    let statuses: Vec<u16> = (0..12)
+        .map(|i| {
+            let c = Client {
+                addr: hosts[i % 2].to_string(),
+                ..bad.clone()
+            };
+            curl_full(
+                &c,
+                "GET",
+                "/v1/namespaces",
+                None,
+                &["x-forwarded-for: 203.0.113.9"],
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(&statuses[..10], &[401; 10], "{statuses:?}");
+    assert_eq!(&statuses[10..], &[429; 2], "{statuses:?}");
+    // A valid key is never refused for its address.
+    let (status, _) = curl(&b.client(), "GET", "/v1/namespaces", None);
+    assert_eq!(status, 200);
+    // The shared buckets do not list who failed: no name, no address.
+    let limits = |filter: &str| -> u64 {
+        pg.psql(
+            0,
+            &format!(
+                "SELECT count(*) FROM memhost_rows WHERE tbl = 2 AND k LIKE 'limit/%' {filter}"
+            ),
+        )
+        .parse()
+        .unwrap()
+    };
+    assert!(limits("") >= 3, "one bucket per limit and subject");
+    let named = limits(
+        "AND (position('dave'::bytea in k) > 0 OR position('198.51.100.7'::bytea in k) > 0 \
+         OR position('203.0.113.9'::bytea in k) > 0)",
+    );
+    assert_eq!(named, 0);
 }

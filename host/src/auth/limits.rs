@@ -189,6 +189,28 @@ fn bucket_of<K: std::hash::Hash + Eq + Clone>(
 /// ones that have fully recovered are forgotten first.
 const MAX_SOURCES: usize = 10_000;
 
+/// Buckets every host of a shared store counts in together (the database
+/// holds them): the limits whose promise holds only if all hosts count —
+/// guessing a person's password, failing authentications from an address,
+/// registering OAuth clients from an address. Each call may block on the
+/// store; an error (the store away) lets the local limit decide alone.
+pub trait SharedBuckets: Send + Sync + std::fmt::Debug {
+    /// Take a token from bucket `kind`/`subject` (refilled at `per_second`
+    /// up to `burst`): `Ok(None)` taken, `Ok(Some(seconds))` empty for that
+    /// long.
+    fn take(
+        &self,
+        kind: &str,
+        subject: &str,
+        per_second: f64,
+        burst: f64,
+    ) -> Result<Option<u64>, String>;
+    /// Look without taking: `Some(seconds)` while empty.
+    fn peek(&self, kind: &str, subject: &str, per_second: f64, burst: f64) -> Option<u64>;
+    /// Give a token back (an attempt that was not a failure).
+    fn give(&self, kind: &str, subject: &str, burst: f64);
+}
+
 /// The limits of one server.
 #[derive(Debug)]
 pub struct Limiter {
@@ -203,6 +225,8 @@ pub struct Limiter {
     sign_ins: Mutex<HashMap<String, Bucket>>,
     /// OAuth client registrations per source address.
     registrations: Mutex<HashMap<IpAddr, Bucket>>,
+    /// A shared store: the same counts, across every host.
+    shared: Option<Arc<dyn SharedBuckets>>,
 }
 
 /// One request in flight for a key; dropping it frees the place.
@@ -237,6 +261,41 @@ impl Limiter {
             over_cap: Mutex::new(std::collections::HashSet::new()),
             sign_ins: Mutex::new(HashMap::new()),
             registrations: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// Count registrations, failed authentications and sign-in attempts in
+    /// `shared` too, so N hosts allow what one would.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedBuckets>) -> Limiter {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Take from the shared bucket as well, if there is one: its refusal
+    /// (with `reason`) if it is empty.
+    fn shared_take(
+        &self,
+        kind: &str,
+        subject: &str,
+        per_second: f64,
+        burst: f64,
+        reason: &str,
+    ) -> Result<(), Refused> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        match shared.take(kind, subject, per_second, burst) {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(Refused {
+                retry_after: wait.max(1),
+                reason: reason.to_string(),
+                first: false,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, kind, "a shared limit could not be counted; this host's decides");
+                Ok(())
+            }
         }
     }
 
@@ -249,10 +308,16 @@ impl Limiter {
             return Err(poisoned());
         };
         let (per_second, burst) = (f64::from(per_hour) / 3600.0, f64::from(per_hour));
-        bucket_of(&mut map, source, per_second, burst).take(
+        let reason =
+            format!("too many client registrations from {source}; at most {per_hour} an hour");
+        bucket_of(&mut map, source, per_second, burst).take(per_second, burst, &reason)?;
+        drop(map);
+        self.shared_take(
+            "registration",
+            &source.to_string(),
             per_second,
             burst,
-            &format!("too many client registrations from {source}; at most {per_hour} an hour"),
+            &reason,
         )
     }
 
@@ -335,6 +400,16 @@ impl Limiter {
             &self.failures_reason(source),
         );
         drop(failures);
+        // Counted by every host together, once this host has room.
+        let outcome = outcome.and_then(|()| {
+            self.shared_take(
+                "auth-failure",
+                &source.to_string(),
+                per_second,
+                burst,
+                &self.failures_reason(source),
+            )
+        });
         // However many sources there are, at most this many failures per
         // second reach the audit log; the rest are counted in the log.
         let audit_room = self
@@ -377,11 +452,20 @@ impl Limiter {
     pub fn failing(&self, source: IpAddr) -> Option<Refused> {
         let source = source_of(source);
         let (per_second, burst) = self.failure_rate();
-        let mut failures = self.failures.lock().ok()?;
-        let bucket = failures.get_mut(&source)?;
-        bucket.refill(per_second, burst);
-        (bucket.tokens < 1.0).then(|| Refused {
-            retry_after: bucket.wait(per_second),
+        let local = {
+            let mut failures = self.failures.lock().ok()?;
+            failures.get_mut(&source).and_then(|bucket| {
+                bucket.refill(per_second, burst);
+                (bucket.tokens < 1.0).then(|| bucket.wait(per_second))
+            })
+        };
+        let wait = local.or_else(|| {
+            self.shared
+                .as_ref()
+                .and_then(|s| s.peek("auth-failure", &source.to_string(), per_second, burst))
+        })?;
+        Some(Refused {
+            retry_after: wait.max(1),
             reason: self.failures_reason(source),
             first: false,
         })
@@ -399,28 +483,41 @@ impl Limiter {
     /// failure is counted); [`Limiter::sign_in_succeeded`] gives it back.
     /// A refusal while its failures are over their rate.
     pub fn sign_in_attempt(&self, name: &str) -> Result<(), Refused> {
-        let Ok(mut map) = self.sign_ins.lock() else {
-            return Err(poisoned());
-        };
-        bucket_of(
-            &mut map,
-            name.to_string(),
-            SIGN_INS_PER_SECOND,
-            SIGN_IN_BURST,
-        )
-        .take(
-            SIGN_INS_PER_SECOND,
-            SIGN_IN_BURST,
-            &format!("too many failed sign-ins for \"{name}\"; try again later"),
-        )
+        let reason = format!("too many failed sign-ins for \"{name}\"; try again later");
+        {
+            let Ok(mut map) = self.sign_ins.lock() else {
+                return Err(poisoned());
+            };
+            bucket_of(
+                &mut map,
+                name.to_string(),
+                SIGN_INS_PER_SECOND,
+                SIGN_IN_BURST,
+            )
+            .take(SIGN_INS_PER_SECOND, SIGN_IN_BURST, &reason)?;
+        }
+        let shared = self.shared_take("sign-in", name, SIGN_INS_PER_SECOND, SIGN_IN_BURST, &reason);
+        if shared.is_err() {
+            // Refused by the count of all hosts: this host's attempt is
+            // not spent.
+            self.give_back_sign_in(name);
+        }
+        shared
     }
 
-    /// User `name` signed in: the attempt taken for it was not a failure.
-    pub fn sign_in_succeeded(&self, name: &str) {
+    fn give_back_sign_in(&self, name: &str) {
         if let Ok(mut map) = self.sign_ins.lock()
             && let Some(b) = map.get_mut(name)
         {
             b.tokens = (b.tokens + 1.0).min(SIGN_IN_BURST);
+        }
+    }
+
+    /// User `name` signed in: the attempt taken for it was not a failure.
+    pub fn sign_in_succeeded(&self, name: &str) {
+        self.give_back_sign_in(name);
+        if let Some(shared) = &self.shared {
+            shared.give("sign-in", name, SIGN_IN_BURST);
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod oauth;
 pub mod operations;
 pub mod people;
 pub mod recall;
+pub mod shared_limits;
 pub mod transfer;
 
 use std::collections::HashMap;

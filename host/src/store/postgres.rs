@@ -189,12 +189,22 @@ fn failed(label: &str, e: &tokio_postgres::Error) -> StoreError {
 /// failover) before it answers "unavailable".
 const READ_PATIENCE: Duration = Duration::from_secs(5);
 
-/// The error with its server detail, if any.
+/// The error with its server detail, or its causes (a TLS handshake
+/// says which certificate check failed).
 fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Whether `e` means the connection (or the server behind it) is gone or

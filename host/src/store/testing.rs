@@ -283,6 +283,98 @@ impl Cluster {
         }
     }
 
+    /// Turn on TLS on server `i` with a certificate for `127.0.0.1` signed
+    /// by a throwaway CA (made with the `openssl` command); returns the
+    /// CA's PEM file, to trust.
+    pub fn enable_tls(&self, i: usize) -> PathBuf {
+        let dir = self
+            .dir
+            .path()
+            .join(format!("tls-{}", self.servers[i].name));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl: {e}"));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=memhost test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n",
+        )
+        .unwrap_or_else(|e| panic!("san.ext: {e}"));
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status();
+        }
+        let _ = Command::new("chmod")
+            .arg("600")
+            .arg(dir.join("server.key"))
+            .status();
+        self.append_conf(
+            &self.servers[i].data,
+            &format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
+            ),
+        );
+        self.psql(i, "SELECT pg_reload_conf()");
+        dir.join("ca.pem")
+    }
+
     /// A connection string to server `i`.
     pub fn url_of(&self, i: usize) -> String {
         format!(

@@ -504,3 +504,51 @@ fn postgres_refuses_a_newer_layout_and_a_newer_schema() {
         "1"
     );
 }
+
+#[test]
+fn postgres_over_tls_checks_the_servers_certificate() {
+    let pg = Postgres::start();
+    let ca = pg.enable_tls(0);
+    let url = format!("{}?sslmode=require", pg.url_of(0));
+    let with = |ca_file: Option<PathBuf>| {
+        Store::open(
+            Path::new("/nonexistent"),
+            &StoreOptions {
+                postgres: Some(url.clone()),
+                ca_file,
+                ..StoreOptions::default()
+            },
+        )
+    };
+    // Its CA unknown: refused, saying why.
+    let err = with(None).err().unwrap().to_string();
+    assert!(
+        err.contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    // Trusted: the store works, over TLS.
+    let store = with(Some(ca)).unwrap();
+    store
+        .write_blocking(|txn, t| txn.put(t.memories, "over", "tls", WriteFlags::empty()))
+        .unwrap();
+    assert_eq!(
+        store.get(|t| t.memories, b"over").unwrap().as_deref(),
+        Some(&b"tls"[..])
+    );
+    let encrypted = pg.psql(
+        0,
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'memhost'",
+    );
+    assert_eq!(encrypted, "t");
+    // A CA file without a certificate: a clear error.
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let err = with(Some(empty.path().to_path_buf()))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("ca_file") && err.contains("no certificate"),
+        "{err}"
+    );
+}
