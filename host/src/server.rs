@@ -462,7 +462,12 @@ fn spawn_expiry_sweep(
                 }
             }
             let s = service.clone();
-            match tokio::task::spawn_blocking(move || s.purge_limits()).await {
+            match tokio::task::spawn_blocking(move || {
+                s.purge_limits()?;
+                s.purge_leases()
+            })
+            .await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "purging full rate-limit buckets failed"),
                 Err(e) => tracing::warn!(error = %e, "purging rate-limit buckets panicked"),

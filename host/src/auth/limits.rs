@@ -227,7 +227,14 @@ pub struct Limiter {
     registrations: Mutex<HashMap<IpAddr, Bucket>>,
     /// A shared store: the same counts, across every host.
     shared: Option<Arc<dyn SharedBuckets>>,
+    /// How many shared takes this host makes per second at most: each is a
+    /// write every host waits its turn for, so a flood from many addresses
+    /// falls back to the local counts instead of taking the store's writes.
+    shared_budget: Mutex<Bucket>,
 }
+
+/// Shared takes per second one host makes at most (burst: twice that).
+const SHARED_TAKES_PER_SECOND: f64 = 50.0;
 
 /// One request in flight for a key; dropping it frees the place.
 #[derive(Debug)]
@@ -262,6 +269,7 @@ impl Limiter {
             sign_ins: Mutex::new(HashMap::new()),
             registrations: Mutex::new(HashMap::new()),
             shared: None,
+            shared_budget: Mutex::new(Bucket::full(SHARED_TAKES_PER_SECOND * 2.0)),
         }
     }
 
@@ -285,6 +293,16 @@ impl Limiter {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
+        // Sign-in attempts are always counted: guessing a person's password
+        // must not get cheaper while others flood.
+        let room = kind == "sign-in"
+            || self.shared_budget.lock().is_ok_and(|mut b| {
+                b.take(SHARED_TAKES_PER_SECOND, SHARED_TAKES_PER_SECOND * 2.0, "")
+                    .is_ok()
+            });
+        if !room {
+            return Ok(());
+        }
         match shared.take(kind, subject, per_second, burst) {
             Ok(None) => Ok(()),
             Ok(Some(wait)) => Err(Refused {

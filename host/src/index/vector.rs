@@ -500,6 +500,8 @@ impl VectorCache {
                 .as_deref()
                 .and_then(|p| Some((version_of(p)?, floats(p))))
             {
+                // A newer version put here meanwhile stays.
+                Some((version, _)) if version < ix.held_version(id) => {}
                 Some((version, v)) if v.len() == space.dims => ix.upsert(*id, version, &v),
                 _ => {
                     let version = ix.held_version(id);

@@ -189,6 +189,47 @@ pub(super) fn lease_key(job: &[u8]) -> Vec<u8> {
     [LEASE_PREFIX, job].concat()
 }
 
+/// When a lease row runs out (Unix ms), if it says.
+fn lease_until(value: &[u8]) -> Option<i64> {
+    value
+        .get(16..24)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes)
+}
+
+impl Service {
+    /// Delete the leases that ran out (their job settled by another path —
+    /// forgotten, requeued, its namespace deleted — or its host gone);
+    /// returns how many.
+    pub fn purge_leases(&self) -> Result<usize, ServiceError> {
+        let now = crate::clock::now_ms();
+        let over: Vec<Vec<u8>> = self
+            .store
+            .rows(|t| t.jobs, LEASE_PREFIX, |k| k.starts_with(LEASE_PREFIX))?
+            .into_iter()
+            .filter(|(_, v)| lease_until(v).is_none_or(|until| until < now))
+            .map(|(k, _)| k)
+            .collect();
+        let n = over.len();
+        if n > 0 {
+            self.store.write_blocking(move |txn, t| {
+                for k in &over {
+                    // Taken again meanwhile: kept.
+                    if get_in(txn, t.jobs, k)?
+                        .as_deref()
+                        .and_then(lease_until)
+                        .is_none_or(|until| until < now)
+                    {
+                        txn.del(t.jobs, k)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(n)
+    }
+}
+
 /// One write of namespace `ns_id`'s requeue pass (row `key`): the next
 /// `chunk` memories lose their vector and get an indexing job (or, words
 /// only now, lose their job too). Returns how many were queued and whether
@@ -466,11 +507,7 @@ impl Service {
                 let lease = lease_key(k);
                 if let Some(held) = get_in(txn, t.jobs, &lease)?
                     && held.get(..16) != Some(me.as_bytes().as_slice())
-                    && held
-                        .get(16..24)
-                        .and_then(|b| b.try_into().ok())
-                        .map(i64::from_be_bytes)
-                        .is_some_and(|until| until > now)
+                    && lease_until(&held).is_some_and(|until| until > now)
                 {
                     continue;
                 }
@@ -937,9 +974,10 @@ impl Service {
             Some(row) => Job::decode(&row).is_some_and(|j| j.failed.is_some()),
         };
         // A shared store: another host may have indexed it; this host's
-        // index must have followed that far too.
-        if settled && let Some(now) = self.store.sequence()? {
-            return Ok(self.followed() >= now);
+        // index follows that far now (what it applies twice, it applies
+        // the same), so a recall here finds it at once.
+        if settled && self.store.is_shared() {
+            self.follow()?;
         }
         Ok(settled)
     }

@@ -141,7 +141,14 @@ impl std::ops::Deref for Pooled<'_> {
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.db.give_back(conn);
+            if std::thread::panicking() {
+                // Mid-transaction, perhaps holding the writer lock: closed,
+                // not given back.
+                drop(conn);
+                self.db.closed_one();
+            } else {
+                self.db.give_back(conn);
+            }
         }
     }
 }
@@ -219,8 +226,12 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
         Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN => true,
         Some(c) if *c == SqlState::CANNOT_CONNECT_NOW => true,
         Some(c) => c.code().starts_with("08"),
-        // No server code: an I/O error or a closed socket.
-        None => e.as_db_error().is_none(),
+        // No server code: lost if it failed to connect or on the socket.
+        None => {
+            e.to_string().starts_with("error connecting")
+                || std::iter::successors(std::error::Error::source(e), |s| s.source())
+                    .any(|s| s.is::<std::io::Error>())
+        }
     }
 }
 
@@ -251,7 +262,29 @@ impl Db {
         if config.get_application_name().is_none() {
             config.application_name("memhost");
         }
+        // A server that vanishes from the network (no reset, as after a
+        // power loss) is noticed in seconds, not the kernel's quarter of an
+        // hour; and the server notices a host that vanished the same way,
+        // ending its transaction — and the writer lock with it.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(Duration::from_secs(15));
+        if config.get_options().is_none() {
+            config.options(
+                "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 \
+                 -c idle_in_transaction_session_timeout=120000",
+            );
+        }
         let label = label(&config);
+        let remote = config.get_hosts().iter().any(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => !is_loopback(name),
+            tokio_postgres::config::Host::Unix(_) => false,
+        });
+        if remote && config.get_ssl_mode() != tokio_postgres::config::SslMode::Require {
+            tracing::warn!(database = %label, "the connection to the database may be unencrypted: add sslmode=require to the connection string");
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("memhost-postgres")
@@ -364,12 +397,21 @@ impl Db {
             let txn = client.transaction().await?;
             txn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
                 .await?;
-            txn.batch_execute(LAYOUT_SQL).await?;
-            let found: Option<i32> = txn
-                .query_opt("SELECT max(version) FROM memhost_layout", &[])
+            // Laid out already: no DDL, no table lock taken (every host and
+            // every command opens the store).
+            let laid_out: bool = txn
+                .query_one("SELECT to_regclass('memhost_layout') IS NOT NULL", &[])
                 .await?
-                .and_then(|row| row.get(0));
+                .get(0);
+            let found: Option<i32> = if laid_out {
+                txn.query_opt("SELECT max(version) FROM memhost_layout", &[])
+                    .await?
+                    .and_then(|row| row.get(0))
+            } else {
+                None
+            };
             if found.is_none() {
+                txn.batch_execute(LAYOUT_SQL).await?;
                 txn.execute(
                     "INSERT INTO memhost_layout (version) VALUES ($1)",
                     &[&LAYOUT],
@@ -434,6 +476,13 @@ impl Db {
         self.freed.notify_one();
     }
 
+    /// Count one more connection as open (undoing [`Db::closed_one`]).
+    fn reopened_one(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.open += 1;
+        }
+    }
+
     /// Count one connection of the pool's as gone.
     fn closed_one(&self) {
         if let Ok(mut pool) = self.pool.lock() {
@@ -465,27 +514,12 @@ impl Db {
         let mut unanswered: Option<Vec<WriteReply>> = None;
         let mut pause = Duration::from_millis(50);
         loop {
-            let outcome = self.conn().and_then(|conn| {
-                if unanswered.is_some() {
-                    let landed = match block_on(conn.client.query_opt(&conn.st.landed, &[&&id[..]]))
-                    {
-                        Ok(landed) => landed,
-                        Err(e) => {
-                            let err = failed(&self.label, &e);
-                            conn.discard();
-                            return Err(err);
-                        }
-                    };
-                    if landed.is_some() {
-                        return Ok(Attempt::Done(unanswered.take().unwrap_or_default()));
-                    }
-                    // Not there: it never committed; run it again.
-                    unanswered = None;
-                }
-                Ok(self.attempt(conn, batch, &id))
-            });
+            let outcome = self
+                .conn()
+                .map(|conn| self.attempt(conn, batch, &id, unanswered.is_some()));
             let err = match outcome {
                 Ok(Attempt::Done(results)) => return Ok(results),
+                Ok(Attempt::Landed) => return Ok(unanswered.take().unwrap_or_default()),
                 Ok(Attempt::Again(e)) => e,
                 Ok(Attempt::Unanswered(results, e)) => {
                     unanswered = Some(results);
@@ -495,9 +529,14 @@ impl Db {
                 Err(e) => e,
             };
             if Instant::now() >= deadline {
+                let unknown = if unanswered.is_some() {
+                    "; whether the last attempt committed is unknown"
+                } else {
+                    ""
+                };
                 return Err(match err {
                     StoreError::Unavailable(m) => StoreError::Unavailable(format!(
-                        "{m}; the database did not come back within {} s",
+                        "{m}; the database did not come back within {} s{unknown}",
                         self.failover.as_secs()
                     )),
                     other => other,
@@ -509,7 +548,16 @@ impl Db {
         }
     }
 
-    fn attempt(&self, conn: Pooled<'_>, batch: &mut [WriteJob], id: &[u8; 16]) -> Attempt {
+    /// One try at `batch`. After an attempt whose COMMIT went unanswered
+    /// (`look_first`), first look for its change row — under the lock, so
+    /// that attempt has surely ended — and if it is there, stop: it landed.
+    fn attempt(
+        &self,
+        conn: Pooled<'_>,
+        batch: &mut [WriteJob],
+        id: &[u8; 16],
+        look_first: bool,
+    ) -> Attempt {
         let classify = |conn: Pooled<'_>, e: tokio_postgres::Error| {
             let err = failed(&self.label, &e);
             let again = connection_lost(&e) || transient(&e);
@@ -520,9 +568,26 @@ impl Db {
                 Attempt::Failed(err)
             }
         };
-        let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})");
+        // READ COMMITTED whatever the server's default: each statement sees
+        // every batch committed before this one took the lock.
+        let begin = format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+        );
         if let Err(e) = block_on(conn.client.batch_execute(&begin)) {
             return classify(conn, e);
+        }
+        if look_first {
+            match block_on(conn.client.query_opt(&conn.st.landed, &[&&id[..]])) {
+                Ok(Some(_)) => {
+                    return match block_on(conn.client.batch_execute("ROLLBACK")) {
+                        Ok(()) => Attempt::Landed,
+                        Err(e) => classify(conn, e),
+                    };
+                }
+                // Not there: it never committed; run it again.
+                Ok(None) => {}
+                Err(e) => return classify(conn, e),
+            }
         }
         let mut base = Overlay::default();
         let seen = RefCell::new(Seen::default());
@@ -768,6 +833,8 @@ async fn listen(
 
 enum Attempt {
     Done(Vec<WriteReply>),
+    /// The earlier attempt whose COMMIT went unanswered did commit.
+    Landed,
     /// Not committed; may succeed if run again.
     Again(StoreError),
     /// COMMIT sent, no answer: look for the batch before running it again.
@@ -987,10 +1054,21 @@ impl View<'_> {
                     // failover): nothing was read yet, so once more on a
                     // new connection.
                     Err(e) if connection_lost(&e) => {
-                        let fresh = self.db.patient_conn()?.into_conn();
-                        drop(cell.replace(fresh));
+                        // Its place is free first: a pool full of stale
+                        // connections must not wait on itself.
                         self.db.closed_one();
-                        first(&cell.borrow())
+                        match self.db.patient_conn() {
+                            Ok(fresh) => {
+                                drop(cell.replace(fresh.into_conn()));
+                                first(&cell.borrow())
+                            }
+                            Err(err) => {
+                                // The stale one stays, counted again, to be
+                                // given back (and found closed) at the end.
+                                self.db.reopened_one();
+                                return Err(err);
+                            }
+                        }
                     }
                     other => other,
                 }
@@ -1249,7 +1327,9 @@ fn last_at_or_before(
         )?;
         for row in &rows {
             let k: Vec<u8> = row.get(0);
-            if pending.get(k.as_slice()).is_some_and(Option::is_none) {
+            // The layers' word on a key wins: deleted there, or written
+            // there (then it is among theirs, with its new value).
+            if pending.contains_key(k.as_slice()) {
                 below = k;
                 continue;
             }
@@ -1296,4 +1376,12 @@ pub(super) fn changes_after(db: &Db, after: u64, max: i64) -> Result<Vec<Change>
             }
         })
         .collect())
+}
+
+/// Whether a host name is this machine's.
+fn is_loopback(name: &str) -> bool {
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

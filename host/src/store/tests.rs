@@ -274,6 +274,9 @@ fn contract(store: &Store) {
             assert_eq!(last.map(|r| r.0), Some(key("a1")), "a2 is deleted here");
             let last = last_at_or_before(txn, t.memories, b"a", b"a29")?;
             assert_eq!(last.map(|r| r.0), Some(key("a25")));
+            // A key written here is read with its new value.
+            let last = last_at_or_before(txn, t.memories, b"a", b"a3")?;
+            assert_eq!(last, Some((key("a3"), key("new"))));
             let n = with_prefix_in(txn, t.memories, b"a", |rows| rows.len())?;
             assert_eq!(n, 5);
             Ok(seen)
