@@ -119,16 +119,35 @@ fn scored(c: &Client, query: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Ask `check` every `every` until it answers `Ok`, for at most `within`;
+/// how long that took. Past `within`, the test fails with its last answer.
+fn eventually(
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return start.elapsed(),
+            Err(e) if start.elapsed() >= within => panic!("not within {within:?}: {e}"),
+            Err(_) => std::thread::sleep(every),
+        }
+    }
+}
+
 /// How long until `c` recalls `text` by meaning (at most 10 s).
 fn until_found(c: &Client, ns: &str, text: &str) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        if recall(c, ns, text, "vector").iter().any(|t| t == text) {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("{text:?} not found by meaning through the other host within 10 s");
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || match recall(c, ns, text, "vector").iter().any(|t| t == text) {
+            true => Ok(()),
+            false => Err(format!(
+                "{text:?} not found by meaning through the other host"
+            )),
+        },
+    )
 }
 
 fn store(c: &Client, ns: &str, text: &str, wait: bool) -> Value {
@@ -222,21 +241,17 @@ fn two_hosts_serve_each_others_writes_and_index_each_memory_once() {
     store(&ca, "team", text, true);
     until_found(&cb, "team", text);
     // Every job done: no job rows left, one vector per memory.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let jobs = loop {
-        let jobs: u64 = pg
-            .psql(
-                0,
-                "SELECT count(*) FROM memhost_rows WHERE tbl = 11 AND k LIKE 'idx/%'",
-            )
-            .parse()
-            .unwrap();
-        if jobs == 0 || Instant::now() > deadline {
-            break jobs;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(jobs, 0, "indexing jobs left");
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match pg.psql(
+            0,
+            "SELECT count(*) FROM memhost_rows WHERE tbl = 11 AND k LIKE 'idx/%'",
+        ) {
+            jobs if jobs == "0" => Ok(()),
+            jobs => Err(format!("{jobs} indexing jobs left")),
+        },
+    );
     let vectors: u64 = pg
         .psql(0, "SELECT count(*) FROM memhost_rows WHERE tbl = 7")
         .parse()
@@ -257,23 +272,18 @@ fn two_hosts_serve_each_others_writes_and_index_each_memory_once() {
         None,
     );
     assert_eq!(status, 204);
-    let gone = |c: &Client| {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            let hits = recall(
-                c,
-                "team",
-                "the quarterly budget review moved to Tuesday",
-                "hybrid",
-            );
-            if !hits.iter().any(|t| t.contains("quarterly budget")) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    eventually(Duration::from_secs(10), Duration::from_millis(20), || {
+        let hits = recall(
+            &ca,
+            "team",
+            "the quarterly budget review moved to Tuesday",
+            "hybrid",
+        );
+        match hits.iter().any(|t| t.contains("quarterly budget")) {
+            false => Ok(()),
+            true => Err("a forgotten memory is still recalled through the other host".into()),
         }
-        panic!("a forgotten memory is still recalled through the other host");
-    };
-    gone(&ca);
+    });
     let (status, _) = curl(
         &ca,
         "GET",
@@ -313,6 +323,20 @@ fn two_hosts_serve_each_others_writes_and_index_each_memory_once() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("audit chain intact"), "{err}");
     assert!(restored.join("db").is_dir() && !restored.join("store.url").exists());
+    // Not over a shared store's directory, nor compacting one: refused,
+    // saying where its rows are.
+    let (code, _, err) = memhost(&[
+        "restore",
+        backup.to_str().unwrap(),
+        "--data",
+        b_data.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("keeps its rows in PostgreSQL"), "{err}");
+    let (code, _, err) = memhost(&["compact", "--data", b_data.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("keeps its rows in PostgreSQL"), "{err}");
     let two_id = two["id"].as_str().unwrap();
     let alone = Server::start(&restored, &b_data.parent().unwrap().join("memhost.toml"));
     let (status, m) = curl(
@@ -488,8 +512,7 @@ fn a_killed_primary_is_replaced_by_a_standby_and_no_acknowledged_write_is_lost()
     pg.promote(new, &[other]);
     // Writes go on through the new primary, on both hosts.
     let resumed = |c: &Client| {
-        let start = Instant::now();
-        loop {
+        eventually(Duration::from_secs(60), Duration::from_millis(100), || {
             let text = format!("written after the failover, try {:?}", Instant::now());
             let (status, body) = curl(
                 c,
@@ -497,15 +520,11 @@ fn a_killed_primary_is_replaced_by_a_standby_and_no_acknowledged_write_is_lost()
                 "/v1/namespaces/ops/memories",
                 Some(&json!({ "content": text }).to_string()),
             );
-            if status == 201 {
-                return start.elapsed();
+            match status {
+                201 => Ok(()),
+                _ => Err(format!("no write: {status} {body}")),
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "no write within 60 s: {status} {body}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     };
     resumed(&ca);
     resumed(&cb);
@@ -542,28 +561,25 @@ fn a_killed_primary_is_replaced_by_a_standby_and_no_acknowledged_write_is_lost()
     // Same vectors held: the same scores, the same memory wherever a score
     // is not shared (near-identical texts tie, and ties may come in any
     // order).
-    let deadline = Instant::now() + Duration::from_secs(20);
     for query in [
         "ferry timetable entry",
         "host 1 writer 2 entry 7",
         "host 0 writer 0 entry 1",
     ] {
-        loop {
+        eventually(Duration::from_secs(20), Duration::from_millis(200), || {
             let (x, y) = (scored(&ca, query), scored(&cb, query));
+            let tied = |score: f64| x.iter().filter(|r| (r.1 - score).abs() < 1e-5).count() > 1;
             let same = x.len() == y.len()
-                && x.iter().zip(&y).all(|(p, q)| {
-                    (p.1 - q.1).abs() < 1e-5
-                        && (p.0 == q.0 || x.iter().filter(|r| (r.1 - p.1).abs() < 1e-5).count() > 1)
-                });
-            if same {
-                break;
+                && x.iter()
+                    .zip(&y)
+                    .all(|(p, q)| (p.1 - q.1).abs() < 1e-5 && (p.0 == q.0 || tied(p.1)));
+            match same {
+                true => Ok(()),
+                false => Err(format!(
+                    "the hosts answer {query:?} differently: {x:?} / {y:?}"
+                )),
             }
-            assert!(
-                Instant::now() < deadline,
-                "the hosts answer {query:?} differently: {x:?} / {y:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        });
     }
 
     // A host killed mid-write: the other writes on (the lock it held goes

@@ -73,6 +73,12 @@ pub(crate) struct CompactArgs {
 /// file: after deleting much, the space is reused but not returned).
 pub(crate) fn compact(args: CompactArgs) -> anyhow::Result<i32> {
     let dir = DataDir::new(args.data);
+    if dir.store_url()?.is_some() {
+        bail!(
+            "{} keeps its rows in PostgreSQL: nothing to compact here (the database reclaims space itself: autovacuum, VACUUM FULL)",
+            dir.root().display()
+        );
+    }
     if let Some(pid) = super::keys::server_running(&dir) {
         bail!(
             "memhost (pid {pid}) is serving {}: stop it before compacting (a write after the copy would be lost); a backup compacts too, while it serves",
@@ -176,6 +182,12 @@ fn write_backup(
 pub(crate) fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
     let source = super::output::input_name(&args.file);
     let target = DataDir::new(args.data.clone());
+    if target.store_url()?.is_some() {
+        bail!(
+            "{} keeps its rows in PostgreSQL: a backup restores into a new data directory (LMDB); restore the database with its own tools",
+            target.root().display()
+        );
+    }
     if target.db().join("data.mdb").exists() {
         if !args.force {
             bail!(

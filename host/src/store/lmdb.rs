@@ -359,12 +359,12 @@ fn pages<T: lmdb::Transaction>(txn: &T, db: Database) -> Result<u64, StoreError>
 
 macro_rules! reads {
     ($ty:ident) => {
-        impl $ty<'_> {
-            pub(super) fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        impl super::Transaction for $ty<'_> {
+            fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
                 get(&self.txn, self.dbs[t.index()], key)
             }
 
-            pub(super) fn visit(
+            fn visit(
                 &self,
                 t: Table,
                 start: &[u8],
@@ -374,7 +374,7 @@ macro_rules! reads {
                 visit(&self.txn, self.dbs[t.index()], start, max, f)
             }
 
-            pub(super) fn with_prefix(
+            fn with_prefix(
                 &self,
                 t: Table,
                 prefix: &[u8],
@@ -383,7 +383,7 @@ macro_rules! reads {
                 with_prefix(&self.txn, self.dbs[t.index()], prefix, f)
             }
 
-            pub(super) fn last_at_or_before(
+            fn last_at_or_before(
                 &self,
                 t: Table,
                 prefix: &[u8],

@@ -328,66 +328,32 @@ enum Rw<'e> {
     Postgres(postgres::Write<'e>),
 }
 
-/// Both engines' reads, for an engine-dispatching transaction.
-macro_rules! dispatch {
-    ($ty:ident) => {
-        impl $ty<'_> {
-            fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-                match self {
-                    $ty::Lmdb(t) => t.get(table, key),
-                    $ty::Postgres(t) => t.get(table, key),
-                }
-            }
-
-            fn visit(
-                &self,
-                table: Table,
-                start: &[u8],
-                max: usize,
-                f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-            ) -> Result<usize, StoreError> {
-                match self {
-                    $ty::Lmdb(t) => t.visit(table, start, max, f),
-                    $ty::Postgres(t) => t.visit(table, start, max, f),
-                }
-            }
-
-            fn with_prefix(
-                &self,
-                table: Table,
-                prefix: &[u8],
-                f: &mut dyn FnMut(&Lent<'_>),
-            ) -> Result<(), StoreError> {
-                match self {
-                    $ty::Lmdb(t) => t.with_prefix(table, prefix, f),
-                    $ty::Postgres(t) => t.with_prefix(table, prefix, f),
-                }
-            }
-
-            fn last_at_or_before(
-                &self,
-                table: Table,
-                prefix: &[u8],
-                upto: &[u8],
-            ) -> Result<Option<Row>, StoreError> {
-                match self {
-                    $ty::Lmdb(t) => t.last_at_or_before(table, prefix, upto),
-                    $ty::Postgres(t) => t.last_at_or_before(table, prefix, upto),
-                }
-            }
+impl RoTransaction<'_> {
+    /// The engine's snapshot, which reads.
+    fn engine(&self) -> &dyn Transaction {
+        match &self.inner {
+            Ro::Lmdb(t) => t,
+            Ro::Postgres(t) => t,
         }
-    };
+    }
 }
 
-dispatch!(Ro);
-dispatch!(Rw);
+impl RwTransaction<'_> {
+    /// The engine's write, which reads (its own writes too).
+    fn engine(&self) -> &dyn Transaction {
+        match &self.inner {
+            Rw::Lmdb(t) => t,
+            Rw::Postgres(t) => t,
+        }
+    }
+}
 
-/// [`Transaction`] for a transaction type, by its engine's reads.
+/// [`Transaction`] for a store transaction, by its engine's.
 macro_rules! reads {
     ($ty:ident) => {
         impl Transaction for $ty<'_> {
             fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-                self.inner.get(table, key)
+                self.engine().get(table, key)
             }
 
             fn visit(
@@ -397,7 +363,7 @@ macro_rules! reads {
                 max: usize,
                 f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
             ) -> Result<usize, StoreError> {
-                self.inner.visit(table, start, max, f)
+                self.engine().visit(table, start, max, f)
             }
 
             fn with_prefix(
@@ -406,7 +372,7 @@ macro_rules! reads {
                 prefix: &[u8],
                 f: &mut dyn FnMut(&Lent<'_>),
             ) -> Result<(), StoreError> {
-                self.inner.with_prefix(table, prefix, f)
+                self.engine().with_prefix(table, prefix, f)
             }
 
             fn last_at_or_before(
@@ -415,7 +381,7 @@ macro_rules! reads {
                 prefix: &[u8],
                 upto: &[u8],
             ) -> Result<Option<Row>, StoreError> {
-                self.inner.last_at_or_before(table, prefix, upto)
+                self.engine().last_at_or_before(table, prefix, upto)
             }
         }
     };

@@ -314,8 +314,8 @@ impl Db {
         self.runtime.as_ref().ok_or(StoreError::Closed)
     }
 
-    /// A new connection, its statements prepared.
-    fn connect(&self) -> Result<Conn, StoreError> {
+    /// A new client, its connection driven by the engine's runtime.
+    fn client(&self) -> Result<Client, StoreError> {
         let config = self.config.clone();
         let tls = self.tls.clone();
         let label = self.label.clone();
@@ -328,9 +328,14 @@ impl Db {
             });
             Ok::<_, tokio_postgres::Error>(client)
         });
-        let client = block_on(task)
+        block_on(task)
             .map_err(|e| StoreError::Storage(format!("postgres {}: {e}", self.label)))?
-            .map_err(|e| failed(&self.label, &e))?;
+            .map_err(|e| failed(&self.label, &e))
+    }
+
+    /// A new connection, its statements prepared.
+    fn connect(&self) -> Result<Conn, StoreError> {
+        let client = self.client()?;
         let st = block_on(Statements::prepare(&client)).map_err(|e| failed(&self.label, &e))?;
         Ok(Conn { client, st })
     }
@@ -383,17 +388,9 @@ impl Db {
     }
 
     fn create_layout(&self) -> Result<(), StoreError> {
-        // Statements are prepared against the tables: connect bare first.
-        let config = self.config.clone();
-        let tls = self.tls.clone();
-        let label = self.label.clone();
-        let task = self.runtime()?.spawn(async move {
-            let (mut client, connection) = config.connect(tls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(database = %label, error = %e, "database connection ended");
-                }
-            });
+        // Statements are prepared against the tables: a bare client first.
+        let mut client = self.client()?;
+        let found = block_on(async {
             let txn = client.transaction().await?;
             txn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
                 .await?;
@@ -420,10 +417,8 @@ impl Db {
             }
             txn.commit().await?;
             Ok::<_, tokio_postgres::Error>(found)
-        });
-        let found = block_on(task)
-            .map_err(|e| StoreError::Storage(format!("postgres {}: {e}", self.label)))?
-            .map_err(|e| failed(&self.label, &e))?;
+        })
+        .map_err(|e| failed(&self.label, &e))?;
         match found {
             Some(v) if v > LAYOUT => Err(StoreError::NewerSchema {
                 path: self.label.clone().into(),
@@ -1121,7 +1116,9 @@ impl Write<'_> {
         value: &[u8],
         flags: WriteFlags,
     ) -> Result<(), StoreError> {
-        if flags.contains(WriteFlags::NO_OVERWRITE) && self.get(t, key)?.is_some() {
+        if flags.contains(WriteFlags::NO_OVERWRITE)
+            && super::Transaction::get(self, t, key)?.is_some()
+        {
             return Err(StoreError::Exists);
         }
         self.own
@@ -1139,12 +1136,12 @@ impl Write<'_> {
 /// The reads of a transaction type, through its view and layers.
 macro_rules! reads {
     ($ty:ident) => {
-        impl $ty<'_> {
-            pub(super) fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        impl super::Transaction for $ty<'_> {
+            fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
                 get(&self.view, &self.layers(), t, key)
             }
 
-            pub(super) fn visit(
+            fn visit(
                 &self,
                 t: Table,
                 start: &[u8],
@@ -1154,7 +1151,7 @@ macro_rules! reads {
                 visit(&self.view, &self.layers(), t, start, max, f)
             }
 
-            pub(super) fn with_prefix(
+            fn with_prefix(
                 &self,
                 t: Table,
                 prefix: &[u8],
@@ -1163,7 +1160,7 @@ macro_rules! reads {
                 with_prefix(&self.view, &self.layers(), t, prefix, f)
             }
 
-            pub(super) fn last_at_or_before(
+            fn last_at_or_before(
                 &self,
                 t: Table,
                 prefix: &[u8],

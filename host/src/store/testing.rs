@@ -163,7 +163,8 @@ impl Cluster {
         cluster
     }
 
-    fn run(&self, program: &str, args: &[&str]) -> String {
+    /// `program` of the PostgreSQL binaries, as the user the servers run as.
+    fn command(&self, program: &str) -> Command {
         let path = format!("{}/{program}", self.bin);
         let mut cmd = if is_root() {
             let mut c = Command::new("runuser");
@@ -172,9 +173,14 @@ impl Cluster {
         } else {
             Command::new(&path)
         };
-        let out = cmd
+        cmd.current_dir(self.dir.path());
+        cmd
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let out = self
+            .command(program)
             .args(args)
-            .current_dir(self.dir.path())
             .output()
             .unwrap_or_else(|e| panic!("{program}: {e}"));
         assert!(
@@ -427,18 +433,12 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for s in &self.servers {
-            let stop = format!(
-                "{}/pg_ctl -D {} -m immediate stop",
-                self.bin,
-                s.data.display()
-            );
-            let _ = if is_root() {
-                Command::new("runuser")
-                    .args(["-u", "postgres", "--", "sh", "-c", &stop])
-                    .output()
-            } else {
-                Command::new("sh").args(["-c", &stop]).output()
-            };
+            let _ = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(&s.data)
+                .args(["-m", "immediate", "stop"])
+                .output();
         }
     }
 }
